@@ -1,0 +1,329 @@
+//! Process wiring: binds the listeners, builds the runtime handles (rules, metrics, span
+//! sink), serves until shutdown and then drains.
+//!
+//! [`Stitch`] is the one entry point for both the binary and the integration tests, so the
+//! tests exercise exactly what production runs (tests bind port 0 and read the bound
+//! addresses back).
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::proxy::{Direction, Proxy};
+
+/// Everything `stitch run` can be told, as plain data (CLI flags and env vars map onto it).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Rules file; `None` runs on the built-in defaults.
+    pub config: Option<PathBuf>,
+    /// Inbound listener address.
+    pub inbound_listen: SocketAddr,
+    /// Outbound listener addresses (loopback by default: explicit mode must not be an open proxy).
+    pub outbound_listen: Vec<SocketAddr>,
+    /// Admin server address.
+    pub admin_listen: SocketAddr,
+    /// Explicit inbound mode: every inbound connection goes to this `host:port`.
+    pub inbound_target: Option<String>,
+    /// `service.name` of the spans.
+    pub service_name: String,
+    /// Destination ports treated as opaque TCP without detection.
+    pub opaque_ports: Vec<u16>,
+    /// How long protocol detection waits for the client's first bytes.
+    pub detect_timeout: Duration,
+    /// Upper bound on an upstream TCP connect.
+    pub connect_timeout: Duration,
+    /// Deadline for a client's request head (and idle HTTP/1 keep-alive).
+    pub header_read_timeout: Duration,
+    /// Idle pooled upstream connections are closed after this long.
+    pub upstream_idle_timeout: Duration,
+    /// Largest request head accepted, in bytes.
+    pub max_header_bytes: usize,
+    /// Most header fields in one request head.
+    pub max_headers: usize,
+    /// Most concurrent client connections per listener.
+    pub max_connections: usize,
+    /// HTTP/2 concurrent streams per client connection.
+    pub h2_max_concurrent_streams: u32,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            config: None,
+            inbound_listen: SocketAddr::from((Ipv6Addr::UNSPECIFIED, 4143)),
+            outbound_listen: vec![
+                SocketAddr::from((Ipv4Addr::LOCALHOST, 4140)),
+                SocketAddr::from((Ipv6Addr::LOCALHOST, 4140)),
+            ],
+            admin_listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 4191)),
+            inbound_target: None,
+            service_name: "unknown_service".to_owned(),
+            opaque_ports: Vec::new(),
+            detect_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(3),
+            header_read_timeout: Duration::from_secs(10),
+            upstream_idle_timeout: Duration::from_secs(90),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            max_connections: 10_000,
+            h2_max_concurrent_streams: 256,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why stitch could not start.
+#[derive(Debug)]
+pub struct StartError {
+    what: String,
+    source: Option<io::Error>,
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.what)
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_ref().map(|e| e as _)
+    }
+}
+
+impl StartError {
+    fn bind(what: &str, addr: SocketAddr, e: io::Error) -> Self {
+        StartError {
+            what: format!("cannot bind the {what} listener on {addr}: {e}"),
+            source: Some(e),
+        }
+    }
+
+    /// A start-up failure described by a message (e.g. an invalid rules file).
+    pub fn msg(what: impl Into<String>) -> Self {
+        StartError {
+            what: what.into(),
+            source: None,
+        }
+    }
+}
+
+/// Triggers and observes shutdown. Cloning shares the same signal.
+#[derive(Debug, Clone, Default)]
+pub struct ShutdownHandle {
+    token: CancellationToken,
+}
+
+impl ShutdownHandle {
+    /// Starts graceful shutdown: listeners stop accepting, in-flight requests drain.
+    pub fn trigger(&self) {
+        self.token.cancel();
+    }
+
+    /// Resolves once shutdown was triggered.
+    pub async fn triggered(&self) {
+        self.token.cancelled().await
+    }
+
+    /// Whether shutdown was triggered.
+    pub fn is_triggered(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Triggers shutdown on the first SIGTERM or SIGINT (spawns a watcher task).
+    pub fn trigger_on_signals(&self) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown signal received; draining");
+            this.trigger();
+        });
+    }
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot install signal handlers; stop stitch with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// A bound, not yet serving stitch instance.
+pub struct Stitch {
+    settings: Settings,
+    inbound: TcpListener,
+    outbound: Vec<TcpListener>,
+    admin: TcpListener,
+    shutdown: ShutdownHandle,
+    ready: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Stitch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stitch")
+            .field("inbound", &self.inbound_addr())
+            .field("outbound", &self.outbound_addrs())
+            .field("admin", &self.admin_addr())
+            .finish()
+    }
+}
+
+impl Stitch {
+    /// Binds every listener. The admin server answers `/live` as soon as [`Stitch::run`]
+    /// starts; `/ready` turns true once the proxy listeners are serving.
+    pub async fn bind(settings: Settings) -> Result<Self, StartError> {
+        let inbound = bind_inbound(settings.inbound_listen).await?;
+        let mut outbound = Vec::new();
+        for &addr in &settings.outbound_listen {
+            match TcpListener::bind(addr).await {
+                Ok(l) => outbound.push(l),
+                // The default pair includes [::1]; a kernel without IPv6 only loses that one.
+                Err(e) if addr.is_ipv6() && outbound_is_default(&settings, addr) => {
+                    tracing::info!(%addr, error = %e, "no IPv6 loopback; outbound listens on IPv4 only");
+                }
+                Err(e) => return Err(StartError::bind("outbound", addr, e)),
+            }
+        }
+        if outbound.is_empty() {
+            return Err(StartError::msg("no outbound listener could be bound"));
+        }
+        for l in &outbound {
+            if let Ok(addr) = l.local_addr()
+                && !addr.ip().is_loopback()
+            {
+                tracing::warn!(%addr, "the outbound listener is not on loopback: anyone who reaches it can use stitch as a proxy");
+            }
+        }
+        let admin = TcpListener::bind(settings.admin_listen)
+            .await
+            .map_err(|e| StartError::bind("admin", settings.admin_listen, e))?;
+        Ok(Stitch {
+            settings,
+            inbound,
+            outbound,
+            admin,
+            shutdown: ShutdownHandle::default(),
+            ready: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// The bound inbound address (useful when the settings asked for port 0).
+    pub fn inbound_addr(&self) -> SocketAddr {
+        self.inbound
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The bound outbound addresses.
+    pub fn outbound_addrs(&self) -> Vec<SocketAddr> {
+        self.outbound
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// The bound admin address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// A handle that triggers graceful shutdown.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Serves until shutdown is triggered, then stops accepting, lets in-flight requests
+    /// finish within the drain deadline, and returns.
+    pub async fn run(self) -> Result<(), StartError> {
+        let Stitch {
+            settings,
+            inbound,
+            outbound,
+            admin,
+            shutdown,
+            ready,
+        } = self;
+        let mut own_addrs = vec![
+            inbound
+                .local_addr()
+                .map_err(|e| StartError::bind("inbound", settings.inbound_listen, e))?,
+        ];
+        own_addrs.extend(outbound.iter().filter_map(|l| l.local_addr().ok()));
+        own_addrs.extend(admin.local_addr().ok());
+
+        let admin_state = crate::admin::AdminState {
+            ready: ready.clone(),
+        };
+        let tracker = TaskTracker::new();
+        tracker.spawn(crate::admin::serve(admin, admin_state, shutdown.clone()));
+
+        let proxy = Arc::new(Proxy::new(&settings, own_addrs));
+        for (listener, direction) in std::iter::once((inbound, Direction::Inbound))
+            .chain(outbound.into_iter().map(|l| (l, Direction::Outbound)))
+        {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(listener = %direction, %addr, "listening");
+            }
+            tracker.spawn(proxy.clone().serve(
+                listener,
+                direction,
+                shutdown.clone(),
+                tracker.clone(),
+            ));
+        }
+        ready.store(true, Ordering::Release);
+
+        shutdown.triggered().await;
+        ready.store(false, Ordering::Release);
+        tracker.close();
+        if tokio::time::timeout(settings.drain_timeout, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(deadline = ?settings.drain_timeout, "drain deadline passed; closing remaining connections");
+        } else {
+            tracing::info!("drained");
+        }
+        Ok(())
+    }
+}
+
+fn outbound_is_default(settings: &Settings, addr: SocketAddr) -> bool {
+    Settings::default().outbound_listen.contains(&addr) && settings.outbound_listen.contains(&addr)
+}
+
+/// Binds the inbound listener; the dual-stack default falls back to IPv4 where the kernel
+/// has no IPv6.
+async fn bind_inbound(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    match TcpListener::bind(addr).await {
+        Ok(l) => Ok(l),
+        Err(e) if addr == Settings::default().inbound_listen => {
+            let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port()));
+            tracing::info!(error = %e, %v4, "no IPv6; inbound listens on IPv4 only");
+            TcpListener::bind(v4)
+                .await
+                .map_err(|e| StartError::bind("inbound", v4, e))
+        }
+        Err(e) => Err(StartError::bind("inbound", addr, e)),
+    }
+}

@@ -1,0 +1,196 @@
+//! The `stitch` command line. Flag and env-var names are a contract (see README): operators'
+//! manifests and the Helm chart call them, so they are never renamed.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::app::{Settings, Stitch};
+
+/// Top-level command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "stitch",
+    version,
+    about = "A sidecar proxy that repairs distributed traces"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy: inbound and outbound listeners plus the admin server.
+    Run(Box<RunArgs>),
+    /// Validate a rules file and print every error with its line and column.
+    CheckConfig {
+        /// The rules file to validate.
+        file: PathBuf,
+    },
+    /// Install (or remove) the pod's iptables redirect rules; run by the init container.
+    Iptables(crate::iptables::IptablesArgs),
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers (and for tests that read the bound ports).
+    Json,
+}
+
+/// Flags of `stitch run`; each maps onto a field of [`Settings`].
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Rules file, watched and hot-reloaded.
+    #[arg(long, env = "STITCH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where redirected inbound connections land [default: [::]:4143, or 0.0.0.0:4143 without IPv6].
+    #[arg(long, env = "STITCH_INBOUND_LISTEN")]
+    inbound_listen: Option<SocketAddr>,
+    /// Where the app's outbound connections land; may repeat [default: 127.0.0.1:4140 and [::1]:4140].
+    #[arg(long, env = "STITCH_OUTBOUND_LISTEN", value_delimiter = ',')]
+    outbound_listen: Vec<SocketAddr>,
+    /// Admin HTTP server (health, metrics, rules, traces).
+    #[arg(long, env = "STITCH_ADMIN_LISTEN", default_value = "0.0.0.0:4191")]
+    admin_listen: SocketAddr,
+    /// Explicit mode: send every inbound connection here instead of its original destination.
+    #[arg(long, env = "STITCH_INBOUND_TARGET")]
+    inbound_target: Option<String>,
+    /// `service.name` of the spans.
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "unknown_service")]
+    service_name: String,
+    /// Log line format; filter with RUST_LOG.
+    #[arg(long, env = "STITCH_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Destination ports whose traffic is opaque TCP: no protocol detection, bytes copied as-is.
+    #[arg(long, env = "STITCH_OPAQUE_PORTS", value_delimiter = ',')]
+    opaque_ports: Vec<u16>,
+    /// How long to wait for a client's first bytes before treating the connection as opaque
+    /// (server-speaks-first protocols such as SMTP or MySQL).
+    #[arg(long, env = "STITCH_DETECT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "1s")]
+    detect_timeout: Duration,
+    /// Upper bound on establishing an upstream TCP connection.
+    #[arg(long, env = "STITCH_CONNECT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "3s")]
+    connect_timeout: Duration,
+    /// A client must send a complete request head within this time (slowloris guard); also
+    /// how long an idle HTTP/1 keep-alive client connection is kept.
+    #[arg(long, env = "STITCH_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    header_read_timeout: Duration,
+    /// Idle pooled upstream connections are closed after this long.
+    #[arg(long, env = "STITCH_UPSTREAM_IDLE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "90s")]
+    upstream_idle_timeout: Duration,
+    /// Largest request head accepted from a client, in bytes.
+    #[arg(long, env = "STITCH_MAX_HEADER_BYTES", default_value_t = 64 * 1024)]
+    max_header_bytes: usize,
+    /// Most header fields accepted in one request head.
+    #[arg(long, env = "STITCH_MAX_HEADERS", default_value_t = 100)]
+    max_headers: usize,
+    /// Most client connections served at once per listener; further ones wait in the backlog.
+    #[arg(long, env = "STITCH_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// HTTP/2 streams one client connection may have open at once.
+    #[arg(long, env = "STITCH_H2_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
+    h2_max_concurrent_streams: u32,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish before exit.
+    #[arg(long, env = "STITCH_DRAIN_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30s")]
+    drain_timeout: Duration,
+}
+
+impl RunArgs {
+    fn into_settings(self) -> Settings {
+        let defaults = Settings::default();
+        Settings {
+            config: self.config,
+            inbound_listen: self.inbound_listen.unwrap_or(defaults.inbound_listen),
+            outbound_listen: if self.outbound_listen.is_empty() {
+                defaults.outbound_listen
+            } else {
+                self.outbound_listen
+            },
+            admin_listen: self.admin_listen,
+            inbound_target: self.inbound_target,
+            service_name: self.service_name,
+            opaque_ports: self.opaque_ports,
+            detect_timeout: self.detect_timeout,
+            connect_timeout: self.connect_timeout,
+            header_read_timeout: self.header_read_timeout,
+            upstream_idle_timeout: self.upstream_idle_timeout,
+            max_header_bytes: self.max_header_bytes,
+            max_headers: self.max_headers,
+            max_connections: self.max_connections,
+            h2_max_concurrent_streams: self.h2_max_concurrent_streams,
+            drain_timeout: self.drain_timeout,
+        }
+    }
+}
+
+/// Parses the command line and runs the chosen command; the process exit code is the result.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => {
+            init_logging(args.log_format);
+            run(args.into_settings())
+        }
+        Command::CheckConfig { file } => crate::config::check_config_command(&file),
+        Command::Iptables(args) => {
+            init_logging(LogFormat::Text);
+            crate::iptables::command(args)
+        }
+    }
+}
+
+fn run(settings: Settings) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let stitch = match Stitch::bind(settings).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                return ExitCode::FAILURE;
+            }
+        };
+        stitch.shutdown_handle().trigger_on_signals();
+        match stitch.run().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "stopped with an error");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Installs the global `tracing` subscriber: `RUST_LOG` filter (default `info`), text or JSON,
+/// to stderr. ANSI colours only on a terminal, so piped logs stay parseable.
+pub fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    // A second init (tests starting several instances) keeps the first subscriber.
+    let _ = result;
+}

@@ -1,0 +1,1 @@
+//! Span records, the exporter pipeline, the in-memory trace ring and metrics.
