@@ -457,3 +457,6 @@ fn compile_matcher(rule: &RuleSpec, errors: &mut Errors<'_>) -> Matcher {
     }
 }
 
+#[cfg(test)]
+#[path = "compile_tests.rs"]
+mod tests;

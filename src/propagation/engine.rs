@@ -613,3 +613,6 @@ fn write_b3_multi(next: &TraceContext, headers: &mut HeaderMap) {
     }
 }
 
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;
