@@ -19,7 +19,7 @@ pub use compile::{CompiledRules, Policy, load_file, parse_rules};
 pub use error::{ConfigError, ConfigErrors};
 pub use handle::{ReloadResult, RulesHandle};
 pub use model::OrphanPolicy;
-pub use watch::{WatchGuard, watch};
+pub use watch::{WatchGuard, reload_on_sighup, watch};
 
 /// Runs `stitch check-config FILE`: prints every error as `FILE:LINE:COL: reason` on stderr and
 /// fails, or prints `FILE: ok`.

@@ -70,28 +70,30 @@ pub fn watch(path: PathBuf, handle: RulesHandle) -> io::Result<WatchGuard> {
             }
         })?;
 
-    let sighup = tokio::runtime::Handle::try_current()
-        .ok()
-        .map(|rt| rt.spawn(sighup_loop(handle)));
+    let sighup = match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            let _entered = rt.enter();
+            Some(reload_on_sighup(handle)?)
+        }
+        Err(_) => None,
+    };
     Ok(WatchGuard {
         _watcher: watcher,
         sighup,
     })
 }
 
-async fn sighup_loop(handle: RulesHandle) {
+/// Reloads `handle` on every SIGHUP. Must run inside a tokio runtime. The handler is installed
+/// before this returns, so a SIGHUP sent afterwards can never hit the default action (exit).
+pub fn reload_on_sighup(handle: RulesHandle) -> io::Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP; file watching still reloads rules");
-            return;
+    let mut hup = signal(SignalKind::hangup())?;
+    Ok(tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading rules");
+            let h = handle.clone();
+            // File reads are blocking; keep them off the async workers.
+            let _ = tokio::task::spawn_blocking(move || h.reload()).await;
         }
-    };
-    while hup.recv().await.is_some() {
-        tracing::info!("SIGHUP: reloading rules");
-        let h = handle.clone();
-        // File reads are blocking; keep them off the async workers.
-        let _ = tokio::task::spawn_blocking(move || h.reload()).await;
-    }
+    }))
 }
