@@ -93,7 +93,7 @@ fn configmap_symlink_swap() {
     let path = dir.path().join("stitch.yaml");
     symlink("..data/stitch.yaml", &path).expect("symlink");
     let handle = RulesHandle::from_file(&path).expect("valid");
-    let _guard = watch(path.clone(), handle.clone()).expect("watch");
+    let _guard = watch(path, handle.clone()).expect("watch");
 
     let v2 = dir.path().join("..2026_11_25_13_05_00.2");
     fs::create_dir(&v2).expect("mkdir");
