@@ -8,6 +8,8 @@
 //! Both `b3` and `b3multi` read both forms and the single header wins. 64-bit trace ids are
 //! left-padded to 128 bits and written back 64-bit when the peer sent them so.
 
+use http::{HeaderMap, HeaderName, HeaderValue};
+
 use super::context::{
     Invalid, Parsed, RepairKind, RepairMode, Repairs, SQUEEZE_CAPACITY, TraceContext,
     squeeze_whitespace, trim_ows,
@@ -253,6 +255,53 @@ pub fn write_single(ctx: &TraceContext, out: &mut [u8; SINGLE_MAX_LEN]) -> usize
         len += 17;
     }
     len
+}
+
+/// `X-B3-TraceId`.
+pub static X_B3_TRACEID: HeaderName = HeaderName::from_static("x-b3-traceid");
+/// `X-B3-SpanId`.
+pub static X_B3_SPANID: HeaderName = HeaderName::from_static("x-b3-spanid");
+/// `X-B3-ParentSpanId`.
+pub static X_B3_PARENTSPANID: HeaderName = HeaderName::from_static("x-b3-parentspanid");
+/// `X-B3-Sampled`.
+pub static X_B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
+/// `X-B3-Flags`.
+pub static X_B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
+
+fn header_value(bytes: &[u8]) -> HeaderValue {
+    HeaderValue::from_bytes(bytes).expect("hex is a valid header value")
+}
+
+/// Writes the `X-B3-*` headers for `ctx`, removing stale parent/flags/sampled headers.
+pub fn write_multi(next: &TraceContext, headers: &mut HeaderMap) {
+    let mut trace = [0u8; 32];
+    let trace = write_trace_id(next, &mut trace);
+    headers.insert(X_B3_TRACEID.clone(), header_value(trace));
+    let mut span = [0u8; 16];
+    next.span_id.encode_hex(&mut span);
+    headers.insert(X_B3_SPANID.clone(), header_value(&span));
+    match next.parent_span_id {
+        Some(parent) => {
+            parent.encode_hex(&mut span);
+            headers.insert(X_B3_PARENTSPANID.clone(), header_value(&span));
+        }
+        None => {
+            headers.remove(&X_B3_PARENTSPANID);
+        }
+    }
+    if next.debug {
+        // Debug implies accept; the spec says not to send X-B3-Sampled with it.
+        headers.remove(&X_B3_SAMPLED);
+        headers.insert(X_B3_FLAGS.clone(), HeaderValue::from_static("1"));
+    } else {
+        let sampled = if next.sampled.unwrap_or(false) {
+            "1"
+        } else {
+            "0"
+        };
+        headers.insert(X_B3_SAMPLED.clone(), HeaderValue::from_static(sampled));
+        headers.remove(&X_B3_FLAGS);
+    }
 }
 
 #[cfg(test)]

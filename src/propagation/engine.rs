@@ -33,16 +33,8 @@ pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 /// Single-header B3.
 pub static B3: HeaderName = HeaderName::from_static("b3");
-/// `X-B3-TraceId`.
-pub static X_B3_TRACEID: HeaderName = HeaderName::from_static("x-b3-traceid");
-/// `X-B3-SpanId`.
-pub static X_B3_SPANID: HeaderName = HeaderName::from_static("x-b3-spanid");
-/// `X-B3-ParentSpanId`.
-pub static X_B3_PARENTSPANID: HeaderName = HeaderName::from_static("x-b3-parentspanid");
-/// `X-B3-Sampled`.
-pub static X_B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
-/// `X-B3-Flags`.
-pub static X_B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
+/// The `X-B3-*` header names (owned by the B3 module).
+pub use super::b3::{X_B3_FLAGS, X_B3_PARENTSPANID, X_B3_SAMPLED, X_B3_SPANID, X_B3_TRACEID};
 /// Jaeger `uber-trace-id`.
 pub static UBER_TRACE_ID: HeaderName = HeaderName::from_static("uber-trace-id");
 /// W3C `baggage`.
@@ -561,7 +553,7 @@ fn write_dialects(
         headers.insert(B3.clone(), value(&buf[..len]));
     }
     if present.b3multi || wants(Dialect::B3Multi) {
-        write_b3_multi(next, headers);
+        b3::write_multi(next, headers);
     }
     if present.jaeger || wants(Dialect::Jaeger) {
         let mut buf = [0u8; jaeger::MAX_LEN];
@@ -579,37 +571,6 @@ fn write_dialects(
             let len = header.write(next, &mut buf);
             headers.insert(header.name.clone(), value(&buf[..len]));
         }
-    }
-}
-
-fn write_b3_multi(next: &TraceContext, headers: &mut HeaderMap) {
-    let mut trace = [0u8; 32];
-    let trace = b3::write_trace_id(next, &mut trace);
-    headers.insert(X_B3_TRACEID.clone(), value(trace));
-    let mut span = [0u8; 16];
-    next.span_id.encode_hex(&mut span);
-    headers.insert(X_B3_SPANID.clone(), value(&span));
-    match next.parent_span_id {
-        Some(parent) => {
-            parent.encode_hex(&mut span);
-            headers.insert(X_B3_PARENTSPANID.clone(), value(&span));
-        }
-        None => {
-            headers.remove(&X_B3_PARENTSPANID);
-        }
-    }
-    if next.debug {
-        // Debug implies accept; the spec says not to send X-B3-Sampled with it.
-        headers.remove(&X_B3_SAMPLED);
-        headers.insert(X_B3_FLAGS.clone(), HeaderValue::from_static("1"));
-    } else {
-        let sampled = if next.sampled.unwrap_or(false) {
-            "1"
-        } else {
-            "0"
-        };
-        headers.insert(X_B3_SAMPLED.clone(), HeaderValue::from_static(sampled));
-        headers.remove(&X_B3_FLAGS);
     }
 }
 
