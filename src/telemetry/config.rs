@@ -191,7 +191,11 @@ impl TelemetryConfig {
     /// list). Invalid values are logged and ignored, never fatal: telemetry must not stop
     /// the proxy from starting.
     pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Self {
-        let get = |k: &str| lookup(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let get = |k: &str| {
+            lookup(k)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         let traces_or = |specific: &str, generic: &str| get(specific).or_else(|| get(generic));
         let mut cfg = TelemetryConfig::default();
 
@@ -202,7 +206,8 @@ impl TelemetryConfig {
         }
         if let Some(raw) = get("OTEL_RESOURCE_ATTRIBUTES") {
             for (k, v) in parse_key_values(&raw) {
-                cfg.resource_attributes.retain(|(existing, _)| *existing != k);
+                cfg.resource_attributes
+                    .retain(|(existing, _)| *existing != k);
                 cfg.resource_attributes.push((k, v));
             }
         }
@@ -407,14 +412,26 @@ mod tests {
     #[test]
     fn resource_attributes_service_name_and_k8s() {
         let cfg = from(&[
-            ("OTEL_RESOURCE_ATTRIBUTES", "service.name=fromattrs,team=pay%20ments"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "service.name=fromattrs,team=pay%20ments",
+            ),
             ("K8S_POD_NAME", "orders-7f9"),
             ("POD_NAMESPACE", "shop"),
         ]);
         assert_eq!(cfg.service_name, "fromattrs");
-        assert!(cfg.resource_attributes.contains(&("team".into(), "pay ments".into())));
-        assert!(cfg.resource_attributes.contains(&("k8s.pod.name".into(), "orders-7f9".into())));
-        assert!(cfg.resource_attributes.contains(&("k8s.namespace.name".into(), "shop".into())));
+        assert!(
+            cfg.resource_attributes
+                .contains(&("team".into(), "pay ments".into()))
+        );
+        assert!(
+            cfg.resource_attributes
+                .contains(&("k8s.pod.name".into(), "orders-7f9".into()))
+        );
+        assert!(
+            cfg.resource_attributes
+                .contains(&("k8s.namespace.name".into(), "shop".into()))
+        );
         let cfg = from(&[
             ("OTEL_RESOURCE_ATTRIBUTES", "service.name=fromattrs"),
             ("OTEL_SERVICE_NAME", "orders"),

@@ -13,9 +13,7 @@ use opentelemetry::trace::{
     TraceId as OtelTraceId, TraceState,
 };
 use opentelemetry::{InstrumentationScope, KeyValue, Value};
-use opentelemetry_otlp::{
-    RetryPolicy, WithExportConfig, WithHttpConfig, WithTonicConfig,
-};
+use opentelemetry_otlp::{RetryPolicy, WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
 
@@ -85,8 +83,9 @@ pub fn build_exporter(
             let channel = grpc_channel(export)?;
             let mut metadata = tonic::metadata::MetadataMap::new();
             for (k, v) in &export.headers {
-                let name = tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
-                    .map_err(|_| ExportSetupError::Header { name: k.clone() })?;
+                let name =
+                    tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
+                        .map_err(|_| ExportSetupError::Header { name: k.clone() })?;
                 let value = v
                     .parse()
                     .map_err(|_| ExportSetupError::Header { name: k.clone() })?;
@@ -197,10 +196,9 @@ impl RustlsHttpClient {
             .enable_http1()
             .enable_http2()
             .build();
-        let client = hyper_util::client::legacy::Client::builder(
-            hyper_util::rt::TokioExecutor::new(),
-        )
-        .build(connector);
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(connector);
         Ok(RustlsHttpClient {
             client,
             timeout: export.timeout,
@@ -218,7 +216,10 @@ impl opentelemetry_http::HttpClient for RustlsHttpClient {
         let exchange = async {
             let response = self.client.request(request).await?;
             let (parts, body) = response.into_parts();
-            let body = Limited::new(body, MAX_RESPONSE_BYTES).collect().await?.to_bytes();
+            let body = Limited::new(body, MAX_RESPONSE_BYTES)
+                .collect()
+                .await?
+                .to_bytes();
             Ok::<_, opentelemetry_http::HttpError>(http::Response::from_parts(parts, body))
         };
         tokio::time::timeout(self.timeout, exchange)

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::span::{AttrValue, SpanId, SpanRecord, to_hex};
 use super::semconv::STITCH_PARENT_INFERRED;
+use super::span::{AttrValue, SpanId, SpanRecord, to_hex};
 
 /// One thing wrong (or notable) about a trace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -77,7 +77,10 @@ pub struct Verdict {
 }
 
 /// Checks one trace's spans (any order).
-pub fn check<'a>(spans: impl IntoIterator<Item = &'a SpanRecord>, skew_tolerance: Duration) -> Verdict {
+pub fn check<'a>(
+    spans: impl IntoIterator<Item = &'a SpanRecord>,
+    skew_tolerance: Duration,
+) -> Verdict {
     let mut spans: Vec<&SpanRecord> = spans.into_iter().collect();
     spans.sort_by_key(|s| s.start);
     let find = |id: &SpanId| spans.iter().find(|s| s.span_id == *id);
@@ -129,7 +132,14 @@ mod tests {
 
     fn span(id: u8, parent: Option<u8>, start_ms: u64) -> SpanRecord {
         let start = SystemTime::UNIX_EPOCH + Duration::from_millis(start_ms);
-        let mut s = SpanRecord::new([9; 16], [id; 8], parent.map(|p| [p; 8]), SpanKind::Server, "GET", start);
+        let mut s = SpanRecord::new(
+            [9; 16],
+            [id; 8],
+            parent.map(|p| [p; 8]),
+            SpanKind::Server,
+            "GET",
+            start,
+        );
         s.end = start + Duration::from_millis(10);
         s
     }

@@ -202,8 +202,7 @@ struct Inner {
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
     [
-        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        30.0,
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     ]
     .into_iter()
 }
@@ -257,13 +256,15 @@ impl Metrics {
 
         let per_direction_gauge = |registry: &mut Registry, name: &str, help: &str| {
             let family = Family::<L1, Gauge>::default();
-            let handles = DIRECTIONS.map(|d| family.get_or_create(&[("direction", d.as_str())]).clone());
+            let handles =
+                DIRECTIONS.map(|d| family.get_or_create(&[("direction", d.as_str())]).clone());
             registry.register(name, help, family);
             handles
         };
         let per_direction_counter = |registry: &mut Registry, name: &str, help: &str| {
             let family = Family::<L1, Counter>::default();
-            let handles = DIRECTIONS.map(|d| family.get_or_create(&[("direction", d.as_str())]).clone());
+            let handles =
+                DIRECTIONS.map(|d| family.get_or_create(&[("direction", d.as_str())]).clone());
             registry.register(name, help, family);
             handles
         };
@@ -294,10 +295,13 @@ impl Metrics {
         );
 
         let detect = Family::<L1, Counter>::default();
-        registry.register("stitch_detect", "Protocol detection outcomes", detect.clone());
-        let detect_duration = Histogram::new(
-            [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0].into_iter(),
+        registry.register(
+            "stitch_detect",
+            "Protocol detection outcomes",
+            detect.clone(),
         );
+        let detect_duration =
+            Histogram::new([0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]);
         registry.register(
             "stitch_detect_duration_seconds",
             "Time spent detecting the protocol of a connection",
@@ -482,7 +486,10 @@ impl Metrics {
 
     /// Records a detection outcome (`http1`, `h2`, `opaque`, `timeout`, …: a fixed set).
     pub fn detected(&self, outcome: &'static str, duration: Duration) {
-        self.inner.detect.get_or_create(&[("outcome", outcome)]).inc();
+        self.inner
+            .detect
+            .get_or_create(&[("outcome", outcome)])
+            .inc();
         self.inner.detect_duration.observe(duration.as_secs_f64());
     }
 
@@ -515,7 +522,10 @@ impl Metrics {
 
     /// Counts an orphan outbound request by outcome (`new_root`, `inferred`, `ambiguous`).
     pub fn orphan(&self, outcome: &'static str) {
-        self.inner.orphans.get_or_create(&[("outcome", outcome)]).inc();
+        self.inner
+            .orphans
+            .get_or_create(&[("outcome", outcome)])
+            .inc();
     }
 
     /// Counts a restored `tracestate`.
@@ -648,9 +658,15 @@ mod tests {
     fn connection_guard_decrements_on_drop() {
         let m = Metrics::new();
         let g = m.connection_opened(Direction::Outbound);
-        assert!(m.encode().contains("stitch_open_connections{direction=\"outbound\"} 1"));
+        assert!(
+            m.encode()
+                .contains("stitch_open_connections{direction=\"outbound\"} 1")
+        );
         drop(g);
-        assert!(m.encode().contains("stitch_open_connections{direction=\"outbound\"} 0"));
+        assert!(
+            m.encode()
+                .contains("stitch_open_connections{direction=\"outbound\"} 0")
+        );
     }
 
     #[test]
@@ -665,7 +681,11 @@ mod tests {
             .lines()
             .filter(|l| l.starts_with("stitch_propagation_invalid_headers_total{"))
             .count();
-        assert_eq!(distinct, MAX_DYNAMIC_LABEL_VALUES + 1, "capped plus `other`");
+        assert_eq!(
+            distinct,
+            MAX_DYNAMIC_LABEL_VALUES + 1,
+            "capped plus `other`"
+        );
         assert!(text.contains("stitch_propagation_invalid_headers_total{dialect=\"other\"} 11"));
     }
 }

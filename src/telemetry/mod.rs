@@ -105,7 +105,12 @@ impl Telemetry {
     pub async fn shutdown(self, deadline: Duration) {
         let work = async {
             let (ack, done) = oneshot::channel();
-            if self.control.send(sink::Control::Shutdown(ack)).await.is_ok() {
+            if self
+                .control
+                .send(sink::Control::Shutdown(ack))
+                .await
+                .is_ok()
+            {
                 let _ = done.await;
             }
             let _ = self.intake.await;
@@ -114,7 +119,10 @@ impl Telemetry {
             }
         };
         if tokio::time::timeout(deadline, work).await.is_err() {
-            tracing::warn!(?deadline, "span flush deadline passed; remaining spans dropped");
+            tracing::warn!(
+                ?deadline,
+                "span flush deadline passed; remaining spans dropped"
+            );
         }
     }
 }

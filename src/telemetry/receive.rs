@@ -194,7 +194,10 @@ mod tests {
         assert_eq!(s.parent_span_id, None);
         assert_eq!(s.kind, SpanKind::Server);
         assert_eq!(s.duration(), Duration::from_millis(5));
-        assert_eq!(s.attr("http.response.status_code"), Some(&AttrValue::Int(200)));
+        assert_eq!(
+            s.attr("http.response.status_code"),
+            Some(&AttrValue::Int(200))
+        );
         assert!(s.status.is_error());
     }
 

@@ -153,7 +153,7 @@ impl TraceRing {
     pub fn recent(&self, query: &TraceQuery) -> Vec<TraceSummary> {
         let inner = self.lock();
         let mut buckets: Vec<(&TraceId, &Bucket)> = inner.traces.iter().collect();
-        buckets.sort_by(|a, b| b.1.last_seq.cmp(&a.1.last_seq));
+        buckets.sort_by_key(|b| std::cmp::Reverse(b.1.last_seq));
         buckets
             .into_iter()
             .filter_map(|(id, b)| self.summarise(*id, b))
@@ -176,7 +176,10 @@ impl TraceRing {
         let mut spans = bucket.spans.clone();
         drop(inner);
         spans.sort_by_key(|s| s.span.start);
-        let verdict = integrity::check(spans.iter().map(|s| &s.span), self.config.clock_skew_tolerance);
+        let verdict = integrity::check(
+            spans.iter().map(|s| &s.span),
+            self.config.clock_skew_tolerance,
+        );
         Some(TraceDetail {
             trace_id: *trace_id,
             spans,
@@ -193,8 +196,14 @@ impl TraceRing {
             .min_by_key(|s| s.span.start)
             .unwrap_or(first);
         let start = first.span.start;
-        let end = bucket.spans.iter().map(|s| s.span.end).max().unwrap_or(start);
-        let mut services: Vec<String> = bucket.spans.iter().map(|s| s.service.to_string()).collect();
+        let end = bucket
+            .spans
+            .iter()
+            .map(|s| s.span.end)
+            .max()
+            .unwrap_or(start);
+        let mut services: Vec<String> =
+            bucket.spans.iter().map(|s| s.service.to_string()).collect();
         services.sort();
         services.dedup();
         let verdict = integrity::check(
@@ -222,7 +231,14 @@ mod tests {
 
     fn span(trace: u8, id: u8, parent: Option<u8>, start_ms: u64, dur_ms: u64) -> SpanRecord {
         let start = SystemTime::UNIX_EPOCH + Duration::from_millis(start_ms);
-        let mut s = SpanRecord::new([trace; 16], [id; 8], parent.map(|p| [p; 8]), SpanKind::Server, "GET", start);
+        let mut s = SpanRecord::new(
+            [trace; 16],
+            [id; 8],
+            parent.map(|p| [p; 8]),
+            SpanKind::Server,
+            "GET",
+            start,
+        );
         s.end = start + Duration::from_millis(dur_ms);
         s
     }
@@ -297,12 +313,18 @@ mod tests {
         let q = |f: fn(&mut TraceQuery)| {
             let mut q = all();
             f(&mut q);
-            r.recent(&q).into_iter().map(|s| s.trace_id[0]).collect::<Vec<_>>()
+            r.recent(&q)
+                .into_iter()
+                .map(|s| s.trace_id[0])
+                .collect::<Vec<_>>()
         };
         assert_eq!(q(|q| q.service = Some("b".into())), vec![2]);
         assert_eq!(q(|q| q.error = Some(true)), vec![2]);
         assert_eq!(q(|q| q.error = Some(false)), vec![1]);
-        assert_eq!(q(|q| q.min_duration = Some(Duration::from_millis(50))), vec![1]);
+        assert_eq!(
+            q(|q| q.min_duration = Some(Duration::from_millis(50))),
+            vec![1]
+        );
         assert_eq!(q(|q| q.limit = 1).len(), 1);
     }
 }

@@ -206,7 +206,10 @@ impl SpanRecord {
             Some(m) => span.set_attr(HTTP_REQUEST_METHOD, m),
             None => {
                 span.set_attr(HTTP_REQUEST_METHOD, "_OTHER");
-                span.set_attr(HTTP_REQUEST_METHOD_ORIGINAL, facts.method.as_str().to_owned());
+                span.set_attr(
+                    HTTP_REQUEST_METHOD_ORIGINAL,
+                    facts.method.as_str().to_owned(),
+                );
             }
         }
         span.set_attr(URL_PATH, facts.uri.path().to_owned());
@@ -216,10 +219,7 @@ impl SpanRecord {
             span.set_attr(URL_QUERY, q.to_owned());
         }
         let scheme = facts.uri.scheme_str().unwrap_or("http");
-        span.set_attr(
-            URL_SCHEME,
-            if scheme == "https" { "https" } else { "http" },
-        );
+        span.set_attr(URL_SCHEME, if scheme == "https" { "https" } else { "http" });
         if let Some((host, port)) = authority(facts) {
             span.set_attr(SERVER_ADDRESS, host);
             if let Some(port) = port.or(facts.destination_port) {

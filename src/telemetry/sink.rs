@@ -210,7 +210,9 @@ impl Intake {
             return;
         };
         while !self.pending.is_empty() {
-            let rest = self.pending.split_off(self.pending.len().min(self.batch_max));
+            let rest = self
+                .pending
+                .split_off(self.pending.len().min(self.batch_max));
             let batch = std::mem::replace(&mut self.pending, rest);
             let n = batch.len() as u64;
             if export_tx.try_send(ExportJob::Batch(batch)).is_err() {
@@ -257,7 +259,8 @@ impl ExportTask {
                         .into_iter()
                         .map(|s| export::to_span_data(s, &scope))
                         .collect();
-                    let result = tokio::time::timeout(self.budget, self.exporter.export(data)).await;
+                    let result =
+                        tokio::time::timeout(self.budget, self.exporter.export(data)).await;
                     match result {
                         Ok(Ok(())) => self.succeeded(n),
                         Ok(Err(e)) => self.failed(n, &e.to_string()),
@@ -279,7 +282,11 @@ impl ExportTask {
         }
         if let Some(change) = self.degradation.on_success() {
             self.metrics.set_degradation(change.to, change.factor);
-            tracing::info!(level = change.to, root_sampling_factor = change.factor, "export recovering; raising root sampling");
+            tracing::info!(
+                level = change.to,
+                root_sampling_factor = change.factor,
+                "export recovering; raising root sampling"
+            );
         }
     }
 
@@ -294,7 +301,12 @@ impl ExportTask {
         }
         if let Some(change) = self.degradation.on_failure() {
             self.metrics.set_degradation(change.to, change.factor);
-            tracing::warn!(level = change.to, from = change.from, root_sampling_factor = change.factor, "export keeps failing; lowering root sampling");
+            tracing::warn!(
+                level = change.to,
+                from = change.from,
+                root_sampling_factor = change.factor,
+                "export keeps failing; lowering root sampling"
+            );
         }
     }
 }

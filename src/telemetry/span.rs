@@ -258,7 +258,14 @@ mod tests {
 
     #[test]
     fn set_attr_replaces_existing_key() {
-        let mut s = SpanRecord::new([1; 16], [2; 8], None, SpanKind::Server, "GET", SystemTime::UNIX_EPOCH);
+        let mut s = SpanRecord::new(
+            [1; 16],
+            [2; 8],
+            None,
+            SpanKind::Server,
+            "GET",
+            SystemTime::UNIX_EPOCH,
+        );
         s.set_attr("a", 1i64);
         s.set_attr("a", 2i64);
         assert_eq!(s.attributes.len(), 1);

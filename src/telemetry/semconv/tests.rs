@@ -31,12 +31,24 @@ fn http_span_is_named_by_method_and_carries_request_attributes() {
     let s = open(SpanKind::Server, &p);
     assert_eq!(s.name, "GET");
     assert_eq!(s.attr(HTTP_REQUEST_METHOD), Some(&AttrValue::from("GET")));
-    assert_eq!(s.attr(URL_PATH), Some(&AttrValue::from("/orders/42".to_owned())));
+    assert_eq!(
+        s.attr(URL_PATH),
+        Some(&AttrValue::from("/orders/42".to_owned()))
+    );
     assert_eq!(s.attr(URL_QUERY), None, "query is off by default");
-    assert_eq!(s.attr(SERVER_ADDRESS), Some(&AttrValue::from("orders.svc".to_owned())));
+    assert_eq!(
+        s.attr(SERVER_ADDRESS),
+        Some(&AttrValue::from("orders.svc".to_owned()))
+    );
     assert_eq!(s.attr(SERVER_PORT), Some(&AttrValue::Int(8080)));
-    assert_eq!(s.attr(USER_AGENT_ORIGINAL), Some(&AttrValue::from("curl/8".to_owned())));
-    assert_eq!(s.attr(NETWORK_PROTOCOL_VERSION), Some(&AttrValue::from("1.1")));
+    assert_eq!(
+        s.attr(USER_AGENT_ORIGINAL),
+        Some(&AttrValue::from("curl/8".to_owned()))
+    );
+    assert_eq!(
+        s.attr(NETWORK_PROTOCOL_VERSION),
+        Some(&AttrValue::from("1.1"))
+    );
 }
 
 #[test]
@@ -48,7 +60,10 @@ fn host_header_names_the_server_for_origin_form_requests() {
             .expect("valid request"),
     );
     let s = open(SpanKind::Client, &p);
-    assert_eq!(s.attr(SERVER_ADDRESS), Some(&AttrValue::from("inventory".to_owned())));
+    assert_eq!(
+        s.attr(SERVER_ADDRESS),
+        Some(&AttrValue::from("inventory".to_owned()))
+    );
     assert_eq!(s.attr(SERVER_PORT), Some(&AttrValue::Int(9000)));
 }
 
@@ -63,7 +78,10 @@ fn unknown_method_is_other_and_keeps_original() {
     );
     let s = open(SpanKind::Server, &p);
     assert_eq!(s.name, "HTTP");
-    assert_eq!(s.attr(HTTP_REQUEST_METHOD), Some(&AttrValue::from("_OTHER")));
+    assert_eq!(
+        s.attr(HTTP_REQUEST_METHOD),
+        Some(&AttrValue::from("_OTHER"))
+    );
     assert_eq!(
         s.attr(HTTP_REQUEST_METHOD_ORIGINAL),
         Some(&AttrValue::from("PURGE".to_owned()))
@@ -82,8 +100,14 @@ fn grpc_span_is_named_service_slash_method() {
     let s = open(SpanKind::Client, &p);
     assert_eq!(s.name, "shop.v1.Inventory/Reserve");
     assert_eq!(s.attr(RPC_SYSTEM), Some(&AttrValue::from("grpc")));
-    assert_eq!(s.attr(RPC_SERVICE), Some(&AttrValue::from("shop.v1.Inventory".to_owned())));
-    assert_eq!(s.attr(RPC_METHOD), Some(&AttrValue::from("Reserve".to_owned())));
+    assert_eq!(
+        s.attr(RPC_SERVICE),
+        Some(&AttrValue::from("shop.v1.Inventory".to_owned()))
+    );
+    assert_eq!(
+        s.attr(RPC_METHOD),
+        Some(&AttrValue::from("Reserve".to_owned()))
+    );
 }
 
 #[test]
