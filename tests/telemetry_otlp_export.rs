@@ -61,27 +61,58 @@ async fn export_and_assert(protocol: Protocol, endpoint: String, received: &Rece
             .find(|s| s.span_id == id)
             .unwrap_or_else(|| panic!("span {} exported", hex(&id)))
     };
-    assert!(spans.iter().all(|s| s.trace_id == c.trace_id), "one trace id");
+    assert!(
+        spans.iter().all(|s| s.trace_id == c.trace_id),
+        "one trace id"
+    );
 
     let a_in = by_id(c.a_in.span_id);
     assert!(a_in.parent_span_id.is_empty(), "A inbound is the root");
     assert_eq!(a_in.kind, 2, "SERVER");
     assert_eq!(a_in.name, "GET");
-    assert_eq!(attr(a_in, "http.request.method"), Some(&Value::StringValue("GET".into())));
-    assert_eq!(attr(a_in, "url.path"), Some(&Value::StringValue("/orders/42".into())));
+    assert_eq!(
+        attr(a_in, "http.request.method"),
+        Some(&Value::StringValue("GET".into()))
+    );
+    assert_eq!(
+        attr(a_in, "url.path"),
+        Some(&Value::StringValue("/orders/42".into()))
+    );
     assert_eq!(attr(a_in, "url.query"), None, "query off by default");
-    assert_eq!(attr(a_in, "http.response.status_code"), Some(&Value::IntValue(200)));
-    assert_eq!(attr(a_in, "client.address"), Some(&Value::StringValue("10.0.0.7".into())));
-    assert_eq!(attr(a_in, "stitch.propagation.dialect"), Some(&Value::StringValue("none".into())));
+    assert_eq!(
+        attr(a_in, "http.response.status_code"),
+        Some(&Value::IntValue(200))
+    );
+    assert_eq!(
+        attr(a_in, "client.address"),
+        Some(&Value::StringValue("10.0.0.7".into()))
+    );
+    assert_eq!(
+        attr(a_in, "stitch.propagation.dialect"),
+        Some(&Value::StringValue("none".into()))
+    );
 
     let a_out = by_id(c.a_out.span_id);
     assert_eq!(a_out.parent_span_id, c.a_in.span_id.to_vec());
     assert_eq!(a_out.kind, 3, "CLIENT");
     assert_eq!(a_out.name, "shop.v1.Inventory/Reserve");
-    assert_eq!(attr(a_out, "rpc.system"), Some(&Value::StringValue("grpc".into())));
-    assert_eq!(attr(a_out, "rpc.grpc.status_code"), Some(&Value::IntValue(14)));
-    assert_eq!(attr(a_out, "error.type"), Some(&Value::StringValue("UNAVAILABLE".into())));
-    assert_eq!(a_out.status.as_ref().map(|s| s.code), Some(2), "status Error");
+    assert_eq!(
+        attr(a_out, "rpc.system"),
+        Some(&Value::StringValue("grpc".into()))
+    );
+    assert_eq!(
+        attr(a_out, "rpc.grpc.status_code"),
+        Some(&Value::IntValue(14))
+    );
+    assert_eq!(
+        attr(a_out, "error.type"),
+        Some(&Value::StringValue("UNAVAILABLE".into()))
+    );
+    assert_eq!(
+        a_out.status.as_ref().map(|s| s.code),
+        Some(2),
+        "status Error"
+    );
 
     let b_in = by_id(c.b_in.span_id);
     assert_eq!(b_in.parent_span_id, c.a_out.span_id.to_vec());
@@ -92,21 +123,39 @@ async fn export_and_assert(protocol: Protocol, endpoint: String, received: &Rece
     assert!(b_in.end_time_unix_nano <= a_out.end_time_unix_nano);
     assert!(a_out.end_time_unix_nano <= a_in.end_time_unix_nano);
 
-    assert_eq!(resource_attr(received, "service.name"), Some(Value::StringValue("orders".into())));
-    assert_eq!(resource_attr(received, "k8s.pod.name"), Some(Value::StringValue("orders-7f9".into())));
-    assert_eq!(resource_attr(received, "telemetry.sdk.name"), Some(Value::StringValue("stitch".into())));
-    let requests = received.requests.lock().expect("lock");
     assert_eq!(
-        requests[0].0.get("x-api-key").and_then(|v| v.to_str().ok()),
+        resource_attr(received, "service.name"),
+        Some(Value::StringValue("orders".into()))
+    );
+    assert_eq!(
+        resource_attr(received, "k8s.pod.name"),
+        Some(Value::StringValue("orders-7f9".into()))
+    );
+    assert_eq!(
+        resource_attr(received, "telemetry.sdk.name"),
+        Some(Value::StringValue("stitch".into()))
+    );
+    let api_key = received.requests.lock().expect("lock")[0]
+        .0
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    assert_eq!(
+        api_key.as_deref(),
         Some("s3cret"),
         "exporter headers are sent"
     );
-    drop(requests);
 
     // Exported spans also land in the local ring.
-    assert_eq!(telemetry.ring().trace(&c.trace_id).map(|t| t.spans.len()), Some(3));
+    assert_eq!(
+        telemetry.ring().trace(&c.trace_id).map(|t| t.spans.len()),
+        Some(3)
+    );
     let metrics = telemetry.metrics().encode();
-    assert!(metrics.contains("stitch_spans_exported_total 3"), "{metrics}");
+    assert!(
+        metrics.contains("stitch_spans_exported_total 3"),
+        "{metrics}"
+    );
     telemetry.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -125,7 +174,10 @@ async fn http_protobuf_export_delivers_the_chain_to_a_hyper_collector() {
         &collector.received,
     )
     .await;
-    assert_eq!(collector.paths.lock().expect("lock").as_slice(), ["/v1/traces"]);
+    assert_eq!(
+        collector.paths.lock().expect("lock").as_slice(),
+        ["/v1/traces"]
+    );
 }
 
 #[tokio::test]

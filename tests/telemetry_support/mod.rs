@@ -65,7 +65,11 @@ impl TraceService for GrpcCollector {
 
 /// A real tonic OTLP/gRPC collector on 127.0.0.1.
 pub async fn grpc_collector() -> (SocketAddr, Received) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    grpc_collector_on(TcpListener::bind("127.0.0.1:0").await.expect("bind"))
+}
+
+/// A real tonic OTLP/gRPC collector on an already bound listener.
+pub fn grpc_collector_on(listener: TcpListener) -> (SocketAddr, Received) {
     let addr = listener.local_addr().expect("addr");
     let received = Received::default();
     let svc = TraceServiceServer::new(GrpcCollector(received.clone()));
@@ -111,13 +115,14 @@ pub async fn http_collector(black_hole: bool) -> HttpCollector {
                         let (parts, body) = req.into_parts();
                         p.lock().expect("paths").push(parts.uri.path().to_owned());
                         let body = body.collect().await?.to_bytes();
-                        let status = match <ExportTraceServiceRequest as prost::Message>::decode(body) {
-                            Ok(msg) => {
-                                r.requests.lock().expect("lock").push((parts.headers, msg));
-                                StatusCode::OK
-                            }
-                            Err(_) => StatusCode::BAD_REQUEST,
-                        };
+                        let status =
+                            match <ExportTraceServiceRequest as prost::Message>::decode(body) {
+                                Ok(msg) => {
+                                    r.requests.lock().expect("lock").push((parts.headers, msg));
+                                    StatusCode::OK
+                                }
+                                Err(_) => StatusCode::BAD_REQUEST,
+                            };
                         let mut resp = http::Response::new(Full::new(Bytes::new()));
                         *resp.status_mut() = status;
                         resp.headers_mut().insert(
@@ -177,7 +182,12 @@ pub async fn get(addr: SocketAddr, path: &str) -> (StatusCode, HeaderMap, Bytes)
 
 pub async fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
     let (status, _, body) = get(addr, path).await;
-    assert_eq!(status, StatusCode::OK, "GET {path}: {}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "GET {path}: {}",
+        String::from_utf8_lossy(&body)
+    );
     serde_json::from_slice(&body).expect("JSON body")
 }
 
@@ -217,7 +227,14 @@ pub fn chain(seed: u8) -> Chain {
     let (parts, _) = req.into_parts();
     let mut facts = RequestFacts::from_parts(&parts);
     facts.client_address = Some("10.0.0.7".parse().expect("ip"));
-    let mut a_in = SpanRecord::for_request(trace_id, [seed, 1, 0, 0, 0, 0, 0, 1], None, SpanKind::Server, &facts, ms(0));
+    let mut a_in = SpanRecord::for_request(
+        trace_id,
+        [seed, 1, 0, 0, 0, 0, 0, 1],
+        None,
+        SpanKind::Server,
+        &facts,
+        ms(0),
+    );
     a_in.set_attr(STITCH_PROPAGATION_DIALECT, "none");
     a_in.record_response_head(StatusCode::OK, &HeaderMap::new());
     let a_in = a_in.finish(ms(50));
@@ -232,13 +249,27 @@ pub fn chain(seed: u8) -> Chain {
     let mut trailers = HeaderMap::new();
     trailers.insert("grpc-status", http::HeaderValue::from_static("14"));
 
-    let mut a_out = SpanRecord::for_request(trace_id, [seed, 2, 0, 0, 0, 0, 0, 2], Some(a_in.span_id), SpanKind::Client, &gfacts, ms(10));
+    let mut a_out = SpanRecord::for_request(
+        trace_id,
+        [seed, 2, 0, 0, 0, 0, 0, 2],
+        Some(a_in.span_id),
+        SpanKind::Client,
+        &gfacts,
+        ms(10),
+    );
     a_out.set_attr(STITCH_PROPAGATION_DIALECT, "w3c");
     a_out.record_response_head(StatusCode::OK, &HeaderMap::new());
     a_out.record_trailers(&trailers);
     let a_out = a_out.finish(ms(40));
 
-    let mut b_in = SpanRecord::for_request(trace_id, [seed, 3, 0, 0, 0, 0, 0, 3], Some(a_out.span_id), SpanKind::Server, &gfacts, ms(12));
+    let mut b_in = SpanRecord::for_request(
+        trace_id,
+        [seed, 3, 0, 0, 0, 0, 0, 3],
+        Some(a_out.span_id),
+        SpanKind::Server,
+        &gfacts,
+        ms(12),
+    );
     b_in.set_attr(STITCH_PROPAGATION_DIALECT, "w3c");
     b_in.record_response_head(StatusCode::OK, &HeaderMap::new());
     b_in.record_trailers(&trailers);
@@ -256,22 +287,27 @@ pub fn hex(id: &[u8]) -> String {
     stitch::telemetry::span::to_hex(id)
 }
 
+/// One parsed sample: name, labels, value.
+pub type Sample = (String, Vec<(String, String)>, f64);
+
 /// A strict parser for the OpenMetrics text `/metrics` serves: every sample belongs to a
 /// declared family with HELP and TYPE, names and labels are well-formed, values parse,
 /// counters end in `_total`, and the exposition ends with `# EOF`. Returns
 /// `(name, labels, value)` samples.
-pub fn parse_openmetrics(text: &str) -> Result<Vec<(String, Vec<(String, String)>, f64)>, String> {
+pub fn parse_openmetrics(text: &str) -> Result<Vec<Sample>, String> {
     let mut types: std::collections::HashMap<String, String> = Default::default();
     let mut helps: std::collections::HashSet<String> = Default::default();
     let mut samples = Vec::new();
-    let mut lines = text.lines().peekable();
     let mut saw_eof = false;
     let valid_name = |n: &str| {
         !n.is_empty()
-            && n.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
-            && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+            && n.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
     };
-    while let Some(line) = lines.next() {
+    for line in text.lines() {
         if saw_eof {
             return Err(format!("content after # EOF: {line}"));
         }
@@ -290,7 +326,18 @@ pub fn parse_openmetrics(text: &str) -> Result<Vec<(String, Vec<(String, String)
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let mut it = rest.split(' ');
             let (name, ty) = (it.next().ok_or("TYPE name")?, it.next().ok_or("TYPE type")?);
-            if !["counter", "gauge", "histogram", "summary", "info", "stateset", "unknown", "gaugehistogram"].contains(&ty) {
+            if ![
+                "counter",
+                "gauge",
+                "histogram",
+                "summary",
+                "info",
+                "stateset",
+                "unknown",
+                "gaugehistogram",
+            ]
+            .contains(&ty)
+            {
                 return Err(format!("bad TYPE {ty}"));
             }
             types.insert(name.to_owned(), ty.to_owned());
@@ -299,7 +346,9 @@ pub fn parse_openmetrics(text: &str) -> Result<Vec<(String, Vec<(String, String)
         if line.starts_with('#') {
             continue;
         }
-        let (name_labels, value) = line.rsplit_once(' ').ok_or_else(|| format!("no value: {line}"))?;
+        let (name_labels, value) = line
+            .rsplit_once(' ')
+            .ok_or_else(|| format!("no value: {line}"))?;
         let value: f64 = match value {
             "+Inf" => f64::INFINITY,
             "-Inf" => f64::NEG_INFINITY,
@@ -309,11 +358,15 @@ pub fn parse_openmetrics(text: &str) -> Result<Vec<(String, Vec<(String, String)
         let (name, labels) = match name_labels.split_once('{') {
             None => (name_labels.to_owned(), Vec::new()),
             Some((n, rest)) => {
-                let body = rest.strip_suffix('}').ok_or_else(|| format!("unclosed labels: {line}"))?;
+                let body = rest
+                    .strip_suffix('}')
+                    .ok_or_else(|| format!("unclosed labels: {line}"))?;
                 let mut labels = Vec::new();
                 let mut s = body;
                 while !s.is_empty() {
-                    let (k, after) = s.split_once("=\"").ok_or_else(|| format!("bad label in {line}"))?;
+                    let (k, after) = s
+                        .split_once("=\"")
+                        .ok_or_else(|| format!("bad label in {line}"))?;
                     if !valid_name(k) {
                         return Err(format!("bad label name {k}"));
                     }
@@ -355,10 +408,15 @@ pub fn parse_openmetrics(text: &str) -> Result<Vec<(String, Vec<(String, String)
             ("_created", ""),
         ]
         .iter()
-        .find_map(|(suffix, _)| name.strip_suffix(suffix).filter(|base| types.contains_key(*base)))
+        .find_map(|(suffix, _)| {
+            name.strip_suffix(suffix)
+                .filter(|base| types.contains_key(*base))
+        })
         .unwrap_or(&name)
         .to_owned();
-        let ty = types.get(&family).ok_or_else(|| format!("sample {name} has no TYPE"))?;
+        let ty = types
+            .get(&family)
+            .ok_or_else(|| format!("sample {name} has no TYPE"))?;
         if !helps.contains(&family) {
             return Err(format!("family {family} has no HELP"));
         }
@@ -374,12 +432,126 @@ pub fn parse_openmetrics(text: &str) -> Result<Vec<(String, Vec<(String, String)
 }
 
 /// The value of one sample whose labels include all of `labels`.
-pub fn sample(samples: &[(String, Vec<(String, String)>, f64)], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub fn sample(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     samples
         .iter()
         .filter(|(n, l, _)| {
-            n == name && labels.iter().all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
         })
         .map(|(_, _, v)| *v)
         .reduce(|a, b| a + b)
+}
+
+/// An OTLP export request holding `spans` under a resource named `service`, as another
+/// stitch instance or an OTel SDK would send it.
+pub fn otlp_request(service: &str, spans: &[&SpanRecord]) -> ExportTraceServiceRequest {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+    let nanos = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .expect("after epoch")
+            .as_nanos() as u64
+    };
+    let string = |s: &str| AnyValue {
+        value: Some(any_value::Value::StringValue(s.to_owned())),
+    };
+    let spans = spans
+        .iter()
+        .map(|s| Span {
+            trace_id: s.trace_id.to_vec(),
+            span_id: s.span_id.to_vec(),
+            parent_span_id: s.parent_span_id.map(|p| p.to_vec()).unwrap_or_default(),
+            name: s.name.to_string(),
+            kind: match s.kind {
+                SpanKind::Server => 2,
+                SpanKind::Client => 3,
+                _ => 1,
+            },
+            start_time_unix_nano: nanos(s.start),
+            end_time_unix_nano: nanos(s.end),
+            attributes: s
+                .attributes
+                .iter()
+                .map(|a| KeyValue {
+                    key: a.key.to_string(),
+                    value: Some(match &a.value {
+                        stitch::telemetry::AttrValue::Str(v) => string(v),
+                        stitch::telemetry::AttrValue::Int(i) => AnyValue {
+                            value: Some(any_value::Value::IntValue(*i)),
+                        },
+                        stitch::telemetry::AttrValue::Bool(b) => AnyValue {
+                            value: Some(any_value::Value::BoolValue(*b)),
+                        },
+                        stitch::telemetry::AttrValue::F64(f) => AnyValue {
+                            value: Some(any_value::Value::DoubleValue(*f)),
+                        },
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+            status: s.status.is_error().then(|| Status {
+                code: 2,
+                message: "failed".to_owned(),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".to_owned(),
+                    value: Some(string(service)),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// Starts an admin server on 127.0.0.1:0 with `state`.
+pub async fn admin(state: stitch::admin::AdminState) -> (SocketAddr, stitch::app::ShutdownHandle) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let shutdown = stitch::app::ShutdownHandle::default();
+    tokio::spawn(stitch::admin::serve(listener, state, shutdown.clone()));
+    (addr, shutdown)
+}
+
+pub async fn post_protobuf(
+    addr: SocketAddr,
+    req: &ExportTraceServiceRequest,
+) -> (StatusCode, HeaderMap, Bytes) {
+    http_request(
+        addr,
+        "POST",
+        "/v1/traces",
+        &[("content-type", "application/x-protobuf")],
+        prost::Message::encode_to_vec(req),
+    )
+    .await
+}
+
+pub async fn post_json(
+    addr: SocketAddr,
+    req: &ExportTraceServiceRequest,
+) -> (StatusCode, HeaderMap, Bytes) {
+    http_request(
+        addr,
+        "POST",
+        "/v1/traces",
+        &[("content-type", "application/json")],
+        serde_json::to_vec(req).expect("JSON"),
+    )
+    .await
 }
