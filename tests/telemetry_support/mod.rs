@@ -81,6 +81,24 @@ pub fn grpc_collector_on(listener: TcpListener) -> (SocketAddr, Received) {
     (addr, received)
 }
 
+/// A real tonic OTLP/gRPC collector behind TLS with the given PEM identity.
+pub async fn grpc_collector_tls(cert_pem: &str, key_pem: &str) -> (SocketAddr, Received) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let received = Received::default();
+    let svc = TraceServiceServer::new(GrpcCollector(received.clone()));
+    let tls = tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(cert_pem, key_pem));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .tls_config(tls)
+            .expect("server TLS")
+            .add_service(svc)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    (addr, received)
+}
+
 /// A real hyper OTLP/HTTP (protobuf) collector; `black_hole` switches it to accepting
 /// connections and never answering.
 pub struct HttpCollector {
@@ -91,6 +109,14 @@ pub struct HttpCollector {
 }
 
 pub async fn http_collector(black_hole: bool) -> HttpCollector {
+    http_collector_with(black_hole, None).await
+}
+
+/// The HTTP collector, optionally behind TLS.
+pub async fn http_collector_with(
+    black_hole: bool,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> HttpCollector {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let received = Received::default();
@@ -107,36 +133,16 @@ pub async fn http_collector(black_hole: bool) -> HttpCollector {
                 held.push(stream); // accepted, never answered
                 continue;
             }
-            let (r, p) = (r.clone(), p.clone());
+            let (r, p, tls) = (r.clone(), p.clone(), tls.clone());
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let (r, p) = (r.clone(), p.clone());
-                    async move {
-                        let (parts, body) = req.into_parts();
-                        p.lock().expect("paths").push(parts.uri.path().to_owned());
-                        let body = body.collect().await?.to_bytes();
-                        let status =
-                            match <ExportTraceServiceRequest as prost::Message>::decode(body) {
-                                Ok(msg) => {
-                                    r.requests.lock().expect("lock").push((parts.headers, msg));
-                                    StatusCode::OK
-                                }
-                                Err(_) => StatusCode::BAD_REQUEST,
-                            };
-                        let mut resp = http::Response::new(Full::new(Bytes::new()));
-                        *resp.status_mut() = status;
-                        resp.headers_mut().insert(
-                            http::header::CONTENT_TYPE,
-                            http::HeaderValue::from_static("application/x-protobuf"),
-                        );
-                        Ok::<_, hyper::Error>(resp)
+                match tls {
+                    None => serve_otlp_http(stream, r, p).await,
+                    Some(acceptor) => {
+                        if let Ok(tls_stream) = acceptor.accept(stream).await {
+                            serve_otlp_http(tls_stream, r, p).await;
+                        }
                     }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                .await;
+                }
             });
         }
     });
@@ -146,6 +152,37 @@ pub async fn http_collector(black_hole: bool) -> HttpCollector {
         black_hole: hole,
         paths,
     }
+}
+
+async fn serve_otlp_http<IO>(io: IO, r: Received, p: Arc<Mutex<Vec<String>>>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+        let (r, p) = (r.clone(), p.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            p.lock().expect("paths").push(parts.uri.path().to_owned());
+            let body = body.collect().await?.to_bytes();
+            let status = match <ExportTraceServiceRequest as prost::Message>::decode(body) {
+                Ok(msg) => {
+                    r.requests.lock().expect("lock").push((parts.headers, msg));
+                    StatusCode::OK
+                }
+                Err(_) => StatusCode::BAD_REQUEST,
+            };
+            let mut resp = http::Response::new(Full::new(Bytes::new()));
+            *resp.status_mut() = status;
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/x-protobuf"),
+            );
+            Ok::<_, hyper::Error>(resp)
+        }
+    });
+    let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
+        .await;
 }
 
 /// One HTTP/1.1 request to `addr`; returns status, headers and body.
