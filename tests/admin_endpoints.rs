@@ -372,12 +372,30 @@ async fn receiver_rejects_garbage_without_panicking() {
         "/v1/traces",
         &[
             ("content-type", "application/json"),
-            ("content-encoding", "gzip"),
+            ("content-encoding", "br"),
         ],
         b"{}".to_vec(),
     )
     .await;
     assert_eq!(gz.0, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let bomb = gzip(&vec![b' '; 1 << 20]);
+    assert!(bomb.len() < 6000, "the compressed body itself is small");
+    let (status, _, _) = http_request(
+        addr,
+        "POST",
+        "/v1/traces",
+        &[
+            ("content-type", "application/json"),
+            ("content-encoding", "gzip"),
+        ],
+        bomb,
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "inflated size is limited too"
+    );
 
     // A span with a malformed id is rejected alone, reported as partial success.
     let c = chain(4);
@@ -394,7 +412,7 @@ async fn receiver_rejects_garbage_without_panicking() {
     let samples = parse_openmetrics(&text).expect("valid");
     assert_eq!(
         sample(&samples, "stitch_otlp_rejected_requests_total", &[]),
-        Some(5.0)
+        Some(6.0)
     );
     assert_eq!(
         sample(
@@ -432,4 +450,33 @@ async fn spans_recorded_through_the_sink_show_in_traces() {
     let trace = get_json(addr, &format!("/traces/{}", hex(&c.trace_id))).await;
     assert_eq!(trace["spans"].as_array().map(Vec::len), Some(3));
     telemetry.shutdown(Duration::from_secs(2)).await;
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(data).expect("gzip");
+    enc.finish().expect("gzip")
+}
+
+#[tokio::test]
+async fn gzip_bodies_are_accepted() {
+    let (state, _) = state();
+    let (addr, _s) = admin(state).await;
+    let c = chain(6);
+    let body = prost::Message::encode_to_vec(&otlp_request("orders", &[&c.a_in]));
+    let (status, _, _) = http_request(
+        addr,
+        "POST",
+        "/v1/traces",
+        &[
+            ("content-type", "application/x-protobuf"),
+            ("content-encoding", "gzip"),
+        ],
+        gzip(&body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let trace = get_json(addr, &format!("/traces/{}", hex(&c.trace_id))).await;
+    assert_eq!(trace["spans"].as_array().map(Vec::len), Some(1));
 }

@@ -191,3 +191,26 @@ async fn shutdown_flushes_queued_spans() {
     telemetry.shutdown(Duration::from_secs(5)).await;
     assert_eq!(received.len(), 1);
 }
+
+#[tokio::test]
+async fn gzip_http_export_reaches_another_stitch_admin_receiver() {
+    // Stitch A exports (gzip) to stitch B's admin `/v1/traces`: B's ring shows A's spans.
+    let b = stitch::admin::AdminState::new(std::sync::Arc::new(
+        std::sync::atomic::AtomicBool::new(true),
+    ));
+    let b_ring = b.ring.clone();
+    let (b_addr, _shutdown) = telemetry_support::admin(b).await;
+    let mut cfg = config(Protocol::HttpProtobuf, format!("http://{b_addr}/v1/traces"));
+    if let Some(e) = cfg.export.as_mut() {
+        e.gzip = true;
+    }
+    let telemetry = Telemetry::start(cfg);
+    let c = chain(8);
+    telemetry.sink().record(c.a_in.clone());
+    telemetry.flush().await;
+    let trace = b_ring.trace(&c.trace_id).expect("trace received by B");
+    assert_eq!(trace.spans.len(), 1);
+    assert_eq!(&*trace.spans[0].service, "orders");
+    assert_eq!(trace.spans[0].span.span_id, c.a_in.span_id);
+    telemetry.shutdown(Duration::from_secs(5)).await;
+}

@@ -3,8 +3,8 @@
 //!
 //! Answers per the OTLP/HTTP spec: 200 with an `ExportTraceServiceResponse` in the request's
 //! encoding (partial success when spans were rejected), 400 for an undecodable body, 413
-//! beyond the size limit, 415 for another content type or a compressed body (no gzip
-//! support: point SDKs here with compression off, their default).
+//! beyond the size limit (before and after gunzip), 415 for another content type or an
+//! encoding other than `gzip`/`identity`.
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -33,17 +33,21 @@ pub(super) async fn receive(state: &AdminState, req: Request<Incoming>) -> Respo
             "content-type must be application/x-protobuf or application/json\n",
         );
     };
-    let encoded = req
+    let gzip = match req
         .headers()
         .get(http::header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| !v.trim().eq_ignore_ascii_case("identity"));
-    if encoded {
-        return reject(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "compressed bodies are not supported; send uncompressed OTLP\n",
-        );
-    }
+        .map(|v| v.to_str().map(str::trim))
+    {
+        None => false,
+        Some(Ok(v)) if v.eq_ignore_ascii_case("identity") => false,
+        Some(Ok(v)) if v.eq_ignore_ascii_case("gzip") => true,
+        Some(_) => {
+            return reject(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "content-encoding must be gzip or identity\n",
+            );
+        }
+    };
     let declared_too_large = req
         .headers()
         .get(http::header::CONTENT_LENGTH)
@@ -65,6 +69,17 @@ pub(super) async fn receive(state: &AdminState, req: Request<Incoming>) -> Respo
             tracing::debug!(error = %e, "OTLP receiver body read failed");
             return reject(StatusCode::BAD_REQUEST, "cannot read the body\n");
         }
+    };
+    let body = if gzip {
+        match gunzip(&body, state.max_otlp_body_bytes) {
+            Ok(b) => b,
+            Err(Gunzip::TooLarge) => {
+                return reject(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n");
+            }
+            Err(Gunzip::Invalid) => return reject(StatusCode::BAD_REQUEST, "invalid gzip body\n"),
+        }
+    } else {
+        body
     };
     let decoded = match receive::decode(format, &body) {
         Ok(d) => d,
@@ -102,4 +117,25 @@ pub(super) async fn receive(state: &AdminState, req: Request<Incoming>) -> Respo
             serde_json::to_vec(&response).unwrap_or_else(|_| b"{}".to_vec()),
         ),
     }
+}
+
+enum Gunzip {
+    TooLarge,
+    Invalid,
+}
+
+/// Inflates a gzip body, refusing to produce more than `limit` bytes (a small body may
+/// inflate enormously).
+fn gunzip(body: &[u8], limit: usize) -> Result<Bytes, Gunzip> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    flate2::read::GzDecoder::new(body)
+        .take(cap)
+        .read_to_end(&mut out)
+        .map_err(|_| Gunzip::Invalid)?;
+    if out.len() > limit {
+        return Err(Gunzip::TooLarge);
+    }
+    Ok(Bytes::from(out))
 }

@@ -14,6 +14,7 @@
 //! | `OTEL_EXPORTER_OTLP_HEADERS` / `_TRACES_HEADERS` | `k=v,k=v` sent with every export; never shown or logged |
 //! | `OTEL_EXPORTER_OTLP_TIMEOUT` / `_TRACES_TIMEOUT` | milliseconds per export attempt (default 10000) |
 //! | `OTEL_EXPORTER_OTLP_CERTIFICATE` / `_TRACES_CERTIFICATE` | PEM CA file trusted in addition to the system roots |
+//! | `OTEL_EXPORTER_OTLP_COMPRESSION` / `_TRACES_COMPRESSION` | `gzip` or `none` (default) |
 //! | `OTEL_TRACES_EXPORTER` | `none` turns export off (spans still reach the ring) |
 //! | `OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`, `OTEL_BSP_SCHEDULE_DELAY` | queue capacity, batch size, batch delay (ms) |
 //! | `K8S_POD_NAME`/`POD_NAME`, `K8S_POD_NAMESPACE`/`K8S_NAMESPACE_NAME`/`POD_NAMESPACE`, `K8S_POD_UID`/`POD_UID`, `K8S_NODE_NAME`/`NODE_NAME` | `k8s.pod.name`, `k8s.namespace.name`, `k8s.pod.uid`, `k8s.node.name` (set them from the downward API) |
@@ -60,6 +61,8 @@ pub struct ExportConfig {
     pub initial_backoff: Duration,
     /// Largest backoff delay.
     pub max_backoff: Duration,
+    /// Gzip request bodies (`OTEL_EXPORTER_OTLP_COMPRESSION=gzip`).
+    pub gzip: bool,
 }
 
 impl fmt::Debug for ExportConfig {
@@ -74,6 +77,7 @@ impl fmt::Debug for ExportConfig {
             .field("timeout", &self.timeout)
             .field("ca_file", &self.ca_file)
             .field("max_retries", &self.max_retries)
+            .field("gzip", &self.gzip)
             .finish()
     }
 }
@@ -90,6 +94,7 @@ impl ExportConfig {
             max_retries: 3,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_millis(1600),
+            gzip: false,
         }
     }
 }
@@ -276,6 +281,11 @@ impl TelemetryConfig {
             {
                 export.timeout = Duration::from_millis(u64::max(ms, 1));
             }
+            export.gzip = traces_or(
+                "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+                "OTEL_EXPORTER_OTLP_COMPRESSION",
+            )
+            .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
             export.ca_file = traces_or(
                 "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
                 "OTEL_EXPORTER_OTLP_CERTIFICATE",
@@ -302,6 +312,7 @@ impl TelemetryConfig {
                 "endpoint": e.endpoint,
                 "header_names": e.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
                 "timeout_ms": u64::try_from(e.timeout.as_millis()).unwrap_or(u64::MAX),
+                "compression": if e.gzip { "gzip" } else { "none" },
                 "ca_file": e.ca_file,
             })),
             "queue_capacity": self.queue_capacity,
@@ -382,6 +393,7 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=s3cr%3Dt, x=y"),
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
             ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/ca.pem"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
         ]);
         let e = cfg.export.expect("export configured");
         assert_eq!(e.protocol, Protocol::Grpc);
@@ -395,6 +407,7 @@ mod tests {
         );
         assert_eq!(e.timeout, Duration::from_millis(2500));
         assert_eq!(e.ca_file, Some(PathBuf::from("/etc/ca.pem")));
+        assert!(e.gzip);
     }
 
     #[test]

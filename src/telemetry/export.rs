@@ -91,26 +91,39 @@ pub fn build_exporter(
                     .map_err(|_| ExportSetupError::Header { name: k.clone() })?;
                 metadata.insert(name, value);
             }
-            opentelemetry_otlp::SpanExporter::builder()
+            let builder = opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
                 .with_channel(channel)
                 .with_metadata(metadata)
                 .with_timeout(export.timeout)
-                .with_retry_policy(retry)
+                .with_retry_policy(retry);
+            // Unset, the library reads the same variable from the process env itself.
+            let builder = if export.gzip {
+                builder.with_compression(opentelemetry_otlp::Compression::Gzip)
+            } else {
+                builder
+            };
+            builder
                 .build()
                 .map_err(|e| ExportSetupError::Build(e.to_string()))?
         }
         Protocol::HttpProtobuf => {
             let client = RustlsHttpClient::new(export)?;
             let headers: HashMap<String, String> = export.headers.iter().cloned().collect();
-            opentelemetry_otlp::SpanExporter::builder()
+            let builder = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
                 .with_http_client(client)
                 .with_endpoint(export.endpoint.clone())
                 .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                 .with_headers(headers)
                 .with_timeout(export.timeout)
-                .with_retry_policy(retry)
+                .with_retry_policy(retry);
+            let builder = if export.gzip {
+                builder.with_compression(opentelemetry_otlp::Compression::Gzip)
+            } else {
+                builder
+            };
+            builder
                 .build()
                 .map_err(|e| ExportSetupError::Build(e.to_string()))?
         }
