@@ -505,3 +505,19 @@ pub fn rules_file(text: &str) -> (tempfile::TempDir, PathBuf) {
     std::fs::write(&path, text).expect("write rules");
     (dir, path)
 }
+
+impl Setup {
+    /// Sends `GET path` with `headers` through stitch inbound and asserts it succeeded end to
+    /// end; returns what the app saw and the upstream requests the app's calls produced.
+    pub async fn send(&self, path: &str, headers: &[(&str, &str)]) -> (Seen, Vec<Seen>) {
+        let before = self.upstream.len();
+        let apps_before = self.app.len();
+        let status = raw_get(self.stitch.inbound, path, headers).await;
+        assert_eq!(
+            status, 200,
+            "GET {path} with {headers:?} succeeded end to end"
+        );
+        assert_eq!(self.app.len(), apps_before + 1, "the app saw the request");
+        (self.app.last(), self.upstream.all()[before..].to_vec())
+    }
+}
