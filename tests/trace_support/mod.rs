@@ -85,6 +85,13 @@ pub async fn start_stitch(
         shutdown: stitch.shutdown_handle(),
     };
     tokio::spawn(stitch.run());
+    // `/ready` turns true once the listeners serve and the rules watcher is installed.
+    let admin = running.admin;
+    let ready = eventually(DEADLINE, move || async move {
+        admin_get(admin, "/ready").await.0 == StatusCode::OK
+    })
+    .await;
+    assert!(ready, "stitch became ready");
     running
 }
 
