@@ -1,0 +1,551 @@
+//! Issue 4's 3-hop chain through real sockets: client → stitch A inbound → app A → stitch A
+//! outbound → stitch B inbound → app B. App A makes one HTTP/1 call and one gRPC call (tonic
+//! client over h2c) to B; app B answers the HTTP call with 200 and the gRPC call with a tonic
+//! `PERMISSION_DENIED`. Run 1: both stitches export OTLP/gRPC to a real tonic collector and the
+//! tree is asserted there. Run 2: A exports OTLP/HTTP-protobuf to B's admin `POST /v1/traces`
+//! and B's `GET /traces/{id}` shows the whole chain with a clean verdict.
+
+mod trace_support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, StatusCode};
+use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use serde_json::Value;
+use stitch::telemetry::{ExportConfig, Protocol, TelemetryConfig};
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+use trace_support::{
+    DEADLINE, Handler, Log, Running, Seen, eventually, listener, proxy_get, raw_get, ring_only,
+    serve_app, start_stitch, trace_with,
+};
+
+const GRPC_SERVICE: &str = "opentelemetry.proto.collector.trace.v1.TraceService";
+
+// ---------------------------------------------------------------------------------------------
+// A real OTLP/gRPC collector, and app B's gRPC service (the same generated server, failing).
+
+/// Spans received by the collector, with the `service.name` of their resource.
+#[derive(Clone, Default)]
+struct Collected(Arc<Mutex<Vec<(String, Span)>>>);
+
+impl Collected {
+    fn of_trace(&self, trace_id: &[u8]) -> Vec<(String, Span)> {
+        self.0
+            .lock()
+            .expect("collector lock")
+            .iter()
+            .filter(|(_, s)| s.trace_id == trace_id)
+            .cloned()
+            .collect()
+    }
+}
+
+struct Collector(Collected);
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.0.0.lock().expect("collector lock");
+        for rs in request.into_inner().resource_spans {
+            let service = rs
+                .resource
+                .iter()
+                .flat_map(|r| r.attributes.iter())
+                .find(|kv| kv.key == "service.name")
+                .and_then(|kv| kv.value.as_ref()?.value.clone())
+                .map(|v| match v {
+                    Any::StringValue(s) => s,
+                    other => format!("{other:?}"),
+                })
+                .unwrap_or_default();
+            for ss in rs.scope_spans {
+                spans.extend(ss.spans.into_iter().map(|s| (service.clone(), s)));
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+async fn collector() -> (SocketAddr, Collected) {
+    let (l, addr) = listener().await;
+    let collected = Collected::default();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(Collector(collected.clone())))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(l)),
+    );
+    (addr, collected)
+}
+
+/// App B's gRPC service: a tonic server that refuses every call.
+struct OutOfStock;
+
+#[tonic::async_trait]
+impl TraceService for OutOfStock {
+    async fn export(
+        &self,
+        _: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        Err(tonic::Status::permission_denied("out of stock"))
+    }
+}
+
+type Body = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// App B: HTTP/1 and h2c on one port; gRPC requests go to the failing tonic service, anything
+/// else gets 200. Records every request.
+fn serve_app_b(listener: TcpListener) -> Log {
+    let log = Log::default();
+    let seen = log.clone();
+    let grpc = TraceServiceServer::new(OutOfStock);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (seen, grpc) = (seen.clone(), grpc.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let (seen, grpc) = (seen.clone(), grpc.clone());
+                    async move {
+                        seen.push(Seen {
+                            method: req.method().to_string(),
+                            path: req.uri().path().to_owned(),
+                            headers: req.headers().clone(),
+                        });
+                        let grpc_call = req
+                            .headers()
+                            .get(http::header::CONTENT_TYPE)
+                            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+                        let resp: http::Response<Body> = if grpc_call {
+                            let resp = grpc.oneshot(req).await.expect("tonic is infallible");
+                            resp.map(|b| b.map_err(Into::into).boxed_unsync())
+                        } else {
+                            let _ = req.into_body().collect().await;
+                            http::Response::new(
+                                Full::new(Bytes::from_static(b"reserved\n"))
+                                    .map_err(|never| match never {})
+                                    .boxed_unsync(),
+                            )
+                        };
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    log
+}
+
+/// App A: copies `traceparent` onto an HTTP call and a gRPC call to B (both through stitch A's
+/// outbound listener); 200 when the HTTP call got 200 and the gRPC call PERMISSION_DENIED.
+fn app_a(proxy: SocketAddr, b: SocketAddr) -> Handler {
+    Arc::new(move |headers: HeaderMap| {
+        Box::pin(async move {
+            let tp = headers.get("traceparent").cloned();
+            let copied: Vec<_> = tp
+                .iter()
+                .map(|v| (http::HeaderName::from_static("traceparent"), v.clone()))
+                .collect();
+            let http_ok = proxy_get(proxy, &format!("http://{b}/inventory/42"), &copied).await
+                == Ok(StatusCode::OK);
+            let grpc_denied = grpc_call(proxy, b, tp).await == Some(tonic::Code::PermissionDenied);
+            if http_ok && grpc_denied {
+                StatusCode::OK
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        })
+    })
+}
+
+/// A tonic call to `b`'s gRPC service over h2c, connected to `proxy` with `:authority` = `b`.
+async fn grpc_call(
+    proxy: SocketAddr,
+    b: SocketAddr,
+    tp: Option<HeaderValue>,
+) -> Option<tonic::Code> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{proxy}"))
+        .ok()?
+        .origin(format!("http://{b}").parse().ok()?)
+        .connect()
+        .await
+        .ok()?;
+    let mut req = tonic::Request::new(ExportTraceServiceRequest::default());
+    if let Some(tp) = tp {
+        let value = tp.to_str().ok()?.parse().ok()?;
+        req.metadata_mut().insert("traceparent", value);
+    }
+    match TraceServiceClient::new(channel).export(req).await {
+        Ok(_) => Some(tonic::Code::Ok),
+        Err(status) => Some(status.code()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The chain.
+
+struct Chain {
+    a: Running,
+    b: Running,
+    app_a: Log,
+    app_b: Log,
+    trace_id: String,
+}
+
+fn telemetry(service: &str, export: Option<ExportConfig>) -> TelemetryConfig {
+    TelemetryConfig {
+        export: export.map(|mut e| {
+            e.timeout = Duration::from_secs(2);
+            e
+        }),
+        ..ring_only(service)
+    }
+}
+
+/// Starts B then A (A's exporter may point at B's admin) and sends one request through.
+async fn chain(
+    export_a: impl FnOnce(&Running) -> Option<ExportConfig>,
+    export_b: Option<ExportConfig>,
+) -> Chain {
+    let (b_listener, b_app) = listener().await;
+    let (a_listener, a_app) = listener().await;
+    let b = start_stitch(b_app, None, telemetry("stitch-b", export_b)).await;
+    let a = start_stitch(a_app, None, telemetry("stitch-a", export_a(&b))).await;
+    let app_b = serve_app_b(b_listener);
+    let app_a = serve_app(a_listener, app_a(a.outbound, b.inbound));
+    let status = raw_get(a.inbound, "/orders/42", &[("user-agent", "chain-test/1")]).await;
+    assert_eq!(
+        status, 200,
+        "the chain answered (HTTP 200 from B, PERMISSION_DENIED from B)"
+    );
+    let trace_id = app_a.last().tp().trace_id;
+    Chain {
+        a,
+        b,
+        app_a,
+        app_b,
+        trace_id,
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// A span in a form both runs share (OTLP proto and the `/traces` JSON).
+#[derive(Debug, Clone)]
+struct S {
+    service: String,
+    id: String,
+    parent: Option<String>,
+    kind: &'static str,
+    name: String,
+    start: u64,
+    end: u64,
+    error: bool,
+    attrs: HashMap<String, String>,
+}
+
+fn from_otlp(service: &str, s: &Span) -> S {
+    S {
+        service: service.to_owned(),
+        id: hex(&s.span_id),
+        parent: (!s.parent_span_id.is_empty()).then(|| hex(&s.parent_span_id)),
+        kind: match s.kind {
+            2 => "server",
+            3 => "client",
+            _ => "other",
+        },
+        name: s.name.clone(),
+        start: s.start_time_unix_nano,
+        end: s.end_time_unix_nano,
+        error: s.status.as_ref().is_some_and(|st| st.code == 2),
+        attrs: s
+            .attributes
+            .iter()
+            .filter_map(|kv| {
+                let v = match kv.value.as_ref()?.value.as_ref()? {
+                    Any::StringValue(s) => s.clone(),
+                    Any::IntValue(i) => i.to_string(),
+                    Any::BoolValue(b) => b.to_string(),
+                    Any::DoubleValue(d) => d.to_string(),
+                    other => format!("{other:?}"),
+                };
+                Some((kv.key.clone(), v))
+            })
+            .collect(),
+    }
+}
+
+fn from_json(s: &Value) -> S {
+    S {
+        service: s["service"].as_str().unwrap_or_default().to_owned(),
+        id: s["span_id"].as_str().expect("span id").to_owned(),
+        parent: s["parent_span_id"].as_str().map(str::to_owned),
+        kind: match s["kind"].as_str() {
+            Some("server") => "server",
+            Some("client") => "client",
+            _ => "other",
+        },
+        name: s["name"].as_str().unwrap_or_default().to_owned(),
+        start: s["start_unix_nano"].as_u64().expect("start"),
+        end: s["end_unix_nano"].as_u64().expect("end"),
+        error: s["status"] == "error",
+        attrs: s["attributes"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| {
+                        let v = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+                        (k.clone(), v)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// Asserts the 5-span tree of one chain run.
+fn assert_tree(c: &Chain, spans: &[S]) {
+    let dump = || format!("{spans:#?}");
+    assert_eq!(spans.len(), 5, "5 spans: {}", dump());
+    let by_id: HashMap<&str, &S> = spans.iter().map(|s| (s.id.as_str(), s)).collect();
+    let roots: Vec<&S> = spans.iter().filter(|s| s.parent.is_none()).collect();
+    assert_eq!(roots.len(), 1, "one root: {}", dump());
+    let a_in = roots[0];
+    assert_eq!((a_in.kind, a_in.service.as_str()), ("server", "stitch-a"));
+    for s in spans {
+        if let Some(p) = &s.parent {
+            let parent = by_id
+                .get(p.as_str())
+                .unwrap_or_else(|| panic!("parent {p} of {} present: {}", s.id, dump()));
+            assert!(
+                parent.start <= s.start && s.end <= parent.end,
+                "{} ({} {}) lies within its parent {} ({} {})",
+                s.id,
+                s.kind,
+                s.name,
+                parent.id,
+                parent.kind,
+                parent.name
+            );
+        }
+    }
+    let children = |p: &S| -> Vec<&S> {
+        spans
+            .iter()
+            .filter(|s| s.parent.as_deref() == Some(p.id.as_str()))
+            .collect()
+    };
+    let a_out = children(a_in);
+    assert_eq!(a_out.len(), 2, "A made two calls: {}", dump());
+    let a_http = *a_out
+        .iter()
+        .find(|s| s.name == "GET")
+        .expect("A's HTTP client span");
+    let a_grpc = *a_out
+        .iter()
+        .find(|s| s.name == format!("{GRPC_SERVICE}/Export"))
+        .unwrap_or_else(|| panic!("A's gRPC client span named Service/Method: {}", dump()));
+    for s in [a_http, a_grpc] {
+        assert_eq!((s.kind, s.service.as_str()), ("client", "stitch-a"));
+    }
+    let b_http = children(a_http);
+    let b_grpc = children(a_grpc);
+    assert_eq!(
+        (b_http.len(), b_grpc.len()),
+        (1, 1),
+        "B served each call: {}",
+        dump()
+    );
+    let (b_http, b_grpc) = (b_http[0], b_grpc[0]);
+    for s in [b_http, b_grpc] {
+        assert_eq!((s.kind, s.service.as_str()), ("server", "stitch-b"));
+    }
+
+    // The span ids exported are the ones written into the headers.
+    assert_eq!(
+        c.app_a.last().tp().parent_id,
+        a_in.id,
+        "app A's parent = A's server span"
+    );
+    let b_seen = c.app_b.all();
+    let b_parent = |grpc: bool| {
+        b_seen
+            .iter()
+            .find(|r| {
+                r.headers
+                    .get("content-type")
+                    .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+                    == grpc
+            })
+            .expect("app B request")
+            .tp()
+            .parent_id
+    };
+    assert_eq!(
+        b_parent(false),
+        b_http.id,
+        "app B's HTTP parent = B's server span"
+    );
+    assert_eq!(
+        b_parent(true),
+        b_grpc.id,
+        "app B's gRPC parent = B's server span"
+    );
+
+    // HTTP attributes.
+    let attr = |s: &S, k: &str| s.attrs.get(k).cloned();
+    for (s, path) in [
+        (a_in, "/orders/42"),
+        (a_http, "/inventory/42"),
+        (b_http, "/inventory/42"),
+    ] {
+        assert_eq!(s.name, "GET");
+        assert_eq!(
+            attr(s, "http.request.method").as_deref(),
+            Some("GET"),
+            "{s:?}"
+        );
+        assert_eq!(attr(s, "url.path").as_deref(), Some(path), "{s:?}");
+        assert_eq!(
+            attr(s, "http.response.status_code").as_deref(),
+            Some("200"),
+            "{s:?}"
+        );
+        assert_eq!(
+            attr(s, "server.address").as_deref(),
+            Some("127.0.0.1"),
+            "{s:?}"
+        );
+        assert!(!s.error, "{s:?}");
+    }
+    assert_eq!(
+        attr(a_http, "server.port"),
+        Some(c.b.inbound.port().to_string()),
+        "the client span names the peer it called"
+    );
+    assert_eq!(
+        attr(a_in, "user_agent.original").as_deref(),
+        Some("chain-test/1")
+    );
+    assert_eq!(attr(a_in, "client.address").as_deref(), Some("127.0.0.1"));
+
+    // The failing gRPC call: both sides carry the status and are errors.
+    for s in [a_grpc, b_grpc] {
+        assert_eq!(attr(s, "rpc.system").as_deref(), Some("grpc"), "{s:?}");
+        assert_eq!(
+            attr(s, "rpc.service").as_deref(),
+            Some(GRPC_SERVICE),
+            "{s:?}"
+        );
+        assert_eq!(attr(s, "rpc.method").as_deref(), Some("Export"), "{s:?}");
+        assert_eq!(
+            attr(s, "rpc.grpc.status_code").as_deref(),
+            Some("7"),
+            "{s:?}"
+        );
+        assert_eq!(
+            attr(s, "error.type").as_deref(),
+            Some("PERMISSION_DENIED"),
+            "{s:?}"
+        );
+        assert!(s.error, "non-OK gRPC status → span status Error: {s:?}");
+    }
+}
+
+#[tokio::test]
+async fn chain_exported_over_otlp_grpc_forms_one_tree() {
+    let (addr, collected) = collector().await;
+    let export = || Some(ExportConfig::new(Protocol::Grpc, format!("http://{addr}")));
+    let c = chain(|_| export(), export()).await;
+    let trace = unhex(&c.trace_id);
+    let arrived = eventually(DEADLINE, || {
+        let n = collected.of_trace(&trace).len();
+        async move { n >= 5 }
+    })
+    .await;
+    let got = collected.of_trace(&trace);
+    assert!(
+        arrived,
+        "5 spans exported within the deadline, got {}",
+        got.len()
+    );
+    let spans: Vec<S> = got.iter().map(|(svc, s)| from_otlp(svc, s)).collect();
+    assert_tree(&c, &spans);
+    // Nothing of another trace leaked into this one.
+    assert!(got.iter().all(|(_, s)| s.trace_id == trace));
+    let _ = (&c.a, &c.b);
+}
+
+#[tokio::test]
+async fn chain_exported_to_the_other_stitch_shows_whole_with_a_clean_verdict() {
+    let c = chain(
+        |b| {
+            Some(ExportConfig::new(
+                Protocol::HttpProtobuf,
+                format!("http://{}/v1/traces", b.admin),
+            ))
+        },
+        None,
+    )
+    .await;
+    let trace = trace_with(c.b.admin, &c.trace_id, 5)
+        .await
+        .expect("B's ring holds all 5 spans (3 received from A over OTLP/HTTP)");
+    let spans: Vec<S> = trace["spans"]
+        .as_array()
+        .expect("spans")
+        .iter()
+        .map(from_json)
+        .collect();
+    assert_tree(&c, &spans);
+    assert_eq!(trace["verdict"]["clean"], true, "{}", trace["verdict"]);
+    assert_eq!(trace["verdict"]["findings"], serde_json::json!([]));
+    let (status, body) = trace_support::admin_get(c.b.admin, "/traces?limit=10").await;
+    assert_eq!(status, StatusCode::OK);
+    let list: Value = serde_json::from_slice(&body).expect("JSON");
+    let summary = list["traces"]
+        .as_array()
+        .expect("traces")
+        .iter()
+        .find(|t| t["trace_id"] == c.trace_id.as_str())
+        .expect("the chain is listed");
+    assert_eq!(summary["span_count"], 5);
+    assert_eq!(summary["root_service"], "stitch-a");
+    assert_eq!(summary["clean"], true);
+    assert_eq!(
+        summary["error"], true,
+        "the failed gRPC call marks the trace"
+    );
+}
