@@ -9,7 +9,7 @@ mod trace_support;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use http::HeaderMap;
+use http::{HeaderMap, StatusCode};
 use trace_support::{
     Handler, Seen, Setup, copy, copy_w3c, copying_app, drop_all, listener, metric, metrics,
     ring_only, rules_file, serve_app, setup, spans_of_kind, start_stitch, trace_with, upstream,
@@ -494,4 +494,127 @@ async fn setup_sanity_the_upstream_really_records() {
     let (_, up): (Seen, Vec<Seen>) = s.send("/", &[]).await;
     assert_eq!(up.len(), 2);
     assert!(up.iter().all(|u| u.path.starts_with("/call/")));
+}
+
+#[tokio::test]
+async fn per_route_rules_match_authority_glob_path_and_method() {
+    let (up2_addr, up2_log) = upstream().await;
+    let rules = format!(
+        "rules:\n  - match: {{ direction: outbound, authority: \"127.0.0.1:{}\" }}\n    inject: [w3c, b3]\n  - match: {{ direction: inbound, path_prefix: /legacy, method: get }}\n    inject: [w3c, jaeger]\n",
+        up2_addr.port()
+    );
+    let (_dir, path) = rules_file(&rules);
+    let s = setup(Some(path), 1, copy_w3c()).await;
+    // Outbound to the default upstream: no rule matches, w3c only.
+    let (app, up) = s
+        .send("/legacy/x", &[("traceparent", &format!("00-{T}-{P}-01"))])
+        .await;
+    assert!(
+        app.get("uber-trace-id").is_some(),
+        "inbound rule matched path + method"
+    );
+    assert_eq!(
+        up[0].get("b3"),
+        None,
+        "the outbound rule names another authority"
+    );
+    let (app, _) = s
+        .send("/orders", &[("traceparent", &format!("00-{T}-{P}-01"))])
+        .await;
+    assert_eq!(app.get("uber-trace-id"), None, "path prefix not matched");
+    // Outbound to the matching authority.
+    let tp = app.one("traceparent");
+    let status = trace_support::proxy_get(
+        s.stitch.outbound,
+        &format!("http://{up2_addr}/x"),
+        &[(
+            http::HeaderName::from_static("traceparent"),
+            http::HeaderValue::from_str(&tp).expect("value"),
+        )],
+    )
+    .await;
+    assert_eq!(status, Ok(StatusCode::OK));
+    let b3 = up2_log.last().one("b3");
+    assert!(b3.starts_with(T), "authority glob matched: b3 {b3}");
+}
+
+#[tokio::test]
+async fn baggage_passes_untouched_within_limits_and_is_dropped_over_them() {
+    let s = setup(None, 1, copy(&["traceparent", "baggage"])).await;
+    let ok = (0..64)
+        .map(|i| format!("k{i}=v%20{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let (app, up) = s.send("/", &[("baggage", &ok)]).await;
+    assert_eq!(app.one("baggage"), ok, "64 members: byte for byte");
+    assert_eq!(up[0].one("baggage"), ok);
+    let over = (0..65)
+        .map(|i| format!("k{i}=v"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let (app, _) = s.send("/", &[("baggage", &over)]).await;
+    assert_eq!(app.get("baggage"), None, "65 members: dropped");
+    let big = format!("k={}", "v".repeat(8191));
+    let (app, _) = s.send("/", &[("baggage", &big)]).await;
+    assert_eq!(app.get("baggage"), None, "8193 bytes: dropped");
+    let m = metrics(s.stitch.admin).await;
+    assert!(
+        metric(&m, "stitch_propagation_baggage_dropped_total", &[]) >= 2.0,
+        "counted"
+    );
+}
+
+#[tokio::test]
+async fn lenient_repair_fixes_legacy_faults_and_counts_them() {
+    let upper = T.to_ascii_uppercase();
+    // Strict: upper-case hex is invalid, the trace restarts.
+    let s = setup(None, 1, copy_w3c()).await;
+    let (app, _) = s
+        .send("/", &[("traceparent", &format!("00-{upper}-{P}-01"))])
+        .await;
+    assert_ne!(app.tp().trace_id, T);
+    // Lenient: repaired, continued, written back normalized, counted.
+    let (_dir, path) = rules_file("repair: lenient\n");
+    let s = setup(Some(path), 1, copy(&["b3"])).await;
+    let (app, _) = s
+        .send("/", &[("traceparent", &format!("00-{upper}-{P}-01"))])
+        .await;
+    assert_eq!(app.tp().trace_id, T, "upper-case hex repaired");
+    let (app, up) = s.send("/", &[("b3", &format!("{T}-{P}-1-"))]).await;
+    assert_eq!(split(&app.one("b3"), '-')[0], T, "missing parent repaired");
+    assert_eq!(split(&up[0].one("b3"), '-')[0], T);
+    let m = metrics(s.stitch.admin).await;
+    assert_eq!(
+        metric(
+            &m,
+            "stitch_propagation_repairs_total",
+            &[("dialect", "w3c"), ("kind", "upper_case_hex")]
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "stitch_propagation_repairs_total",
+            &[("kind", "missing_parent")]
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn root_ratio_zero_leaves_new_roots_unsampled_but_propagated() {
+    let (_dir, path) = rules_file("sampling: { root_ratio: 0.0 }\n");
+    let s = setup(Some(path), 1, copy_w3c()).await;
+    let (app, up) = s.send("/", &[]).await;
+    let tp = app.tp();
+    assert!(!tp.sampled(), "new root not sampled");
+    assert_eq!(up[0].tp().trace_id, tp.trace_id, "headers still propagated");
+    assert!(!up[0].tp().sampled());
+    // A sampled parent is still followed.
+    let (app, _) = s
+        .send("/", &[("traceparent", &format!("00-{T}-{P}-01"))])
+        .await;
+    assert!(app.tp().sampled());
 }

@@ -477,3 +477,78 @@ async fn tp_helper_rejects_what_stitch_must_never_write() {
     assert!(bad.is_err());
     assert_eq!(Tp::parse(&tp("03")).flags, 3);
 }
+
+#[tokio::test]
+async fn unknown_flags_are_zeroed_and_known_ones_kept() {
+    let s = setup(None, 1, copy_w3c()).await;
+    let (app, up) = through(&s, &[("traceparent", &tp("ff"))]).await;
+    let (a, u) = (app.tp(), up[0].tp());
+    assert_eq!(a.trace_id, T);
+    assert_eq!(
+        a.flags, 0x03,
+        "reserved flag bits set to zero, sampled + random kept: {a:?}"
+    );
+    assert_eq!(u.flags, 0x03, "outbound too: {u:?}");
+}
+
+#[tokio::test]
+async fn unsampled_parent_propagates_headers_but_records_no_span() {
+    let s = setup(None, 1, copy_w3c()).await;
+    let (app, up) = through(&s, &[("traceparent", &tp("00"))]).await;
+    assert_eq!(app.tp().trace_id, T, "headers propagated, sampled or not");
+    assert_eq!(up[0].tp().trace_id, T);
+    // A sampled request afterwards: once its spans are in the ring, the unsampled one's would
+    // be too, had it recorded any.
+    let t2 = "22222222222222223333333333333333";
+    through(&s, &[("traceparent", &format!("00-{t2}-{P}-01"))]).await;
+    assert!(trace_with(s.stitch.admin, t2, 2).await.is_some());
+    let (status, _) = trace_support::admin_get(s.stitch.admin, &format!("/traces/{T}")).await;
+    assert_eq!(
+        status,
+        http::StatusCode::NOT_FOUND,
+        "no span for an unsampled trace"
+    );
+}
+
+#[tokio::test]
+async fn http2_client_gets_the_same_w3c_handling() {
+    let s = setup(None, 2, copy_w3c()).await;
+    let stream = tokio::net::TcpStream::connect(s.stitch.inbound)
+        .await
+        .expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("h2c handshake");
+    tokio::spawn(conn);
+    let mut req = http::Request::get(format!("http://{}/h2", s.stitch.inbound))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    let h = req.headers_mut();
+    h.insert(
+        "traceparent",
+        HeaderValue::from_str(&tp("01")).expect("value"),
+    );
+    h.append(
+        "tracestate",
+        HeaderValue::from_static("rojo=00f067aa0ba902b7"),
+    );
+    h.append("tracestate", HeaderValue::from_static("congo=t61rcWkgMzE"));
+    let resp = sender.send_request(req).await.expect("h2 response");
+    assert_eq!(resp.status(), 200);
+    let app = s.app.last();
+    assert_eq!(app.tp().trace_id, T);
+    assert_ne!(app.tp().parent_id, P);
+    let expect = "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE";
+    assert_eq!(
+        joined(&app).as_deref(),
+        Some(expect),
+        "field lines kept in order over h2"
+    );
+    let up = s.upstream.all();
+    assert_eq!(up.len(), 2);
+    assert_ne!(up[0].tp().parent_id, up[1].tp().parent_id);
+    assert!(up.iter().all(|u| joined(u).as_deref() == Some(expect)));
+}
