@@ -549,3 +549,119 @@ async fn chain_exported_to_the_other_stitch_shows_whole_with_a_clean_verdict() {
         "the failed gRPC call marks the trace"
     );
 }
+
+#[tokio::test]
+async fn upstream_failure_and_5xx_mark_both_spans_as_errors() {
+    let (dead, dead_addr) = listener().await;
+    drop(dead); // nothing listens there any more: connect refused
+    let (app_listener, app_addr) = listener().await;
+    let stitch = start_stitch(app_addr, None, ring_only("failing")).await;
+    let app = serve_app(
+        app_listener,
+        trace_support::copying_app(stitch.outbound, dead_addr, 1, trace_support::copy_w3c()),
+    );
+    let status = raw_get(stitch.inbound, "/pay", &[]).await;
+    assert_eq!(status, 502, "the app passed the failure on");
+    let trace_id = app.last().tp().trace_id;
+    let trace = trace_with(stitch.admin, &trace_id, 2)
+        .await
+        .expect("both spans");
+    let spans: Vec<S> = trace["spans"]
+        .as_array()
+        .expect("spans")
+        .iter()
+        .map(from_json)
+        .collect();
+    let client = spans
+        .iter()
+        .find(|s| s.kind == "client")
+        .expect("client span");
+    let server = spans
+        .iter()
+        .find(|s| s.kind == "server")
+        .expect("server span");
+    assert!(client.error, "upstream failure → Error: {client:?}");
+    assert_eq!(
+        client.attrs.get("error.type").map(String::as_str),
+        Some("connect_error")
+    );
+    assert_eq!(
+        client
+            .attrs
+            .get("http.response.status_code")
+            .map(String::as_str),
+        Some("502"),
+        "stitch answered the app with 502"
+    );
+    assert!(server.error, "5xx on the server side → Error: {server:?}");
+    assert_eq!(
+        server.attrs.get("error.type").map(String::as_str),
+        Some("502")
+    );
+    assert_eq!(client.parent.as_deref(), Some(server.id.as_str()));
+}
+
+#[tokio::test]
+async fn span_lasts_until_the_streamed_response_body_ends() {
+    use http_body_util::StreamBody;
+    const GAP: Duration = Duration::from_millis(300);
+    let (app_listener, app_addr) = listener().await;
+    let stitch = start_stitch(app_addr, None, ring_only("streaming")).await;
+    let log = Log::default();
+    let seen = log.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = app_listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    seen.push(Seen {
+                        method: req.method().to_string(),
+                        path: req.uri().path().to_owned(),
+                        headers: req.headers().clone(),
+                    });
+                    // First chunk now, the last one after GAP: the body is a stream.
+                    let chunks = futures::stream::unfold(0u8, |n| async move {
+                        match n {
+                            0 => Some((
+                                Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(
+                                    Bytes::from_static(b"first\n"),
+                                )),
+                                1,
+                            )),
+                            1 => {
+                                tokio::time::sleep(GAP).await;
+                                Some((
+                                    Ok(hyper::body::Frame::data(Bytes::from_static(b"last\n"))),
+                                    2,
+                                ))
+                            }
+                            _ => None,
+                        }
+                    });
+                    async move {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(StreamBody::new(
+                            chunks,
+                        )))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    let started = std::time::Instant::now();
+    assert_eq!(raw_get(stitch.inbound, "/stream", &[]).await, 200);
+    assert!(started.elapsed() >= GAP, "the client read the whole stream");
+    let trace_id = log.last().tp().trace_id;
+    let trace = trace_with(stitch.admin, &trace_id, 1)
+        .await
+        .expect("server span");
+    let span = &trace["spans"][0];
+    let ms = span["duration_ms"].as_f64().expect("duration");
+    assert!(
+        ms >= GAP.as_millis() as f64,
+        "the span ends with the body, not the response head: {ms} ms"
+    );
+    assert_eq!(span["status"], "unset", "{span}");
+}

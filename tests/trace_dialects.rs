@@ -618,3 +618,72 @@ async fn root_ratio_zero_leaves_new_roots_unsampled_but_propagated() {
         .await;
     assert!(app.tp().sampled());
 }
+
+#[tokio::test]
+async fn inflight_entry_is_released_when_the_response_ends_or_the_client_goes_away() {
+    use tokio::io::AsyncWriteExt;
+    let (_dir, path) = rules_file(INFER);
+    let (up_addr, up_log) = upstream().await;
+    let (app_listener, app_addr) = listener().await;
+    let stitch = start_stitch(app_addr, Some(path), ring_only("inflight")).await;
+    let calls = copying_app(stitch.outbound, up_addr, 1, drop_all());
+    let handler: Handler = Arc::new(move |h: HeaderMap| {
+        let calls = calls.clone();
+        Box::pin(async move {
+            if h.contains_key("x-hang") {
+                std::future::pending::<()>().await;
+            }
+            calls(h).await
+        })
+    });
+    let app = serve_app(app_listener, handler);
+    let orphan = || async {
+        let before = up_log.len();
+        let status =
+            trace_support::proxy_get(stitch.outbound, &format!("http://{up_addr}/o"), &[]).await;
+        assert_eq!(status, Ok(StatusCode::OK));
+        up_log.all()[before].tp().trace_id
+    };
+
+    // A finished request leaves nothing in flight.
+    let status = trace_support::raw_get(
+        stitch.inbound,
+        "/",
+        &[("traceparent", &format!("00-{T}-{P}-01"))],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(up_log.last().tp().trace_id, T, "inferred while in flight");
+    assert_ne!(orphan().await, T, "released at the end of the response");
+
+    // A hanging request is in flight until its client goes away.
+    let mut client = tokio::net::TcpStream::connect(stitch.inbound)
+        .await
+        .expect("connect");
+    let head = format!(
+        "GET /hang HTTP/1.1\r\nHost: app\r\nx-hang: 1\r\ntraceparent: 00-{T2}-{P}-01\r\n\r\n"
+    );
+    client.write_all(head.as_bytes()).await.expect("write");
+    assert!(
+        trace_support::eventually(trace_support::DEADLINE, || {
+            let n = app.len();
+            async move { n == 2 }
+        })
+        .await,
+        "the app got the hanging request"
+    );
+    assert_eq!(orphan().await, T2, "one inbound in flight: inferred");
+    drop(client);
+    let released =
+        trace_support::eventually(trace_support::DEADLINE, || async { orphan().await != T2 }).await;
+    assert!(
+        released,
+        "the in-flight entry is released when the client goes away"
+    );
+    let trace = trace_with(stitch.admin, T2, 1)
+        .await
+        .expect("the cancelled span");
+    let server = spans_of_kind(&trace, "server")[0];
+    assert_eq!(server["status"], "error", "{server}");
+    assert_eq!(server["attributes"]["error.type"], "cancelled", "{server}");
+}
