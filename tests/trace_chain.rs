@@ -236,7 +236,12 @@ async fn chain(
     let a = start_stitch(a_app, None, telemetry("stitch-a", export_a(&b))).await;
     let app_b = serve_app_b(b_listener);
     let app_a = serve_app(a_listener, app_a(a.outbound, b.inbound));
-    let status = raw_get(a.inbound, "/orders/42", &[("user-agent", "chain-test/1")]).await;
+    let status = raw_get(
+        a.inbound,
+        "/orders/42?token=secret",
+        &[("user-agent", "chain-test/1")],
+    )
+    .await;
     assert_eq!(
         status, 200,
         "the chain answered (HTTP 200 from B, PERMISSION_DENIED from B)"
@@ -460,6 +465,14 @@ fn assert_tree(c: &Chain, spans: &[S]) {
         Some("chain-test/1")
     );
     assert_eq!(attr(a_in, "client.address").as_deref(), Some("127.0.0.1"));
+    assert_eq!(attr(a_in, "url.query"), None, "url.query is off by default");
+    for s in [a_http, a_grpc, b_http, b_grpc] {
+        assert_eq!(
+            attr(s, "stitch.propagation.dialect").as_deref(),
+            Some("w3c"),
+            "the extracted dialect is recorded: {s:?}"
+        );
+    }
 
     // The failing gRPC call: both sides carry the status and are errors.
     for s in [a_grpc, b_grpc] {
@@ -664,4 +677,93 @@ async fn span_lasts_until_the_streamed_response_body_ends() {
         "the span ends with the body, not the response head: {ms} ms"
     );
     assert_eq!(span["status"], "unset", "{span}");
+}
+
+/// A gRPC server written by hand (like grpc-go's streaming answers): one message, then the
+/// status in the trailers — never trailers-only. `x-ok` in the request → OK, else INTERNAL.
+fn serve_grpc_with_trailers(listener: TcpListener) -> Log {
+    let log = Log::default();
+    let seen = log.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        let ok = req.headers().contains_key("x-ok");
+                        seen.push(Seen {
+                            method: req.method().to_string(),
+                            path: req.uri().path().to_owned(),
+                            headers: req.headers().clone(),
+                        });
+                        let _ = req.into_body().collect().await;
+                        let mut trailers = HeaderMap::new();
+                        trailers.insert(
+                            "grpc-status",
+                            HeaderValue::from_static(if ok { "0" } else { "13" }),
+                        );
+                        let frames = futures::stream::iter([
+                            // An empty protobuf message: uncompressed, length 0.
+                            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(
+                                Bytes::from_static(&[0, 0, 0, 0, 0]),
+                            )),
+                            Ok(hyper::body::Frame::trailers(trailers)),
+                        ]);
+                        let resp = http::Response::builder()
+                            .header("content-type", "application/grpc")
+                            .body(http_body_util::StreamBody::new(frames))
+                            .expect("response");
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    log
+}
+
+#[tokio::test]
+async fn grpc_status_in_trailers_is_recorded_on_both_directions() {
+    let (app_listener, app_addr) = listener().await;
+    let stitch = start_stitch(app_addr, None, ring_only("grpc-trailers")).await;
+    let app = serve_grpc_with_trailers(app_listener);
+    let call = |via: SocketAddr, ok: bool| async move {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{via}"))
+            .expect("endpoint")
+            .origin(format!("http://{app_addr}").parse().expect("uri"))
+            .connect()
+            .await
+            .expect("h2c connect");
+        let mut req = tonic::Request::new(ExportTraceServiceRequest::default());
+        if ok {
+            req.metadata_mut()
+                .insert("x-ok", "1".parse().expect("value"));
+        }
+        match TraceServiceClient::new(channel).export(req).await {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        }
+    };
+    for (via, kind) in [(stitch.inbound, "server"), (stitch.outbound, "client")] {
+        for (ok, code, name) in [(true, "0", None), (false, "13", Some("INTERNAL"))] {
+            let got = call(via, ok).await;
+            assert_eq!(got == tonic::Code::Ok, ok, "{kind}: the caller got {got:?}");
+            let trace_id = app.last().tp().trace_id;
+            let trace = trace_with(stitch.admin, &trace_id, 1).await.expect("span");
+            let span = from_json(&trace["spans"][0]);
+            assert_eq!(span.kind, kind);
+            assert_eq!(span.name, format!("{GRPC_SERVICE}/Export"));
+            assert_eq!(
+                span.attrs.get("rpc.grpc.status_code").map(String::as_str),
+                Some(code),
+                "{kind}: status read from the trailers: {span:?}"
+            );
+            assert_eq!(span.error, !ok, "{kind}: {span:?}");
+            assert_eq!(span.attrs.get("error.type").map(String::as_str), name);
+        }
+    }
 }
