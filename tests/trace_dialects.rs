@@ -687,3 +687,100 @@ async fn inflight_entry_is_released_when_the_response_ends_or_the_client_goes_aw
     assert_eq!(server["status"], "error", "{server}");
     assert_eq!(server["attributes"]["error.type"], "cancelled", "{server}");
 }
+
+#[tokio::test]
+async fn invalid_traceparent_with_valid_b3_continues_b3_and_rewrites_traceparent() {
+    let s = setup(None, 1, copy_w3c()).await;
+    let (app, up) = s
+        .send(
+            "/",
+            &[
+                ("traceparent", &format!("00-{T2}-{P}-0x")),
+                ("tracestate", "congo=t61rcWkgMzE"),
+                ("b3", &format!("{T}-{P}-1")),
+            ],
+        )
+        .await;
+    let tp = app.tp();
+    assert_eq!(
+        tp.trace_id, T,
+        "b3 won; the invalid traceparent was replaced"
+    );
+    assert_eq!(split(&app.one("b3"), '-')[1], tp.parent_id);
+    assert_eq!(
+        app.get("tracestate"),
+        None,
+        "tracestate went with the invalid traceparent"
+    );
+    assert_eq!(up[0].tp().trace_id, T);
+    let m = metrics(s.stitch.admin).await;
+    assert_eq!(
+        metric(
+            &m,
+            "stitch_propagation_invalid_headers_total",
+            &[("dialect", "w3c")]
+        ),
+        1.0,
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn inferred_orphan_carries_the_inbound_tracestate() {
+    let (_dir, path) = rules_file(INFER);
+    let s = setup(Some(path), 1, drop_all()).await;
+    let ts = "rojo=00f067aa0ba902b7";
+    let (_, up) = s
+        .send(
+            "/",
+            &[
+                ("traceparent", &format!("00-{T}-{P}-01")),
+                ("tracestate", ts),
+            ],
+        )
+        .await;
+    assert_eq!(up[0].tp().trace_id, T);
+    assert_eq!(
+        up[0].get("tracestate").as_deref(),
+        Some(ts),
+        "same trace, same tracestate"
+    );
+}
+
+#[tokio::test]
+async fn outbound_origin_form_with_host_header_is_traced_and_routed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (up_addr, up_log) = upstream().await;
+    let (_dir, path) = rules_file(&format!(
+        "rules:\n  - match: {{ direction: outbound, authority: \"127.0.0.1:{}\" }}\n    inject: [jaeger]\n",
+        up_addr.port()
+    ));
+    let (app_listener, app_addr) = listener().await;
+    let stitch = start_stitch(app_addr, Some(path), ring_only("host-header")).await;
+    drop(app_listener);
+    let mut s = tokio::net::TcpStream::connect(stitch.outbound)
+        .await
+        .expect("connect");
+    let head = format!(
+        "GET /by-host HTTP/1.1\r\nHost: {up_addr}\r\ntraceparent: 00-{T}-{P}-01\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    tokio::time::timeout(trace_support::DEADLINE, s.read_to_end(&mut buf))
+        .await
+        .expect("in time")
+        .expect("read");
+    assert!(
+        buf.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf)
+    );
+    let seen = up_log.last();
+    assert_eq!(seen.path, "/by-host");
+    assert_eq!(seen.tp().trace_id, T);
+    let j = split(&seen.one("uber-trace-id"), ':');
+    assert_eq!(
+        (j[0].as_str(), j[1].as_str(), j[2].as_str()),
+        (T, seen.tp().parent_id.as_str(), P)
+    );
+}

@@ -222,3 +222,29 @@ async fn configmap_data_symlink_swap_is_picked_up() {
     let config = config_json(s.stitch.admin).await;
     assert_eq!(config["reloads"]["ok"], 1, "{config}");
 }
+
+#[tokio::test]
+async fn deleted_file_keeps_the_rules_and_its_return_applies() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("stitch.yaml");
+    std::fs::write(&path, W3C_B3).expect("write rules");
+    let s = setup(Some(path.clone()), 1, copy_w3c()).await;
+    assert!(app_sees_b3(&s).await);
+    std::fs::remove_file(&path).expect("delete");
+    let admin = s.stitch.admin;
+    let shown = eventually(PICKUP, move || async move {
+        config_json(admin).await["last_reload_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot read"))
+    })
+    .await;
+    assert!(shown, "the missing file shows at /config");
+    assert!(app_sees_b3(&s).await, "the last good rules still apply");
+    // The same bytes coming back are a new version again.
+    std::fs::write(&path, W3C_ONLY).expect("write again");
+    assert!(until_b3(&s, false).await, "the returned file applies");
+    assert_eq!(
+        config_json(admin).await["last_reload_error"],
+        serde_json::Value::Null
+    );
+}

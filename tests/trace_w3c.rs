@@ -443,7 +443,7 @@ async fn tracestate_valid_members_are_forwarded_byte_for_byte_in_order() {
     let values = [
         "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE".to_owned(),
         // The 2024+ key grammar: digits first, `_ - * / @` anywhere after the first char.
-        "1tenant@sys=x,a_b-c*d/e@f=!\"#$%&'()*+-./:;<>?@[\\]^_`{|}~,zz=val ue".to_owned(),
+        "t@abcdefghijklmnopqrstuvwxyz0123=old-limits-gone,1tenant@sys=x,a_b-c*d/e@f=!\"#$%&'()*+-./:;<>?@[\\]^_`{|}~,zz=val ue".to_owned(),
         format!("{long_key}={long_value},b=1"),
         // Duplicate keys are kept (or de-duplicated), never the header dropped.
         "dup=1,other=2,dup=3".to_owned(),
