@@ -156,7 +156,14 @@ impl std::fmt::Display for IptablesError {
             ),
             IptablesError::Invalid(what) => f.write_str(what),
             IptablesError::Spawn { tool, source } => write!(f, "cannot run {tool}: {source}"),
-            IptablesError::Failed { tool, stderr } => write!(f, "{tool} failed: {stderr}"),
+            IptablesError::Failed { tool, stderr } => {
+                write!(f, "{tool} failed: {stderr}")?;
+                if stderr.contains("Permission denied") {
+                    // Legacy iptables talks to the kernel through a raw socket.
+                    f.write_str(" (the init container needs NET_ADMIN, and NET_RAW for legacy iptables)")?;
+                }
+                Ok(())
+            }
         }
     }
 }
