@@ -88,9 +88,8 @@ fn main() -> ExitCode {
     if argv.first().map(String::as_str) == Some("__client") {
         return client_main(&argv[1..]);
     }
-    // Accept libtest's usual flags; bare words filter test names like libtest does.
-    let filters: Vec<&String> = argv.iter().filter(|a| !a.starts_with('-')).collect();
-    let selected = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(*f));
+    let selection = Selection::parse(&argv);
+    let selected = |name: &str| selection.selects(name);
     let names = POD_CHECKS
         .iter()
         .map(|(n, _)| *n)
@@ -157,6 +156,46 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// libtest's name filters (`FILTER…`, `--exact`, `--skip FILTER`); its other flags are
+/// accepted and ignored so `cargo test -- --nocapture` and friends keep working.
+#[derive(Debug, Default)]
+struct Selection {
+    filters: Vec<String>,
+    skips: Vec<String>,
+    exact: bool,
+}
+
+impl Selection {
+    fn parse(argv: &[String]) -> Self {
+        let mut selection = Selection::default();
+        let mut words = argv.iter();
+        while let Some(word) = words.next() {
+            match word.as_str() {
+                "--exact" => selection.exact = true,
+                "--skip" => selection.skips.extend(words.next().cloned()),
+                "--test-threads" | "--format" | "--color" | "--logfile" | "-Z" => {
+                    words.next();
+                }
+                flag if flag.starts_with('-') => {}
+                filter => selection.filters.push(filter.to_owned()),
+            }
+        }
+        selection
+    }
+
+    fn selects(&self, name: &str) -> bool {
+        let hit = |f: &String| {
+            if self.exact {
+                name == f
+            } else {
+                name.contains(f.as_str())
+            }
+        };
+        (self.filters.is_empty() || self.filters.iter().any(hit))
+            && !self.skips.iter().any(|s| name.contains(s.as_str()))
     }
 }
 
