@@ -32,6 +32,8 @@ use netns::topology::{self, Netns, PEER_SKIPPED_V4, PEER_V4, PEER_V6, POD_V4, PO
 use netns::wire;
 
 type Outcome = Result<(), String>;
+/// An `Err` starting with this is a skip with a printed reason, not a failure.
+const SKIP: &str = "SKIP: ";
 /// A check run against the shared pod.
 type PodCheck = (&'static str, fn(&mut Pod) -> Outcome);
 /// A check that builds its own namespace.
@@ -215,6 +217,9 @@ fn report(name: &str, outcome: &Outcome, failed: &mut Vec<(String, String)>, pas
         Ok(()) => {
             println!("test {name} ... ok");
             *passed += 1;
+        }
+        Err(why) if why.starts_with(SKIP) => {
+            println!("test {name} ... skipped: {}", &why[SKIP.len()..]);
         }
         Err(why) => {
             println!("test {name} ... FAILED\n    {why}");
@@ -604,9 +609,19 @@ fn ok_or_stderr(out: &std::process::Output, what: &str) -> Outcome {
     Ok(())
 }
 
+/// Kernels built without x_tables (nft only) cannot run the legacy backend at all.
+fn legacy_works(ns: &Netns) -> Outcome {
+    ns.exec("iptables-legacy", &["-w", "-t", "nat", "-L", "-n"])
+        .map(drop)
+        .map_err(|e| format!("{SKIP}this kernel cannot run legacy iptables: {e}"))
+}
+
 /// Running twice leaves exactly the tables one run leaves; cleanup removes all of it.
 fn idempotent(mode: &str) -> Outcome {
     let ns = Netns::create("idem")?;
+    if mode == "legacy" {
+        legacy_works(&ns)?;
+    }
     let flags = [
         "--mode",
         mode,
@@ -645,6 +660,7 @@ fn idempotent(mode: &str) -> Outcome {
 /// With rules only in the legacy tables, auto writes there (and cleans up there).
 fn auto_mode() -> Outcome {
     let ns = Netns::create("auto")?;
+    legacy_works(&ns)?;
     ns.exec(
         "iptables-legacy",
         &["-A", "INPUT", "-p", "tcp", "--dport", "1", "-j", "ACCEPT"],

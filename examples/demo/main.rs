@@ -154,7 +154,8 @@ async fn run(sidecars: &mut [Sidecar], ports: Ports, orders: usize) -> Result<()
     let entry = ports.inbound(Service::Gateway);
     println!("\nsending {orders} orders to the gateway (through its stitch at {entry})…");
     for n in 1..=orders {
-        let uri = format!("http://{entry}/checkout?order={n}");
+        // Origin-form, like a browser talking to the gateway's address.
+        let uri = format!("/checkout?order={n}");
         match services::get(entry, &uri, HeaderMap::new()).await {
             Ok((status, body)) => {
                 println!("\norder {n}: {status}");
@@ -168,6 +169,7 @@ async fn run(sidecars: &mut [Sidecar], ports: Ports, orders: usize) -> Result<()
     }
     // Exporters batch; give them a moment before pointing the user at the collector.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    println!("\ncollector: {}", collector_summary(collector).await);
     println!("\nwhere to look (the gateway stitch's admin server collects every stitch's spans):");
     println!(
         "  http://{collector}/traces           each order as one trace across the four services"
@@ -194,6 +196,29 @@ async fn run(sidecars: &mut [Sidecar], ports: Ports, orders: usize) -> Result<()
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// How many traces the collector's ring holds; the `/traces` JSON is a list of traces, or an
+/// object with a `traces` list.
+async fn collector_summary(collector: std::net::SocketAddr) -> String {
+    match services::get(collector, "/traces", HeaderMap::new()).await {
+        Ok((status, body)) if status.is_success() => {
+            let json: Option<serde_json::Value> = serde_json::from_str(&body).ok();
+            let list = json.as_ref().and_then(|v| {
+                v.as_array()
+                    .or_else(|| v.get("traces").and_then(|t| t.as_array()))
+            });
+            match list {
+                Some(traces) => format!(
+                    "{} recent traces at http://{collector}/traces",
+                    traces.len()
+                ),
+                None => format!("/traces answered {} bytes", body.len()),
+            }
+        }
+        Ok((status, _)) => format!("/traces answered {status} (not built yet?)"),
+        Err(e) => format!("/traces failed: {e}"),
     }
 }
 
@@ -287,8 +312,7 @@ async fn wait_ready(sidecars: &mut [Sidecar], ports: Ports) -> Result<(), String
                     tail(&s.log)
                 ));
             }
-            let uri = format!("http://{admin}/ready");
-            if let Ok((status, _)) = services::get(admin, &uri, HeaderMap::new()).await
+            if let Ok((status, _)) = services::get(admin, "/ready", HeaderMap::new()).await
                 && status.is_success()
             {
                 break;
