@@ -204,3 +204,40 @@ impl Backend {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_any_iptables_tool_the_error_says_what_to_install() {
+        let empty = ToolPath {
+            dirs: vec![std::env::temp_dir().join("stitch-no-such-dir")],
+        };
+        let available = Backend::available(&empty);
+        assert!(available.is_empty());
+        let err = Backend::select(Mode::Auto, &available).expect_err("no tools");
+        assert!(
+            err.to_string().contains("install the iptables package"),
+            "{err}"
+        );
+        let err = Backend::select(Mode::Legacy, &available).expect_err("no tools");
+        assert!(matches!(err, IptablesError::NoTools), "{err}");
+    }
+
+    #[test]
+    fn path_is_searched_before_the_sbin_fallbacks() {
+        let tools = ToolPath::new(Some("/opt/bin:/usr/sbin".into()));
+        assert_eq!(tools.dirs[0], PathBuf::from("/opt/bin"));
+        assert_eq!(tools.dirs[1], PathBuf::from("/usr/sbin"));
+        assert!(tools.dirs.contains(&PathBuf::from("/sbin")));
+        assert_eq!(
+            tools
+                .dirs
+                .iter()
+                .filter(|d| d.as_os_str() == "/usr/sbin")
+                .count(),
+            1
+        );
+    }
+}
