@@ -80,6 +80,7 @@ const STANDALONE: &[Standalone] = &[
     ("rerun_is_idempotent_with_nft", || idempotent("nft")),
     ("rerun_is_idempotent_with_legacy", || idempotent("legacy")),
     ("auto_mode_follows_the_backend_that_holds_rules", auto_mode),
+    ("auto_mode_on_a_fresh_pod_uses_nft_only", auto_mode_fresh),
     ("no_ipv6_leaves_ip6tables_alone", no_ipv6),
     ("without_net_admin_it_fails_clearly", without_net_admin),
     ("dry_run_needs_no_privilege", dry_run),
@@ -678,6 +679,25 @@ fn auto_mode() -> Outcome {
         "auto cleanup",
     )?;
     no_stitch_rules(&ns)
+}
+
+/// A fresh pod gets nf_tables rules, and looking at legacy does not load legacy tables there.
+fn auto_mode_fresh() -> Outcome {
+    let ns = Netns::create("fresh")?;
+    ok_or_stderr(&pod::stitch_iptables(&ns, None, &[]), "auto run")?;
+    ensure!(
+        stitch_lines(&saved(&ns, "iptables-nft-save")?) > 0,
+        "no nft rules"
+    );
+    ensure!(
+        stitch_lines(&saved(&ns, "ip6tables-nft-save")?) > 0,
+        "no nft IPv6 rules"
+    );
+    for tool in ["iptables-legacy-save", "ip6tables-legacy-save"] {
+        let text = saved(&ns, tool)?;
+        ensure!(text.trim().is_empty(), "{tool} shows tables:\n{text}");
+    }
+    Ok(())
 }
 
 fn no_ipv6() -> Outcome {

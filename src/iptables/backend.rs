@@ -144,7 +144,7 @@ impl Backend {
     fn rule_count(&self) -> usize {
         [Family::V4, Family::V6]
             .into_iter()
-            .filter_map(|f| self.save(f, None).ok())
+            .filter_map(|f| self.save(f).ok())
             .map(|doc| doc.lines().filter(|l| l.starts_with("-A ")).count())
             .sum()
     }
@@ -164,14 +164,12 @@ impl Backend {
         }
     }
 
-    /// The tables as `iptables-save` prints them (`table` limits it to one table).
-    pub fn save(&self, family: Family, table: Option<&str>) -> Result<String, IptablesError> {
+    /// The tables as `iptables-save` prints them. Deliberately without `-t nat`: that would
+    /// make the legacy backend load its `nat` table into the pod just to look at it; a table
+    /// that is not loaded holds no stitch rules anyway.
+    pub fn save(&self, family: Family) -> Result<String, IptablesError> {
         let (_, save) = self.tools(family)?;
-        let mut cmd = Command::new(save);
-        if let Some(table) = table {
-            cmd.args(["-t", table]);
-        }
-        let out = cmd
+        let out = Command::new(save)
             .stdin(Stdio::null())
             .output()
             .map_err(|e| IptablesError::spawn(save, e))?;

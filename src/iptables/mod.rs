@@ -256,7 +256,7 @@ fn run(args: &IptablesArgs, environment: &Environment) -> Result<(), IptablesErr
         return Ok(());
     }
     for &family in &families {
-        let installed = Installed::parse(&backend.save(family, Some("nat"))?);
+        let installed = Installed::parse(&backend.save(family)?);
         backend.restore(family, &rules::render_install(&plan, family, &installed))?;
         tracing::info!(
             family = family.as_str(),
@@ -280,7 +280,7 @@ fn cleanup(backend: &Backend, families: &[Family]) -> Result<(), IptablesError> 
         if family == Family::V6 && !backend.has_v6() {
             continue;
         }
-        let installed = Installed::parse(&backend.save(family, Some("nat"))?);
+        let installed = Installed::parse(&backend.save(family)?);
         if let Some(doc) = rules::render_cleanup(family, &installed) {
             backend.restore(family, &doc)?;
             tracing::info!(
@@ -310,7 +310,7 @@ fn dry_run(
     for &family in families {
         let installed = backend
             .as_ref()
-            .and_then(|b| b.save(family, Some("nat")).ok())
+            .and_then(|b| b.save(family).ok())
             .map(|save| Installed::parse(&save));
         match &backend {
             Some(b) if installed.is_some() => {
