@@ -14,6 +14,7 @@
 #![allow(unreachable_pub)]
 
 mod netns {
+    pub mod bins;
     pub mod pod;
     pub mod probes;
     pub mod topology;
@@ -147,6 +148,7 @@ fn main() -> ExitCode {
     for (name, check) in STANDALONE.iter().filter(|(n, _)| selected(n)) {
         report(name, &guarded(check), &mut failed, &mut passed);
     }
+    netns::bins::remove();
     println!(
         "\nnetns test result: {}. {passed} passed; {} failed",
         if failed.is_empty() { "ok" } else { "FAILED" },

@@ -234,7 +234,8 @@ impl Pod {
         pod.wait_ready()?;
         let mut args = vec!["iptables"];
         args.extend(IPTABLES_FLAGS);
-        pod.topo.pod.exec(env!("CARGO_BIN_EXE_stitch"), &args)?;
+        let stitch = &super::bins::staged()?.stitch;
+        pod.topo.pod.exec(&stitch.to_string_lossy(), &args)?;
         Ok(pod)
     }
 
@@ -289,7 +290,7 @@ impl Pod {
 
 /// Runs the client helper in `ns` as `uid`; returns its stdout.
 pub fn client(ns: &Netns, uid: u32, args: &[String]) -> Result<String, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let exe = &super::bins::staged()?.client;
     let out = ns
         .command_as(Some(uid), exe)
         .arg("__client")
@@ -309,8 +310,9 @@ pub fn client(ns: &Netns, uid: u32, args: &[String]) -> Result<String, String> {
 fn start_stitch(pod: &Netns) -> Result<StitchProcess, String> {
     let log = std::env::temp_dir().join(format!("{}-stitch.log", pod.name()));
     let file = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let stitch = &super::bins::staged()?.stitch;
     let child = pod
-        .command_as(Some(STITCH_UID), env!("CARGO_BIN_EXE_stitch"))
+        .command_as(Some(STITCH_UID), stitch)
         .args([
             "run",
             "--log-format",
@@ -340,7 +342,8 @@ pub fn args(list: &[&str]) -> Vec<String> {
 
 /// Used by scenarios that need a command in a fresh namespace.
 pub fn stitch_iptables(ns: &Netns, uid: Option<u32>, flags: &[&str]) -> std::process::Output {
-    let mut cmd: Command = ns.command_as(uid, env!("CARGO_BIN_EXE_stitch"));
+    let stitch = super::bins::staged().unwrap_or_else(|e| panic!("{e}"));
+    let mut cmd: Command = ns.command_as(uid, &stitch.stitch);
     cmd.arg("iptables").args(flags);
     cmd.output()
         .unwrap_or_else(|e| panic!("cannot run stitch iptables: {e}"))

@@ -60,6 +60,8 @@ impl Netns {
             cmd.args([format!("--setuid={uid}"), format!("--setgid={uid}")]);
         }
         cmd.arg("--").arg(program);
+        // The caller's directory may be closed to the other UID.
+        cmd.current_dir("/");
         cmd
     }
 
