@@ -270,20 +270,22 @@ fn start_sidecar(
         .args(["--inbound-target", &ports.app(service).to_string()])
         .args(["--outbound-listen", &ports.outbound(service).to_string()])
         .args(["--admin-listen", &ports.admin(service).to_string()])
-        .env("RUST_LOG", "info")
-        // Settings from the user's shell must not redirect the demo's spans elsewhere.
-        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        .env_remove("OTEL_EXPORTER_OTLP_HEADERS")
-        .env_remove("STITCH_CONFIG")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(file)
         .kill_on_drop(true);
-    if service == Service::Gateway {
-        // The collector keeps its own spans in its ring; the others send theirs here.
-        cmd.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .env_remove("OTEL_EXPORTER_OTLP_PROTOCOL");
-    } else {
+    // Settings from the user's shell must not change or redirect the demo's stitches.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("OTEL_") || key.starts_with("STITCH_") {
+            cmd.env_remove(key.as_ref());
+        }
+    }
+    cmd.env("RUST_LOG", "info")
+        // Export small batches quickly so the traces show up while the user watches.
+        .env("OTEL_BSP_SCHEDULE_DELAY", "500");
+    // The collector keeps its own spans in its ring; the others send theirs to it.
+    if service != Service::Gateway {
         cmd.env(
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             format!("http://{}", ports.admin(Service::Gateway)),
