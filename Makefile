@@ -34,3 +34,9 @@ lint:
 
 fmt:
 	$(CARGO) fmt --all
+
+## The whole product on loopback, no root, no collector: an order chain (gateway → order →
+## inventory + payment) with each service behind its own stitch; prints where to look.
+demo:
+	$(CARGO) build --release --bin stitch --example demo
+	$(CARGO) run --release --example demo
