@@ -498,20 +498,31 @@ fn settle_tracestate(
     if !present.tracestate {
         return false;
     }
-    let keep = ex.w3c_trace == Some(next.trace_id)
-        && tracestate::validate(
+    let members = if ex.w3c_trace == Some(next.trace_id) {
+        tracestate::validate(
             headers
                 .get_all(&TRACESTATE)
                 .iter()
                 .map(HeaderValue::as_bytes),
         )
         .inspect_err(|e| tracing::debug!(dialect = "w3c", error = %e, "dropped invalid tracestate"))
-        .is_ok();
-    if !keep {
-        headers.remove(&TRACESTATE);
-        out.tracestate_dropped = true;
+        .ok()
+    } else {
+        None
+    };
+    match members {
+        Some(0) => {
+            // Only empty members: nothing to forward, nothing lost.
+            headers.remove(&TRACESTATE);
+            false
+        }
+        Some(_) => true,
+        None => {
+            headers.remove(&TRACESTATE);
+            out.tracestate_dropped = true;
+            false
+        }
     }
-    keep
 }
 
 /// The `tracestate` to remember for outbound restores: the single line as is (a cheap
