@@ -154,10 +154,16 @@ async fn sighup_reloads() {
     let handle = RulesHandle::from_file(&path).expect("valid");
     let task = reload_on_sighup(handle.clone()).expect("signal handler");
     write(&path, "inject: [b3]\n");
-    let status = Command::new("kill")
-        .args(["-HUP", &std::process::id().to_string()])
+    // The shell's builtin `kill`: no extra package needed on a bare CI image.
+    let status = Command::new("sh")
+        .args([
+            "-c",
+            "kill -HUP \"$1\"",
+            "sh",
+            &std::process::id().to_string(),
+        ])
         .status()
-        .expect("kill");
+        .expect("sh");
     assert!(status.success());
     let start = Instant::now();
     while inject_of(&handle) != [Dialect::B3] {
