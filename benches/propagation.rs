@@ -227,6 +227,42 @@ fn criterion_benches(c: &mut Criterion) {
 }
 
 fn main() {
+    // `cargo test --all-targets` runs this binary without `--bench`: criterion then runs each
+    // benchmark once as a smoke test, and the long manual measurement is skipped.
+    if std::env::args().any(|a| a == "--bench") {
+        report_per_request_figures();
+    } else {
+        check_allocation_budget();
+    }
+    let mut criterion = Criterion::default().configure_from_args();
+    criterion_benches(&mut criterion);
+    criterion.final_summary();
+}
+
+/// The budget: at most 3 allocations per typical request, in both directions (checked
+/// in `cargo test` runs too, so a regression fails CI).
+fn check_allocation_budget() {
+    let rules = parse_rules(RULES, Path::new("bench.yaml")).expect("valid rules");
+    let inflight = Inflight::default();
+    for direction in [Direction::Outbound, Direction::Inbound] {
+        let template = typical_headers();
+        let mut maps: Vec<HeaderMap> = (0..64).map(|_| template.clone()).collect();
+        stitch_once(&rules, &inflight, &mut template.clone(), direction);
+        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        for map in &mut maps {
+            stitch_once(&rules, &inflight, map, direction);
+        }
+        let per_request = (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / 64.0;
+        assert!(
+            per_request <= 3.0,
+            "{direction}: {per_request} allocations per request"
+        );
+        println!("{direction}: {per_request:.2} allocations per request (budget 3)");
+    }
+}
+
+/// Prints ns/request, allocations/request and the ratio to the SDK baseline.
+fn report_per_request_figures() {
     let rules = parse_rules(RULES, Path::new("bench.yaml")).expect("valid rules");
     let inflight = Inflight::default();
     let propagator = TraceContextPropagator::new();
@@ -248,8 +284,4 @@ fn main() {
         otel_ns / out_ns,
         otel_ns / in_ns
     );
-
-    let mut criterion = Criterion::default().configure_from_args();
-    criterion_benches(&mut criterion);
-    criterion.final_summary();
 }
