@@ -65,6 +65,17 @@ impl WireProtocol {
         WireProtocol::Opaque,
     ];
 
+    /// The protocol of a request: gRPC by content type, else by HTTP version.
+    pub fn of_request(version: http::Version, headers: &http::HeaderMap) -> Self {
+        if super::semconv::is_grpc(headers) {
+            WireProtocol::Grpc
+        } else if version == http::Version::HTTP_2 {
+            WireProtocol::H2
+        } else {
+            WireProtocol::Http1
+        }
+    }
+
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -652,6 +663,27 @@ mod tests {
         ));
         assert!(text.contains("stitch_root_sampling_factor 1.0"));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn wire_protocol_of_request() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(
+            WireProtocol::of_request(http::Version::HTTP_11, &h),
+            WireProtocol::Http1
+        );
+        assert_eq!(
+            WireProtocol::of_request(http::Version::HTTP_2, &h),
+            WireProtocol::H2
+        );
+        h.insert(
+            "content-type",
+            http::HeaderValue::from_static("application/grpc"),
+        );
+        assert_eq!(
+            WireProtocol::of_request(http::Version::HTTP_2, &h),
+            WireProtocol::Grpc
+        );
     }
 
     #[test]
