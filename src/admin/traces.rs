@@ -31,7 +31,7 @@ pub(super) fn list(state: &AdminState, req: &Request<Incoming>) -> Response<Full
         return respond(
             StatusCode::OK,
             "text/html; charset=utf-8",
-            waterfall::page("stitch — recent traces", &details),
+            waterfall::page("stitch — recent traces", &details, Some(&query)),
         );
     }
     json(
@@ -52,7 +52,7 @@ pub(super) fn one(state: &AdminState, req: &Request<Incoming>, id: &str) -> Resp
         return respond(
             StatusCode::OK,
             "text/html; charset=utf-8",
-            waterfall::page(&title, std::slice::from_ref(&detail)),
+            waterfall::page(&title, std::slice::from_ref(&detail), None),
         );
     }
     json(StatusCode::OK, &detail_json(&detail))
