@@ -72,7 +72,7 @@ pub async fn start_stitch(
         outbound_listen: vec![loopback],
         admin_listen: loopback,
         inbound_target: Some(app.to_string()),
-        service_name: telemetry.service_name.clone(),
+        service_name: Some(telemetry.service_name.clone()),
         drain_timeout: Duration::from_secs(1),
         telemetry,
         ..Settings::default()
