@@ -552,3 +552,24 @@ async fn http2_client_gets_the_same_w3c_handling() {
     assert_ne!(up[0].tp().parent_id, up[1].tp().parent_id);
     assert!(up.iter().all(|u| joined(u).as_deref() == Some(expect)));
 }
+
+#[tokio::test]
+async fn dropped_tracestate_is_counted_as_an_invalid_header() {
+    let s = setup(None, 0, copy_w3c()).await;
+    let (app, _) = through(
+        &s,
+        &[("traceparent", &tp("01")), ("tracestate", "a=1,Bad=2")],
+    )
+    .await;
+    assert_eq!(joined(&app), None, "dropped");
+    let m = trace_support::metrics(s.stitch.admin).await;
+    assert_eq!(
+        trace_support::metric(&m, "stitch_propagation_invalid_headers_total", &[]),
+        1.0,
+        "issue 4 counts invalid headers; an invalid tracestate is one:\n{}",
+        m.lines()
+            .filter(|l| l.contains("invalid_headers"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

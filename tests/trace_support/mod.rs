@@ -433,7 +433,7 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
             .then(|| value.parse::<f64>().ok())
             .flatten()
         })
-        .sum()
+        .fold(0.0, |a, b| a + b)
 }
 
 /// Polls `/traces/{trace_id}` until it holds at least `spans` spans; the JSON, or `None`.
