@@ -248,3 +248,48 @@ async fn deleted_file_keeps_the_rules_and_its_return_applies() {
         serde_json::Value::Null
     );
 }
+
+#[tokio::test]
+async fn change_between_start_up_load_and_watch_is_not_lost() {
+    use trace_support::{Setup, copying_app, listener, ring_only, serve_app, upstream};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("stitch.yaml");
+    std::fs::write(&path, W3C_ONLY).expect("write rules");
+    let (up_addr, up_log) = upstream().await;
+    let (app_listener, app_addr) = listener().await;
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let stitch = stitch::app::Stitch::bind(stitch::app::Settings {
+        config: Some(path.clone()),
+        inbound_listen: loopback,
+        outbound_listen: vec![loopback],
+        admin_listen: loopback,
+        inbound_target: Some(app_addr.to_string()),
+        telemetry: ring_only("late-watch"),
+        ..stitch::app::Settings::default()
+    })
+    .await
+    .expect("bind");
+    // The file changes after it was loaded (bind) and before the watcher exists (run).
+    std::fs::write(&path, W3C_B3).expect("rewrite rules");
+    let running = trace_support::Running {
+        inbound: stitch.inbound_addr(),
+        outbound: stitch.outbound_addrs()[0],
+        admin: stitch.admin_addr(),
+        shutdown: stitch.shutdown_handle(),
+    };
+    tokio::spawn(stitch.run());
+    let app = serve_app(
+        app_listener,
+        copying_app(running.outbound, up_addr, 1, copy_w3c()),
+    );
+    let s = Setup {
+        stitch: running,
+        app,
+        upstream: up_log,
+        upstream_addr: up_addr,
+    };
+    assert!(
+        until_b3(&s, true).await,
+        "the file on disk when the watch starts is what applies within 2 s"
+    );
+}
