@@ -784,3 +784,26 @@ async fn outbound_origin_form_with_host_header_is_traced_and_routed() {
         (T, seen.tp().parent_id.as_str(), P)
     );
 }
+
+#[tokio::test]
+async fn baggage_limit_counts_the_commas_joining_header_lines() {
+    let s = setup(None, 0, copy(&["baggage"])).await;
+    // Two lines of 4096 bytes: 8193 bytes once joined with `,` (the spec's limit counts the
+    // list-member delimiters), so one over 8192.
+    let line = |k: &str| format!("{k}={}", "v".repeat(4094));
+    let (app, _) = s
+        .send("/", &[("baggage", &line("a")), ("baggage", &line("b"))])
+        .await;
+    let lines: Vec<usize> = app.all("baggage").iter().map(String::len).collect();
+    assert_eq!(
+        lines,
+        Vec::<usize>::new(),
+        "8193 bytes joined: dropped (line lengths shown)"
+    );
+    // One byte less fits.
+    let short = format!("b={}", "v".repeat(4093));
+    let (app, _) = s
+        .send("/", &[("baggage", &line("a")), ("baggage", &short)])
+        .await;
+    assert_eq!(app.all("baggage").len(), 2, "8192 bytes joined: kept");
+}
