@@ -807,3 +807,74 @@ async fn baggage_limit_counts_the_commas_joining_header_lines() {
         .await;
     assert_eq!(app.all("baggage").len(), 2, "8192 bytes joined: kept");
 }
+
+#[tokio::test]
+async fn b3_keeps_its_64_bit_width_when_w3c_wins_with_the_same_trace() {
+    let s = setup(None, 1, copy(&["traceparent", "b3"])).await;
+    let padded = format!("{}{T64}", "0".repeat(16));
+    let (app, up) = s
+        .send(
+            "/",
+            &[
+                ("traceparent", &format!("00-{padded}-{P}-01")),
+                ("b3", &format!("{T64}-{P}-1")),
+            ],
+        )
+        .await;
+    assert_eq!(app.tp().trace_id, padded);
+    let m = metrics(s.stitch.admin).await;
+    assert_eq!(
+        metric(&m, "stitch_propagation_conflicts_total", &[]),
+        0.0,
+        "the same trace in two widths is no conflict"
+    );
+    // "written back in the width the peer used": the B3 peer used 64 bits.
+    assert_eq!(
+        split(&app.one("b3"), '-')[0],
+        T64,
+        "b3 keeps its width inbound"
+    );
+    assert_eq!(
+        split(&up[0].one("b3"), '-')[0],
+        T64,
+        "b3 keeps its width outbound"
+    );
+}
+
+#[tokio::test]
+async fn template_with_every_placeholder_round_trips_through_the_app() {
+    let (_dir, path) = rules_file(
+        r#"
+extract: [w3c, ctx]
+inject: [w3c, ctx]
+formats:
+  ctx:
+    headers:
+      x-ctx: "{trace_id};{span_id};{parent_span_id};{sampled}"
+"#,
+    );
+    let s = setup(Some(path), 1, copy(&["x-ctx"])).await;
+    // A root: stitch writes the template with no parent; the app copies only x-ctx, so the
+    // outbound side must be able to read back what the inbound side wrote.
+    let (app, up) = s.send("/", &[]).await;
+    let written = app.one("x-ctx");
+    let f = split(&written, ';');
+    assert_eq!(f.len(), 4, "{written}");
+    assert_eq!(f[0], app.tp().trace_id);
+    assert_eq!(f[1], app.tp().parent_id);
+    assert_eq!(f[3], "1");
+    let out = split(&up[0].one("x-ctx"), ';');
+    assert_eq!(
+        out[0],
+        f[0],
+        "outbound continued the trace from the template stitch wrote ({written} → {})",
+        up[0].one("x-ctx")
+    );
+    assert_eq!(out[2], f[1], "outbound parent = the server span");
+    // And with a parent.
+    let (app, _) = s
+        .send("/", &[("x-ctx", &format!("{T};{P};{};1", "a".repeat(16)))])
+        .await;
+    let f = split(&app.one("x-ctx"), ';');
+    assert_eq!((f[0].as_str(), f[2].as_str()), (T, P));
+}
