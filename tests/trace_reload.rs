@@ -293,3 +293,24 @@ async fn change_between_start_up_load_and_watch_is_not_lost() {
         "the file on disk when the watch starts is what applies within 2 s"
     );
 }
+
+#[tokio::test]
+async fn sighup_reloads_a_change_the_watcher_cannot_see() {
+    // The configured path is a symlink into another directory: an in-place edit there fires no
+    // event in the watched directory, so only SIGHUP can pick it up.
+    let watched = tempfile::tempdir().expect("temp dir");
+    let elsewhere = tempfile::tempdir().expect("temp dir");
+    let real = elsewhere.path().join("real.yaml");
+    std::fs::write(&real, W3C_ONLY).expect("write rules");
+    let path = watched.path().join("stitch.yaml");
+    std::os::unix::fs::symlink(&real, &path).expect("symlink");
+    let s = setup(Some(path), 1, copy_w3c()).await;
+    assert!(!app_sees_b3(&s).await);
+    std::fs::write(&real, W3C_B3).expect("edit in place");
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    assert!(until_b3(&s, true).await, "SIGHUP reloaded the rules");
+}
