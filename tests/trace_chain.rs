@@ -35,6 +35,8 @@ use trace_support::{
     serve_app, start_stitch, trace_with,
 };
 
+/// How long the slow gRPC answer waits before its trailers.
+const STREAM_GAP: Duration = Duration::from_millis(300);
 const GRPC_SERVICE: &str = "opentelemetry.proto.collector.trace.v1.TraceService";
 
 // ---------------------------------------------------------------------------------------------
@@ -692,6 +694,7 @@ fn serve_grpc_with_trailers(listener: TcpListener) -> Log {
                     let seen = seen.clone();
                     async move {
                         let ok = req.headers().contains_key("x-ok");
+                        let slow = req.headers().contains_key("x-slow");
                         seen.push(Seen {
                             method: req.method().to_string(),
                             path: req.uri().path().to_owned(),
@@ -703,13 +706,24 @@ fn serve_grpc_with_trailers(listener: TcpListener) -> Log {
                             "grpc-status",
                             HeaderValue::from_static(if ok { "0" } else { "13" }),
                         );
-                        let frames = futures::stream::iter([
-                            // An empty protobuf message: uncompressed, length 0.
-                            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(
-                                Bytes::from_static(&[0, 0, 0, 0, 0]),
-                            )),
-                            Ok(hyper::body::Frame::trailers(trailers)),
-                        ]);
+                        // An empty protobuf message (uncompressed, length 0), then — after
+                        // STREAM_GAP when asked — the trailers.
+                        let frames = futures::stream::unfold(Some(0u8), move |state| {
+                            let trailers = trailers.clone();
+                            async move {
+                                let frame = match state? {
+                                    0 => hyper::body::Frame::data(Bytes::from_static(&[0; 5])),
+                                    _ => {
+                                        if slow {
+                                            tokio::time::sleep(STREAM_GAP).await;
+                                        }
+                                        hyper::body::Frame::trailers(trailers)
+                                    }
+                                };
+                                let next = (state == Some(0)).then_some(1);
+                                Some((Ok::<_, std::convert::Infallible>(frame), next))
+                            }
+                        });
                         let resp = http::Response::builder()
                             .header("content-type", "application/grpc")
                             .body(http_body_util::StreamBody::new(frames))
@@ -766,4 +780,60 @@ async fn grpc_status_in_trailers_is_recorded_on_both_directions() {
             assert_eq!(span.attrs.get("error.type").map(String::as_str), name);
         }
     }
+}
+
+#[tokio::test]
+async fn grpc_span_lasts_as_long_as_the_stream_on_both_directions() {
+    let (app_listener, app_addr) = listener().await;
+    let stitch = start_stitch(app_addr, None, ring_only("grpc-stream")).await;
+    let app = serve_grpc_with_trailers(app_listener);
+    for (via, kind) in [(stitch.inbound, "server"), (stitch.outbound, "client")] {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{via}"))
+            .expect("endpoint")
+            .origin(format!("http://{app_addr}").parse().expect("uri"))
+            .connect()
+            .await
+            .expect("h2c connect");
+        let mut req = tonic::Request::new(ExportTraceServiceRequest::default());
+        req.metadata_mut()
+            .insert("x-ok", "1".parse().expect("value"));
+        req.metadata_mut()
+            .insert("x-slow", "1".parse().expect("value"));
+        let result = TraceServiceClient::new(channel).export(req).await;
+        assert!(result.is_ok(), "{kind}: {result:?}");
+        let trace_id = app.last().tp().trace_id;
+        let trace = trace_with(stitch.admin, &trace_id, 1).await.expect("span");
+        let span = &trace["spans"][0];
+        let ms = span["duration_ms"].as_f64().expect("duration");
+        assert!(
+            ms >= STREAM_GAP.as_millis() as f64,
+            "{kind}: the span ends with the trailers, not the first message: {ms} ms"
+        );
+        assert_eq!(span["attributes"]["rpc.grpc.status_code"], 0, "{span}");
+        assert_eq!(span["status"], "unset", "{span}");
+    }
+}
+
+#[tokio::test]
+async fn unreachable_app_marks_the_server_span_as_failed() {
+    let (dead, dead_addr) = listener().await;
+    drop(dead);
+    let stitch = start_stitch(dead_addr, None, ring_only("no-app")).await;
+    let t = "0af7651916cd43dd8448eb211c80319c";
+    let status = raw_get(
+        stitch.inbound,
+        "/",
+        &[("traceparent", &format!("00-{t}-b7ad6b7169203331-01"))],
+    )
+    .await;
+    assert_eq!(status, 502);
+    let trace = trace_with(stitch.admin, t, 1).await.expect("server span");
+    let span = from_json(&trace["spans"][0]);
+    assert_eq!(span.kind, "server");
+    assert!(span.error, "{span:?}");
+    assert_eq!(
+        span.attrs.get("error.type").map(String::as_str),
+        Some("connect_error")
+    );
+    assert_eq!(span.parent.as_deref(), Some("b7ad6b7169203331"));
 }
