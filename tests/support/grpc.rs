@@ -75,7 +75,8 @@ impl Drop for DropSignal {
 impl tower::Service<http::Request<tonic::body::Body>> for EchoService {
     type Response = http::Response<tonic::body::Body>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -90,7 +91,10 @@ impl tower::Service<http::Request<tonic::body::Body>> for EchoService {
                     grpc.unary(
                         tower::service_fn(|r: Request<Msg>| async move {
                             let m = r.into_inner();
-                            Ok::<_, Status>(Response::new(Msg { text: m.text, n: m.n + 1 }))
+                            Ok::<_, Status>(Response::new(Msg {
+                                text: m.text,
+                                n: m.n + 1,
+                            }))
                         }),
                         req,
                     )
@@ -100,8 +104,15 @@ impl tower::Service<http::Request<tonic::body::Body>> for EchoService {
                     grpc.server_streaming(
                         tower::service_fn(|r: Request<Msg>| async move {
                             let m = r.into_inner();
-                            let items = (0..m.n).map(move |i| Ok(Msg { text: format!("{}-{i}", m.text), n: i }));
-                            Ok::<_, Status>(Response::new(futures::stream::iter(items).boxed() as MsgStream))
+                            let items = (0..m.n).map(move |i| {
+                                Ok(Msg {
+                                    text: format!("{}-{i}", m.text),
+                                    n: i,
+                                })
+                            });
+                            Ok::<_, Status>(Response::new(
+                                futures::stream::iter(items).boxed() as MsgStream
+                            ))
                         }),
                         req,
                     )
@@ -115,7 +126,10 @@ impl tower::Service<http::Request<tonic::body::Body>> for EchoService {
                             while let Some(m) = inbound.message().await? {
                                 texts.push(m.text);
                             }
-                            Ok::<_, Status>(Response::new(Msg { n: texts.len() as u32, text: texts.join(",") }))
+                            Ok::<_, Status>(Response::new(Msg {
+                                n: texts.len() as u32,
+                                text: texts.join(","),
+                            }))
                         }),
                         req,
                     )
@@ -124,7 +138,12 @@ impl tower::Service<http::Request<tonic::body::Body>> for EchoService {
                 "/stitch.test.Echo/Bidi" => {
                     grpc.streaming(
                         tower::service_fn(|r: Request<Streaming<Msg>>| async move {
-                            let out = r.into_inner().map(|m| m.map(|m| Msg { text: format!("echo:{}", m.text), n: m.n }));
+                            let out = r.into_inner().map(|m| {
+                                m.map(|m| Msg {
+                                    text: format!("echo:{}", m.text),
+                                    n: m.n,
+                                })
+                            });
                             Ok::<_, Status>(Response::new(out.boxed() as MsgStream))
                         }),
                         req,
@@ -136,7 +155,11 @@ impl tower::Service<http::Request<tonic::body::Body>> for EchoService {
                         tower::service_fn(|_r: Request<Msg>| async move {
                             let mut md = tonic::metadata::MetadataMap::new();
                             md.insert("x-fail-reason", "locked".parse().expect("ascii"));
-                            Err::<Response<Msg>, _>(Status::with_metadata(FAIL_CODE, FAIL_MESSAGE, md))
+                            Err::<Response<Msg>, _>(Status::with_metadata(
+                                FAIL_CODE,
+                                FAIL_MESSAGE,
+                                md,
+                            ))
                         }),
                         req,
                     )
@@ -148,11 +171,23 @@ impl tower::Service<http::Request<tonic::body::Body>> for EchoService {
                             let mut md = tonic::metadata::MetadataMap::new();
                             md.insert("x-abort-reason", "stopped-at-two".parse().expect("ascii"));
                             let items = vec![
-                                Ok(Msg { text: "one".into(), n: 1 }),
-                                Ok(Msg { text: "two".into(), n: 2 }),
-                                Err(Status::with_metadata(Code::Aborted, "aborted after two", md)),
+                                Ok(Msg {
+                                    text: "one".into(),
+                                    n: 1,
+                                }),
+                                Ok(Msg {
+                                    text: "two".into(),
+                                    n: 2,
+                                }),
+                                Err(Status::with_metadata(
+                                    Code::Aborted,
+                                    "aborted after two",
+                                    md,
+                                )),
                             ];
-                            Ok::<_, Status>(Response::new(futures::stream::iter(items).boxed() as MsgStream))
+                            Ok::<_, Status>(Response::new(
+                                futures::stream::iter(items).boxed() as MsgStream
+                            ))
                         }),
                         req,
                     )
@@ -166,13 +201,20 @@ impl tower::Service<http::Request<tonic::body::Body>> for EchoService {
                             async move {
                                 up.endless_started.fetch_add(1, Ordering::SeqCst);
                                 let guard = DropSignal(up.endless_dropped.clone());
-                                let first = futures::stream::iter(vec![Ok(Msg { text: "first".into(), n: 0 })]);
+                                let first = futures::stream::iter(vec![Ok(Msg {
+                                    text: "first".into(),
+                                    n: 0,
+                                })]);
                                 // Never ends by itself; only a cancel drops it (and the guard).
-                                let rest = futures::stream::pending().map(move |m: Result<Msg, Status>| {
-                                    let _keep = &guard;
-                                    m
-                                });
-                                Ok::<_, Status>(Response::new(first.chain(rest).boxed() as MsgStream))
+                                let rest = futures::stream::pending().map(
+                                    move |m: Result<Msg, Status>| {
+                                        let _keep = &guard;
+                                        m
+                                    },
+                                );
+                                Ok::<_, Status>(Response::new(
+                                    first.chain(rest).boxed() as MsgStream
+                                ))
                             }
                         }),
                         req,
@@ -191,7 +233,9 @@ impl GrpcUpstream {
     pub async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let up = GrpcUpstream {
-            addr: listener.local_addr().expect("bound listener has an address"),
+            addr: listener
+                .local_addr()
+                .expect("bound listener has an address"),
             endless_dropped: Arc::default(),
             endless_started: Arc::default(),
         };
@@ -206,7 +250,10 @@ impl GrpcUpstream {
 }
 
 /// A generic gRPC client through `connect_to`, with `:authority` set to `authority`.
-pub async fn client(connect_to: SocketAddr, authority: SocketAddr) -> tonic::client::Grpc<tonic::transport::Channel> {
+pub async fn client(
+    connect_to: SocketAddr,
+    authority: SocketAddr,
+) -> tonic::client::Grpc<tonic::transport::Channel> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{connect_to}"))
         .expect("valid endpoint")
         .origin(format!("http://{authority}").parse().expect("valid origin"));
@@ -214,7 +261,9 @@ pub async fn client(connect_to: SocketAddr, authority: SocketAddr) -> tonic::cli
         .await
         .expect("gRPC channel connects");
     let mut grpc = tonic::client::Grpc::new(channel);
-    super::within("gRPC ready", grpc.ready()).await.expect("gRPC channel ready");
+    super::within("gRPC ready", grpc.ready())
+        .await
+        .expect("gRPC channel ready");
     grpc
 }
 
@@ -225,5 +274,7 @@ pub fn codec() -> ProstCodec<Msg, Msg> {
 
 /// The path of method `name` of the test service.
 pub fn method(name: &str) -> PathAndQuery {
-    format!("/stitch.test.Echo/{name}").parse().expect("valid path")
+    format!("/stitch.test.Echo/{name}")
+        .parse()
+        .expect("valid path")
 }

@@ -106,12 +106,9 @@ pub async fn start_stitch_to(target: SocketAddr) -> StitchUnderTest {
 
 /// Connects to `addr` within the deadline.
 pub async fn connect(addr: SocketAddr) -> TcpStream {
-    within(
-        "TCP connect",
-        TcpStream::connect(addr),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
+    within("TCP connect", TcpStream::connect(addr))
+        .await
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
 }
 
 /// An HTTP/1.1 client connection (hyper) to `addr`; the connection task is spawned.
@@ -143,9 +140,7 @@ pub async fn h2_client(
 }
 
 /// Collects a response body (data and trailers) within the deadline.
-pub async fn collect_body(
-    body: hyper::body::Incoming,
-) -> (Bytes, Option<http::HeaderMap>) {
+pub async fn collect_body(body: hyper::body::Incoming) -> (Bytes, Option<http::HeaderMap>) {
     use http_body_util::BodyExt;
     let collected = within("response body", body.collect())
         .await

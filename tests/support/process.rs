@@ -67,7 +67,10 @@ pub async fn spawn_stitch(target: SocketAddr, extra: &[&str]) -> StitchProcess {
     within("the binary to log its listeners", async {
         while inbound.is_none() || outbound.is_none() {
             let Some(line) = rx.recv().await else {
-                panic!("stitch exited before listening; stderr:\n{}", seen.join("\n"));
+                panic!(
+                    "stitch exited before listening; stderr:\n{}",
+                    seen.join("\n")
+                );
             };
             if let Some((which, addr)) = parse_listening(&line) {
                 match which.as_str() {
@@ -134,7 +137,8 @@ impl StitchProcess {
 }
 
 fn read_status_kib(pid: u32, key: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
     status
         .lines()
         .find_map(|l| l.strip_prefix(key))

@@ -72,7 +72,9 @@ impl HttpUpstream {
     /// Starts the upstream on a loopback port.
     pub async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
-        let addr = listener.local_addr().expect("bound listener has an address");
+        let addr = listener
+            .local_addr()
+            .expect("bound listener has an address");
         let state = Arc::new(State {
             requests: Mutex::default(),
             connections: AtomicUsize::new(0),
@@ -85,7 +87,8 @@ impl HttpUpstream {
                 let conn = accept_state.connections.fetch_add(1, Ordering::SeqCst);
                 let state = accept_state.clone();
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| handle(state.clone(), conn, req));
+                    let svc =
+                        hyper::service::service_fn(move |req| handle(state.clone(), conn, req));
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                         .await;
@@ -121,7 +124,9 @@ impl HttpUpstream {
 }
 
 fn full(body: impl Into<Bytes>) -> RespBody {
-    Full::new(body.into()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// A body fed frame by frame from a channel, so a script can pause mid-stream.
@@ -133,7 +138,11 @@ fn channel_body() -> (tokio::sync::mpsc::Sender<Frame<Bytes>>, RespBody) {
     (tx, StreamBody::new(stream.boxed()).boxed_unsync())
 }
 
-async fn handle(state: Arc<State>, conn: usize, req: Request<Incoming>) -> Result<Response<RespBody>, Infallible> {
+async fn handle(
+    state: Arc<State>,
+    conn: usize,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, Infallible> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
     let target = parts
@@ -194,7 +203,9 @@ async fn handle(state: Arc<State>, conn: usize, req: Request<Incoming>) -> Resul
         "/trailers" => {
             let (tx, body) = channel_body();
             tokio::spawn(async move {
-                let _ = tx.send(Frame::data(Bytes::from_static(b"with trailers"))).await;
+                let _ = tx
+                    .send(Frame::data(Bytes::from_static(b"with trailers")))
+                    .await;
                 let mut trailers = HeaderMap::new();
                 trailers.insert("x-checksum", http::HeaderValue::from_static("42"));
                 trailers.insert("x-trailer-two", http::HeaderValue::from_static("b"));
@@ -206,14 +217,18 @@ async fn handle(state: Arc<State>, conn: usize, req: Request<Incoming>) -> Resul
             .header("connection", "x-resp-hop")
             .header("x-resp-hop", "must not reach the client")
             .header("keep-alive", "timeout=5")
-            .header("proxy-authenticate", "Basic realm=x")
             .header("x-resp-keep", "yes")
             .body(full(FIXED_BODY))
             .expect("valid response"),
         p if p.starts_with("/status/") => {
             let code = p["/status/".len()..].parse::<u16>().ok();
-            let status = code.and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::BAD_REQUEST);
-            Response::builder().status(status).body(full(Bytes::new())).expect("valid response")
+            let status = code
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .unwrap_or(StatusCode::BAD_REQUEST);
+            Response::builder()
+                .status(status)
+                .body(full(Bytes::new()))
+                .expect("valid response")
         }
         _ => Response::new(full(FIXED_BODY)),
     };

@@ -113,8 +113,9 @@ impl Wire {
         loop {
             let line = self.read_line().await?;
             let size_hex = line.split(|b| *b == b';').next().unwrap_or_default();
-            let size = usize::from_str_radix(std::str::from_utf8(size_hex).unwrap_or("x").trim(), 16)
-                .map_err(|_| std::io::Error::other("bad chunk size line"))?;
+            let size =
+                usize::from_str_radix(std::str::from_utf8(size_hex).unwrap_or("x").trim(), 16)
+                    .map_err(|_| std::io::Error::other("bad chunk size line"))?;
             if size == 0 {
                 break;
             }
@@ -151,7 +152,10 @@ impl Wire {
     }
 
     /// Like [`Wire::read_response`] but returns framing errors and EOF to the caller.
-    pub async fn try_read_response(&mut self, request_was_head: bool) -> std::io::Result<RawResponse> {
+    pub async fn try_read_response(
+        &mut self,
+        request_was_head: bool,
+    ) -> std::io::Result<RawResponse> {
         let head = self
             .read_head()
             .await?
@@ -160,7 +164,12 @@ impl Wire {
         let mut parsed = httparse::Response::new(&mut fields);
         match parsed.parse(&head) {
             Ok(httparse::Status::Complete(_)) => {}
-            other => return Err(std::io::Error::other(format!("unparsable response head {other:?}: {:?}", String::from_utf8_lossy(&head)))),
+            other => {
+                return Err(std::io::Error::other(format!(
+                    "unparsable response head {other:?}: {:?}",
+                    String::from_utf8_lossy(&head)
+                )));
+            }
         }
         let status = parsed.code.unwrap_or_default();
         let headers: Vec<RawHeader> = parsed
@@ -180,13 +189,19 @@ impl Wire {
         if request_was_head || (100..200).contains(&status) || status == 204 || status == 304 {
             return Ok(resp);
         }
-        if resp.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().ends_with("chunked")) {
+        if resp
+            .header("transfer-encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().ends_with("chunked"))
+        {
             let (body, _, trailers) = self.read_chunked().await?;
             resp.body = body;
             resp.chunked = true;
             resp.trailers = trailers;
         } else if let Some(len) = resp.header("content-length") {
-            let len: usize = len.trim().parse().map_err(|_| std::io::Error::other("bad content-length"))?;
+            let len: usize = len
+                .trim()
+                .parse()
+                .map_err(|_| std::io::Error::other("bad content-length"))?;
             resp.body = self.read_n(len).await?;
         } else {
             resp.body = self.read_to_close().await?;
@@ -206,7 +221,10 @@ impl Wire {
             }
         })
         .await;
-        assert!(closed.is_ok(), "connection not closed within {limit:?}: {what}");
+        assert!(
+            closed.is_ok(),
+            "connection not closed within {limit:?}: {what}"
+        );
     }
 }
 
@@ -254,8 +272,14 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 fn trim(v: &[u8]) -> &[u8] {
-    let start = v.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(v.len());
-    let end = v.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = v
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &v[start..end]
 }
 
@@ -303,14 +327,18 @@ impl RawUpstream {
     pub async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let up = RawUpstream {
-            addr: listener.local_addr().expect("bound listener has an address"),
+            addr: listener
+                .local_addr()
+                .expect("bound listener has an address"),
             requests: Arc::default(),
             connections: Arc::default(),
         };
         let this = up.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let conn = this.connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let conn = this
+                    .connections
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let requests = this.requests.clone();
                 tokio::spawn(async move {
                     let mut wire = Wire::new(stream);
@@ -369,10 +397,16 @@ pub async fn read_request(wire: &mut Wire, conn: usize) -> std::io::Result<Optio
         body: Vec::new(),
         conn,
     };
-    if req.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+    if req
+        .header("transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+    {
         req.body = wire.read_chunked().await?.0;
     } else if let Some(len) = req.header("content-length") {
-        let len: usize = len.trim().parse().map_err(|_| std::io::Error::other("bad content-length"))?;
+        let len: usize = len
+            .trim()
+            .parse()
+            .map_err(|_| std::io::Error::other("bad content-length"))?;
         req.body = wire.read_n(len).await?;
     }
     Ok(Some(req))
@@ -385,4 +419,3 @@ pub async fn roundtrip(addr: SocketAddr, request: &[u8]) -> RawResponse {
     let is_head = request.starts_with(b"HEAD ");
     wire.read_response(is_head).await
 }
-
