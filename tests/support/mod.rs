@@ -89,14 +89,13 @@ impl Drop for StitchUnderTest {
 /// Starts stitch in-process with `settings`.
 pub async fn start_stitch(settings: Settings) -> StitchUnderTest {
     let stitch = Stitch::bind(settings).await.expect("stitch binds");
-    let s = StitchUnderTest {
+    StitchUnderTest {
         inbound: stitch.inbound_addr(),
         outbound: stitch.outbound_addrs()[0],
         admin: stitch.admin_addr(),
         shutdown: stitch.shutdown_handle(),
         task: tokio::spawn(stitch.run()),
-    };
-    s
+    }
 }
 
 /// Starts stitch in-process, inbound forwarding to `target`, all other settings default.

@@ -10,6 +10,7 @@
 //! | `/slow` | waits for the gate, then 200 `slow done` |
 //! | `/barrier` | waits until [`BARRIER_SIZE`] `/barrier` requests are in flight, then 200 |
 //! | `/trailers` | 200 body `with trailers` plus trailers `x-checksum: 42`, `x-trailer-two: b` |
+//! | `/infinite` | 200, an endless body of 64 KiB blocks; [`HttpUpstream::produced`] counts what was handed to hyper |
 //! | `/resp-hop` | 200 with hop-by-hop response fields that must not reach the client |
 //! | anything else | 200 [`FIXED_BODY`] with a Content-Length |
 
@@ -58,6 +59,7 @@ struct State {
     connections: AtomicUsize,
     gate: Semaphore,
     barrier: Barrier,
+    produced: std::sync::atomic::AtomicU64,
 }
 
 /// Handle to a running recording upstream.
@@ -80,6 +82,7 @@ impl HttpUpstream {
             connections: AtomicUsize::new(0),
             gate: Semaphore::new(0),
             barrier: Barrier::new(BARRIER_SIZE),
+            produced: std::sync::atomic::AtomicU64::new(0),
         });
         let accept_state = state.clone();
         tokio::spawn(async move {
@@ -115,6 +118,11 @@ impl HttpUpstream {
     /// How many TCP connections the upstream accepted.
     pub fn connections(&self) -> usize {
         self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// Bytes of `/infinite` bodies accepted by hyper so far (they may sit in socket buffers).
+    pub fn produced(&self) -> u64 {
+        self.state.produced.load(Ordering::SeqCst)
     }
 
     /// Lets `n` waiting `/gated` or `/slow` requests continue.
@@ -210,6 +218,18 @@ async fn handle(
                 trailers.insert("x-checksum", http::HeaderValue::from_static("42"));
                 trailers.insert("x-trailer-two", http::HeaderValue::from_static("b"));
                 let _ = tx.send(Frame::trailers(trailers)).await;
+            });
+            Response::new(body)
+        }
+        "/infinite" => {
+            let (tx, body) = channel_body();
+            tokio::spawn(async move {
+                let block = Bytes::from(vec![b'x'; 64 * 1024]);
+                while tx.send(Frame::data(block.clone())).await.is_ok() {
+                    state
+                        .produced
+                        .fetch_add(block.len() as u64, Ordering::SeqCst);
+                }
             });
             Response::new(body)
         }
