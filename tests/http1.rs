@@ -8,7 +8,9 @@ mod support;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use http_body_util::Full;
-use support::tcp::{EOF_MARKER, echo_server, websocket_echo_server};
+use support::tcp::{
+    EOF_MARKER, echo_server, hang_up_server, unresponsive_port, websocket_echo_server,
+};
 use support::upstream::{FIXED_BODY, HttpUpstream};
 use support::wire::{RawUpstream, Wire, roundtrip};
 use support::{collect_body, get, h1_client, start_stitch_to, within};
@@ -420,4 +422,70 @@ async fn large_request_and_response_bodies_stream_through_intact() {
         "4 MiB came back altered ({} bytes)",
         body.len()
     );
+}
+
+#[tokio::test]
+async fn upstream_closing_before_the_response_gives_502() {
+    let hang_up = hang_up_server().await;
+    let stitch = start_stitch_to(hang_up).await;
+    let resp = roundtrip(
+        stitch.inbound,
+        format!("GET / HTTP/1.1\r\nHost: {hang_up}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(resp.status, 502);
+    assert!(!resp.body.is_empty(), "the 502 names its cause");
+}
+
+#[tokio::test]
+async fn connect_timeout_bounds_an_unresponsive_upstream() {
+    let (silent, _keep) = unresponsive_port().await;
+    let mut s = support::settings(Some(silent));
+    s.connect_timeout = std::time::Duration::from_millis(200);
+    let stitch = support::start_stitch(s).await;
+    let started = std::time::Instant::now();
+    let mut wire = Wire::connect(stitch.inbound).await;
+    wire.send(format!("GET / HTTP/1.1\r\nHost: {silent}\r\n\r\n").as_bytes())
+        .await;
+    // Below the 3 s default: only the configured 200 ms can produce the answer this early.
+    let resp = tokio::time::timeout(
+        std::time::Duration::from_millis(2500),
+        wire.try_read_response(false),
+    )
+    .await
+    .expect("an answer well before the default connect timeout")
+    .expect("a response");
+    assert!(matches!(resp.status, 502 | 504), "status {}", resp.status);
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(150),
+        "answered before the connect could time out"
+    );
+}
+
+#[tokio::test]
+async fn idle_pooled_upstream_connection_is_closed_after_the_idle_timeout() {
+    let up = HttpUpstream::start().await;
+    let mut s = support::settings(Some(up.addr));
+    s.upstream_idle_timeout = std::time::Duration::from_millis(300);
+    let stitch = support::start_stitch(s).await;
+    let first = roundtrip(
+        stitch.inbound,
+        format!("GET /a HTTP/1.1\r\nHost: {}\r\n\r\n", up.addr).as_bytes(),
+    )
+    .await;
+    assert_eq!(first.status, 200);
+    support::eventually("stitch to close its idle upstream connection", || {
+        up.closed_connections() == 1
+    })
+    .await;
+    let second = roundtrip(
+        stitch.inbound,
+        format!("GET /b HTTP/1.1\r\nHost: {}\r\n\r\n", up.addr).as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        second.status, 200,
+        "a fresh upstream connection replaces the expired one"
+    );
+    assert_eq!(up.connections(), 2);
 }

@@ -81,3 +81,44 @@ pub async fn websocket_echo_server() -> SocketAddr {
     })
     .await
 }
+
+/// Starts a server that reads whatever arrives first and then closes without answering: an
+/// upstream that fails after the request was sent.
+pub async fn hang_up_server() -> SocketAddr {
+    serve(|mut stream| async move {
+        let mut buf = [0u8; 1024];
+        let _ = stream.read(&mut buf).await;
+        drop(stream);
+    })
+    .await
+}
+
+/// A listening port whose accept queue is full, so new connection attempts get no SYN-ACK
+/// and hang (Linux drops SYNs to a full queue): an unresponsive upstream for connect timeouts.
+/// Returns the address plus the listener and queued connections that must stay alive.
+pub async fn unresponsive_port() -> (SocketAddr, Vec<Box<dyn std::any::Any + Send>>) {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
+    socket.bind(&any.into()).expect("bind");
+    socket.listen(0).expect("listen");
+    let addr = socket
+        .local_addr()
+        .expect("bound")
+        .as_socket()
+        .expect("an inet address");
+    let mut keep: Vec<Box<dyn std::any::Any + Send>> = vec![Box::new(socket)];
+    // Fill the queue; once full, further connects stop completing.
+    for _ in 0..8 {
+        match tokio::time::timeout(
+            std::time::Duration::from_millis(300),
+            TcpStream::connect(addr),
+        )
+        .await
+        {
+            Ok(Ok(s)) => keep.push(Box::new(s)),
+            _ => break,
+        }
+    }
+    (addr, keep)
+}

@@ -57,6 +57,7 @@ pub struct Recorded {
 struct State {
     requests: Mutex<Vec<Recorded>>,
     connections: AtomicUsize,
+    closed: AtomicUsize,
     gate: Semaphore,
     barrier: Barrier,
     produced: std::sync::atomic::AtomicU64,
@@ -80,6 +81,7 @@ impl HttpUpstream {
         let state = Arc::new(State {
             requests: Mutex::default(),
             connections: AtomicUsize::new(0),
+            closed: AtomicUsize::new(0),
             gate: Semaphore::new(0),
             barrier: Barrier::new(BARRIER_SIZE),
             produced: std::sync::atomic::AtomicU64::new(0),
@@ -90,11 +92,13 @@ impl HttpUpstream {
                 let conn = accept_state.connections.fetch_add(1, Ordering::SeqCst);
                 let state = accept_state.clone();
                 tokio::spawn(async move {
+                    let svc_state = state.clone();
                     let svc =
-                        hyper::service::service_fn(move |req| handle(state.clone(), conn, req));
+                        hyper::service::service_fn(move |req| handle(svc_state.clone(), conn, req));
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                         .await;
+                    state.closed.fetch_add(1, Ordering::SeqCst);
                 });
             }
         });
@@ -123,6 +127,11 @@ impl HttpUpstream {
     /// Bytes of `/infinite` bodies accepted by hyper so far (they may sit in socket buffers).
     pub fn produced(&self) -> u64 {
         self.state.produced.load(Ordering::SeqCst)
+    }
+
+    /// How many accepted connections have ended (closed by either side).
+    pub fn closed_connections(&self) -> usize {
+        self.state.closed.load(Ordering::SeqCst)
     }
 
     /// Lets `n` waiting `/gated` or `/slow` requests continue.
