@@ -19,6 +19,11 @@ use super::pool::{ForwardError, Pool};
 use crate::proxy::addrs::{ConnectError, Target};
 use crate::proxy::detect::Protocol;
 
+/// Marks a response stitch generated because the upstream could not be reached or failed;
+/// the trace layer turns it into the span's `error.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamFailure(pub &'static str);
+
 /// Where the requests of one client connection go.
 #[derive(Debug, Clone)]
 pub enum Destination {
@@ -71,7 +76,9 @@ impl Forward {
                     }
                     _ => tracing::debug!(%target, error = %e, "forwarding failed"),
                 }
-                local_error(grpc, status, &format!("stitch: {e}"))
+                let mut resp = local_error(grpc, status, &format!("stitch: {e}"));
+                resp.extensions_mut().insert(UpstreamFailure(e.kind()));
+                resp
             }
         }
     }

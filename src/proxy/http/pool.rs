@@ -25,6 +25,19 @@ pub enum ForwardError {
     Upstream(hyper::Error),
 }
 
+impl ForwardError {
+    /// A short, bounded label for metrics and the span's `error.type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ForwardError::Connect(ConnectError::Resolve(_)) => "dns_error",
+            ForwardError::Connect(ConnectError::Connect(_)) => "connect_error",
+            ForwardError::Connect(ConnectError::Timeout(_)) => "connect_timeout",
+            ForwardError::Connect(ConnectError::Loop(_)) => "forwarding_loop",
+            ForwardError::Upstream(_) => "upstream_reset",
+        }
+    }
+}
+
 impl std::fmt::Display for ForwardError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
