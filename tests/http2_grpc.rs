@@ -423,3 +423,51 @@ async fn grpc_closed_upstream_port_gives_unavailable_with_a_message() {
         status.message()
     );
 }
+
+#[tokio::test]
+async fn h2_request_body_streams_to_the_upstream_and_back() {
+    let up = HttpUpstream::start().await;
+    let stitch = start_stitch_to(up.addr).await;
+    let (mut client, _conn) = h2_client(stitch.inbound).await;
+    let payload: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 249) as u8).collect();
+    let req = http::Request::post(format!("http://{}/echo", up.addr))
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            payload.clone(),
+        )))
+        .expect("valid request");
+    let resp = within("h2 echo", client.send_request(req))
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), 200);
+    let (body, _) = collect_body(resp.into_body()).await;
+    assert!(
+        body == payload,
+        "3 MiB came back altered ({} bytes)",
+        body.len()
+    );
+    assert_eq!(up.wait_for(1).await[0].body.len(), payload.len());
+}
+
+#[tokio::test]
+async fn grpc_upstream_hanging_up_gives_unavailable() {
+    let hang_up = support::tcp::hang_up_server().await;
+    let stitch = start_stitch_to(hang_up).await;
+    let mut client = grpc::client(stitch.inbound, hang_up).await;
+    let status = within(
+        "call to an upstream that hangs up",
+        client.unary(
+            Request::new(Msg::default()),
+            grpc::method("Unary"),
+            grpc::codec(),
+        ),
+    )
+    .await
+    .expect_err("the call fails");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(!status.message().is_empty());
+    assert!(
+        !status.message().contains("HTTP status code"),
+        "a real grpc-status: {:?}",
+        status.message()
+    );
+}

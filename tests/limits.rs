@@ -237,3 +237,142 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
     assert_eq!(resp.status, 200, "served once the first connection closed");
     assert_eq!(up.wait_for(2).await[1].target, "/second");
 }
+
+#[tokio::test]
+async fn malformed_request_head_gets_400() {
+    let up = HttpUpstream::start().await;
+    let stitch = start_stitch_to(up.addr).await;
+    for bad in [
+        format!(
+            "GET / HTTP/1.1\r\nHost: {}\r\nNo colon here\r\n\r\n",
+            up.addr
+        ),
+        format!("GET / HTTP/1.1\r\nHost: {}\r\nBad Name: v\r\n\r\n", up.addr),
+        format!(
+            "GET / HTTP/1.1\r\nHost: {}\r\nContent-Length: -1\r\n\r\n",
+            up.addr
+        ),
+        format!(
+            "GET / HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: gzip\r\n\r\n",
+            up.addr
+        ),
+    ] {
+        let mut wire = Wire::connect(stitch.inbound).await;
+        wire.send(bad.as_bytes()).await;
+        let resp = within("a 400", wire.try_read_response(false)).await;
+        let status = resp.map(|r| r.status).unwrap_or_default();
+        assert_eq!(status, 400, "for {bad:?}");
+    }
+    assert!(
+        up.recorded().is_empty(),
+        "a malformed request was forwarded: {:?}",
+        up.recorded()
+    );
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so a failure replays exactly.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn garbage_and_mangled_requests_never_take_stitch_down() {
+    let up = HttpUpstream::start().await;
+    let mut s = settings(Some(up.addr));
+    s.detect_timeout = Duration::from_millis(200);
+    s.header_read_timeout = Duration::from_millis(500);
+    let stitch = start_stitch(s).await;
+    let valid = format!(
+        "POST /echo HTTP/1.1\r\nHost: {}\r\nContent-Length: 4\r\n\r\nbody",
+        up.addr
+    )
+    .into_bytes();
+    let h2_preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    let mut inputs: Vec<Vec<u8>> = Vec::new();
+    for seed in 0..40u64 {
+        // Pure noise, noise after a valid request line, a valid request with bytes flipped,
+        // and an HTTP/2 preface followed by junk frames.
+        inputs.push(noise(seed, 64 + (seed as usize * 37) % 2000));
+        let mut after_line = b"GET / HTTP/1.1\r\n".to_vec();
+        after_line.extend(noise(seed + 1000, 200));
+        inputs.push(after_line);
+        let mut flipped = valid.clone();
+        for (i, b) in noise(seed + 2000, 3).into_iter().enumerate() {
+            let at = (b as usize * 7 + i * 13) % flipped.len();
+            flipped[at] ^= b | 1;
+        }
+        inputs.push(flipped);
+        let mut h2 = h2_preface.clone();
+        h2.extend(noise(seed + 3000, 300));
+        inputs.push(h2);
+    }
+    for input in &inputs {
+        let mut wire = Wire::connect(stitch.inbound).await;
+        // The peer may reset the connection mid-write; that is a fine answer to garbage.
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut wire.stream, input).await;
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut wire.stream).await;
+        // Whatever comes back, the connection must end: no hang.
+        wire.expect_closed_within(support::DEADLINE, "a garbage connection must end")
+            .await;
+    }
+    assert!(!stitch.task.is_finished(), "stitch stopped serving");
+    let ok = roundtrip(stitch.inbound, &valid).await;
+    assert_eq!(
+        ok.status,
+        200,
+        "stitch still serves after {} hostile inputs",
+        inputs.len()
+    );
+    assert_eq!(ok.text(), "body");
+}
+
+#[tokio::test]
+async fn h2_streams_beyond_the_limit_wait_for_a_free_slot() {
+    let up = HttpUpstream::start().await;
+    let mut s = settings(Some(up.addr));
+    s.h2_max_concurrent_streams = 2;
+    let stitch = start_stitch(s).await;
+    let (client, _conn) = support::h2_client(stitch.inbound).await;
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let mut c = client.clone();
+            tokio::spawn(async move { c.send_request(support::h2_get(up.addr, "/slow")).await })
+        })
+        .collect();
+    up.wait_for(2).await;
+    let mut c = client.clone();
+    let third =
+        tokio::spawn(async move { c.send_request(support::h2_get(up.addr, "/third")).await });
+    // stitch advertised 2 streams; the client must hold the third back.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        up.recorded().len(),
+        2,
+        "a third stream was opened beyond the advertised limit"
+    );
+    assert!(!third.is_finished());
+    up.open_gate(2);
+    let resp = within("third stream once a slot frees", third)
+        .await
+        .expect("task")
+        .expect("response");
+    assert_eq!(resp.status(), 200);
+    for s in slow {
+        assert_eq!(
+            within("slow stream", s)
+                .await
+                .expect("task")
+                .expect("response")
+                .status(),
+            200
+        );
+    }
+}

@@ -359,6 +359,12 @@ impl RawUpstream {
         self.requests.lock().expect("recorder lock").clone()
     }
 
+    /// Waits for the next recorded request and removes it from the record.
+    pub async fn take_next(&self) -> RawRequest {
+        self.wait_for(1).await;
+        self.requests.lock().expect("recorder lock").remove(0)
+    }
+
     /// Waits until `n` requests were recorded and returns them.
     pub async fn wait_for(&self, n: usize) -> Vec<RawRequest> {
         super::eventually(&format!("{n} request(s) at the raw upstream"), || {
