@@ -78,8 +78,9 @@ async fn sigterm_drains_in_flight_request_refuses_new_connections_and_exits_zero
     wire.send(format!("GET /slow HTTP/1.1\r\nHost: {}\r\n\r\n", up.addr).as_bytes())
         .await;
     up.wait_for(1).await;
-    stitch.signal("TERM").await;
+    stitch.terminate();
     wait_refused(stitch.inbound).await;
+    wait_refused(stitch.outbound).await;
     assert!(
         stitch.child.try_wait().expect("try_wait").is_none(),
         "stitch exited while a request was still in flight"
@@ -106,7 +107,7 @@ async fn sigterm_with_nothing_in_flight_exits_zero_promptly() {
     )
     .await;
     assert_eq!(ok.status, 200);
-    stitch.signal("TERM").await;
+    stitch.terminate();
     // Well under the drain deadline: with nothing in flight there is nothing to wait for.
     let code = stitch.wait_exit(support::DEADLINE).await;
     assert_eq!(code, Some(0));

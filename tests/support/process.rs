@@ -105,15 +105,12 @@ fn parse_listening(line: &str) -> Option<(String, SocketAddr)> {
 }
 
 impl StitchProcess {
-    /// Sends `signal` (e.g. "TERM") to the child with kill(1).
-    pub async fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.pid.to_string())
-            .status()
-            .await
-            .expect("kill(1) runs");
-        assert!(status.success(), "kill -{signal} {} failed", self.pid);
+    /// Sends SIGTERM, as Kubernetes does before stopping a pod.
+    pub fn terminate(&self) {
+        let pid = rustix::process::Pid::from_raw(i32::try_from(self.pid).expect("pids fit in i32"))
+            .expect("a child pid is positive");
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM)
+            .expect("SIGTERM delivered");
     }
 
     /// Waits for the child to exit and returns its exit code.
