@@ -278,9 +278,7 @@ impl Stitch {
         own_addrs.extend(outbound.iter().filter_map(|l| l.local_addr().ok()));
         own_addrs.extend(admin.local_addr().ok());
 
-        let admin_state = crate::admin::AdminState {
-            ready: ready.clone(),
-        };
+        let admin_state = crate::admin::AdminState::new(ready.clone());
         let tracker = TaskTracker::new();
         tracker.spawn(crate::admin::serve(admin, admin_state, shutdown.clone()));
 
