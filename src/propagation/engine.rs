@@ -331,30 +331,16 @@ fn sample_root(ratio: f64) -> bool {
     }
 }
 
-/// Runs the engine for one request hop and rewrites `headers` in place. See the module docs for
-/// the steps. `authority` is the request's `:authority`/`Host` (with or without port).
-pub fn propagate(
-    rules: &CompiledRules,
+/// Picks the parent of this hop: the extracted context, else (outbound) the orphan policy, else
+/// a new root. Returns the context to write (its span id is set by the caller) and, for an
+/// inferred parent, the `tracestate` its inbound request carried.
+fn decide(
+    ex: &Extraction,
     direction: Direction,
+    policy: &Policy,
     inflight: &Inflight,
-    method: &Method,
-    authority: Option<&str>,
-    path: &str,
-    headers: &mut HeaderMap,
-) -> Outcome {
-    let policy = rules.policy_for(direction, authority, path, method);
-    if !policy.trace {
-        return Outcome::untraced();
-    }
-    let mut out = Outcome::untraced();
-    out.trace = true;
-
-    let scan = Scan::new(headers, rules);
-    let ex = extract(&scan, rules, policy, &mut out);
-    let present = Present::of(&scan, rules);
-    drop(scan);
-
-    // Decide.
+    out: &mut Outcome,
+) -> (TraceContext, Option<HeaderValue>) {
     let mut inherited_tracestate = None;
     let next = match ex.winner {
         Some((ctx, dialect)) => {
@@ -409,6 +395,33 @@ pub fn propagate(
             }
         }
     };
+    (next, inherited_tracestate)
+}
+
+/// Runs the engine for one request hop and rewrites `headers` in place. See the module docs for
+/// the steps. `authority` is the request's `:authority`/`Host` (with or without port).
+pub fn propagate(
+    rules: &CompiledRules,
+    direction: Direction,
+    inflight: &Inflight,
+    method: &Method,
+    authority: Option<&str>,
+    path: &str,
+    headers: &mut HeaderMap,
+) -> Outcome {
+    let policy = rules.policy_for(direction, authority, path, method);
+    if !policy.trace {
+        return Outcome::untraced();
+    }
+    let mut out = Outcome::untraced();
+    out.trace = true;
+
+    let scan = Scan::new(headers, rules);
+    let ex = extract(&scan, rules, policy, &mut out);
+    let present = Present::of(&scan, rules);
+    drop(scan);
+
+    let (next, inherited_tracestate) = decide(&ex, direction, policy, inflight, &mut out);
     let next = TraceContext {
         span_id: SpanId::random(),
         ..next
@@ -498,20 +511,31 @@ fn settle_tracestate(
     if !present.tracestate {
         return false;
     }
-    let keep = ex.w3c_trace == Some(next.trace_id)
-        && tracestate::validate(
+    let members = if ex.w3c_trace == Some(next.trace_id) {
+        tracestate::validate(
             headers
                 .get_all(&TRACESTATE)
                 .iter()
                 .map(HeaderValue::as_bytes),
         )
         .inspect_err(|e| tracing::debug!(dialect = "w3c", error = %e, "dropped invalid tracestate"))
-        .is_ok();
-    if !keep {
-        headers.remove(&TRACESTATE);
-        out.tracestate_dropped = true;
+        .ok()
+    } else {
+        None
+    };
+    match members {
+        Some(0) => {
+            // Only empty members: nothing to forward, nothing lost.
+            headers.remove(&TRACESTATE);
+            false
+        }
+        Some(_) => true,
+        None => {
+            headers.remove(&TRACESTATE);
+            out.tracestate_dropped = true;
+            false
+        }
     }
-    keep
 }
 
 /// The `tracestate` to remember for outbound restores: the single line as is (a cheap
