@@ -23,3 +23,8 @@ lint:
 
 fmt:
 	$(CARGO) fmt --all
+
+## Benchmarks: stitch vs direct, nginx and haproxy (installs its tools, builds, measures for at
+## most ~10 minutes on loopback, writes BENCHMARKS.md). Options: BENCH_ARGS="--rounds 1".
+bench:
+	bash scripts/bench/bench.sh $(BENCH_ARGS)
