@@ -190,6 +190,13 @@ impl Stitch {
     /// Binds every listener. The admin server answers `/live` as soon as [`Stitch::run`]
     /// starts; `/ready` turns true once the proxy listeners are serving.
     pub async fn bind(settings: Settings) -> Result<Self, StartError> {
+        if let Some(target) = &settings.inbound_target
+            && crate::proxy::addrs::Target::parse_authority(target, 80).is_none()
+        {
+            return Err(StartError::msg(format!(
+                "--inbound-target {target:?} is not a host:port"
+            )));
+        }
         let inbound = bind_inbound(settings.inbound_listen).await?;
         let mut outbound = Vec::new();
         for &addr in &settings.outbound_listen {

@@ -1,12 +1,32 @@
 //! The data path: accept, learn the destination, detect the protocol, then serve HTTP through
 //! the trace layer or copy opaque bytes.
+//!
+//! ```text
+//! accept ─► destination (SO_ORIGINAL_DST | --inbound-target | per request)
+//!        ─► detect (h2 preface | HTTP/1 request line | opaque)
+//!        ─► http::server (hyper) ─► trace::TraceLayer ─► http::forward ─► pool ─► upstream
+//!        └► opaque::relay ─► upstream
+//! ```
+
+pub mod addrs;
+pub mod detect;
+pub mod http;
+pub mod opaque;
+pub mod orig_dst;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
+use self::addrs::{OwnAddrs, Target};
+use self::detect::Protocol;
+use self::http::forward::{Destination, Forward};
+use self::http::pool::{Pool, PoolSettings};
+use self::http::server::ServerLimits;
 use crate::app::{Settings, ShutdownHandle};
 
 /// Which side of the app a connection is on; the trace layer opens a SERVER span inbound and a
@@ -35,31 +55,155 @@ impl std::fmt::Display for Direction {
     }
 }
 
-/// The proxy's shared runtime state (settings, upstream pools, own addresses).
+/// The proxy's shared runtime state: settings, upstream pools, own addresses.
 #[derive(Debug)]
 pub struct Proxy {
-    own_addrs: Vec<SocketAddr>,
+    pool: Arc<Pool>,
+    own: OwnAddrs,
+    inbound_target: Option<Target>,
+    opaque_ports: Vec<u16>,
+    detect_timeout: Duration,
+    detect_max_bytes: usize,
+    limits: ServerLimits,
+    max_connections: usize,
 }
 
 impl Proxy {
     /// Builds the proxy from the settings; `own_addrs` are stitch's listeners (loop guard).
-    pub fn new(_settings: &Settings, own_addrs: Vec<SocketAddr>) -> Self {
-        Proxy { own_addrs }
+    /// An `--inbound-target` that does not parse is reported by [`crate::app::Stitch::bind`].
+    pub fn new(settings: &Settings, own_addrs: Vec<SocketAddr>) -> Self {
+        let own = OwnAddrs::new(own_addrs);
+        let pool = Pool::new(
+            PoolSettings {
+                connect_timeout: settings.connect_timeout,
+                idle_timeout: settings.upstream_idle_timeout,
+            },
+            own.clone(),
+        );
+        Proxy {
+            pool,
+            own,
+            inbound_target: settings
+                .inbound_target
+                .as_deref()
+                .and_then(|t| Target::parse_authority(t, 80)),
+            opaque_ports: settings.opaque_ports.clone(),
+            detect_timeout: settings.detect_timeout,
+            detect_max_bytes: settings.max_header_bytes,
+            limits: ServerLimits {
+                header_read_timeout: settings.header_read_timeout,
+                max_header_bytes: settings.max_header_bytes,
+                max_headers: settings.max_headers,
+                h2_max_concurrent_streams: settings.h2_max_concurrent_streams,
+            },
+            max_connections: settings.max_connections,
+        }
     }
 
-    /// Accepts connections on `listener` until shutdown.
+    /// Accepts connections on `listener` until shutdown; each is served on its own task
+    /// (tracked, so shutdown can wait for it). A sidecar never stops accepting on errors:
+    /// they are logged and the loop backs off briefly (e.g. out of file descriptors).
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
         direction: Direction,
         shutdown: ShutdownHandle,
-        _tracker: TaskTracker,
+        tracker: TaskTracker,
     ) {
-        let _ = (&self.own_addrs, direction);
+        let permits = Arc::new(Semaphore::new(self.max_connections));
         loop {
-            tokio::select! {
-                _ = listener.accept() => {}
+            // Waiting for a permit first leaves excess connections in the kernel backlog.
+            let permit = tokio::select! {
+                p = permits.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
                 _ = shutdown.triggered() => return,
+            };
+            let (stream, client) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(%direction, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = shutdown.triggered() => return,
+            };
+            let this = self.clone();
+            let shutdown = shutdown.clone();
+            tracker.spawn(async move {
+                this.handle(stream, client, direction, shutdown).await;
+                drop(permit);
+            });
+        }
+    }
+
+    async fn handle(
+        &self,
+        mut stream: TcpStream,
+        client: SocketAddr,
+        direction: Direction,
+        shutdown: ShutdownHandle,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let Ok(local) = stream.local_addr() else {
+            return;
+        };
+        let original = orig_dst::original_dst(&stream, local);
+        let destination = match (direction, &self.inbound_target, original) {
+            (Direction::Inbound, Some(target), _) => Destination::Fixed(target.clone()),
+            (_, _, Some(dst)) if self.own.is_self(dst) => {
+                tracing::warn!(%direction, %client, %dst, "refused a connection addressed to stitch itself (forwarding loop)");
+                return;
+            }
+            (_, _, Some(dst)) => Destination::Fixed(Target::Addr(dst)),
+            (Direction::Outbound, _, None) => Destination::PerRequest,
+            (Direction::Inbound, None, None) => {
+                tracing::warn!(%client, %local, "inbound connection has no original destination and no --inbound-target; closing it");
+                return;
+            }
+        };
+        let declared_opaque = match &destination {
+            Destination::Fixed(t) => self.opaque_ports.contains(&t.port()),
+            Destination::PerRequest => false,
+        };
+        let (protocol, prefix) = if declared_opaque {
+            (Protocol::Opaque, bytes::BytesMut::new())
+        } else {
+            match detect::detect(&mut stream, self.detect_timeout, self.detect_max_bytes).await {
+                Ok(found) => found,
+                Err(e) => {
+                    return tracing::debug!(%direction, %client, error = %e, "connection failed during detection");
+                }
+            }
+        };
+        tracing::trace!(%direction, %client, protocol = protocol.as_str(), "detected");
+        match protocol {
+            Protocol::Opaque => {
+                let Destination::Fixed(target) = destination else {
+                    tracing::debug!(%client, "non-HTTP connection to the explicit outbound proxy has no destination; closing it");
+                    return;
+                };
+                let upstream = match self.pool.connect_tcp(&target).await {
+                    Ok(u) => u,
+                    Err(e) => {
+                        return tracing::debug!(%direction, %target, error = %e, "opaque upstream connect failed");
+                    }
+                };
+                if let Err(e) = opaque::relay(stream, prefix, upstream).await {
+                    tracing::debug!(%direction, %target, error = %e, "opaque connection ended with an error");
+                }
+            }
+            Protocol::Http1 | Protocol::Http2 => {
+                let io = detect::PrefixedIo::new(prefix, stream);
+                let forward = Forward::new(self.pool.clone(), destination, protocol);
+                if protocol == Protocol::Http2 {
+                    http::server::serve_http2(io, forward, direction, &self.limits, shutdown).await;
+                } else {
+                    http::server::serve_http1(io, forward, direction, &self.limits, shutdown).await;
+                }
             }
         }
     }

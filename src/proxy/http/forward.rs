@@ -1,0 +1,354 @@
+//! The innermost service of the HTTP stack: decides the upstream of a request, prepares the
+//! request for the next hop, sends it through the pool and turns failures into responses
+//! (502/504 for HTTP, `UNAVAILABLE` for gRPC), so a failure never hangs or kills a connection.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use super::body::{ProxyBody, UpstreamBody};
+use super::headers::{self, Keep};
+use super::pool::{ForwardError, Pool};
+use crate::proxy::addrs::{ConnectError, Target};
+use crate::proxy::detect::Protocol;
+
+/// Marks a response stitch generated because the upstream could not be reached or failed;
+/// the trace layer turns it into the span's `error.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamFailure(pub &'static str);
+
+/// Where the requests of one client connection go.
+#[derive(Debug, Clone)]
+pub enum Destination {
+    /// Every request goes to this target (transparent original destination, or
+    /// `--inbound-target`).
+    Fixed(Target),
+    /// Explicit outbound proxy: each request names its upstream (absolute-form URI, `Host`,
+    /// `:authority`).
+    PerRequest,
+}
+
+/// Forwards requests of one client connection.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    pool: Arc<Pool>,
+    destination: Destination,
+    protocol: Protocol,
+}
+
+impl Forward {
+    /// A forwarder for a connection speaking `protocol` (HTTP/1 or HTTP/2, kept end to end).
+    pub fn new(pool: Arc<Pool>, destination: Destination, protocol: Protocol) -> Self {
+        Forward {
+            pool,
+            destination,
+            protocol,
+        }
+    }
+
+    async fn forward(self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let grpc = headers::is_grpc(req.headers());
+        let target = match self.target_of(&req) {
+            Ok(t) => t,
+            Err(why) => return local_error(grpc, StatusCode::BAD_REQUEST, why),
+        };
+        let result = match self.protocol {
+            Protocol::Http2 => self.forward_h2(&target, req).await,
+            _ => self.forward_h1(&target, req).await,
+        };
+        match result {
+            Ok(resp) => resp,
+            Err(e) => {
+                let status = match &e {
+                    ForwardError::Connect(ConnectError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
+                    _ => StatusCode::BAD_GATEWAY,
+                };
+                match &e {
+                    ForwardError::Connect(ConnectError::Loop(addr)) => {
+                        tracing::warn!(%addr, "refused a request addressed to stitch itself (forwarding loop)")
+                    }
+                    _ => tracing::debug!(%target, error = %e, "forwarding failed"),
+                }
+                let mut resp = local_error(grpc, status, &format!("stitch: {e}"));
+                resp.extensions_mut().insert(UpstreamFailure(e.kind()));
+                resp
+            }
+        }
+    }
+
+    fn target_of(&self, req: &Request<Incoming>) -> Result<Target, &'static str> {
+        match &self.destination {
+            Destination::Fixed(t) => Ok(t.clone()),
+            Destination::PerRequest => {
+                // Absolute-form (what HTTP_PROXY clients send) and HTTP/2 carry the authority
+                // in the URI; otherwise the Host header names the upstream (RFC 9112 §3.2.2).
+                let authority = match req.uri().authority() {
+                    Some(a) => a.as_str(),
+                    None => req
+                        .headers()
+                        .get(header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .ok_or("stitch: the request names no upstream (no absolute URI, no Host header)")?,
+                };
+                let default_port = if req.uri().scheme() == Some(&http::uri::Scheme::HTTPS) {
+                    443
+                } else {
+                    80
+                };
+                Target::parse_authority(authority, default_port)
+                    .ok_or("stitch: the request's authority is not a valid host:port")
+            }
+        }
+    }
+
+    async fn forward_h1(
+        &self,
+        target: &Target,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, ForwardError> {
+        if headers::has_ambiguous_framing(req.headers()) {
+            tracing::debug!(
+                "rejected a request with ambiguous framing (Content-Length with Transfer-Encoding)"
+            );
+            let mut resp = local_error(
+                false,
+                StatusCode::BAD_REQUEST,
+                "stitch: ambiguous request framing (RFC 9112 §6.3)",
+            );
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return Ok(resp);
+        }
+        let connect = req.method() == Method::CONNECT;
+        if connect && matches!(self.destination, Destination::PerRequest) {
+            return self.tunnel(target, req).await;
+        }
+        // A CONNECT addressed through a fixed destination belongs to the app behind it.
+        let upgrade = connect || headers::wants_upgrade(req.headers());
+        if !connect {
+            to_origin_form(&mut req);
+        }
+        *req.version_mut() = Version::HTTP_11;
+        headers::strip_hop_by_hop(
+            req.headers_mut(),
+            Keep {
+                upgrade,
+                te_trailers: false,
+            },
+        );
+        if upgrade {
+            return self.upgrade(target, req).await;
+        }
+        let (resp, checkin) = self.pool.send_h1(target, req).await?;
+        let (mut parts, body) = resp.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers, Keep::default());
+        Ok(Response::from_parts(
+            parts,
+            ProxyBody::Upstream(UpstreamBody::new(body, Some(checkin))),
+        ))
+    }
+
+    async fn forward_h2(
+        &self,
+        target: &Target,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, ForwardError> {
+        headers::strip_hop_by_hop(
+            req.headers_mut(),
+            Keep {
+                upgrade: false,
+                te_trailers: true,
+            },
+        );
+        let resp = self.pool.send_h2(target, req).await?;
+        let (mut parts, body) = resp.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers, Keep::default());
+        Ok(Response::from_parts(
+            parts,
+            ProxyBody::Upstream(UpstreamBody::new(body, None)),
+        ))
+    }
+
+    /// `CONNECT host:port` to the explicit proxy: connect, answer 200, copy bytes both ways.
+    async fn tunnel(
+        &self,
+        target: &Target,
+        req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, ForwardError> {
+        let mut upstream = self
+            .pool
+            .connect_tcp(target)
+            .await
+            .map_err(ForwardError::Connect)?;
+        let on_upgrade = hyper::upgrade::on(req);
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    let mut client = TokioIo::new(upgraded);
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+                    {
+                        tracing::debug!(error = %e, "CONNECT tunnel ended with an error");
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "CONNECT client went away before the tunnel opened")
+                }
+            }
+        });
+        Ok(Response::new(ProxyBody::empty()))
+    }
+
+    /// A protocol switch (WebSocket): forward the request on a dedicated connection; on 101,
+    /// join the two upgraded connections into a byte tunnel.
+    async fn upgrade(
+        &self,
+        target: &Target,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, ForwardError> {
+        let client_upgrade = hyper::upgrade::on(&mut req);
+        let connect = req.method() == Method::CONNECT;
+        let mut resp = self.pool.send_upgrade(target, req).await?;
+        let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS
+            || connect && resp.status().is_success();
+        if !switched {
+            let (mut parts, body) = resp.into_parts();
+            headers::strip_hop_by_hop(&mut parts.headers, Keep::default());
+            return Ok(Response::from_parts(
+                parts,
+                ProxyBody::Upstream(UpstreamBody::new(body, None)),
+            ));
+        }
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                Ok(both) => both,
+                Err(e) => return tracing::debug!(error = %e, "protocol switch failed"),
+            };
+            let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                tracing::debug!(error = %e, "upgraded tunnel ended with an error");
+            }
+        });
+        let (mut parts, body) = resp.into_parts();
+        headers::strip_hop_by_hop(
+            &mut parts.headers,
+            Keep {
+                upgrade: true,
+                te_trailers: false,
+            },
+        );
+        Ok(Response::from_parts(
+            parts,
+            ProxyBody::Upstream(UpstreamBody::new(body, None)),
+        ))
+    }
+}
+
+/// Rewrites an absolute-form target (`GET http://host/p?q`) to origin-form (`/p?q`) for the
+/// next hop, with `Host` set to the URI's authority as RFC 9112 §3.2.2 requires of a proxy.
+/// An origin-form target is left exactly as received.
+fn to_origin_form(req: &mut Request<Incoming>) {
+    let Some(authority) = req.uri().authority().cloned() else {
+        return;
+    };
+    if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+        req.headers_mut().insert(header::HOST, host);
+    }
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/");
+    let path = if path.is_empty() { "/" } else { path };
+    if let Ok(uri) = Uri::try_from(path) {
+        *req.uri_mut() = uri;
+    }
+}
+
+/// A response stitch writes itself. For gRPC a trailers-only response with status 14
+/// (`UNAVAILABLE`) and the reason, so gRPC clients see a gRPC error, not an HTTP one.
+pub fn local_error(grpc: bool, status: StatusCode, message: &str) -> Response<ProxyBody> {
+    if grpc {
+        let mut resp = Response::new(ProxyBody::empty());
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        let code = if status == StatusCode::BAD_REQUEST {
+            "13"
+        } else {
+            "14"
+        };
+        h.insert("grpc-status", HeaderValue::from_static(code));
+        if let Ok(v) = HeaderValue::from_str(&grpc_message_encode(message)) {
+            h.insert("grpc-message", v);
+        }
+        return resp;
+    }
+    let mut resp = Response::new(ProxyBody::text(format!("{message}\n")));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// Percent-encodes a `grpc-message` value (gRPC over HTTP/2 spec: printable ASCII except `%`).
+fn grpc_message_encode(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for b in message.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl tower::Service<Request<Incoming>> for Forward {
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.forward(req).await) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_messages_are_percent_encoded() {
+        assert_eq!(
+            grpc_message_encode("refused: 100% ✓"),
+            "refused: 100%25 %E2%9C%93"
+        );
+    }
+
+    #[test]
+    fn grpc_errors_are_trailers_only_unavailable() {
+        let resp = local_error(true, StatusCode::BAD_GATEWAY, "upstream connect failed");
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["grpc-status"], "14");
+        assert_eq!(resp.headers()["grpc-message"], "upstream connect failed");
+        let plain = local_error(false, StatusCode::BAD_GATEWAY, "x");
+        assert_eq!(plain.status(), StatusCode::BAD_GATEWAY);
+    }
+}

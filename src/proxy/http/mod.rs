@@ -1,0 +1,14 @@
+//! HTTP/1 and HTTP/2 serving and forwarding with hyper.
+//!
+//! The stack per connection, outermost first: hyper's server connection → [`TraceLayer`]
+//! (propagation and spans) → [`forward::Forward`] (routing, hop-by-hop headers, pooled
+//! upstream client, errors as responses). The protocol is kept end to end: an HTTP/1 client
+//! is forwarded over HTTP/1, an h2c/gRPC client over HTTP/2.
+//!
+//! [`TraceLayer`]: crate::trace::TraceLayer
+
+pub mod body;
+pub mod forward;
+pub mod headers;
+pub mod pool;
+pub mod server;

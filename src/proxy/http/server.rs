@@ -1,0 +1,92 @@
+//! Serves one client connection with hyper, HTTP/1 or HTTP/2, through the service stack, and
+//! ends it gracefully (HTTP/2 GOAWAY, HTTP/1 close after the in-flight response) on shutdown.
+
+use std::time::Duration;
+
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tower::Layer;
+
+use super::forward::Forward;
+use crate::app::ShutdownHandle;
+use crate::proxy::Direction;
+use crate::trace::TraceLayer;
+
+/// Per-connection limits of the HTTP server side.
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    /// Deadline for a complete request head; also closes idle keep-alive connections.
+    pub header_read_timeout: Duration,
+    /// Largest request head, bytes.
+    pub max_header_bytes: usize,
+    /// Most header fields per request.
+    pub max_headers: usize,
+    /// HTTP/2 streams open at once per connection.
+    pub h2_max_concurrent_streams: u32,
+}
+
+/// Serves HTTP/1 on `io` until the client leaves or shutdown ends the connection.
+pub async fn serve_http1<I>(
+    io: I,
+    forward: Forward,
+    direction: Direction,
+    limits: &ServerLimits,
+    shutdown: ShutdownHandle,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(TraceLayer::new(direction).layer(forward));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers)
+        .preserve_header_case(true)
+        // The app must not notice stitch: no Date header the upstream did not send.
+        .auto_date_header(false)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.triggered() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%direction, error = %e, "HTTP/1 connection ended with an error");
+    }
+}
+
+/// Serves HTTP/2 (prior knowledge) on `io`; on shutdown sends GOAWAY and lets open streams end.
+pub async fn serve_http2<I>(
+    io: I,
+    forward: Forward,
+    direction: Direction,
+    limits: &ServerLimits,
+    shutdown: ShutdownHandle,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(TraceLayer::new(direction).layer(forward));
+    let conn = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .auto_date_header(false)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.triggered() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%direction, error = %e, "HTTP/2 connection ended with an error");
+    }
+}
