@@ -179,6 +179,11 @@ peak RSS is `VmHWM` summed over the proxy's processes, reset at the start of eac
         header += "\n**Skipped targets**: " + "; ".join(
             f"{name}: {why}" for name, why in skipped.items()) + "\n"
 
+    tracing = run.get("tracing") or {}
+    if tracing:
+        header += "\n**Tracing evidence** (the trace store each stitch row should fill): " + \
+            "; ".join(f"{name}: {what}" for name, what in tracing.items()) + "\n"
+
     parts = [header, "## Results", ""]
     parts.append(table(run, "HTTP/1.1, closed loop (wrk, 1 thread, 50 connections)",
                        "`generator CPU` is wrk's own share of its core: near 100% means wrk, "

@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 from report import write_report
@@ -205,8 +206,9 @@ class Probe:
 
 
 class Target:
-    def __init__(self, name, h1, h2, grpc, proc=None):
+    def __init__(self, name, h1, h2, grpc, proc=None, traces_url=None):
         self.name, self.h1, self.h2, self.grpc, self.proc = name, h1, h2, grpc, proc
+        self.traces_url = traces_url  # where this target's spans should be visible
         self.problem = None  # set when the target cannot serve; it is then skipped
 
 
@@ -275,11 +277,31 @@ def start_targets(args, workdir):
             "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}),
     ]
     for name, extra, env in variants:
-        inbound = free_port()
+        inbound, admin = free_port(), free_port()
         proc = start(name.replace(" ", "").replace("(", "-").replace(")", ""),
-                     stitch_cmd(inbound, free_port(), extra), workdir, env=clean_env(**env), cpus=sut)
-        targets.append(Target(name, inbound, inbound, inbound, proc))
+                     stitch_cmd(inbound, admin, extra), workdir, env=clean_env(**env), cpus=sut)
+        traces = collector_admin if "OTLP" in name else admin
+        targets.append(Target(name, inbound, inbound, inbound, proc,
+                              f"http://127.0.0.1:{traces}/traces"))
     return targets
+
+
+def tracing_evidence(targets):
+    """What each stitch's trace store shows after the run, so the report says plainly whether
+    the 'ring' and 'OTLP' rows really carried spans."""
+    evidence = {}
+    for target in targets:
+        if not target.traces_url or target.problem:
+            continue
+        try:
+            with urllib.request.urlopen(target.traces_url, timeout=3) as resp:
+                body = resp.read()
+            evidence[target.name] = f"GET /traces → {resp.status}, {len(body):,} bytes"
+        except urllib.error.HTTPError as e:
+            evidence[target.name] = f"GET /traces → {e.code} (no spans visible)"
+        except OSError as e:
+            evidence[target.name] = f"GET /traces failed: {e}"
+    return evidence
 
 
 def check_targets(targets):
@@ -460,7 +482,10 @@ def main():
     workdir = tempfile.mkdtemp(prefix="stitch-bench-")
     upload_file = os.path.join(workdir, "upload-1GiB.bin")
     with open(upload_file, "wb") as f:
-        f.truncate(GIB)  # sparse: reading it costs the generator almost nothing
+        f.truncate(GIB)  # sparse: no disk written, and reading it costs curl almost nothing
+    with open(upload_file, "rb") as f:
+        while f.read(1 << 24):
+            pass  # warm the page cache so the first upload is not slower than the others
 
     machine = machine_description()
     print(f"stitch bench: logs in {workdir}", flush=True)
@@ -512,6 +537,7 @@ def main():
                "command": args.command, "duration_s": round(time.time() - began),
                "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                "skipped": {t.name: t.problem for t in targets if t.problem},
+               "tracing": tracing_evidence(targets),
                "results": results}
         with open(os.path.join(workdir, "results.json"), "w") as f:
             json.dump(run, f, indent=1)
@@ -519,6 +545,7 @@ def main():
         print(f"wrote {args.out} (raw figures: {workdir}/results.json)", flush=True)
     finally:
         stop_all()
+        os.remove(upload_file)
 
 
 if __name__ == "__main__":
