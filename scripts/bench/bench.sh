@@ -40,4 +40,4 @@ cargo build --release --bin stitch --example bench_backend --example bench_grpc_
 target_dir=$(cargo metadata --format-version 1 --no-deps |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 
-exec python3 scripts/bench/run.py --bin-dir "$target_dir/release" "$@"
+exec python3 -B scripts/bench/run.py --bin-dir "$target_dir/release" "$@"

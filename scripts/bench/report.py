@@ -186,11 +186,17 @@ peak RSS is `VmHWM` summed over the proxy's processes, reset at the start of eac
 
     parts = [header, "## Results", ""]
     parts.append(table(run, "HTTP/1.1, closed loop (wrk, 1 thread, 50 connections)",
-                       "`generator CPU` is wrk's own share of its core: near 100% means wrk, "
-                       "not the proxy, bounds req/s.",
+                       "`proxy core` / `backend core`: share of CPU "
+                       f"{run['sut_cpus']} each used (together near 100% means that core bounds "
+                       "req/s); `other load on core`: CPU time other processes (and the hypervisor) took on "
+                       "that core meanwhile; `generator CPU`: wrk's share of its own core (near 100% means wrk "
+                       "bounds req/s).",
                        [("req/s", "h1.rps", f_int, [NGINX]),
                         ("CPU s / 10k req", "h1.cpu", f_cpu, [NGINX]),
                         ("peak RSS MiB", "h1.rss_mib", f_mib, []),
+                        ("proxy core", "h1.proxy_core", f_pct, []),
+                        ("backend core", "h1.backend_core", f_pct, []),
+                        ("other load on core", "h1.other_core", f_pct, []),
                         ("generator CPU", "h1.gen_cpu_share", f_pct, [])], order))
     parts.append(table(run, f"HTTP/1.1 latency at {rate} req/s, paired (oha, open loop, "
                        "latency-corrected)",
@@ -208,18 +214,21 @@ peak RSS is `VmHWM` summed over the proxy's processes, reset at the start of eac
                        [("req/s", "h2.rps", f_int, [NGINX, HAPROXY]),
                         ("CPU s / 10k req", "h2.cpu", f_cpu, [NGINX, HAPROXY]),
                         ("peak RSS MiB", "h2.rss_mib", f_mib, []),
+                        ("proxy core", "h2.proxy_core", f_pct, []),
                         ("generator CPU", "h2.gen_cpu_share", f_pct, [])], order))
     parts.append(table(run, "gRPC unary (tonic client, 2 connections, 32 concurrent calls)",
                        "nginx uses `grpc_pass` with a keep-alive pool.",
                        [("req/s", "grpc_unary.rps", f_int, [NGINX, HAPROXY]),
                         ("p99 µs", "grpc_unary.p99", f_int, []),
                         ("CPU s / 10k req", "grpc_unary.cpu", f_cpu, [NGINX, HAPROXY]),
+                        ("proxy core", "grpc_unary.proxy_core", f_pct, []),
                         ("generator CPU", "grpc_unary.gen_cpu_share", f_pct, [])], order))
     parts.append(table(run, "gRPC bidirectional streaming (32 streams, ping-pong messages)",
                        "req/s here is messages echoed per second.",
                        [("msg/s", "grpc_stream.rps", f_int, [NGINX, HAPROXY]),
                         ("p99 µs", "grpc_stream.p99", f_int, []),
                         ("CPU s / 10k msg", "grpc_stream.cpu", f_cpu, [NGINX, HAPROXY]),
+                        ("proxy core", "grpc_stream.proxy_core", f_pct, []),
                         ("generator CPU", "grpc_stream.gen_cpu_share", f_pct, [])], order))
     parts.append(table(run, "1 GiB streamed body (curl, HTTP/1.1)",
                        "Download = backend streams 1 GiB to the client; upload = client PUTs "

@@ -39,7 +39,8 @@ import time
 import urllib.error
 import urllib.request
 
-from report import write_report
+sys.dont_write_bytecode = True  # keep scripts/bench free of __pycache__
+from report import write_report  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GIB = 1 << 30
@@ -183,20 +184,55 @@ def peak_rss_mib(pids):
     return total_kib / 1024
 
 
+def parse_cpus(spec):
+    cpus = set()
+    for part in spec.split(","):
+        low, _, high = part.partition("-")
+        cpus.update(range(int(low), int(high or low) + 1))
+    return cpus
+
+
+def core_busy_seconds(cpus):
+    """Busy time (everything but idle and iowait, steal included) of the given CPUs."""
+    busy = 0
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *ticks = line.split()
+            if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+                user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, ticks[:8])
+                busy += user + nice + system + irq + softirq + steal
+    return busy / CLK_TCK
+
+
 class Probe:
-    """CPU and peak RSS of a target's proxy processes across one workload."""
+    """CPU and peak RSS of a target's proxy processes across one workload, and how busy the
+    proxy and the backend kept their (shared) core: near 100% together means that core, not
+    the proxy's efficiency alone, bounds closed-loop throughput."""
+
+    backend_pid = None  # set once the backend runs
+    sut_cpus = set()  # the CPUs the backend and proxies are pinned to
 
     def __init__(self, target):
         self.pids = process_tree(target.proc.pid) if target.proc else []
         reset_peak_rss(self.pids)
         self.cpu_start = cpu_seconds(self.pids)
+        self.backend_start = cpu_seconds([Probe.backend_pid])
+        self.core_start = core_busy_seconds(Probe.sut_cpus)
+        self.wall_start = time.time()
 
     def finish(self, result, work_units, per=10_000):
-        """Adds cpu (seconds per `per` work units) and rss_mib to result, if there is a proxy."""
+        """Adds cpu (seconds per `per` work units), rss_mib and the core shares to result."""
+        wall = time.time() - self.wall_start
+        backend = cpu_seconds([Probe.backend_pid]) - self.backend_start
+        used = cpu_seconds(self.pids) - self.cpu_start if self.pids else 0.0
+        result["backend_core"] = backend / wall
+        # Whatever else ran on the proxy's core meanwhile (other processes, hypervisor steal).
+        others = core_busy_seconds(Probe.sut_cpus) - self.core_start - backend - used
+        result["other_core"] = max(0.0, others) / wall
         if self.pids:
-            used = cpu_seconds(self.pids) - self.cpu_start
             if work_units > 0:
                 result["cpu"] = used / work_units * per
+            result["proxy_core"] = used / wall
             result["rss_mib"] = peak_rss_mib(self.pids)
         return result
 
@@ -242,6 +278,8 @@ def start_targets(args, workdir):
     backend_port = free_port()
     backend = start("backend", [os.path.join(args.bin_dir, "examples", "bench_backend"),
                                 f"127.0.0.1:{backend_port}"], workdir, cpus=sut)
+    Probe.backend_pid = backend.pid
+    Probe.sut_cpus = parse_cpus(sut)
     targets = [Target("direct", backend_port, backend_port, backend_port)]
 
     ports = {"DIR": workdir, "BACKEND": backend_port,
