@@ -328,6 +328,7 @@ def main():
     procs.NICENESS[0] = args.nice if os.geteuid() == 0 else 0
     signal.signal(signal.SIGTERM, procs.on_signal)
     signal.signal(signal.SIGHUP, procs.on_signal)
+    signal.signal(signal.SIGINT, procs.on_signal)  # also when started in the background
     atexit.register(procs.stop_all)
     workdir = tempfile.mkdtemp(prefix="stitch-bench-")
     upload_file = os.path.join(workdir, "upload-1GiB.bin")
