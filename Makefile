@@ -1,13 +1,24 @@
 # stitch — the two commands a newcomer needs are `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: test build run lint fmt bench demo
+.PHONY: test deps build run lint fmt bench demo
 
-## Build, then run every test (unit + integration), plus lints.
-test:
+# Debian packages the tests need: iptables + iproute2 (netns test), chromium (trace page).
+TEST_PACKAGES := iptables iproute2 chromium
+
+## Install what the tests need (root, Debian), build, then run every test plus lints.
+test: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test --all-targets
+
+deps:
+	@missing=""; for p in $(TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "missing packages:$$missing (install them as root; the tests that need them say why they skip)"; fi; \
+	fi
+	@rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 build:
 	$(CARGO) build --release
@@ -23,6 +34,12 @@ lint:
 
 fmt:
 	$(CARGO) fmt --all
+
+## The whole product on loopback, no root, no collector: an order chain (gateway → order →
+## inventory + payment) with each service behind its own stitch; prints where to look.
+demo:
+	$(CARGO) build --release --bin stitch --example demo
+	$(CARGO) run --release --example demo
 
 ## Benchmarks: stitch vs direct, nginx and haproxy (installs its tools, builds, measures for at
 ## most ~10 minutes on loopback, writes BENCHMARKS.md). Options: BENCH_ARGS="--rounds 1".

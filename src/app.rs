@@ -16,7 +16,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::config::RulesHandle;
+use crate::propagation::Inflight;
 use crate::proxy::{Direction, Proxy};
+use crate::telemetry::{Telemetry, TelemetryConfig};
+use crate::trace::Tracing;
 
 /// Everything `stitch run` can be told, as plain data (CLI flags and env vars map onto it).
 #[derive(Debug, Clone)]
@@ -53,6 +57,12 @@ pub struct Settings {
     pub h2_max_concurrent_streams: u32,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub drain_timeout: Duration,
+    /// Record `url.query` on spans (off by default: queries often carry secrets).
+    pub record_url_query: bool,
+    /// The span pipeline (OTLP endpoint, ring bounds, degradation); read from the standard
+    /// `OTEL_*` variables by the CLI, passed explicitly by tests. `service_name` above wins
+    /// over the one in here.
+    pub telemetry: TelemetryConfig,
 }
 
 impl Default for Settings {
@@ -77,6 +87,8 @@ impl Default for Settings {
             max_connections: 10_000,
             h2_max_concurrent_streams: 256,
             drain_timeout: Duration::from_secs(30),
+            record_url_query: false,
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -174,6 +186,7 @@ pub struct Stitch {
     admin: TcpListener,
     shutdown: ShutdownHandle,
     ready: Arc<AtomicBool>,
+    rules: RulesHandle,
 }
 
 impl std::fmt::Debug for Stitch {
@@ -197,6 +210,9 @@ impl Stitch {
                 "--inbound-target {target:?} is not a host:port"
             )));
         }
+        // An invalid rules file stops start-up with the same errors `check-config` prints.
+        let rules = RulesHandle::from_optional_file(settings.config.as_deref())
+            .map_err(|e| StartError::msg(format!("invalid rules file:\n{e}")))?;
         let inbound = bind_inbound(settings.inbound_listen).await?;
         let mut outbound = Vec::new();
         for &addr in &settings.outbound_listen {
@@ -229,6 +245,7 @@ impl Stitch {
             admin,
             shutdown: ShutdownHandle::default(),
             ready: Arc::new(AtomicBool::new(false)),
+            rules,
         })
     }
 
@@ -269,6 +286,7 @@ impl Stitch {
             admin,
             shutdown,
             ready,
+            rules,
         } = self;
         let mut own_addrs = vec![
             inbound
@@ -278,13 +296,42 @@ impl Stitch {
         own_addrs.extend(outbound.iter().filter_map(|l| l.local_addr().ok()));
         own_addrs.extend(admin.local_addr().ok());
 
-        let admin_state = crate::admin::AdminState {
-            ready: ready.clone(),
-        };
+        let telemetry = Telemetry::start(
+            settings
+                .telemetry
+                .clone()
+                .with_service_name(settings.service_name.clone()),
+        );
+        let _watch = rules
+            .path()
+            .and_then(|path| watch_rules(path.to_path_buf(), &rules));
+        let admin_state = crate::admin::AdminState::new(ready.clone())
+            .with_telemetry(&telemetry)
+            .with_config_view({
+                let rules = rules.clone();
+                let exporter = telemetry.config_view();
+                move || {
+                    let mut view = rules.to_json();
+                    if let Some(map) = view.as_object_mut() {
+                        map.insert("telemetry".to_owned(), exporter.clone());
+                    }
+                    view
+                }
+            });
         let tracker = TaskTracker::new();
+        if let Ok(addr) = admin.local_addr() {
+            tracing::info!(listener = "admin", %addr, "listening");
+        }
         tracker.spawn(crate::admin::serve(admin, admin_state, shutdown.clone()));
 
-        let proxy = Arc::new(Proxy::new(&settings, own_addrs));
+        let tracing_handles = Tracing {
+            rules,
+            inflight: Inflight::default(),
+            sink: telemetry.sink(),
+            metrics: telemetry.metrics(),
+            record_query: settings.record_url_query,
+        };
+        let proxy = Arc::new(Proxy::new(&settings, own_addrs, tracing_handles));
         for (listener, direction) in std::iter::once((inbound, Direction::Inbound))
             .chain(outbound.into_iter().map(|l| (l, Direction::Outbound)))
         {
@@ -311,7 +358,24 @@ impl Stitch {
         } else {
             tracing::info!("drained");
         }
+        // Spans of the drained requests go out before exit.
+        telemetry.shutdown(Duration::from_secs(5)).await;
         Ok(())
+    }
+}
+
+/// Watches the rules file (edits, renames, ConfigMap symlink swaps) and SIGHUP. A watcher that
+/// cannot start leaves the rules as loaded: degraded, not fatal.
+fn watch_rules(path: PathBuf, rules: &RulesHandle) -> Option<crate::config::WatchGuard> {
+    if let Err(e) = crate::config::reload_on_sighup(rules.clone()) {
+        tracing::warn!(error = %e, "cannot reload rules on SIGHUP");
+    }
+    match crate::config::watch(path, rules.clone()) {
+        Ok(guard) => Some(guard),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the rules file; changes need a restart");
+            None
+        }
     }
 }
 

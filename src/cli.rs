@@ -100,6 +100,9 @@ pub struct RunArgs {
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish before exit.
     #[arg(long, env = "STITCH_DRAIN_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30s")]
     drain_timeout: Duration,
+    /// Record the query string as `url.query` on spans (off: queries often carry secrets).
+    #[arg(long, env = "STITCH_RECORD_URL_QUERY")]
+    record_url_query: bool,
 }
 
 impl RunArgs {
@@ -126,6 +129,9 @@ impl RunArgs {
             max_connections: self.max_connections,
             h2_max_concurrent_streams: self.h2_max_concurrent_streams,
             drain_timeout: self.drain_timeout,
+            record_url_query: self.record_url_query,
+            // The one place the OTEL_* environment is read (tests pass explicit values).
+            telemetry: crate::telemetry::TelemetryConfig::from_env(|k| std::env::var(k).ok()),
         }
     }
 }

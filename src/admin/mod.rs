@@ -1,25 +1,96 @@
-//! The admin server: liveness, readiness and (as they arrive) metrics, rules and traces.
+//! The admin server: liveness, readiness, Prometheus metrics, the rules in force, recent
+//! traces (JSON and an HTML waterfall) and an OTLP/HTTP receiver.
 //!
 //! It runs on its own listener so probes and scrapes never queue behind proxied traffic.
+//!
+//! | route | answer |
+//! | --- | --- |
+//! | `GET /live` | 200 while the process serves |
+//! | `GET /ready` | 200 once listeners serve and rules are loaded, 503 otherwise |
+//! | `GET /metrics` | OpenMetrics text from the registry |
+//! | `GET /config` | the JSON the `config_view` hook returns (no secrets) |
+//! | `GET /traces` | recent traces, newest first; `?service=&status=error\|ok&min_duration_ms=&limit=`; HTML waterfall with `Accept: text/html` |
+//! | `GET /traces/{trace_id}` | one trace's spans with its integrity verdict (HTML with `Accept: text/html`) |
+//! | `POST /v1/traces` | OTLP/HTTP `ExportTraceServiceRequest`, protobuf or JSON, into the ring |
+
+mod otlp;
+mod traces;
+mod waterfall;
 
 use std::convert::Infallible;
+use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 use crate::app::ShutdownHandle;
+use crate::telemetry::config::RingConfig;
+use crate::telemetry::{Metrics, Telemetry, TraceRing};
+
+/// Largest `POST /v1/traces` body accepted, by default.
+pub const DEFAULT_MAX_OTLP_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// The hook `/config` calls for the rules in force (filled by the app from the rules handle).
+pub type ConfigView = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 /// Shared state the admin endpoints read.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AdminState {
     /// True once the proxy listeners serve; false again while draining.
     pub ready: Arc<AtomicBool>,
+    /// Produces the `/config` document; it must never include secrets.
+    pub config_view: ConfigView,
+    /// The registry `/metrics` encodes.
+    pub metrics: Metrics,
+    /// The ring `/traces` reads and `/v1/traces` writes.
+    pub ring: TraceRing,
+    /// Largest accepted `POST /v1/traces` body.
+    pub max_otlp_body_bytes: usize,
+}
+
+impl fmt::Debug for AdminState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminState")
+            .field("ready", &self.ready)
+            .field("ring_spans", &self.ring.span_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdminState {
+    /// State with an empty `/config`, a fresh registry and an empty ring; attach the real
+    /// handles with [`AdminState::with_telemetry`] and [`AdminState::with_config_view`].
+    pub fn new(ready: Arc<AtomicBool>) -> Self {
+        AdminState {
+            ready,
+            config_view: Arc::new(|| serde_json::json!({})),
+            metrics: Metrics::new(),
+            ring: TraceRing::new(RingConfig::default()),
+            max_otlp_body_bytes: DEFAULT_MAX_OTLP_BODY_BYTES,
+        }
+    }
+
+    /// Serves this pipeline's metrics and ring.
+    pub fn with_telemetry(mut self, telemetry: &Telemetry) -> Self {
+        self.metrics = telemetry.metrics();
+        self.ring = telemetry.ring();
+        self
+    }
+
+    /// Sets the `/config` hook.
+    pub fn with_config_view(
+        mut self,
+        view: impl Fn() -> serde_json::Value + Send + Sync + 'static,
+    ) -> Self {
+        self.config_view = Arc::new(view);
+        self
+    }
 }
 
 /// Serves the admin endpoints until shutdown.
@@ -39,7 +110,7 @@ pub async fn serve(listener: TcpListener, state: AdminState, shutdown: ShutdownH
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, req)) }
+                async move { Ok::<_, Infallible>(route(&state, req).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             if let Err(e) = builder
@@ -52,26 +123,67 @@ pub async fn serve(listener: TcpListener, state: AdminState, shutdown: ShutdownH
     }
 }
 
-fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    match (req.method().as_str(), req.uri().path()) {
-        ("GET", "/live") => text(StatusCode::OK, "live\n"),
-        ("GET", "/ready") => {
+async fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    match (&method, path.as_str()) {
+        (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
+        (&Method::GET, "/ready") => {
             if state.ready.load(Ordering::Acquire) {
                 text(StatusCode::OK, "ready\n")
             } else {
                 text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
             }
         }
+        (&Method::GET, "/metrics") => respond(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            state.metrics.encode(),
+        ),
+        (&Method::GET, "/config") => json(StatusCode::OK, &(state.config_view)()),
+        (&Method::GET, "/traces") => traces::list(state, &req),
+        (&Method::GET, p) if p.starts_with("/traces/") => {
+            traces::one(state, &req, &p["/traces/".len()..])
+        }
+        (&Method::POST, "/v1/traces") => otlp::receive(state, req).await,
+        (_, "/live" | "/ready" | "/metrics" | "/config" | "/traces" | "/v1/traces") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body.into()));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        HeaderValue::from_static(content_type),
     );
     resp
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    respond(
+        status,
+        "text/plain; charset=utf-8",
+        Bytes::from_static(body.as_bytes()),
+    )
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
+    respond(status, "application/json", value.to_string())
+}
+
+/// Whether the client asked for HTML (a browser) rather than JSON.
+fn wants_html(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("text/html"))
 }

@@ -28,6 +28,7 @@ use self::http::forward::{Destination, Forward};
 use self::http::pool::{Pool, PoolSettings};
 use self::http::server::ServerLimits;
 use crate::app::{Settings, ShutdownHandle};
+use crate::trace::{ConnInfo, TraceLayer, Tracing};
 
 /// Which side of the app a connection is on; the trace layer opens a SERVER span inbound and a
 /// CLIENT span outbound.
@@ -66,12 +67,13 @@ pub struct Proxy {
     detect_max_bytes: usize,
     limits: ServerLimits,
     max_connections: usize,
+    tracing: Tracing,
 }
 
 impl Proxy {
     /// Builds the proxy from the settings; `own_addrs` are stitch's listeners (loop guard).
     /// An `--inbound-target` that does not parse is reported by [`crate::app::Stitch::bind`].
-    pub fn new(settings: &Settings, own_addrs: Vec<SocketAddr>) -> Self {
+    pub fn new(settings: &Settings, own_addrs: Vec<SocketAddr>, tracing: Tracing) -> Self {
         let own = OwnAddrs::new(own_addrs);
         let pool = Pool::new(
             PoolSettings {
@@ -97,6 +99,7 @@ impl Proxy {
                 h2_max_concurrent_streams: settings.h2_max_concurrent_streams,
             },
             max_connections: settings.max_connections,
+            tracing,
         }
     }
 
@@ -151,6 +154,8 @@ impl Proxy {
         let Ok(local) = stream.local_addr() else {
             return;
         };
+        let metrics = &self.tracing.metrics;
+        let _open = metrics.connection_opened(direction);
         let original = orig_dst::original_dst(&stream, local);
         let destination = match (direction, &self.inbound_target, original) {
             (Direction::Inbound, Some(target), _) => Destination::Fixed(target.clone()),
@@ -169,12 +174,18 @@ impl Proxy {
             Destination::Fixed(t) => self.opaque_ports.contains(&t.port()),
             Destination::PerRequest => false,
         };
+        let detect_started = std::time::Instant::now();
         let (protocol, prefix) = if declared_opaque {
+            metrics.detected("skipped", detect_started.elapsed());
             (Protocol::Opaque, bytes::BytesMut::new())
         } else {
             match detect::detect(&mut stream, self.detect_timeout, self.detect_max_bytes).await {
-                Ok(found) => found,
+                Ok(found) => {
+                    metrics.detected(found.0.as_str(), detect_started.elapsed());
+                    found
+                }
                 Err(e) => {
+                    metrics.detected("error", detect_started.elapsed());
                     return tracing::debug!(%direction, %client, error = %e, "connection failed during detection");
                 }
             }
@@ -192,17 +203,34 @@ impl Proxy {
                         return tracing::debug!(%direction, %target, error = %e, "opaque upstream connect failed");
                     }
                 };
-                if let Err(e) = opaque::relay(stream, prefix, upstream).await {
-                    tracing::debug!(%direction, %target, error = %e, "opaque connection ended with an error");
+                metrics.opaque_connection(direction);
+                match opaque::relay(stream, prefix, upstream).await {
+                    Ok((sent, received)) => metrics.bytes_transferred(direction, sent, received),
+                    Err(e) => {
+                        tracing::debug!(%direction, %target, error = %e, "opaque connection ended with an error")
+                    }
                 }
             }
             Protocol::Http1 | Protocol::Http2 => {
                 let io = detect::PrefixedIo::new(prefix, stream);
+                let http2 = protocol == Protocol::Http2;
+                let trace = TraceLayer::new(
+                    self.tracing.clone(),
+                    ConnInfo {
+                        direction,
+                        client,
+                        destination_port: match &destination {
+                            Destination::Fixed(t) => Some(t.port()),
+                            Destination::PerRequest => None,
+                        },
+                        http2,
+                    },
+                );
                 let forward = Forward::new(self.pool.clone(), destination, protocol);
-                if protocol == Protocol::Http2 {
-                    http::server::serve_http2(io, forward, direction, &self.limits, shutdown).await;
+                if http2 {
+                    http::server::serve_http2(io, trace, forward, &self.limits, shutdown).await;
                 } else {
-                    http::server::serve_http1(io, forward, direction, &self.limits, shutdown).await;
+                    http::server::serve_http1(io, trace, forward, &self.limits, shutdown).await;
                 }
             }
         }

@@ -4,25 +4,71 @@
 //! a CLIENT span, and rewrites the trace headers accordingly. It never fails a request: its
 //! `Error` is the inner service's, and tracing trouble only degrades tracing.
 //!
-//! The steps, in order: extract → decide → inject → (response head) → end at end of stream.
+//! The steps of one request, in order (named like pingora's phases):
+//! 1. **extract + decide + inject** — [`crate::propagation::propagate`] on the request head,
+//!    with the rules loaded once for the whole request;
+//! 2. **response head** — status, `grpc-status` of a trailers-only answer, upstream failure;
+//! 3. **end** — at end of stream (trailers included), on a body error, or when the client
+//!    goes away: the span is recorded, the request counted, the in-flight entry released.
+//!    Ending is driven by [`hop::Hop`]'s `Drop`, so no path can forget it.
 
+mod body;
+mod hop;
+
+use std::net::SocketAddr;
 use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
 
-use http::Request;
+use http::{Request, Response};
 use tower::{Layer, Service};
 
+pub use self::body::{ResponseFuture, TracedBody};
+use self::hop::Hop;
+use crate::config::RulesHandle;
+use crate::propagation::{Inflight, propagate};
 use crate::proxy::Direction;
+use crate::telemetry::semconv::RequestFacts;
+use crate::telemetry::{Metrics, SpanKind, SpanRecord, SpanSink, WireProtocol, semconv};
 
-/// Builds [`Trace`] services for one direction.
+/// The runtime handles the trace layer needs, shared by every connection.
+#[derive(Debug, Clone)]
+pub struct Tracing {
+    /// The rules in force (hot-reloaded; loaded once per request).
+    pub rules: RulesHandle,
+    /// In-flight inbound server spans (orphan inference, tracestate restore).
+    pub inflight: Inflight,
+    /// Where finished spans go.
+    pub sink: SpanSink,
+    /// Request and propagation metrics.
+    pub metrics: Metrics,
+    /// Record `url.query` on spans (off by default: queries often carry secrets).
+    pub record_query: bool,
+}
+
+/// What the trace layer knows about the connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// Which side of the app.
+    pub direction: Direction,
+    /// The client's address (`client.address` on server spans).
+    pub client: SocketAddr,
+    /// The destination port, when known (transparent mode or a fixed target).
+    pub destination_port: Option<u16>,
+    /// Whether the connection speaks HTTP/2 (gRPC is told apart per request).
+    pub http2: bool,
+}
+
+/// Builds [`Trace`] services for the requests of one connection.
 #[derive(Debug, Clone)]
 pub struct TraceLayer {
-    direction: Direction,
+    tracing: Tracing,
+    conn: ConnInfo,
 }
 
 impl TraceLayer {
-    /// A layer for requests travelling in `direction`.
-    pub fn new(direction: Direction) -> Self {
-        TraceLayer { direction }
+    /// A layer for requests arriving on the connection described by `conn`.
+    pub fn new(tracing: Tracing, conn: ConnInfo) -> Self {
+        TraceLayer { tracing, conn }
     }
 }
 
@@ -32,7 +78,8 @@ impl<S> Layer<S> for TraceLayer {
     fn layer(&self, inner: S) -> Trace<S> {
         Trace {
             inner,
-            direction: self.direction,
+            tracing: self.tracing.clone(),
+            conn: self.conn,
         }
     }
 }
@@ -41,23 +88,139 @@ impl<S> Layer<S> for TraceLayer {
 #[derive(Debug, Clone)]
 pub struct Trace<S> {
     inner: S,
-    direction: Direction,
+    tracing: Tracing,
+    conn: ConnInfo,
 }
 
-impl<S, B> Service<Request<B>> for Trace<S>
+impl<S, B, RB> Service<Request<B>> for Trace<S>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<B>, Response = Response<RB>>,
+    RB: http_body::Body,
 {
-    type Response = S::Response;
+    type Response = Response<TracedBody<RB>>;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> S::Future {
-        let _ = self.direction;
-        self.inner.call(req)
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let start = SystemTime::now();
+        let (mut parts, body) = req.into_parts();
+        let direction = self.conn.direction;
+        let tracing = &self.tracing;
+
+        // Extract, decide, inject. The Host value is cloned (a reference count, no copy) so
+        // the headers can be rewritten while the authority is read.
+        let host = parts.headers.get(http::header::HOST).cloned();
+        let authority = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| host.as_ref().and_then(|h| h.to_str().ok()));
+        let rules = tracing.rules.load();
+        let outcome = propagate(
+            &rules,
+            direction,
+            &tracing.inflight,
+            &parts.method,
+            authority,
+            parts.uri.path(),
+            &mut parts.headers,
+        );
+        let metrics = &tracing.metrics;
+        if outcome.trace {
+            let name = |d| rules.dialect_name(d);
+            metrics.request_dialect(direction, outcome.extracted_dialect.map_or("none", name));
+            for &(dialect, kind) in &outcome.repairs {
+                metrics.repair(name(dialect), kind.as_str());
+            }
+            for &(winner, loser) in &outcome.conflicts {
+                tracing::debug!(
+                    winner = name(winner),
+                    loser = name(loser),
+                    "trace dialects disagree on the trace id"
+                );
+                metrics.conflict(name(winner), name(loser));
+            }
+            for &dialect in &outcome.invalid {
+                tracing::debug!(dialect = name(dialect), "ignored an invalid trace header");
+                metrics.invalid_header(name(dialect));
+            }
+            if let Some(orphan) = outcome.orphan {
+                metrics.orphan(orphan.as_str());
+            }
+            if outcome.tracestate_restored {
+                metrics.tracestate_restored();
+            }
+            if outcome.baggage_dropped {
+                metrics.baggage_dropped(1);
+            }
+        }
+
+        let grpc = semconv::is_grpc(&parts.headers);
+        let protocol = match (self.conn.http2, grpc) {
+            (true, true) => WireProtocol::Grpc,
+            (true, false) => WireProtocol::H2,
+            _ => WireProtocol::Http1,
+        };
+        let span = (outcome.trace && outcome.span.sampled).then(|| {
+            let id = &outcome.span;
+            let kind = match direction {
+                Direction::Inbound => SpanKind::Server,
+                Direction::Outbound => SpanKind::Client,
+            };
+            let facts = RequestFacts {
+                client_address: (direction == Direction::Inbound).then_some(self.conn.client.ip()),
+                destination_port: self.conn.destination_port,
+                record_query: tracing.record_query,
+                ..RequestFacts::from_parts(&parts)
+            };
+            let mut span = SpanRecord::for_request(
+                id.trace_id.0,
+                id.span_id.0,
+                id.parent_span_id.map(|p| p.0),
+                kind,
+                &facts,
+                start,
+            );
+            if let Some(d) = outcome.extracted_dialect {
+                span.set_attr(
+                    semconv::STITCH_PROPAGATION_DIALECT,
+                    rules.dialect_name(d).to_owned(),
+                );
+            }
+            if !outcome.repairs.is_empty() {
+                let list: Vec<&str> = outcome.repairs.iter().map(|(_, k)| k.as_str()).collect();
+                span.set_attr(semconv::STITCH_PROPAGATION_REPAIRS, list.join(","));
+            }
+            if let Some(&(_, loser)) = outcome.conflicts.first() {
+                span.set_attr(
+                    semconv::STITCH_PROPAGATION_CONFLICT,
+                    rules.dialect_name(loser).to_owned(),
+                );
+            }
+            if outcome.tracestate_restored {
+                span.set_attr(semconv::STITCH_TRACESTATE_RESTORED, true);
+            }
+            if id.inferred_parent {
+                span.set_attr(semconv::STITCH_PARENT_INFERRED, true);
+            }
+            span
+        });
+        drop(rules);
+
+        let hop = Hop::new(
+            direction,
+            protocol,
+            started,
+            span,
+            outcome.inflight,
+            tracing.sink.clone(),
+            tracing.metrics.clone(),
+        );
+        ResponseFuture::new(self.inner.call(Request::from_parts(parts, body)), hop)
     }
 }

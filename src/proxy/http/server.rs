@@ -11,7 +11,6 @@ use tower::Layer;
 
 use super::forward::Forward;
 use crate::app::ShutdownHandle;
-use crate::proxy::Direction;
 use crate::trace::TraceLayer;
 
 /// Per-connection limits of the HTTP server side.
@@ -30,14 +29,14 @@ pub struct ServerLimits {
 /// Serves HTTP/1 on `io` until the client leaves or shutdown ends the connection.
 pub async fn serve_http1<I>(
     io: I,
+    trace: TraceLayer,
     forward: Forward,
-    direction: Direction,
     limits: &ServerLimits,
     shutdown: ShutdownHandle,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = TowerToHyperService::new(TraceLayer::new(direction).layer(forward));
+    let service = TowerToHyperService::new(trace.layer(forward));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
@@ -57,21 +56,21 @@ pub async fn serve_http1<I>(
         }
     };
     if let Err(e) = result {
-        tracing::debug!(%direction, error = %e, "HTTP/1 connection ended with an error");
+        tracing::debug!(error = %e, "HTTP/1 connection ended with an error");
     }
 }
 
 /// Serves HTTP/2 (prior knowledge) on `io`; on shutdown sends GOAWAY and lets open streams end.
 pub async fn serve_http2<I>(
     io: I,
+    trace: TraceLayer,
     forward: Forward,
-    direction: Direction,
     limits: &ServerLimits,
     shutdown: ShutdownHandle,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = TowerToHyperService::new(TraceLayer::new(direction).layer(forward));
+    let service = TowerToHyperService::new(trace.layer(forward));
     let conn = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
@@ -87,6 +86,6 @@ pub async fn serve_http2<I>(
         }
     };
     if let Err(e) = result {
-        tracing::debug!(%direction, error = %e, "HTTP/2 connection ended with an error");
+        tracing::debug!(error = %e, "HTTP/2 connection ended with an error");
     }
 }

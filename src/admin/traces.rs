@@ -1,0 +1,201 @@
+//! `/traces` and `/traces/{trace_id}`: the ring as JSON (or HTML for browsers).
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use serde_json::{Map, Value, json};
+
+use super::{AdminState, json, respond, text, wants_html, waterfall};
+use crate::telemetry::ring::{StoredSpan, TraceDetail, TraceQuery, TraceSummary};
+use crate::telemetry::span::{SpanStatus, from_hex, to_hex};
+
+const DEFAULT_LIMIT_JSON: usize = 100;
+const DEFAULT_LIMIT_HTML: usize = 20;
+const MAX_LIMIT: usize = 1000;
+
+pub(super) fn list(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let html = wants_html(req);
+    let query = match parse_query(req.uri().query().unwrap_or(""), html) {
+        Ok(q) => q,
+        Err(msg) => return json(StatusCode::BAD_REQUEST, &json!({ "error": msg })),
+    };
+    let summaries = state.ring.recent(&query);
+    if html {
+        let details: Vec<TraceDetail> = summaries
+            .iter()
+            .filter_map(|s| state.ring.trace(&s.trace_id))
+            .collect();
+        return respond(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            waterfall::page("stitch — recent traces", &details),
+        );
+    }
+    json(
+        StatusCode::OK,
+        &json!({ "traces": summaries.iter().map(summary_json).collect::<Vec<_>>() }),
+    )
+}
+
+pub(super) fn one(state: &AdminState, req: &Request<Incoming>, id: &str) -> Response<Full<Bytes>> {
+    let Some(trace_id) = from_hex::<16>(id) else {
+        return text(StatusCode::BAD_REQUEST, "trace id must be 32 hex digits\n");
+    };
+    let Some(detail) = state.ring.trace(&trace_id) else {
+        return text(StatusCode::NOT_FOUND, "trace not in the ring\n");
+    };
+    if wants_html(req) {
+        let title = format!("stitch — trace {}", to_hex(&trace_id));
+        return respond(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            waterfall::page(&title, std::slice::from_ref(&detail)),
+        );
+    }
+    json(StatusCode::OK, &detail_json(&detail))
+}
+
+fn parse_query(raw: &str, html: bool) -> Result<TraceQuery, String> {
+    let mut q = TraceQuery {
+        limit: if html {
+            DEFAULT_LIMIT_HTML
+        } else {
+            DEFAULT_LIMIT_JSON
+        },
+        ..TraceQuery::default()
+    };
+    for pair in raw.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = decode_component(v).ok_or_else(|| format!("invalid encoding in {k}"))?;
+        match k {
+            "service" if !v.is_empty() => q.service = Some(v),
+            "status" => {
+                q.error = match v.as_str() {
+                    "error" => Some(true),
+                    "ok" | "unset" => Some(false),
+                    "" | "any" => None,
+                    _ => return Err("status must be error, ok or any".to_owned()),
+                }
+            }
+            "min_duration_ms" if !v.is_empty() => {
+                let ms: f64 = v
+                    .parse()
+                    .ok()
+                    .filter(|ms: &f64| ms.is_finite() && *ms >= 0.0)
+                    .ok_or("min_duration_ms must be a non-negative number")?;
+                q.min_duration = Some(Duration::from_secs_f64(ms / 1000.0));
+            }
+            "limit" if !v.is_empty() => {
+                let n: usize = v.parse().map_err(|_| "limit must be a number")?;
+                q.limit = n.min(MAX_LIMIT);
+            }
+            _ => {}
+        }
+    }
+    Ok(q)
+}
+
+/// Decodes a query component (`+` is a space, `%XX` a byte); `None` on bad escapes or UTF-8.
+fn decode_component(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = s.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+pub(super) fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn summary_json(s: &TraceSummary) -> Value {
+    json!({
+        "trace_id": to_hex(&s.trace_id),
+        "root_name": s.root_name,
+        "root_service": s.root_service,
+        "services": s.services,
+        "span_count": s.span_count,
+        "start_unix_nano": unix_nanos(s.start),
+        "duration_ms": millis(s.duration),
+        "error": s.error,
+        "clean": s.clean,
+    })
+}
+
+fn span_json(s: &StoredSpan) -> Value {
+    let span = &s.span;
+    let attributes: Map<String, Value> = span
+        .attributes
+        .iter()
+        .map(|a| (a.key.to_string(), a.value.to_json()))
+        .collect();
+    json!({
+        "span_id": to_hex(&span.span_id),
+        "parent_span_id": span.parent_span_id.map(|p| to_hex(&p)),
+        "service": &*s.service,
+        "name": span.name,
+        "kind": span.kind.as_str(),
+        "start_unix_nano": unix_nanos(span.start),
+        "end_unix_nano": unix_nanos(span.end),
+        "duration_ms": millis(span.duration()),
+        "status": span.status.as_str(),
+        "status_description": match &span.status {
+            SpanStatus::Error { description } => Some(description.as_ref()),
+            _ => None,
+        },
+        "attributes": attributes,
+    })
+}
+
+fn detail_json(d: &TraceDetail) -> Value {
+    json!({
+        "trace_id": to_hex(&d.trace_id),
+        "verdict": d.verdict,
+        "spans": d.spans.iter().map(span_json).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parses_filters_and_rejects_nonsense() {
+        let q = parse_query(
+            "service=order%20svc&status=error&min_duration_ms=2.5&limit=5000",
+            false,
+        )
+        .expect("valid query");
+        assert_eq!(q.service.as_deref(), Some("order svc"));
+        assert_eq!(q.error, Some(true));
+        assert_eq!(q.min_duration, Some(Duration::from_micros(2500)));
+        assert_eq!(q.limit, MAX_LIMIT);
+        assert!(parse_query("status=maybe", false).is_err());
+        assert!(parse_query("min_duration_ms=-1", false).is_err());
+        assert!(parse_query("service=%zz", false).is_err());
+        assert_eq!(
+            parse_query("", true).expect("empty").limit,
+            DEFAULT_LIMIT_HTML
+        );
+    }
+}

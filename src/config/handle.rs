@@ -1,0 +1,189 @@
+//! [`RulesHandle`]: the one piece of shared mutable state on the request path. Requests load the
+//! current [`CompiledRules`] once (lock-free, via `arc-swap`) and keep that version to the end;
+//! a reload validates the whole new file before publishing it, so no request sees half a config
+//! and a bad file keeps the last good rules.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::{ArcSwap, Guard};
+use serde_json::{Value, json};
+
+use super::compile::{CompiledRules, load_file, parse_rules};
+use super::error::ConfigErrors;
+
+/// What a reload attempt did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// New rules published.
+    Applied,
+    /// The file is byte-for-byte what was last tried; nothing done, nothing counted.
+    Unchanged,
+    /// The new file is invalid; the last good rules stay.
+    Rejected(ConfigErrors),
+}
+
+#[derive(Debug, Default)]
+struct ReloadState {
+    /// The bytes last tried, so repeated file events for one change do one reload.
+    last_attempt: Option<Vec<u8>>,
+    last_error: Option<String>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    rules: ArcSwap<CompiledRules>,
+    path: Option<PathBuf>,
+    state: Mutex<ReloadState>,
+    reloads_ok: AtomicU64,
+    reloads_error: AtomicU64,
+}
+
+/// Shared handle to the rules in force; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RulesHandle {
+    inner: Arc<Inner>,
+}
+
+impl RulesHandle {
+    /// A handle on fixed rules (no file; reloads do nothing).
+    pub fn new(rules: CompiledRules) -> RulesHandle {
+        RulesHandle::build(rules, None, None)
+    }
+
+    /// Loads `path` once; start-up fails with the file's errors when it is invalid.
+    pub fn from_file(path: &Path) -> Result<RulesHandle, ConfigErrors> {
+        let bytes = std::fs::read(path).ok();
+        let rules = load_file(path)?;
+        Ok(RulesHandle::build(rules, Some(path.to_path_buf()), bytes))
+    }
+
+    /// `--config` given or not: the file's rules, or the built-in defaults.
+    pub fn from_optional_file(path: Option<&Path>) -> Result<RulesHandle, ConfigErrors> {
+        match path {
+            Some(path) => RulesHandle::from_file(path),
+            None => Ok(RulesHandle::new(CompiledRules::default())),
+        }
+    }
+
+    fn build(rules: CompiledRules, path: Option<PathBuf>, bytes: Option<Vec<u8>>) -> RulesHandle {
+        RulesHandle {
+            inner: Arc::new(Inner {
+                rules: ArcSwap::from_pointee(rules),
+                path,
+                state: Mutex::new(ReloadState {
+                    last_attempt: bytes,
+                    last_error: None,
+                }),
+                reloads_ok: AtomicU64::new(0),
+                reloads_error: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The rules in force; hold the guard for the whole request.
+    pub fn load(&self) -> Guard<Arc<CompiledRules>> {
+        self.inner.rules.load()
+    }
+
+    /// The rules in force as an owned `Arc` (for holders that outlive a short borrow).
+    pub fn load_full(&self) -> Arc<CompiledRules> {
+        self.inner.rules.load_full()
+    }
+
+    /// The watched file, if any.
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.path.as_deref()
+    }
+
+    /// Re-reads the file; publishes it when valid and changed. Logs a warning when rejected.
+    pub fn reload(&self) -> ReloadResult {
+        let Some(path) = self.inner.path.as_deref() else {
+            return ReloadResult::Unchanged;
+        };
+        let bytes = std::fs::read(path);
+        let mut state = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        let result = match bytes {
+            Ok(bytes) if state.last_attempt.as_deref() == Some(&bytes[..]) => {
+                ReloadResult::Unchanged
+            }
+            Ok(bytes) => {
+                let parsed = String::from_utf8(bytes.clone())
+                    .map_err(|_| invalid_utf8(path))
+                    .and_then(|text| parse_rules(&text, path));
+                state.last_attempt = Some(bytes);
+                match parsed {
+                    Ok(rules) => {
+                        self.inner.rules.store(Arc::new(rules));
+                        ReloadResult::Applied
+                    }
+                    Err(e) => ReloadResult::Rejected(e),
+                }
+            }
+            Err(e) => {
+                // A missing file mid-swap is not a new version; forget the last attempt so the
+                // file reappearing with the same bytes still counts as a change.
+                state.last_attempt = None;
+                ReloadResult::Rejected(ConfigErrors(vec![super::error::ConfigError {
+                    path: path.to_path_buf(),
+                    line: 0,
+                    column: 0,
+                    reason: format!("cannot read: {e}"),
+                }]))
+            }
+        };
+        match &result {
+            ReloadResult::Applied => {
+                state.last_error = None;
+                self.inner.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(path = %path.display(), "rules reloaded");
+            }
+            ReloadResult::Rejected(e) => {
+                state.last_error = Some(e.to_string());
+                self.inner.reloads_error.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(path = %path.display(), error = %e, "rules reload rejected; keeping the last good rules");
+            }
+            ReloadResult::Unchanged => {}
+        }
+        result
+    }
+
+    /// Reload attempts so far, by result: `(ok, error)`
+    /// (`stitch_config_reloads_total{result}`).
+    pub fn reloads(&self) -> (u64, u64) {
+        (
+            self.inner.reloads_ok.load(Ordering::Relaxed),
+            self.inner.reloads_error.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The error of the last rejected reload, cleared by the next good one.
+    pub fn last_error(&self) -> Option<String> {
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_error
+            .clone()
+    }
+
+    /// The admin `/config` view: rules in force, last reload error, reload counts.
+    pub fn to_json(&self) -> Value {
+        let (ok, error) = self.reloads();
+        json!({
+            "rules": self.load().to_json(),
+            "last_reload_error": self.last_error(),
+            "reloads": { "ok": ok, "error": error },
+        })
+    }
+}
+
+fn invalid_utf8(path: &Path) -> ConfigErrors {
+    ConfigErrors(vec![super::error::ConfigError {
+        path: path.to_path_buf(),
+        line: 0,
+        column: 0,
+        reason: "not UTF-8".to_owned(),
+    }])
+}

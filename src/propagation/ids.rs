@@ -1,0 +1,225 @@
+//! Trace and span identifiers as fixed-size arrays, with hex encoding that never allocates.
+//!
+//! Ids are `Copy` so the hot path never clones heap memory for them; the all-zero value is
+//! the "invalid" id of every dialect's spec.
+
+use std::fmt;
+
+/// A 128-bit trace id (W3C `trace-id`, B3/Jaeger ids left-padded to 128 bits).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct TraceId(pub [u8; 16]);
+
+/// A 64-bit span id (W3C `parent-id`, B3 `SpanId`, Jaeger `span-id`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct SpanId(pub [u8; 8]);
+
+impl TraceId {
+    /// The all-zero id every spec calls invalid.
+    pub const INVALID: TraceId = TraceId([0; 16]);
+
+    /// True unless all bytes are zero (the specs' "invalid" trace id).
+    pub fn is_valid(&self) -> bool {
+        self.0 != [0; 16]
+    }
+
+    /// True when the upper 64 bits are zero, i.e. the id fits the 64-bit width older B3 and
+    /// Jaeger peers use.
+    pub fn fits_64_bits(&self) -> bool {
+        self.0[..8] == [0; 8]
+    }
+
+    /// Writes 32 lower-case hex digits into `out`.
+    pub fn encode_hex(&self, out: &mut [u8; 32]) {
+        encode_hex(&self.0, out);
+    }
+
+    /// Lower-case hex as an owned string, for logs and JSON (not for the hot path).
+    pub fn to_hex(&self) -> String {
+        let mut buf = [0u8; 32];
+        self.encode_hex(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    /// A random trace id, never all-zero (W3C Level 2 "random" trace ids).
+    pub fn random() -> TraceId {
+        loop {
+            let id = TraceId(rand::random());
+            if id.is_valid() {
+                return id;
+            }
+        }
+    }
+}
+
+impl SpanId {
+    /// The all-zero id every spec calls invalid.
+    pub const INVALID: SpanId = SpanId([0; 8]);
+
+    /// True unless all bytes are zero.
+    pub fn is_valid(&self) -> bool {
+        self.0 != [0; 8]
+    }
+
+    /// Writes 16 lower-case hex digits into `out`.
+    pub fn encode_hex(&self, out: &mut [u8; 16]) {
+        encode_hex(&self.0, out);
+    }
+
+    /// Lower-case hex as an owned string, for logs and JSON (not for the hot path).
+    pub fn to_hex(&self) -> String {
+        let mut buf = [0u8; 16];
+        self.encode_hex(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    /// A random span id, never all-zero.
+    pub fn random() -> SpanId {
+        loop {
+            let id = SpanId(rand::random());
+            if id.is_valid() {
+                return id;
+            }
+        }
+    }
+}
+
+impl fmt::Debug for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Display for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for SpanId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Display for SpanId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// Encodes `bytes` as lower-case hex into `out` (which must be twice as long).
+pub(crate) fn encode_hex(bytes: &[u8], out: &mut [u8]) {
+    debug_assert_eq!(out.len(), bytes.len() * 2);
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX_DIGITS[usize::from(byte >> 4)];
+        pair[1] = HEX_DIGITS[usize::from(byte & 0x0f)];
+    }
+}
+
+/// How a hex field was spelled, so lenient mode can report upper-case repairs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HexCase {
+    /// Only `0-9a-f`.
+    Lower,
+    /// At least one `A-F` (accepted only when the caller allows it).
+    Upper,
+}
+
+/// Value of one hex digit; `None` for anything else. `allow_upper` admits `A-F`.
+fn hex_value(c: u8, allow_upper: bool) -> Option<(u8, bool)> {
+    match c {
+        b'0'..=b'9' => Some((c - b'0', false)),
+        b'a'..=b'f' => Some((c - b'a' + 10, false)),
+        b'A'..=b'F' if allow_upper => Some((c - b'A' + 10, true)),
+        _ => None,
+    }
+}
+
+/// Decodes 1..=2N hex digits into N bytes, right-aligned (left zero padding), as Jaeger and
+/// 64-bit B3 ids need. Exactly-2N-digit fields decode the same way.
+pub(crate) fn decode_hex_padded<const N: usize>(
+    digits: &[u8],
+    allow_upper: bool,
+) -> Option<([u8; N], HexCase)> {
+    if digits.is_empty() || digits.len() > N * 2 {
+        return None;
+    }
+    let mut out = [0u8; N];
+    let mut upper = false;
+    // Walk from the last digit: digit i from the right goes to byte N-1-i/2.
+    for (i, &c) in digits.iter().rev().enumerate() {
+        let (v, was_upper) = hex_value(c, allow_upper)?;
+        upper |= was_upper;
+        let byte = &mut out[N - 1 - i / 2];
+        if i % 2 == 0 {
+            *byte |= v;
+        } else {
+            *byte |= v << 4;
+        }
+    }
+    Some((
+        out,
+        if upper {
+            HexCase::Upper
+        } else {
+            HexCase::Lower
+        },
+    ))
+}
+
+/// Decodes exactly 2N hex digits into N bytes.
+pub(crate) fn decode_hex_exact<const N: usize>(
+    digits: &[u8],
+    allow_upper: bool,
+) -> Option<([u8; N], HexCase)> {
+    if digits.len() != N * 2 {
+        return None;
+    }
+    decode_hex_padded(digits, allow_upper)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip() {
+        let id = TraceId([
+            0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e,
+            0x47, 0x36,
+        ]);
+        assert_eq!(id.to_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        let (bytes, case) = decode_hex_exact::<16>(id.to_hex().as_bytes(), false).expect("hex");
+        assert_eq!(TraceId(bytes), id);
+        assert_eq!(case, HexCase::Lower);
+    }
+
+    #[test]
+    fn padded_decoding_right_aligns() {
+        let (bytes, _) = decode_hex_padded::<8>(b"abc", false).expect("hex");
+        assert_eq!(bytes, [0, 0, 0, 0, 0, 0, 0x0a, 0xbc]);
+        let (bytes, _) = decode_hex_padded::<16>(b"1", false).expect("hex");
+        assert_eq!(bytes[15], 1);
+        assert_eq!(bytes[..15], [0; 15]);
+    }
+
+    #[test]
+    fn rejects_bad_digits_and_lengths() {
+        assert!(decode_hex_exact::<8>(b"00f067aa0ba902b", false).is_none());
+        assert!(decode_hex_exact::<8>(b"00f067aa0ba902b77", false).is_none());
+        assert!(decode_hex_exact::<8>(b"00f067aa0ba902bg", false).is_none());
+        assert!(decode_hex_exact::<8>(b"00F067AA0BA902B7", false).is_none());
+        assert!(decode_hex_padded::<8>(b"", false).is_none());
+        let (_, case) = decode_hex_exact::<8>(b"00F067AA0BA902B7", true).expect("upper allowed");
+        assert_eq!(case, HexCase::Upper);
+    }
+
+    #[test]
+    fn random_ids_are_valid_and_differ() {
+        assert!(TraceId::random().is_valid());
+        assert!(SpanId::random().is_valid());
+        assert_ne!(SpanId::random(), SpanId::random());
+    }
+}

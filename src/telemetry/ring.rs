@@ -1,0 +1,330 @@
+//! The in-memory trace ring: the embedded default that needs no collector.
+//!
+//! Spans (stitch's own, and those received on `POST /v1/traces`) are grouped by trace id
+//! and bounded by span count and approximate bytes; the oldest-arrived span is evicted
+//! first. A std `Mutex` guards it: every critical section is short, synchronous, and on
+//! the pipeline or admin path, never on the request path.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use super::config::RingConfig;
+use super::integrity::{self, Verdict};
+use super::span::{SpanId, SpanRecord, TraceId};
+
+/// A span in the ring, with the `service.name` of the resource that produced it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSpan {
+    /// `service.name` from the producer's resource.
+    pub service: Arc<str>,
+    /// The span itself.
+    pub span: SpanRecord,
+}
+
+/// Which traces `/traces` lists.
+#[derive(Debug, Clone, Default)]
+pub struct TraceQuery {
+    /// Only traces with at least one span of this service.
+    pub service: Option<String>,
+    /// Only traces with (`Some(true)`) or without (`Some(false)`) an error span.
+    pub error: Option<bool>,
+    /// Only traces at least this long (first start to last end).
+    pub min_duration: Option<Duration>,
+    /// At most this many traces (newest first).
+    pub limit: usize,
+}
+
+/// One line of the trace list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceSummary {
+    /// The trace id.
+    pub trace_id: TraceId,
+    /// The earliest root span's name (or the earliest span's, if no root arrived).
+    pub root_name: String,
+    /// That span's service.
+    pub root_service: String,
+    /// Every service seen in the trace, sorted.
+    pub services: Vec<String>,
+    /// Spans held for the trace.
+    pub span_count: usize,
+    /// Earliest start.
+    pub start: SystemTime,
+    /// Earliest start to latest end.
+    pub duration: Duration,
+    /// Whether any span has status Error.
+    pub error: bool,
+    /// The integrity verdict's `clean`.
+    pub clean: bool,
+}
+
+/// One trace: its spans by start time, and its integrity verdict.
+#[derive(Debug, Clone)]
+pub struct TraceDetail {
+    /// The trace id.
+    pub trace_id: TraceId,
+    /// Spans ordered by start time.
+    pub spans: Vec<StoredSpan>,
+    /// What is wrong with the trace's shape, if anything.
+    pub verdict: Verdict,
+}
+
+/// Shared handle to the ring. Cloning is cheap.
+#[derive(Debug, Clone)]
+pub struct TraceRing {
+    inner: Arc<Mutex<RingInner>>,
+    config: RingConfig,
+}
+
+#[derive(Debug, Default)]
+struct RingInner {
+    traces: HashMap<TraceId, Bucket>,
+    arrival: VecDeque<(TraceId, SpanId, usize)>,
+    spans: usize,
+    bytes: usize,
+    seq: u64,
+}
+
+#[derive(Debug, Default)]
+struct Bucket {
+    spans: Vec<StoredSpan>,
+    last_seq: u64,
+}
+
+impl TraceRing {
+    /// An empty ring with these bounds.
+    pub fn new(config: RingConfig) -> Self {
+        TraceRing {
+            inner: Arc::new(Mutex::new(RingInner::default())),
+            config,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RingInner> {
+        // A panic while holding the lock leaves consistent-enough data for a debug view.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds spans of one service. A span id already held for its trace is ignored (stitch
+    /// may receive its own spans back when exporting to itself).
+    pub fn insert(&self, service: &Arc<str>, spans: impl IntoIterator<Item = SpanRecord>) {
+        let mut inner = self.lock();
+        for span in spans {
+            inner.seq += 1;
+            let seq = inner.seq;
+            let bytes = span.approx_bytes() + service.len();
+            let (trace_id, span_id) = (span.trace_id, span.span_id);
+            let bucket = inner.traces.entry(trace_id).or_default();
+            if bucket.spans.iter().any(|s| s.span.span_id == span_id) {
+                continue;
+            }
+            bucket.last_seq = seq;
+            bucket.spans.push(StoredSpan {
+                service: service.clone(),
+                span,
+            });
+            inner.arrival.push_back((trace_id, span_id, bytes));
+            inner.spans += 1;
+            inner.bytes += bytes;
+        }
+        while inner.spans > self.config.max_spans || inner.bytes > self.config.max_bytes {
+            let Some((trace_id, span_id, bytes)) = inner.arrival.pop_front() else {
+                break;
+            };
+            inner.spans -= 1;
+            inner.bytes -= bytes;
+            if let Some(bucket) = inner.traces.get_mut(&trace_id) {
+                if let Some(pos) = bucket.spans.iter().position(|s| s.span.span_id == span_id) {
+                    bucket.spans.remove(pos);
+                }
+                if bucket.spans.is_empty() {
+                    inner.traces.remove(&trace_id);
+                }
+            }
+        }
+    }
+
+    /// How many spans the ring holds.
+    pub fn span_count(&self) -> usize {
+        self.lock().spans
+    }
+
+    /// Traces, most recently updated first, filtered.
+    pub fn recent(&self, query: &TraceQuery) -> Vec<TraceSummary> {
+        let inner = self.lock();
+        let mut buckets: Vec<(&TraceId, &Bucket)> = inner.traces.iter().collect();
+        buckets.sort_by_key(|b| std::cmp::Reverse(b.1.last_seq));
+        buckets
+            .into_iter()
+            .filter_map(|(id, b)| self.summarise(*id, b))
+            .filter(|s| {
+                query
+                    .service
+                    .as_ref()
+                    .is_none_or(|svc| s.services.iter().any(|x| x == svc))
+                    && query.error.is_none_or(|e| s.error == e)
+                    && query.min_duration.is_none_or(|d| s.duration >= d)
+            })
+            .take(query.limit)
+            .collect()
+    }
+
+    /// One trace with its verdict.
+    pub fn trace(&self, trace_id: &TraceId) -> Option<TraceDetail> {
+        let inner = self.lock();
+        let bucket = inner.traces.get(trace_id)?;
+        let mut spans = bucket.spans.clone();
+        drop(inner);
+        spans.sort_by_key(|s| s.span.start);
+        let verdict = integrity::check(
+            spans.iter().map(|s| &s.span),
+            self.config.clock_skew_tolerance,
+        );
+        Some(TraceDetail {
+            trace_id: *trace_id,
+            spans,
+            verdict,
+        })
+    }
+
+    fn summarise(&self, trace_id: TraceId, bucket: &Bucket) -> Option<TraceSummary> {
+        let first = bucket.spans.iter().min_by_key(|s| s.span.start)?;
+        let root = bucket
+            .spans
+            .iter()
+            .filter(|s| s.span.parent_span_id.is_none())
+            .min_by_key(|s| s.span.start)
+            .unwrap_or(first);
+        let start = first.span.start;
+        let end = bucket
+            .spans
+            .iter()
+            .map(|s| s.span.end)
+            .max()
+            .unwrap_or(start);
+        let mut services: Vec<String> =
+            bucket.spans.iter().map(|s| s.service.to_string()).collect();
+        services.sort();
+        services.dedup();
+        let verdict = integrity::check(
+            bucket.spans.iter().map(|s| &s.span),
+            self.config.clock_skew_tolerance,
+        );
+        Some(TraceSummary {
+            trace_id,
+            root_name: root.span.name.to_string(),
+            root_service: root.service.to_string(),
+            services,
+            span_count: bucket.spans.len(),
+            start,
+            duration: end.duration_since(start).unwrap_or_default(),
+            error: bucket.spans.iter().any(|s| s.span.status.is_error()),
+            clean: verdict.clean,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::span::{SpanKind, SpanStatus};
+
+    fn span(trace: u8, id: u8, parent: Option<u8>, start_ms: u64, dur_ms: u64) -> SpanRecord {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_millis(start_ms);
+        let mut s = SpanRecord::new(
+            [trace; 16],
+            [id; 8],
+            parent.map(|p| [p; 8]),
+            SpanKind::Server,
+            "GET",
+            start,
+        );
+        s.end = start + Duration::from_millis(dur_ms);
+        s
+    }
+
+    fn ring(max_spans: usize) -> TraceRing {
+        TraceRing::new(RingConfig {
+            max_spans,
+            ..RingConfig::default()
+        })
+    }
+
+    fn all() -> TraceQuery {
+        TraceQuery {
+            limit: 100,
+            ..TraceQuery::default()
+        }
+    }
+
+    #[test]
+    fn groups_by_trace_newest_first() {
+        let r = ring(100);
+        let a: Arc<str> = Arc::from("a");
+        r.insert(&a, [span(1, 1, None, 0, 10), span(2, 1, None, 0, 10)]);
+        r.insert(&a, [span(1, 2, Some(1), 1, 5)]);
+        let list = r.recent(&all());
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0].trace_id, [1; 16], "trace 1 was updated last");
+        assert_eq!(list[0].span_count, 2);
+        assert_eq!(r.trace(&[1; 16]).expect("trace held").spans.len(), 2);
+    }
+
+    #[test]
+    fn evicts_oldest_spans_beyond_count_and_bytes() {
+        let r = ring(3);
+        let a: Arc<str> = Arc::from("a");
+        for i in 0..5u8 {
+            r.insert(&a, [span(i, 1, None, 0, 1)]);
+        }
+        assert_eq!(r.span_count(), 3);
+        assert!(r.trace(&[0; 16]).is_none());
+        assert!(r.trace(&[4; 16]).is_some());
+
+        let small = TraceRing::new(RingConfig {
+            max_bytes: span(0, 0, None, 0, 0).approx_bytes() * 2 + 10,
+            ..RingConfig::default()
+        });
+        for i in 0..5u8 {
+            small.insert(&a, [span(i, 1, None, 0, 1)]);
+        }
+        assert_eq!(small.span_count(), 2);
+    }
+
+    #[test]
+    fn duplicate_span_ids_are_ignored() {
+        let r = ring(10);
+        let a: Arc<str> = Arc::from("a");
+        r.insert(&a, [span(1, 1, None, 0, 1)]);
+        r.insert(&a, [span(1, 1, None, 0, 1)]);
+        assert_eq!(r.span_count(), 1);
+    }
+
+    #[test]
+    fn filters_by_service_status_and_duration() {
+        let r = ring(100);
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        r.insert(&a, [span(1, 1, None, 0, 100)]);
+        let mut failed = span(2, 1, None, 0, 5);
+        failed.status = SpanStatus::Error {
+            description: "HTTP 500".into(),
+        };
+        r.insert(&b, [failed]);
+        let q = |f: fn(&mut TraceQuery)| {
+            let mut q = all();
+            f(&mut q);
+            r.recent(&q)
+                .into_iter()
+                .map(|s| s.trace_id[0])
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(q(|q| q.service = Some("b".into())), vec![2]);
+        assert_eq!(q(|q| q.error = Some(true)), vec![2]);
+        assert_eq!(q(|q| q.error = Some(false)), vec![1]);
+        assert_eq!(
+            q(|q| q.min_duration = Some(Duration::from_millis(50))),
+            vec![1]
+        );
+        assert_eq!(q(|q| q.limit = 1).len(), 1);
+    }
+}

@@ -1,0 +1,193 @@
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, HeaderValue, Request, StatusCode};
+
+use super::*;
+use crate::telemetry::span::AttrValue;
+
+fn parts(req: Request<()>) -> http::request::Parts {
+    req.into_parts().0
+}
+
+fn open(kind: SpanKind, p: &http::request::Parts) -> SpanRecord {
+    SpanRecord::for_request(
+        [1; 16],
+        [2; 8],
+        Some([3; 8]),
+        kind,
+        &RequestFacts::from_parts(p),
+        SystemTime::UNIX_EPOCH,
+    )
+}
+
+#[test]
+fn http_span_is_named_by_method_and_carries_request_attributes() {
+    let p = parts(
+        Request::get("http://orders.svc:8080/orders/42?secret=1")
+            .header("user-agent", "curl/8")
+            .body(())
+            .expect("valid request"),
+    );
+    let s = open(SpanKind::Server, &p);
+    assert_eq!(s.name, "GET");
+    assert_eq!(s.attr(HTTP_REQUEST_METHOD), Some(&AttrValue::from("GET")));
+    assert_eq!(
+        s.attr(URL_PATH),
+        Some(&AttrValue::from("/orders/42".to_owned()))
+    );
+    assert_eq!(s.attr(URL_QUERY), None, "query is off by default");
+    assert_eq!(
+        s.attr(SERVER_ADDRESS),
+        Some(&AttrValue::from("orders.svc".to_owned()))
+    );
+    assert_eq!(s.attr(SERVER_PORT), Some(&AttrValue::Int(8080)));
+    assert_eq!(
+        s.attr(USER_AGENT_ORIGINAL),
+        Some(&AttrValue::from("curl/8".to_owned()))
+    );
+    assert_eq!(
+        s.attr(NETWORK_PROTOCOL_VERSION),
+        Some(&AttrValue::from("1.1"))
+    );
+}
+
+#[test]
+fn host_header_names_the_server_for_origin_form_requests() {
+    let p = parts(
+        Request::get("/x")
+            .header("host", "inventory:9000")
+            .body(())
+            .expect("valid request"),
+    );
+    let s = open(SpanKind::Client, &p);
+    assert_eq!(
+        s.attr(SERVER_ADDRESS),
+        Some(&AttrValue::from("inventory".to_owned()))
+    );
+    assert_eq!(s.attr(SERVER_PORT), Some(&AttrValue::Int(9000)));
+}
+
+#[test]
+fn unknown_method_is_other_and_keeps_original() {
+    let p = parts(
+        Request::builder()
+            .method("PURGE")
+            .uri("/")
+            .body(())
+            .expect("valid request"),
+    );
+    let s = open(SpanKind::Server, &p);
+    assert_eq!(s.name, "HTTP");
+    assert_eq!(
+        s.attr(HTTP_REQUEST_METHOD),
+        Some(&AttrValue::from("_OTHER"))
+    );
+    assert_eq!(
+        s.attr(HTTP_REQUEST_METHOD_ORIGINAL),
+        Some(&AttrValue::from("PURGE".to_owned()))
+    );
+}
+
+#[test]
+fn grpc_span_is_named_service_slash_method() {
+    let p = parts(
+        Request::post("/shop.v1.Inventory/Reserve")
+            .header("content-type", "application/grpc+proto")
+            .version(http::Version::HTTP_2)
+            .body(())
+            .expect("valid request"),
+    );
+    let s = open(SpanKind::Client, &p);
+    assert_eq!(s.name, "shop.v1.Inventory/Reserve");
+    assert_eq!(s.attr(RPC_SYSTEM), Some(&AttrValue::from("grpc")));
+    assert_eq!(
+        s.attr(RPC_SERVICE),
+        Some(&AttrValue::from("shop.v1.Inventory".to_owned()))
+    );
+    assert_eq!(
+        s.attr(RPC_METHOD),
+        Some(&AttrValue::from("Reserve".to_owned()))
+    );
+}
+
+#[test]
+fn grpc_path_parsing_rejects_malformed_paths() {
+    assert_eq!(grpc_service_method("/a.B/C"), Some(("a.B", "C")));
+    assert_eq!(grpc_service_method("/a.B/"), None);
+    assert_eq!(grpc_service_method("a.B/C"), None);
+    assert_eq!(grpc_service_method("/a.B/C/D"), None);
+}
+
+fn grpc_trailers(code: &'static str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("grpc-status", HeaderValue::from_static(code));
+    h
+}
+
+#[test]
+fn non_ok_grpc_status_in_trailers_is_an_error() {
+    let p = parts(
+        Request::post("/a.B/C")
+            .header("content-type", "application/grpc")
+            .body(())
+            .expect("valid request"),
+    );
+    let mut s = open(SpanKind::Server, &p);
+    s.record_response_head(StatusCode::OK, &HeaderMap::new());
+    s.record_trailers(&grpc_trailers("14"));
+    let s = s.finish(SystemTime::UNIX_EPOCH + Duration::from_millis(5));
+    assert_eq!(s.attr(RPC_GRPC_STATUS_CODE), Some(&AttrValue::Int(14)));
+    assert_eq!(s.attr(ERROR_TYPE), Some(&AttrValue::from("UNAVAILABLE")));
+    assert!(s.status.is_error());
+    assert_eq!(s.duration(), Duration::from_millis(5));
+}
+
+#[test]
+fn ok_grpc_status_in_trailers_only_head_is_not_an_error() {
+    let p = parts(
+        Request::post("/a.B/C")
+            .header("content-type", "application/grpc")
+            .body(())
+            .expect("valid request"),
+    );
+    let mut s = open(SpanKind::Client, &p);
+    s.record_response_head(StatusCode::OK, &grpc_trailers("0"));
+    let s = s.finish(SystemTime::UNIX_EPOCH);
+    assert_eq!(s.attr(RPC_GRPC_STATUS_CODE), Some(&AttrValue::Int(0)));
+    assert!(!s.status.is_error());
+    assert_eq!(s.attr(ERROR_TYPE), None);
+}
+
+#[test]
+fn error_rule_differs_by_side_for_4xx_and_agrees_on_5xx() {
+    let p = parts(Request::get("/").body(()).expect("valid request"));
+    let cases = [
+        (SpanKind::Server, 404, false),
+        (SpanKind::Client, 404, true),
+        (SpanKind::Server, 503, true),
+        (SpanKind::Client, 503, true),
+        (SpanKind::Client, 200, false),
+    ];
+    for (kind, code, failed) in cases {
+        let mut s = open(kind, &p);
+        s.record_response_head(
+            StatusCode::from_u16(code).expect("valid code"),
+            &HeaderMap::new(),
+        );
+        let s = s.finish(SystemTime::UNIX_EPOCH);
+        assert_eq!(s.status.is_error(), failed, "{kind:?} {code}");
+        if failed {
+            assert_eq!(s.attr(ERROR_TYPE), Some(&AttrValue::from(code.to_string())));
+        }
+    }
+}
+
+#[test]
+fn upstream_failure_marks_error_type() {
+    let p = parts(Request::get("/").body(()).expect("valid request"));
+    let mut s = open(SpanKind::Client, &p);
+    s.record_failure("connect_error");
+    let s = s.finish(SystemTime::UNIX_EPOCH);
+    assert_eq!(s.attr(ERROR_TYPE), Some(&AttrValue::from("connect_error")));
+    assert!(s.status.is_error());
+}

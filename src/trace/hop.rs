@@ -1,0 +1,106 @@
+//! One request hop in flight: its span (when sampled), its metrics labels and its in-flight
+//! registration. Dropping a `Hop` ends it — whichever way the request ended.
+
+use std::time::{Instant, SystemTime};
+
+use http::{HeaderMap, StatusCode};
+
+use crate::propagation::InflightGuard;
+use crate::proxy::Direction;
+use crate::telemetry::{Metrics, SpanRecord, SpanSink, StatusClass, WireProtocol};
+
+/// The state of a request between its head and its end.
+#[derive(Debug)]
+pub(crate) struct Hop {
+    direction: Direction,
+    protocol: WireProtocol,
+    started: Instant,
+    span: Option<SpanRecord>,
+    status: Option<StatusCode>,
+    failure: Option<&'static str>,
+    completed: bool,
+    _inflight: Option<InflightGuard>,
+    sink: SpanSink,
+    metrics: Metrics,
+}
+
+impl Hop {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        direction: Direction,
+        protocol: WireProtocol,
+        started: Instant,
+        span: Option<SpanRecord>,
+        inflight: Option<InflightGuard>,
+        sink: SpanSink,
+        metrics: Metrics,
+    ) -> Hop {
+        Hop {
+            direction,
+            protocol,
+            started,
+            span,
+            status: None,
+            failure: None,
+            completed: false,
+            _inflight: inflight,
+            sink,
+            metrics,
+        }
+    }
+
+    /// The response head arrived.
+    pub(crate) fn response_head(
+        &mut self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        failure: Option<&'static str>,
+    ) {
+        self.status = Some(status);
+        self.failure = failure;
+        if let Some(span) = &mut self.span {
+            span.record_response_head(status, headers);
+            if let Some(kind) = failure {
+                span.record_failure(kind);
+            }
+        }
+    }
+
+    /// Trailers arrived (gRPC status lives here).
+    pub(crate) fn trailers(&mut self, trailers: &HeaderMap) {
+        if let Some(span) = &mut self.span {
+            span.record_trailers(trailers);
+        }
+    }
+
+    /// The response stream ended normally.
+    pub(crate) fn complete(&mut self) {
+        self.completed = true;
+    }
+
+    /// The exchange failed (inner service error or response body error).
+    pub(crate) fn fail(&mut self, kind: &'static str) {
+        self.failure.get_or_insert(kind);
+        if let Some(span) = &mut self.span {
+            span.record_failure(kind);
+        }
+    }
+}
+
+impl Drop for Hop {
+    fn drop(&mut self) {
+        if !self.completed && self.failure.is_none() {
+            // The client went away (or the server dropped the exchange) before the end.
+            self.fail("cancelled");
+        }
+        let class = match (self.status, self.failure) {
+            (Some(status), _) => StatusClass::from_status(status.as_u16()),
+            (None, _) => StatusClass::Failed,
+        };
+        self.metrics
+            .request_finished(self.direction, self.protocol, class, self.started.elapsed());
+        if let Some(span) = self.span.take() {
+            self.sink.record(span.finish(SystemTime::now()));
+        }
+    }
+}

@@ -1,0 +1,594 @@
+//! Shared helpers for the telemetry and admin integration tests: real OTLP receivers
+//! (tonic gRPC and hyper HTTP/protobuf), a black-hole collector, an HTTP client for the
+//! admin server, a realistic 3-hop span chain and a strict OpenMetrics parser.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use tokio::net::{TcpListener, TcpStream};
+
+use stitch::telemetry::semconv::{RequestFacts, STITCH_PROPAGATION_DIALECT};
+use stitch::telemetry::{SpanKind, SpanRecord};
+
+/// What a receiver got: each request with its headers/metadata.
+#[derive(Clone, Default)]
+pub struct Received {
+    pub requests: Arc<Mutex<Vec<(HeaderMap, ExportTraceServiceRequest)>>>,
+}
+
+impl Received {
+    pub fn spans(&self) -> Vec<opentelemetry_proto::tonic::trace::v1::Span> {
+        self.requests
+            .lock()
+            .expect("receiver lock")
+            .iter()
+            .flat_map(|(_, r)| r.resource_spans.iter())
+            .flat_map(|rs| rs.scope_spans.iter())
+            .flat_map(|ss| ss.spans.iter().cloned())
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans().len()
+    }
+}
+
+struct GrpcCollector(Received);
+
+#[tonic::async_trait]
+impl TraceService for GrpcCollector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let headers = request.metadata().clone().into_headers();
+        self.0
+            .requests
+            .lock()
+            .expect("receiver lock")
+            .push((headers, request.into_inner()));
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+/// A real tonic OTLP/gRPC collector on 127.0.0.1.
+pub async fn grpc_collector() -> (SocketAddr, Received) {
+    grpc_collector_on(TcpListener::bind("127.0.0.1:0").await.expect("bind"))
+}
+
+/// A real tonic OTLP/gRPC collector on an already bound listener.
+pub fn grpc_collector_on(listener: TcpListener) -> (SocketAddr, Received) {
+    let addr = listener.local_addr().expect("addr");
+    let received = Received::default();
+    let svc = TraceServiceServer::new(GrpcCollector(received.clone()));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    (addr, received)
+}
+
+/// A real tonic OTLP/gRPC collector behind TLS with the given PEM identity.
+pub async fn grpc_collector_tls(cert_pem: &str, key_pem: &str) -> (SocketAddr, Received) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let received = Received::default();
+    let svc = TraceServiceServer::new(GrpcCollector(received.clone()));
+    let tls = tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(cert_pem, key_pem));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .tls_config(tls)
+            .expect("server TLS")
+            .add_service(svc)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    (addr, received)
+}
+
+/// A real hyper OTLP/HTTP (protobuf) collector; `black_hole` switches it to accepting
+/// connections and never answering.
+pub struct HttpCollector {
+    pub addr: SocketAddr,
+    pub received: Received,
+    pub black_hole: Arc<AtomicBool>,
+    pub paths: Arc<Mutex<Vec<String>>>,
+}
+
+pub async fn http_collector(black_hole: bool) -> HttpCollector {
+    http_collector_with(black_hole, None).await
+}
+
+/// The HTTP collector, optionally behind TLS.
+pub async fn http_collector_with(
+    black_hole: bool,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> HttpCollector {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let received = Received::default();
+    let hole = Arc::new(AtomicBool::new(black_hole));
+    let paths = Arc::new(Mutex::new(Vec::new()));
+    let (r, h, p) = (received.clone(), hole.clone(), paths.clone());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            if h.load(Ordering::SeqCst) {
+                held.push(stream); // accepted, never answered
+                continue;
+            }
+            let (r, p, tls) = (r.clone(), p.clone(), tls.clone());
+            tokio::spawn(async move {
+                match tls {
+                    None => serve_otlp_http(stream, r, p).await,
+                    Some(acceptor) => {
+                        if let Ok(tls_stream) = acceptor.accept(stream).await {
+                            serve_otlp_http(tls_stream, r, p).await;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    HttpCollector {
+        addr,
+        received,
+        black_hole: hole,
+        paths,
+    }
+}
+
+async fn serve_otlp_http<IO>(io: IO, r: Received, p: Arc<Mutex<Vec<String>>>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+        let (r, p) = (r.clone(), p.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            p.lock().expect("paths").push(parts.uri.path().to_owned());
+            let body = body.collect().await?.to_bytes();
+            let status = match <ExportTraceServiceRequest as prost::Message>::decode(body) {
+                Ok(msg) => {
+                    r.requests.lock().expect("lock").push((parts.headers, msg));
+                    StatusCode::OK
+                }
+                Err(_) => StatusCode::BAD_REQUEST,
+            };
+            let mut resp = http::Response::new(Full::new(Bytes::new()));
+            *resp.status_mut() = status;
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/x-protobuf"),
+            );
+            Ok::<_, hyper::Error>(resp)
+        }
+    });
+    let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
+        .await;
+}
+
+/// One HTTP/1.1 request to `addr`; returns status, headers and body.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (StatusCode, HeaderMap, Bytes) {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    tokio::spawn(conn);
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::from(body))).expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    (parts.status, parts.headers, body)
+}
+
+pub async fn get(addr: SocketAddr, path: &str) -> (StatusCode, HeaderMap, Bytes) {
+    http_request(addr, "GET", path, &[], Vec::new()).await
+}
+
+pub async fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
+    let (status, _, body) = get(addr, path).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "GET {path}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    serde_json::from_slice(&body).expect("JSON body")
+}
+
+/// Polls `check` every 50 ms until it holds or `deadline` passes.
+pub async fn eventually(deadline: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        if check() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The spans of a 3-hop chain as the trace layers of two stitch instances would produce
+/// them: client → A inbound (server) → app A → A outbound (client) → B inbound (server) →
+/// app B, where B's gRPC call fails with UNAVAILABLE.
+pub struct Chain {
+    pub trace_id: [u8; 16],
+    pub a_in: SpanRecord,
+    pub a_out: SpanRecord,
+    pub b_in: SpanRecord,
+}
+
+pub fn chain(seed: u8) -> Chain {
+    let trace_id = [seed, 0xa1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
+    let t0 = SystemTime::now() - Duration::from_millis(100);
+    let ms = |n| t0 + Duration::from_millis(n);
+
+    let req = Request::get("http://orders:8080/orders/42?token=secret")
+        .header("user-agent", "curl/8.5")
+        .body(())
+        .expect("request");
+    let (parts, _) = req.into_parts();
+    let mut facts = RequestFacts::from_parts(&parts);
+    facts.client_address = Some("10.0.0.7".parse().expect("ip"));
+    let mut a_in = SpanRecord::for_request(
+        trace_id,
+        [seed, 1, 0, 0, 0, 0, 0, 1],
+        None,
+        SpanKind::Server,
+        &facts,
+        ms(0),
+    );
+    a_in.set_attr(STITCH_PROPAGATION_DIALECT, "none");
+    a_in.record_response_head(StatusCode::OK, &HeaderMap::new());
+    let a_in = a_in.finish(ms(50));
+
+    let grpc = Request::post("http://inventory:50051/shop.v1.Inventory/Reserve")
+        .version(http::Version::HTTP_2)
+        .header("content-type", "application/grpc")
+        .body(())
+        .expect("request");
+    let (gparts, _) = grpc.into_parts();
+    let gfacts = RequestFacts::from_parts(&gparts);
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("14"));
+
+    let mut a_out = SpanRecord::for_request(
+        trace_id,
+        [seed, 2, 0, 0, 0, 0, 0, 2],
+        Some(a_in.span_id),
+        SpanKind::Client,
+        &gfacts,
+        ms(10),
+    );
+    a_out.set_attr(STITCH_PROPAGATION_DIALECT, "w3c");
+    a_out.record_response_head(StatusCode::OK, &HeaderMap::new());
+    a_out.record_trailers(&trailers);
+    let a_out = a_out.finish(ms(40));
+
+    let mut b_in = SpanRecord::for_request(
+        trace_id,
+        [seed, 3, 0, 0, 0, 0, 0, 3],
+        Some(a_out.span_id),
+        SpanKind::Server,
+        &gfacts,
+        ms(12),
+    );
+    b_in.set_attr(STITCH_PROPAGATION_DIALECT, "w3c");
+    b_in.record_response_head(StatusCode::OK, &HeaderMap::new());
+    b_in.record_trailers(&trailers);
+    let b_in = b_in.finish(ms(38));
+
+    Chain {
+        trace_id,
+        a_in,
+        a_out,
+        b_in,
+    }
+}
+
+pub fn hex(id: &[u8]) -> String {
+    stitch::telemetry::span::to_hex(id)
+}
+
+/// One parsed sample: name, labels, value.
+pub type Sample = (String, Vec<(String, String)>, f64);
+
+/// A strict parser for the OpenMetrics text `/metrics` serves: every sample belongs to a
+/// declared family with HELP and TYPE, names and labels are well-formed, values parse,
+/// counters end in `_total`, and the exposition ends with `# EOF`. Returns
+/// `(name, labels, value)` samples.
+pub fn parse_openmetrics(text: &str) -> Result<Vec<Sample>, String> {
+    let mut types: std::collections::HashMap<String, String> = Default::default();
+    let mut helps: std::collections::HashSet<String> = Default::default();
+    let mut samples = Vec::new();
+    let mut saw_eof = false;
+    let valid_name = |n: &str| {
+        !n.is_empty()
+            && n.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    };
+    for line in text.lines() {
+        if saw_eof {
+            return Err(format!("content after # EOF: {line}"));
+        }
+        if line == "# EOF" {
+            saw_eof = true;
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let name = rest.split(' ').next().ok_or("HELP without name")?;
+            if !valid_name(name) {
+                return Err(format!("bad HELP name {name}"));
+            }
+            helps.insert(name.to_owned());
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut it = rest.split(' ');
+            let (name, ty) = (it.next().ok_or("TYPE name")?, it.next().ok_or("TYPE type")?);
+            if ![
+                "counter",
+                "gauge",
+                "histogram",
+                "summary",
+                "info",
+                "stateset",
+                "unknown",
+                "gaugehistogram",
+            ]
+            .contains(&ty)
+            {
+                return Err(format!("bad TYPE {ty}"));
+            }
+            types.insert(name.to_owned(), ty.to_owned());
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let (name_labels, value) = line
+            .rsplit_once(' ')
+            .ok_or_else(|| format!("no value: {line}"))?;
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            "NaN" => f64::NAN,
+            v => v.parse().map_err(|_| format!("bad value in {line}"))?,
+        };
+        let (name, labels) = match name_labels.split_once('{') {
+            None => (name_labels.to_owned(), Vec::new()),
+            Some((n, rest)) => {
+                let body = rest
+                    .strip_suffix('}')
+                    .ok_or_else(|| format!("unclosed labels: {line}"))?;
+                let mut labels = Vec::new();
+                let mut s = body;
+                while !s.is_empty() {
+                    let (k, after) = s
+                        .split_once("=\"")
+                        .ok_or_else(|| format!("bad label in {line}"))?;
+                    if !valid_name(k) {
+                        return Err(format!("bad label name {k}"));
+                    }
+                    let mut val = String::new();
+                    let mut chars = after.char_indices();
+                    let mut end = None;
+                    while let Some((i, c)) = chars.next() {
+                        match c {
+                            '\\' => {
+                                let (_, e) = chars.next().ok_or("dangling escape")?;
+                                val.push(match e {
+                                    'n' => '\n',
+                                    other => other,
+                                });
+                            }
+                            '"' => {
+                                end = Some(i);
+                                break;
+                            }
+                            c => val.push(c),
+                        }
+                    }
+                    let end = end.ok_or_else(|| format!("unterminated label value: {line}"))?;
+                    labels.push((k.to_owned(), val));
+                    s = &after[end + 1..];
+                    s = s.strip_prefix(',').unwrap_or(s);
+                }
+                (n.to_owned(), labels)
+            }
+        };
+        if !valid_name(&name) {
+            return Err(format!("bad metric name {name}"));
+        }
+        let family = [
+            ("_total", "counter"),
+            ("_bucket", "histogram"),
+            ("_sum", "histogram"),
+            ("_count", "histogram"),
+            ("_created", ""),
+        ]
+        .iter()
+        .find_map(|(suffix, _)| {
+            name.strip_suffix(suffix)
+                .filter(|base| types.contains_key(*base))
+        })
+        .unwrap_or(&name)
+        .to_owned();
+        let ty = types
+            .get(&family)
+            .ok_or_else(|| format!("sample {name} has no TYPE"))?;
+        if !helps.contains(&family) {
+            return Err(format!("family {family} has no HELP"));
+        }
+        if ty == "counter" && !name.ends_with("_total") && !name.ends_with("_created") {
+            return Err(format!("counter sample {name} must end in _total"));
+        }
+        samples.push((name, labels, value));
+    }
+    if !saw_eof {
+        return Err("missing # EOF".to_owned());
+    }
+    Ok(samples)
+}
+
+/// The value of one sample whose labels include all of `labels`.
+pub fn sample(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .filter(|(n, l, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
+        .map(|(_, _, v)| *v)
+        .reduce(|a, b| a + b)
+}
+
+/// An OTLP export request holding `spans` under a resource named `service`, as another
+/// stitch instance or an OTel SDK would send it.
+pub fn otlp_request(service: &str, spans: &[&SpanRecord]) -> ExportTraceServiceRequest {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+    let nanos = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .expect("after epoch")
+            .as_nanos() as u64
+    };
+    let string = |s: &str| AnyValue {
+        value: Some(any_value::Value::StringValue(s.to_owned())),
+    };
+    let spans = spans
+        .iter()
+        .map(|s| Span {
+            trace_id: s.trace_id.to_vec(),
+            span_id: s.span_id.to_vec(),
+            parent_span_id: s.parent_span_id.map(|p| p.to_vec()).unwrap_or_default(),
+            name: s.name.to_string(),
+            kind: match s.kind {
+                SpanKind::Server => 2,
+                SpanKind::Client => 3,
+                _ => 1,
+            },
+            start_time_unix_nano: nanos(s.start),
+            end_time_unix_nano: nanos(s.end),
+            attributes: s
+                .attributes
+                .iter()
+                .map(|a| KeyValue {
+                    key: a.key.to_string(),
+                    value: Some(match &a.value {
+                        stitch::telemetry::AttrValue::Str(v) => string(v),
+                        stitch::telemetry::AttrValue::Int(i) => AnyValue {
+                            value: Some(any_value::Value::IntValue(*i)),
+                        },
+                        stitch::telemetry::AttrValue::Bool(b) => AnyValue {
+                            value: Some(any_value::Value::BoolValue(*b)),
+                        },
+                        stitch::telemetry::AttrValue::F64(f) => AnyValue {
+                            value: Some(any_value::Value::DoubleValue(*f)),
+                        },
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+            status: s.status.is_error().then(|| Status {
+                code: 2,
+                message: "failed".to_owned(),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".to_owned(),
+                    value: Some(string(service)),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// Starts an admin server on 127.0.0.1:0 with `state`.
+pub async fn admin(state: stitch::admin::AdminState) -> (SocketAddr, stitch::app::ShutdownHandle) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let shutdown = stitch::app::ShutdownHandle::default();
+    tokio::spawn(stitch::admin::serve(listener, state, shutdown.clone()));
+    (addr, shutdown)
+}
+
+pub async fn post_protobuf(
+    addr: SocketAddr,
+    req: &ExportTraceServiceRequest,
+) -> (StatusCode, HeaderMap, Bytes) {
+    http_request(
+        addr,
+        "POST",
+        "/v1/traces",
+        &[("content-type", "application/x-protobuf")],
+        prost::Message::encode_to_vec(req),
+    )
+    .await
+}
+
+pub async fn post_json(
+    addr: SocketAddr,
+    req: &ExportTraceServiceRequest,
+) -> (StatusCode, HeaderMap, Bytes) {
+    http_request(
+        addr,
+        "POST",
+        "/v1/traces",
+        &[("content-type", "application/json")],
+        serde_json::to_vec(req).expect("JSON"),
+    )
+    .await
+}
