@@ -105,7 +105,13 @@ def targets_section(run):
         if mine is None or base is None or base == 0:
             return None, "no figure"
         change = (base - mine) / base if higher_is_better else (mine - base) / base
-        return change < 0.10, f"{change * 100:+.1f}% vs trace off ({mine:,.4g} vs {base:,.4g})"
+        figure = f"{change * 100:+.1f}% vs trace off ({mine:,.4g} vs {base:,.4g})"
+        workload = metric.split(".")[0]
+        cpu, cpu_off = m(target, f"{workload}.cpu"), m(OFF, f"{workload}.cpu")
+        if cpu and cpu_off:
+            # The steadier view of the same cost on a shared machine.
+            figure += f"; CPU per request {(cpu - cpu_off) / cpu_off * 100:+.0f}%"
+        return change < 0.10, figure
 
     def bound(target, metric, limit):
         value = m(target, metric)
