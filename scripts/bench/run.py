@@ -57,10 +57,19 @@ class Target:
         self.problem = None  # set when the target cannot serve; it is then skipped
 
 
+HANDED_OUT = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on now and that this run has not handed out before (the kernel
+    may offer the same free port twice before the first taker binds it)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in HANDED_OUT:
+            HANDED_OUT.add(port)
+            return port
 
 
 def fill_template(name, workdir, values):
@@ -173,6 +182,10 @@ def check_targets(targets):
                     target.problem = f"does not proxy HTTP/1.1 yet ({e})"
                     break
                 time.sleep(0.2)
+    time.sleep(0.5)  # a proxy that failed to bind one of its listeners exits just after start
+    for target in targets:
+        if not target.problem and target.proc and target.proc.poll() is not None:
+            target.problem = f"exited with code {target.proc.returncode} (see its log)"
         print(f"  {target.name:20} {'OK' if not target.problem else 'SKIPPED: ' + target.problem}",
               flush=True)
 
@@ -365,6 +378,11 @@ def main():
             print(f"round {rnd + 1}/{args.rounds}: order {[t.name for t in order]}", flush=True)
             for wname, workload in workloads:
                 for target in order:
+                    if target.proc and target.proc.poll() is not None:
+                        target.problem = f"exited with code {target.proc.returncode} mid-run"
+                        print(f"  {wname:12} {target.name:20} SKIPPED: exited with code "
+                              f"{target.proc.returncode} (see its log)", flush=True)
+                        continue
                     try:
                         figures = workload(args, target, direct)
                     except (RuntimeError, OSError, ValueError, AttributeError, KeyError) as e:
