@@ -374,6 +374,9 @@ async fn tracestate_invalid_member_drops_the_whole_header() {
         ("value of 257 chars", format!("a=1,k={long_value}")),
         ("value with a non-ASCII byte", "a=1,k=caf\u{e9}".to_owned()),
         ("empty key", "a=1,=2".to_owned()),
+        ("space inside a key", "foo =1".to_owned()),
+        ("key starting with @", "@foo=1,bar=2".to_owned()),
+        ("empty value before a member", "foo=,bar=3".to_owned()),
     ];
     let s = setup(None, 1, replay_out()).await;
     let mut failures = Vec::new();
@@ -445,6 +448,15 @@ async fn tracestate_valid_members_are_forwarded_byte_for_byte_in_order() {
         // The 2024+ key grammar: digits first, `_ - * / @` anywhere after the first char.
         "t@abcdefghijklmnopqrstuvwxyz0123=old-limits-gone,1tenant@sys=x,a_b-c*d/e@f=!\"#$%&'()*+-./:;<>?@[\\]^_`{|}~,zz=val ue".to_owned(),
         format!("{long_key}={long_value},b=1"),
+        // The W3C test suite's "all allowed characters" members, and `@` anywhere after the
+        // first character of a key (2024+ grammar).
+        format!(
+            "abcdefghijklmnopqrstuvwxyz0123456789_-*/={},abcdefghijklmnopqrstuvwxyz0123456789_-*/@a-z0-9_-*/=x,foo@@bar=1,foo@=2",
+            (0x20u8..=0x7e)
+                .filter(|c| !matches!(c, b',' | b'=' | b' '))
+                .map(char::from)
+                .collect::<String>()
+        ),
         // Duplicate keys are kept (or de-duplicated), never the header dropped.
         "dup=1,other=2,dup=3".to_owned(),
     ];
@@ -572,4 +584,23 @@ async fn dropped_tracestate_is_counted_as_an_invalid_header() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+#[tokio::test]
+async fn header_names_match_case_insensitively() {
+    let s = setup(None, 1, copy_w3c()).await;
+    let (app, up) = through(
+        &s,
+        &[
+            ("TraceParent", &tp("01")),
+            ("TRACESTATE", "congo=t61rcWkgMzE"),
+        ],
+    )
+    .await;
+    assert_eq!(app.tp().trace_id, T);
+    assert_eq!(joined(&app).as_deref(), Some("congo=t61rcWkgMzE"));
+    assert_eq!(up[0].tp().trace_id, T);
+    // A near miss is not the header.
+    let (app, _) = through(&s, &[("trace-parent", &tp("01"))]).await;
+    assert_ne!(app.tp().trace_id, T);
 }
