@@ -896,3 +896,48 @@ formats:
     let f = split(&app.one("x-ctx"), ';');
     assert_eq!((f[0].as_str(), f[2].as_str()), (T, P));
 }
+
+#[tokio::test]
+async fn concurrent_requests_of_one_trace_are_all_registered_and_all_released() {
+    const N: usize = 8;
+    let (_dir, path) = rules_file(INFER);
+    let (up_addr, up_log) = upstream().await;
+    let (app_listener, app_addr) = listener().await;
+    let stitch = start_stitch(app_addr, Some(path), ring_only("fan-in")).await;
+    let barrier = Arc::new(tokio::sync::Barrier::new(N));
+    let inner = copying_app(stitch.outbound, up_addr, 1, drop_all());
+    let handler: Handler = Arc::new(move |h: HeaderMap| {
+        let (barrier, inner) = (barrier.clone(), inner.clone());
+        Box::pin(async move {
+            if h.contains_key("x-together") {
+                barrier.wait().await; // all N in flight at once
+            }
+            inner(h).await
+        })
+    });
+    let _app = serve_app(app_listener, handler);
+    let tp = format!("00-{T}-{P}-01");
+    let headers = [("traceparent", tp.as_str()), ("x-together", "1")];
+    let sends = (0..N).map(|_| trace_support::raw_get(stitch.inbound, "/", &headers));
+    let statuses = futures::future::join_all(sends).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let orphans: Vec<String> = up_log.all().iter().map(|u| u.tp().trace_id).collect();
+    assert_eq!(orphans.len(), N);
+    assert!(
+        orphans.iter().all(|t| t != T),
+        "N requests of one trace in flight are N, not one: nothing inferred ({orphans:?})"
+    );
+    // All N released: a single new in-flight request is inferred again.
+    let status = trace_support::raw_get(
+        stitch.inbound,
+        "/",
+        &[("traceparent", &format!("00-{T2}-{P}-01"))],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        up_log.last().tp().trace_id,
+        T2,
+        "exactly one in flight after the fan-in"
+    );
+}
