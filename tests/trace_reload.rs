@@ -307,10 +307,16 @@ async fn sighup_reloads_a_change_the_watcher_cannot_see() {
     let s = setup(Some(path), 1, copy_w3c()).await;
     assert!(!app_sees_b3(&s).await);
     std::fs::write(&real, W3C_B3).expect("edit in place");
-    let status = std::process::Command::new("kill")
-        .args(["-HUP", &std::process::id().to_string()])
+    // The shell's built-in `kill` (no procps needed).
+    let status = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "kill -HUP \"$1\"",
+            "sh",
+            &std::process::id().to_string(),
+        ])
         .status()
-        .expect("run kill");
+        .expect("run sh");
     assert!(status.success());
     assert!(until_b3(&s, true).await, "SIGHUP reloaded the rules");
 }
