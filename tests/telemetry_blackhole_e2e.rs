@@ -46,7 +46,7 @@ fn settings(app: SocketAddr, telemetry: TelemetryConfig) -> Settings {
         outbound_listen: vec![local],
         admin_listen: local,
         inbound_target: Some(app.to_string()),
-        service_name: "orders".to_owned(),
+        service_name: Some("orders".to_owned()),
         telemetry,
         ..Settings::default()
     }

@@ -113,7 +113,7 @@ fn settings(service: &str, target: Option<SocketAddr>, collector: SocketAddr) ->
         outbound_listen: vec![local],
         admin_listen: local,
         inbound_target: target.map(|t| t.to_string()),
-        service_name: service.to_owned(),
+        service_name: Some(service.to_owned()),
         telemetry: TelemetryConfig {
             export: Some(ExportConfig::new(
                 Protocol::Grpc,

@@ -338,6 +338,7 @@ fn decide(
     ex: &Extraction,
     direction: Direction,
     policy: &Policy,
+    root_ratio: f64,
     inflight: &Inflight,
     out: &mut Outcome,
 ) -> (TraceContext, Option<HeaderValue>) {
@@ -347,10 +348,7 @@ fn decide(
             out.extracted_dialect = Some(dialect);
             TraceContext {
                 parent_span_id: Some(ctx.span_id).filter(SpanId::is_valid),
-                sampled: Some(
-                    ctx.sampled
-                        .unwrap_or_else(|| sample_root(policy.root_ratio)),
-                ),
+                sampled: Some(ctx.sampled.unwrap_or_else(|| sample_root(root_ratio))),
                 ..ctx
             }
         }
@@ -382,10 +380,7 @@ fn decide(
                         trace_id: TraceId::random(),
                         span_id: SpanId::INVALID,
                         parent_span_id: None,
-                        sampled: Some(
-                            ex.sampling_hint
-                                .unwrap_or_else(|| sample_root(policy.root_ratio)),
-                        ),
+                        sampled: Some(ex.sampling_hint.unwrap_or_else(|| sample_root(root_ratio))),
                         debug: false,
                         // stitch made the trace id from random bits: W3C Level 2 random flag.
                         random: true,
@@ -409,6 +404,26 @@ pub fn propagate(
     path: &str,
     headers: &mut HeaderMap,
 ) -> Outcome {
+    propagate_with_root_factor(
+        rules, direction, inflight, method, authority, path, headers, 1.0,
+    )
+}
+
+/// [`propagate`] with the root sampling ratio scaled by `root_factor` — the exporter's
+/// adaptive degradation (1.0 healthy, down to 0.01 while the collector keeps failing). Only
+/// decisions stitch makes itself (new roots, contexts without a sampling decision) are
+/// affected; a parent's decision is always followed, and headers are always written.
+#[allow(clippy::too_many_arguments)]
+pub fn propagate_with_root_factor(
+    rules: &CompiledRules,
+    direction: Direction,
+    inflight: &Inflight,
+    method: &Method,
+    authority: Option<&str>,
+    path: &str,
+    headers: &mut HeaderMap,
+    root_factor: f64,
+) -> Outcome {
     let policy = rules.policy_for(direction, authority, path, method);
     if !policy.trace {
         return Outcome::untraced();
@@ -421,7 +436,9 @@ pub fn propagate(
     let present = Present::of(&scan, rules);
     drop(scan);
 
-    let (next, inherited_tracestate) = decide(&ex, direction, policy, inflight, &mut out);
+    let root_ratio = policy.root_ratio * root_factor.clamp(0.0, 1.0);
+    let (next, inherited_tracestate) =
+        decide(&ex, direction, policy, root_ratio, inflight, &mut out);
     let next = TraceContext {
         span_id: SpanId::random(),
         ..next
