@@ -56,6 +56,8 @@ pub struct Settings {
     pub max_connections: usize,
     /// HTTP/2 concurrent streams per client connection.
     pub h2_max_concurrent_streams: u32,
+    /// An HTTP/2 client connection silent this long gets GOAWAY.
+    pub h2_idle_timeout: Duration,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub drain_timeout: Duration,
     /// Record `url.query` on spans (off by default: queries often carry secrets).
@@ -87,6 +89,7 @@ impl Default for Settings {
             max_headers: 100,
             max_connections: 10_000,
             h2_max_concurrent_streams: 256,
+            h2_idle_timeout: Duration::from_secs(600),
             drain_timeout: Duration::from_secs(30),
             record_url_query: false,
             telemetry: TelemetryConfig::default(),

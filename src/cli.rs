@@ -97,6 +97,10 @@ pub struct RunArgs {
     /// HTTP/2 streams one client connection may have open at once.
     #[arg(long, env = "STITCH_H2_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
     h2_max_concurrent_streams: u32,
+    /// An HTTP/2 client connection with no bytes either way for this long is sent GOAWAY
+    /// (open streams may finish).
+    #[arg(long, env = "STITCH_H2_IDLE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10m")]
+    h2_idle_timeout: Duration,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish before exit.
     #[arg(long, env = "STITCH_DRAIN_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30s")]
     drain_timeout: Duration,
@@ -128,6 +132,7 @@ impl RunArgs {
             max_headers: self.max_headers,
             max_connections: self.max_connections,
             h2_max_concurrent_streams: self.h2_max_concurrent_streams,
+            h2_idle_timeout: self.h2_idle_timeout,
             drain_timeout: self.drain_timeout,
             record_url_query: self.record_url_query,
             // The one place the OTEL_* environment is read (tests pass explicit values).

@@ -99,6 +99,7 @@ impl Proxy {
                 max_header_bytes: settings.max_header_bytes,
                 max_headers: settings.max_headers,
                 h2_max_concurrent_streams: settings.h2_max_concurrent_streams,
+                h2_idle_timeout: settings.h2_idle_timeout,
             },
             max_connections: settings.max_connections,
             tracing,
@@ -238,7 +239,8 @@ impl Proxy {
                 );
                 let forward = Forward::new(self.pool.clone(), destination, protocol);
                 if http2 {
-                    http::server::serve_http2(io, trace, forward, &self.limits, shutdown).await;
+                    http::server::serve_http2(io, &counts, trace, forward, &self.limits, shutdown)
+                        .await;
                 } else {
                     http::server::serve_http1(io, trace, forward, &self.limits, shutdown).await;
                 }

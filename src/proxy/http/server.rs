@@ -11,6 +11,7 @@ use tower::Layer;
 
 use super::forward::Forward;
 use crate::app::ShutdownHandle;
+use crate::proxy::counting::ByteCounts;
 use crate::trace::TraceLayer;
 
 /// Per-connection limits of the HTTP server side.
@@ -24,6 +25,9 @@ pub struct ServerLimits {
     pub max_headers: usize,
     /// HTTP/2 streams open at once per connection.
     pub h2_max_concurrent_streams: u32,
+    /// An HTTP/2 client connection with no bytes either way for this long is sent GOAWAY
+    /// (streams still open may finish). HTTP/1 idle connections end by `header_read_timeout`.
+    pub h2_idle_timeout: Duration,
 }
 
 /// Serves HTTP/1 on `io` until the client leaves or shutdown ends the connection.
@@ -63,6 +67,7 @@ pub async fn serve_http1<I>(
 /// Serves HTTP/2 (prior knowledge) on `io`; on shutdown sends GOAWAY and lets open streams end.
 pub async fn serve_http2<I>(
     io: I,
+    activity: &ByteCounts,
     trace: TraceLayer,
     forward: Forward,
     limits: &ServerLimits,
@@ -78,11 +83,27 @@ pub async fn serve_http2<I>(
         .auto_date_header(false)
         .serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = shutdown.triggered() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let idle = limits.h2_idle_timeout;
+    let mut check = tokio::time::interval((idle / 4).max(Duration::from_millis(10)));
+    check.tick().await;
+    let mut last = (activity.get(), tokio::time::Instant::now());
+    let result = loop {
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            _ = shutdown.triggered() => {
+                conn.as_mut().graceful_shutdown();
+                break conn.await;
+            }
+            _ = check.tick() => {
+                let now = activity.get();
+                if now != last.0 {
+                    last = (now, tokio::time::Instant::now());
+                } else if last.1.elapsed() >= idle {
+                    tracing::debug!(?idle, "closing an idle HTTP/2 client connection");
+                    conn.as_mut().graceful_shutdown();
+                    break conn.await;
+                }
+            }
         }
     };
     if let Err(e) = result {
