@@ -329,7 +329,10 @@ impl Stitch {
         if let Ok(addr) = admin.local_addr() {
             tracing::info!(listener = "admin", %addr, "listening");
         }
-        tracker.spawn(crate::admin::serve(admin, admin_state, shutdown.clone()));
+        // The admin server outlives the drain, so probes see `/ready` turn 503 (and `/metrics`
+        // stays scrapeable) while in-flight requests finish; it stops once they have.
+        let admin_stop = ShutdownHandle::default();
+        let admin_task = tokio::spawn(crate::admin::serve(admin, admin_state, admin_stop.clone()));
 
         let tracing_handles = Tracing {
             rules,
@@ -366,6 +369,8 @@ impl Stitch {
             tracing::info!("drained");
         }
         // Spans of the drained requests go out before exit.
+        admin_stop.trigger();
+        let _ = admin_task.await;
         telemetry.shutdown(Duration::from_secs(5)).await;
         Ok(())
     }
