@@ -36,6 +36,14 @@ async fn shutdown_lets_the_in_flight_request_finish_and_refuses_new_connections(
     up.wait_for(1).await;
     stitch.shutdown.trigger();
     wait_refused(stitch.inbound).await;
+    // While the request drains, the admin server still answers, and says "not ready" so a
+    // load balancer stops sending.
+    let ready = roundtrip(
+        stitch.admin,
+        b"GET /ready HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(ready.status, 503, "/ready during the drain");
     up.open_gate(1);
     let resp = within("the in-flight response", in_flight)
         .await
@@ -145,5 +153,27 @@ async fn malformed_client_requests_are_not_logged_as_errors() {
         loud.is_empty(),
         "client mistakes logged at error:\n{}",
         loud.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn silent_h2_client_connection_gets_goaway_after_the_idle_timeout() {
+    let up = HttpUpstream::start().await;
+    let mut s = settings(Some(up.addr));
+    s.h2_idle_timeout = Duration::from_millis(500);
+    let stitch = start_stitch(s).await;
+    let (mut client, conn) = h2_client(stitch.inbound).await;
+    let resp = within("h2 request", client.send_request(h2_get(up.addr, "/")))
+        .await
+        .expect("response");
+    assert_eq!(collect_body(resp.into_body()).await.0, FIXED_BODY);
+    // Well under the 600 s default: only the configured 500 ms can close it.
+    let closed = tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("the silent connection is closed by stitch")
+        .expect("task");
+    assert!(
+        closed.is_ok(),
+        "a graceful GOAWAY, not an error: {closed:?}"
     );
 }
