@@ -1,0 +1,27 @@
+//! The HTTP/2 client idle timeout closes only silent connections (the silent case is in
+//! `lifecycle.rs`): a connection kept busy for longer than the timeout is never cut.
+
+mod support;
+
+use std::time::Duration;
+
+use support::upstream::{FIXED_BODY, HttpUpstream};
+use support::{collect_body, h2_client, h2_get, settings, start_stitch, within};
+
+#[tokio::test]
+async fn a_busy_h2_client_connection_is_kept() {
+    let up = HttpUpstream::start().await;
+    let mut s = settings(Some(up.addr));
+    s.h2_idle_timeout = Duration::from_secs(1);
+    let stitch = start_stitch(s).await;
+    let (mut client, conn) = h2_client(stitch.inbound).await;
+    // Requests every 100 ms for 2.5 s: longer than two idle timeouts, never silent for one.
+    for _ in 0..25 {
+        let resp = within("h2 request", client.send_request(h2_get(up.addr, "/")))
+            .await
+            .expect("the connection stays usable while busy");
+        assert_eq!(collect_body(resp.into_body()).await.0, FIXED_BODY);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!conn.is_finished(), "a busy connection must not be closed");
+}
