@@ -201,7 +201,7 @@ peak RSS is `VmHWM` summed over the proxy's processes, reset at the start of eac
 
     tracing = run.get("tracing") or {}
     if tracing:
-        header += "\n**Tracing evidence** (the trace store each stitch row should fill): " + \
+        header += "\n**Tracing evidence** (each stitch's `/traces` and span counters in `/metrics` after the run): " + \
             "; ".join(f"{name}: {what}" for name, what in tracing.items()) + "\n"
 
     parts = [header, "## Results", ""]

@@ -51,9 +51,9 @@ GIB = 1 << 30
 
 
 class Target:
-    def __init__(self, name, h1, h2, grpc, proc=None, traces_url=None):
+    def __init__(self, name, h1, h2, grpc, proc=None, admin_url=None):
         self.name, self.h1, self.h2, self.grpc, self.proc = name, h1, h2, grpc, proc
-        self.traces_url = traces_url  # where this target's spans should be visible
+        self.admin_url = admin_url  # stitch's admin server, for its span counters
         self.problem = None  # set when the target cannot serve; it is then skipped
 
 
@@ -136,27 +136,38 @@ def start_targets(args, workdir):
         inbound, admin = free_port(), free_port()
         proc = start(name.replace(" ", "").replace("(", "-").replace(")", ""),
                      stitch_cmd(inbound, admin, extra), workdir, env=clean_env(**env), cpus=sut)
-        traces = collector_admin if "OTLP" in name else admin
-        targets.append(Target(name, inbound, inbound, inbound, proc,
-                              f"http://127.0.0.1:{traces}/traces"))
-    return targets
+        targets.append(Target(name, inbound, inbound, inbound, proc, f"http://127.0.0.1:{admin}"))
+    return targets, f"http://127.0.0.1:{collector_admin}/traces"
 
 
-def tracing_evidence(targets):
-    """What each stitch's trace store shows after the run, so the report says plainly whether
-    the 'ring' and 'OTLP' rows really carried spans."""
+def tracing_evidence(targets, collector_traces_url):
+    """What each stitch's span counters say after the run (spans dropped under load would make
+    tracing look cheaper than it is), and whether the OTLP receiver holds spans."""
     evidence = {}
     for target in targets:
-        if not target.traces_url or target.problem:
+        if not target.admin_url or target.problem:
             continue
         try:
-            with urllib.request.urlopen(target.traces_url, timeout=3) as resp:
-                body = resp.read()
-            evidence[target.name] = f"GET /traces → {resp.status}, {len(body):,} bytes"
-        except urllib.error.HTTPError as e:
-            evidence[target.name] = f"GET /traces → {e.code} (no spans visible)"
-        except OSError as e:
-            evidence[target.name] = f"GET /traces failed: {e}"
+            with urllib.request.urlopen(f"{target.admin_url}/metrics", timeout=3) as resp:
+                text = resp.read().decode(errors="replace")
+            counts = {}
+            for line in text.splitlines():
+                for counter in ("stitch_spans_exported_total", "stitch_spans_dropped_total"):
+                    if line.startswith(counter):
+                        counts[counter] = counts.get(counter, 0) + float(line.split()[-1])
+            with urllib.request.urlopen(f"{target.admin_url}/traces", timeout=3) as resp:
+                in_ring = len(json.loads(resp.read()).get("traces", []))
+            evidence[target.name] = ", ".join(
+                [f"{in_ring:,} traces in its ring"] +
+                [f"{k.removeprefix('stitch_').removesuffix('_total')} {v:,.0f}"
+                 for k, v in counts.items()])
+        except (OSError, ValueError, AttributeError) as e:
+            evidence[target.name] = f"admin read failed: {e}"
+    try:
+        with urllib.request.urlopen(collector_traces_url, timeout=3) as resp:
+            evidence["OTLP receiver"] = f"GET /traces → {resp.status}, {len(resp.read()):,} bytes"
+    except OSError as e:
+        evidence["OTLP receiver"] = f"GET /traces failed: {e}"
     return evidence
 
 
@@ -354,7 +365,7 @@ def main():
     machine = machine_description()
     print(f"stitch bench: logs in {workdir}", flush=True)
     try:
-        targets = start_targets(args, workdir)
+        targets, collector_traces_url = start_targets(args, workdir)
         check_targets(targets)
         direct = targets[0]
         if direct.problem:
@@ -407,7 +418,7 @@ def main():
                "command": args.command, "duration_s": round(time.time() - began),
                "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                "skipped": {t.name: t.problem for t in targets if t.problem},
-               "tracing": tracing_evidence(targets),
+               "tracing": tracing_evidence(targets, collector_traces_url),
                "results": results}
         with open(os.path.join(workdir, "results.json"), "w") as f:
             json.dump(run, f, indent=1)
