@@ -184,8 +184,8 @@ with `scripts/bench/profile.sh h1|h2|grpc off|ring|otlp`.
 average at start {' '.join(mc['loadavg_at_start'])} (the VM is shared: closed-loop req/s can
 swing ±40% between rounds, CPU per request is the steadiest figure).
 **Pinning**: load generators on CPU {run['gen_cpus']}; backend and proxy under test on CPU
-{run['sut_cpus']}; all of them at `nice {run.get('nice', 0)}` so other work on the machine yields those
-cores; each proxy runs one worker (nginx `worker_processes 1`, haproxy `nbthread 1`,
+{run['sut_cpus']}; all of them at `nice {run.get('nice', 0)}` so other work on the machine
+yields those cores; each proxy runs one worker (nginx `worker_processes 1`, haproxy `nbthread 1`,
 stitch's tokio runtime sized by its CPU affinity).
 **Tools**: {mc['nginx']}; {mc['haproxy']}; {mc['wrk']}; {mc['h2load']}; {mc['oha']}.
 
@@ -201,15 +201,17 @@ peak RSS is `VmHWM` summed over the proxy's processes, reset at the start of eac
 
     tracing = run.get("tracing") or {}
     if tracing:
-        header += "\n**Tracing evidence** (each stitch's `/traces` and span counters in `/metrics` after the run): " + \
+        header += ("\n**Tracing evidence** (each stitch's `/traces` and span counters in "
+                   "`/metrics` after the run): ") + \
             "; ".join(f"{name}: {what}" for name, what in tracing.items()) + "\n"
 
     parts = [header, "## Results", ""]
     parts.append(table(run, "HTTP/1.1, closed loop (wrk, 1 thread, 50 connections)",
                        "`proxy core` / `backend core`: share of CPU "
                        f"{run['sut_cpus']} each used (together near 100% means that core bounds "
-                       "req/s); `other load on core`: CPU time other processes (and the hypervisor) took on "
-                       "that core meanwhile; `generator CPU`: wrk's share of its own core (near 100% means wrk "
+                       "req/s); `other load on core`: CPU time other processes (and the "
+                       "hypervisor) took on that core meanwhile; `generator CPU`: wrk's share of "
+                       "its own core (near 100% means wrk "
                        "bounds req/s).",
                        [("req/s", "h1.rps", f_int, [NGINX]),
                         ("CPU s / 10k req", "h1.cpu", f_cpu, [NGINX]),

@@ -44,6 +44,8 @@ from procs import Probe, run_generator, spawn_generator, start, wait_generators 
 from report import write_report  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# Loopback requests must never go through a proxy named in the caller's environment.
+LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 GIB = 1 << 30
 
 # ----------------------------------------------------------------------------------------------
@@ -148,14 +150,14 @@ def tracing_evidence(targets, collector_traces_url):
         if not target.admin_url or target.problem:
             continue
         try:
-            with urllib.request.urlopen(f"{target.admin_url}/metrics", timeout=3) as resp:
+            with LOOPBACK.open(f"{target.admin_url}/metrics", timeout=3) as resp:
                 text = resp.read().decode(errors="replace")
             counts = {}
             for line in text.splitlines():
                 for counter in ("stitch_spans_exported_total", "stitch_spans_dropped_total"):
                     if line.startswith(counter):
                         counts[counter] = counts.get(counter, 0) + float(line.split()[-1])
-            with urllib.request.urlopen(f"{target.admin_url}/traces", timeout=3) as resp:
+            with LOOPBACK.open(f"{target.admin_url}/traces", timeout=3) as resp:
                 in_ring = len(json.loads(resp.read()).get("traces", []))
             evidence[target.name] = ", ".join(
                 [f"{in_ring:,} traces in its ring"] +
@@ -164,7 +166,7 @@ def tracing_evidence(targets, collector_traces_url):
         except (OSError, ValueError, AttributeError) as e:
             evidence[target.name] = f"admin read failed: {e}"
     try:
-        with urllib.request.urlopen(collector_traces_url, timeout=3) as resp:
+        with LOOPBACK.open(collector_traces_url, timeout=3) as resp:
             evidence["OTLP receiver"] = f"GET /traces → {resp.status}, {len(resp.read()):,} bytes"
     except OSError as e:
         evidence["OTLP receiver"] = f"GET /traces failed: {e}"
@@ -182,7 +184,7 @@ def check_targets(targets):
                 break
             try:
                 url = f"http://127.0.0.1:{target.h1}/check"
-                with urllib.request.urlopen(url, timeout=2) as resp:
+                with LOOPBACK.open(url, timeout=2) as resp:
                     body = resp.read()
                 expected = expected or body
                 if body != expected:
@@ -291,7 +293,8 @@ def w_body(args, target, _direct, upload_file):
     base = f"http://127.0.0.1:{target.h1}"
     probe = Probe(target)
     fmt = "%{http_code} %{size_download} %{size_upload} %{time_total}"
-    curl = ["curl", "-s", "-o", "/dev/null", "--max-time", "60", "-H", "Expect:", "-w", fmt]
+    curl = ["curl", "-s", "--noproxy", "*", "-o", "/dev/null", "--max-time", "60",
+            "-H", "Expect:", "-w", fmt]
     _, down, _ = run_generator(curl + [f"{base}/bytes/{GIB}"], 70, args.gen_cpus)
     _, up, _ = run_generator(curl + ["-T", upload_file, f"{base}/upload"], 70, args.gen_cpus)
     result = {"errors": 0.0}
@@ -327,7 +330,8 @@ def machine_description():
 
     return {
         "nproc": os.cpu_count(), "cpu": model, "kernel": platform.release(),
-        "memory": f"{mem_gib:.1f} GiB", "loadavg_at_start": open("/proc/loadavg").read().split()[:3],
+        "memory": f"{mem_gib:.1f} GiB",
+        "loadavg_at_start": open("/proc/loadavg").read().split()[:3],
         "nginx": version(["nginx", "-v"]), "haproxy": version(["haproxy", "-v"]),
         "wrk": version(["wrk", "-v"]), "h2load": version(["h2load", "--version"]),
         "oha": version(["oha", "--version"]), "curl": version(["curl", "--version"]),
