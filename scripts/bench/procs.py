@@ -77,7 +77,8 @@ def on_signal(signum, _frame):
 def run_generator(cmd, timeout_s, cpus):
     """Runs a load generator to completion (killed after timeout_s).
 
-    Returns (exit code, stdout text, CPU seconds the generator itself used).
+    Returns (exit code, stdout text, the generator's own CPU use as a share of one core over
+    its lifetime).
     """
     return wait_generators([spawn_generator(cmd, cpus)], timeout_s)[0]
 
@@ -88,6 +89,7 @@ def spawn_generator(cmd, cpus):
                             stderr=subprocess.STDOUT, start_new_session=True)
     prioritise(proc.pid)
     STARTED.append(proc)
+    proc.started = time.time()
     return proc, out
 
 
@@ -110,7 +112,8 @@ def wait_generators(spawned, timeout_s):
         out.seek(0)
         text = out.read().decode(errors="replace")
         out.close()
-        results.append((proc.returncode, text, usage.ru_utime + usage.ru_stime))
+        lifetime = max(time.time() - proc.started, 1e-3)
+        results.append((proc.returncode, text, (usage.ru_utime + usage.ru_stime) / lifetime))
     return results
 
 

@@ -209,7 +209,7 @@ def check_targets(targets):
 
 def w_h1(args, target, _direct):
     probe = Probe(target)
-    rc, out, gen_cpu = run_generator(
+    rc, out, gen_share = run_generator(
         ["wrk", "-t", "1", "-c", "50", "-d", f"{args.seconds}s", f"http://127.0.0.1:{target.h1}/"],
         args.seconds + 15, args.gen_cpus)
     requests = int(re.search(r"(\d+) requests in", out).group(1)) if rc == 0 else 0
@@ -218,7 +218,7 @@ def w_h1(args, target, _direct):
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors += int(non2xx.group(1)) if non2xx else 0
     result = {"rps": requests / seconds, "errors": errors / max(requests, 1),
-              "gen_cpu_share": gen_cpu / seconds}
+              "gen_cpu_share": gen_share}
     return probe.finish(result, requests)
 
 
@@ -241,7 +241,7 @@ def w_latency(args, target, direct):
     probe = Probe(target)
     spawned = [spawn_generator(oha_cmd(args, target.h1), args.gen_cpus),
                spawn_generator(oha_cmd(args, direct.h1), args.gen_cpus)]
-    (rc_p, out_p, cpu_p), (rc_d, out_d, cpu_d) = wait_generators(spawned, args.seconds + 20)
+    (rc_p, out_p, share_p), (rc_d, out_d, share_d) = wait_generators(spawned, args.seconds + 20)
     if rc_p != 0 or rc_d != 0:
         raise RuntimeError(f"oha failed: {out_p[-300:]} {out_d[-300:]}")
     proxied, baseline = parse_oha(out_p), parse_oha(out_d)
@@ -252,14 +252,14 @@ def w_latency(args, target, direct):
         "added_p99": proxied["p99"] - baseline["p99"],
         "added_p999": proxied["p999"] - baseline["p999"],
         "errors": 1 - proxied["ok"],
-        "gen_cpu_share": (cpu_p + cpu_d) / args.seconds,
+        "gen_cpu_share": share_p + share_d,
     }
     return probe.finish(result, proxied["rps"] * args.seconds)
 
 
 def w_h2(args, target, _direct):
     probe = Probe(target)
-    rc, out, gen_cpu = run_generator(
+    rc, out, gen_share = run_generator(
         ["h2load", "-t", "1", "-c", "4", "-m", "64", "-D", str(args.seconds),
          "--warm-up-time", "300ms", f"http://127.0.0.1:{target.h2}/"],
         args.seconds + 15, args.gen_cpus)
@@ -267,7 +267,7 @@ def w_h2(args, target, _direct):
     ok = int(done.group(1)) if done else 0
     failed = int(done.group(2)) + int(done.group(3)) if done else 1
     result = {"rps": ok / args.seconds, "errors": failed / max(ok + failed, 1),
-              "gen_cpu_share": gen_cpu / args.seconds}
+              "gen_cpu_share": gen_share}
     return probe.finish(result, ok)
 
 
@@ -275,7 +275,7 @@ def grpc_workload(mode):
     def run(args, target, _direct):
         probe = Probe(target)
         seconds = max(1, args.seconds - 1)
-        rc, out, gen_cpu = run_generator(
+        rc, out, gen_share = run_generator(
             [os.path.join(args.bin_dir, "examples", "bench_grpc_load"),
              f"http://127.0.0.1:{target.grpc}", mode, str(seconds), "32", "2"],
             seconds + 15, args.gen_cpus)
@@ -284,7 +284,7 @@ def grpc_workload(mode):
         data = json.loads(out[out.index("{"):])
         result = {"rps": data["rps"], "p99": data["p99_us"],
                   "errors": data["errors"] / max(data["requests"] + data["errors"], 1),
-                  "gen_cpu_share": gen_cpu / seconds}
+                  "gen_cpu_share": gen_share}
         return probe.finish(result, data["requests"])
     return run
 
