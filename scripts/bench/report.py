@@ -223,7 +223,10 @@ peak RSS is `VmHWM` summed over the proxy's processes, reset at the start of eac
     parts.append(table(run, f"HTTP/1.1 latency at {rate} req/s, paired (oha, open loop, "
                        "latency-corrected)",
                        "added = proxy percentile − percentile of a second oha driving the "
-                       f"backend directly at {rate} req/s in the same window (µs).",
+                       f"backend directly at {rate} req/s in the same window (µs)"
+                       + (f"; proxy, backend and both oha run SCHED_FIFO {run['realtime']} "
+                          "(chrt) during this workload so other load's scheduling delay does "
+                          "not drown the proxy's." if run.get("realtime") else "."),
                        [("added p50 µs", "latency.added_p50", f_signed, [NGINX]),
                         ("added p99 µs", "latency.added_p99", f_signed, [NGINX]),
                         ("added p99.9 µs", "latency.added_p999", f_signed, [NGINX]),

@@ -239,9 +239,15 @@ def w_latency(args, target, direct):
     if target.proc is None:
         return None  # direct is the baseline of every pair, not a pair of its own
     probe = Probe(target)
-    spawned = [spawn_generator(oha_cmd(args, target.h1), args.gen_cpus),
-               spawn_generator(oha_cmd(args, direct.h1), args.gen_cpus)]
-    (rc_p, out_p, share_p), (rc_d, out_d, share_d) = wait_generators(spawned, args.seconds + 20)
+    sut_pids = probe.pids + [Probe.backend_pid]
+    procs.set_realtime(sut_pids, True)
+    try:
+        spawned = [spawn_generator(oha_cmd(args, target.h1), args.gen_cpus, realtime=True),
+                   spawn_generator(oha_cmd(args, direct.h1), args.gen_cpus, realtime=True)]
+        (rc_p, out_p, share_p), (rc_d, out_d, share_d) = wait_generators(spawned,
+                                                                         args.seconds + 20)
+    finally:
+        procs.set_realtime(sut_pids, False)
     if rc_p != 0 or rc_d != 0:
         raise RuntimeError(f"oha failed: {out_p[-300:]} {out_d[-300:]}")
     proxied, baseline = parse_oha(out_p), parse_oha(out_d)
@@ -349,11 +355,14 @@ def main():
     parser.add_argument("--sut-cpus", default="1", help="taskset CPUs of backend and proxies")
     parser.add_argument("--nice", type=int, default=-10,
                         help="niceness of everything measured (ignored unless root)")
+    parser.add_argument("--realtime", type=int, default=10,
+                        help="SCHED_FIFO priority for the latency workload, 0 = off (root only)")
     parser.add_argument("--out", default="BENCHMARKS.md")
     parser.add_argument("--command", default="make bench", help="recorded in the report")
     args = parser.parse_args()
 
     procs.NICENESS[0] = args.nice if os.geteuid() == 0 else 0
+    procs.REALTIME_PRIORITY[0] = args.realtime if os.geteuid() == 0 else 0
     signal.signal(signal.SIGTERM, procs.on_signal)
     signal.signal(signal.SIGHUP, procs.on_signal)
     signal.signal(signal.SIGINT, procs.on_signal)  # also when started in the background
@@ -418,7 +427,7 @@ def main():
 
         run = {"machine": machine, "rounds": rounds_done, "seconds": args.seconds,
                "rate": args.rate, "gen_cpus": args.gen_cpus, "sut_cpus": args.sut_cpus,
-               "nice": procs.NICENESS[0],
+               "nice": procs.NICENESS[0], "realtime": procs.REALTIME_PRIORITY[0],
                "command": args.command, "duration_s": round(time.time() - began),
                "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                "skipped": {t.name: t.problem for t in targets if t.problem},
