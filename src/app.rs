@@ -371,9 +371,6 @@ impl Stitch {
 /// Watches the rules file (edits, renames, ConfigMap symlink swaps) and SIGHUP. A watcher that
 /// cannot start leaves the rules as loaded: degraded, not fatal.
 fn watch_rules(path: PathBuf, rules: &RulesHandle) -> Option<crate::config::WatchGuard> {
-    if let Err(e) = crate::config::reload_on_sighup(rules.clone()) {
-        tracing::warn!(error = %e, "cannot reload rules on SIGHUP");
-    }
     match crate::config::watch(path, rules.clone()) {
         Ok(guard) => Some(guard),
         Err(e) => {

@@ -112,3 +112,38 @@ async fn sigterm_with_nothing_in_flight_exits_zero_promptly() {
     let code = stitch.wait_exit(support::DEADLINE).await;
     assert_eq!(code, Some(0));
 }
+
+#[tokio::test]
+async fn malformed_client_requests_are_not_logged_as_errors() {
+    let up = HttpUpstream::start().await;
+    let mut stitch = spawn_stitch(up.addr, &["--drain-timeout", "30s"]).await;
+    for bad in [
+        format!("GET / HTTP/1.1\r\nHost: {}\r\nNo colon\r\n\r\n", up.addr),
+        format!(
+            "POST / HTTP/1.1\r\nHost: {}\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx",
+            up.addr
+        ),
+        format!(
+            "GET / HTTP/1.1\r\nHost: x\r\n{}\r\n",
+            "X-Pad: y\r\n".repeat(200)
+        ),
+    ] {
+        let mut wire = Wire::connect(stitch.inbound).await;
+        wire.send(bad.as_bytes()).await;
+        let resp = within("a refusal", wire.try_read_response(false)).await;
+        assert!(resp.map(|r| r.status >= 400).unwrap_or(true), "for {bad:?}");
+    }
+    stitch.terminate();
+    assert_eq!(stitch.wait_exit(support::DEADLINE).await, Some(0));
+    let mut loud = Vec::new();
+    while let Some(line) = within("log lines", stitch.log_lines.recv()).await {
+        if line.contains("\"level\":\"ERROR\"") {
+            loud.push(line);
+        }
+    }
+    assert!(
+        loud.is_empty(),
+        "client mistakes logged at error:\n{}",
+        loud.join("\n")
+    );
+}

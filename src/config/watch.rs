@@ -57,6 +57,9 @@ pub fn watch(path: PathBuf, handle: RulesHandle) -> io::Result<WatchGuard> {
     watcher
         .watch(&dir, RecursiveMode::NonRecursive)
         .map_err(io::Error::other)?;
+    // A change between the start-up load and this point (a ConfigMap updated while the pod
+    // starts) raised no event we could see: read the file once now. Same bytes: a no-op.
+    handle.reload();
 
     let reloader = handle.clone();
     thread::Builder::new()

@@ -12,7 +12,11 @@ pub fn within_limits<'a>(lines: impl IntoIterator<Item = &'a [u8]>) -> bool {
     let mut bytes = 0;
     let mut members = 0;
     for line in lines {
-        bytes += line.len();
+        if line.is_empty() {
+            continue;
+        }
+        // Lines are joined with `,` into one list: the delimiters count towards the limit.
+        bytes += line.len() + usize::from(bytes > 0);
         members += line
             .split(|c| *c == b',')
             .filter(|m| m.iter().any(|c| *c != b' ' && *c != b'\t'))

@@ -95,6 +95,9 @@ pub struct Outcome {
     pub tracestate_restored: bool,
     /// A `tracestate` was dropped (invalid, over the limits, or without a valid `traceparent`).
     pub tracestate_dropped: bool,
+    /// The dropped `tracestate` itself broke its grammar or limits (its `traceparent` was
+    /// fine) — an invalid header, as opposed to one dropped with its invalid parent.
+    pub tracestate_invalid: bool,
     /// Outbound without any context: what the orphan policy did.
     pub orphan: Option<OrphanOutcome>,
     /// `baggage` broke the spec's limits and was removed.
@@ -120,6 +123,7 @@ impl Outcome {
             invalid: SmallVec::new(),
             tracestate_restored: false,
             tracestate_dropped: false,
+            tracestate_invalid: false,
             orphan: None,
             baggage_dropped: false,
             inflight: None,
@@ -273,6 +277,30 @@ struct Extraction {
     sampling_hint: Option<bool>,
     /// The trace id of a valid `traceparent`, whoever won (decides whether `tracestate` stays).
     w3c_trace: Option<TraceId>,
+    /// The width each 64-bit-capable dialect arrived in, so it is written back in the width
+    /// its peer used even when another dialect (e.g. a 128-bit W3C id) won.
+    widths: Widths,
+}
+
+/// `(trace id, was 64-bit)` of the B3 and Jaeger contexts read, when valid.
+#[derive(Debug, Default, Clone, Copy)]
+struct Widths {
+    b3: Option<(TraceId, bool)>,
+    jaeger: Option<(TraceId, bool)>,
+}
+
+impl Widths {
+    /// `next` with the short-id flag the given dialect's own header had, when it carried the
+    /// same trace; otherwise `next` unchanged.
+    fn apply(seen: Option<(TraceId, bool)>, next: &TraceContext) -> TraceContext {
+        match seen {
+            Some((trace_id, short)) if trace_id == next.trace_id => TraceContext {
+                short_trace_id: short,
+                ..*next
+            },
+            _ => *next,
+        }
+    }
 }
 
 fn extract(
@@ -285,6 +313,7 @@ fn extract(
         winner: None,
         sampling_hint: None,
         w3c_trace: None,
+        widths: Widths::default(),
     };
     let mut b3_done = false;
     for &dialect in &policy.extract {
@@ -304,8 +333,13 @@ fn extract(
                 for kind in repairs.iter() {
                     out.repairs.push((d, kind));
                 }
-                if d == Dialect::W3c {
-                    ex.w3c_trace = Some(ctx.trace_id);
+                match d {
+                    Dialect::W3c => ex.w3c_trace = Some(ctx.trace_id),
+                    Dialect::B3 | Dialect::B3Multi => {
+                        ex.widths.b3 = Some((ctx.trace_id, ctx.short_trace_id))
+                    }
+                    Dialect::Jaeger => ex.widths.jaeger = Some((ctx.trace_id, ctx.short_trace_id)),
+                    Dialect::Template(_) => {}
                 }
                 match ex.winner {
                     None => ex.winner = Some((ctx, d)),
@@ -458,7 +492,7 @@ pub fn propagate_with_root_factor(
             out.tracestate_restored = true;
         }
     }
-    write_dialects(rules, policy, &present, &next, headers);
+    write_dialects(rules, policy, &present, &next, ex.widths, headers);
 
     if present.baggage
         && !baggage::within_limits(headers.get_all(&BAGGAGE).iter().map(HeaderValue::as_bytes))
@@ -550,6 +584,7 @@ fn settle_tracestate(
         None => {
             headers.remove(&TRACESTATE);
             out.tracestate_dropped = true;
+            out.tracestate_invalid = ex.w3c_trace == Some(next.trace_id);
             false
         }
     }
@@ -580,8 +615,10 @@ fn write_dialects(
     policy: &Policy,
     present: &Present,
     next: &TraceContext,
+    widths: Widths,
     headers: &mut HeaderMap,
 ) {
+    let b3_ctx = Widths::apply(widths.b3, next);
     let wants = |d: Dialect| policy.inject.contains(&d);
     if present.w3c || wants(Dialect::W3c) {
         let mut buf = [0u8; w3c::TRACEPARENT_LEN];
@@ -590,15 +627,15 @@ fn write_dialects(
     }
     if present.b3 || wants(Dialect::B3) {
         let mut buf = [0u8; b3::SINGLE_MAX_LEN];
-        let len = b3::write_single(next, &mut buf);
+        let len = b3::write_single(&b3_ctx, &mut buf);
         headers.insert(B3.clone(), value(&buf[..len]));
     }
     if present.b3multi || wants(Dialect::B3Multi) {
-        b3::write_multi(next, headers);
+        b3::write_multi(&b3_ctx, headers);
     }
     if present.jaeger || wants(Dialect::Jaeger) {
         let mut buf = [0u8; jaeger::MAX_LEN];
-        let len = jaeger::write(next, &mut buf);
+        let len = jaeger::write(&Widths::apply(widths.jaeger, next), &mut buf);
         headers.insert(UBER_TRACE_ID.clone(), value(&buf[..len]));
     }
     for (i, format) in rules.formats().iter().enumerate() {

@@ -14,6 +14,7 @@ pub mod detect;
 pub mod http;
 pub mod opaque;
 pub mod orig_dst;
+pub mod selfloop;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -157,6 +158,10 @@ impl Proxy {
         };
         let metrics = &self.tracing.metrics;
         let _open = metrics.connection_opened(direction);
+        if self.pool.own_connections().is_own(client) {
+            tracing::error!(%direction, %client, "stitch's own upstream connection was redirected back to it; is stitch running as the --proxy-uid given to `stitch iptables`? closing it");
+            return;
+        }
         let original = orig_dst::original_dst(&stream, local);
         let destination = match (direction, &self.inbound_target, original) {
             (Direction::Inbound, Some(target), _) => Destination::Fixed(target.clone()),

@@ -4,6 +4,8 @@
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 
+use super::selfloop::Tracked;
+
 use super::detect::PrefixedIo;
 
 /// Copies between the client (starting with the bytes read during detection) and upstream
@@ -11,7 +13,7 @@ use super::detect::PrefixedIo;
 pub async fn relay(
     client: TcpStream,
     prefix: BytesMut,
-    mut upstream: TcpStream,
+    mut upstream: Tracked,
 ) -> std::io::Result<(u64, u64)> {
     let mut client = PrefixedIo::new(prefix, client);
     tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, 16 * 1024, 16 * 1024).await

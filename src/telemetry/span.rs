@@ -176,7 +176,8 @@ impl SpanRecord {
             name: name.into(),
             start,
             end: start,
-            attributes: Vec::new(),
+            // A hop's span carries 10–14 attributes: one allocation instead of four regrowths.
+            attributes: Vec::with_capacity(16),
             status: SpanStatus::Unset,
         }
     }

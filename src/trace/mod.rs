@@ -156,6 +156,10 @@ where
             if outcome.tracestate_restored {
                 metrics.tracestate_restored();
             }
+            if outcome.tracestate_invalid {
+                tracing::debug!(dialect = "tracestate", "dropped an invalid tracestate");
+                metrics.invalid_header("tracestate");
+            }
             if outcome.baggage_dropped {
                 metrics.baggage_dropped(1);
             }
@@ -194,13 +198,22 @@ where
                 );
             }
             if !outcome.repairs.is_empty() {
-                let list: Vec<&str> = outcome.repairs.iter().map(|(_, k)| k.as_str()).collect();
-                span.set_attr(semconv::STITCH_PROPAGATION_REPAIRS, list.join(","));
+                let mut list = String::new();
+                for (dialect, kind) in &outcome.repairs {
+                    if !list.is_empty() {
+                        list.push(',');
+                    }
+                    list.push_str(rules.dialect_name(*dialect));
+                    list.push(':');
+                    list.push_str(kind.as_str());
+                }
+                span.set_attr(semconv::STITCH_PROPAGATION_REPAIRS, list);
             }
-            if let Some(&(_, loser)) = outcome.conflicts.first() {
+            if let Some(&(winner, loser)) = outcome.conflicts.first() {
+                let (winner, loser) = (rules.dialect_name(winner), rules.dialect_name(loser));
                 span.set_attr(
                     semconv::STITCH_PROPAGATION_CONFLICT,
-                    rules.dialect_name(loser).to_owned(),
+                    format!("{winner}>{loser}"),
                 );
             }
             if outcome.tracestate_restored {

@@ -12,6 +12,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::proxy::addrs::{ConnectError, OwnAddrs, Target};
+use crate::proxy::selfloop::{OwnConnections, Tracked};
 
 /// Most idle HTTP/1 connections kept per target; more are closed on return.
 const MAX_IDLE_PER_TARGET: usize = 64;
@@ -61,6 +62,7 @@ pub struct PoolSettings {
 pub struct Pool {
     settings: PoolSettings,
     own: OwnAddrs,
+    own_connections: OwnConnections,
     h1_idle: Mutex<HashMap<Target, Vec<Idle>>>,
     h2: Mutex<HashMap<Target, Arc<tokio::sync::Mutex<H2Entry>>>>,
 }
@@ -108,6 +110,7 @@ impl Pool {
         let pool = Arc::new(Pool {
             settings,
             own,
+            own_connections: OwnConnections::default(),
             h1_idle: Mutex::default(),
             h2: Mutex::default(),
         });
@@ -116,13 +119,16 @@ impl Pool {
     }
 
     /// Opens a raw TCP connection (opaque TCP, CONNECT and Upgrade tunnels).
-    pub async fn connect_tcp(
-        &self,
-        target: &Target,
-    ) -> Result<tokio::net::TcpStream, ConnectError> {
-        target
+    pub async fn connect_tcp(&self, target: &Target) -> Result<Tracked, ConnectError> {
+        let stream = target
             .connect(&self.own, self.settings.connect_timeout)
-            .await
+            .await?;
+        Ok(self.own_connections.track(stream))
+    }
+
+    /// The registry of stitch's own open upstream connections (self-loop guard).
+    pub fn own_connections(&self) -> &OwnConnections {
+        &self.own_connections
     }
 
     /// Sends an HTTP/1 request on a pooled connection (or a new one) and returns the response
