@@ -184,8 +184,8 @@ with `scripts/bench/profile.sh h1|h2|grpc off|ring|otlp`.
 average at start {' '.join(mc['loadavg_at_start'])} (the VM is shared: closed-loop req/s can
 swing ±40% between rounds, CPU per request is the steadiest figure).
 **Pinning**: load generators on CPU {run['gen_cpus']}; backend and proxy under test on CPU
-{run['sut_cpus']}; all of them at `nice {run.get('nice', 0)}` so other work on the machine yields those
-cores; each proxy runs one worker (nginx `worker_processes 1`, haproxy `nbthread 1`,
+{run['sut_cpus']}; all of them at `nice {run.get('nice', 0)}` so other work on the machine
+yields those cores; each proxy runs one worker (nginx `worker_processes 1`, haproxy `nbthread 1`,
 stitch's tokio runtime sized by its CPU affinity).
 **Tools**: {mc['nginx']}; {mc['haproxy']}; {mc['wrk']}; {mc['h2load']}; {mc['oha']}.
 
@@ -201,19 +201,21 @@ peak RSS is `VmHWM` summed over the proxy's processes, reset at the start of eac
 
     tracing = run.get("tracing") or {}
     if tracing:
-        header += "\n**Tracing evidence** (the trace store each stitch row should fill): " + \
+        header += ("\n**Tracing evidence** (each stitch's `/traces` and span counters in "
+                   "`/metrics` after the run): ") + \
             "; ".join(f"{name}: {what}" for name, what in tracing.items()) + "\n"
 
     parts = [header, "## Results", ""]
     parts.append(table(run, "HTTP/1.1, closed loop (wrk, 1 thread, 50 connections)",
                        "`proxy core` / `backend core`: share of CPU "
                        f"{run['sut_cpus']} each used (together near 100% means that core bounds "
-                       "req/s); `other load on core`: CPU time other processes (and the hypervisor) took on "
-                       "that core meanwhile; `generator CPU`: wrk's share of its own core (near 100% means wrk "
+                       "req/s); `other load on core`: CPU time other processes (and the "
+                       "hypervisor) took on that core meanwhile; `generator CPU`: wrk's share of "
+                       "its own core (near 100% means wrk "
                        "bounds req/s).",
                        [("req/s", "h1.rps", f_int, [NGINX]),
                         ("CPU s / 10k req", "h1.cpu", f_cpu, [NGINX]),
-                        ("peak RSS MiB", "h1.rss_mib", f_mib, []),
+                        ("peak RSS MiB", "h1.rss_mib", f_mib, [NGINX]),
                         ("proxy core", "h1.proxy_core", f_pct, []),
                         ("backend core", "h1.backend_core", f_pct, []),
                         ("other load on core", "h1.other_core", f_pct, []),
@@ -221,10 +223,13 @@ peak RSS is `VmHWM` summed over the proxy's processes, reset at the start of eac
     parts.append(table(run, f"HTTP/1.1 latency at {rate} req/s, paired (oha, open loop, "
                        "latency-corrected)",
                        "added = proxy percentile − percentile of a second oha driving the "
-                       f"backend directly at {rate} req/s in the same window (µs).",
-                       [("added p50 µs", "latency.added_p50", f_signed, []),
+                       f"backend directly at {rate} req/s in the same window (µs)"
+                       + (f"; proxy, backend and both oha run SCHED_FIFO {run['realtime']} "
+                          "(chrt) during this workload so other load's scheduling delay does "
+                          "not drown the proxy's." if run.get("realtime") else "."),
+                       [("added p50 µs", "latency.added_p50", f_signed, [NGINX]),
                         ("added p99 µs", "latency.added_p99", f_signed, [NGINX]),
-                        ("added p99.9 µs", "latency.added_p999", f_signed, []),
+                        ("added p99.9 µs", "latency.added_p999", f_signed, [NGINX]),
                         ("p99 µs", "latency.p99", f_int, []),
                         ("CPU s / 10k req", "latency.cpu", f_cpu, [NGINX]),
                         ("peak RSS MiB", "latency.rss_mib", f_mib, [NGINX])], proxies))
@@ -233,20 +238,20 @@ peak RSS is `VmHWM` summed over the proxy's processes, reset at the start of eac
                        "haproxy and stitch keep HTTP/2 end to end.",
                        [("req/s", "h2.rps", f_int, [NGINX, HAPROXY]),
                         ("CPU s / 10k req", "h2.cpu", f_cpu, [NGINX, HAPROXY]),
-                        ("peak RSS MiB", "h2.rss_mib", f_mib, []),
+                        ("peak RSS MiB", "h2.rss_mib", f_mib, [NGINX, HAPROXY]),
                         ("proxy core", "h2.proxy_core", f_pct, []),
                         ("generator CPU", "h2.gen_cpu_share", f_pct, [])], order))
     parts.append(table(run, "gRPC unary (tonic client, 2 connections, 32 concurrent calls)",
                        "nginx uses `grpc_pass` with a keep-alive pool.",
                        [("req/s", "grpc_unary.rps", f_int, [NGINX, HAPROXY]),
-                        ("p99 µs", "grpc_unary.p99", f_int, []),
+                        ("p99 µs", "grpc_unary.p99", f_int, [HAPROXY]),
                         ("CPU s / 10k req", "grpc_unary.cpu", f_cpu, [NGINX, HAPROXY]),
                         ("proxy core", "grpc_unary.proxy_core", f_pct, []),
                         ("generator CPU", "grpc_unary.gen_cpu_share", f_pct, [])], order))
     parts.append(table(run, "gRPC bidirectional streaming (32 streams, ping-pong messages)",
                        "req/s here is messages echoed per second.",
                        [("msg/s", "grpc_stream.rps", f_int, [NGINX, HAPROXY]),
-                        ("p99 µs", "grpc_stream.p99", f_int, []),
+                        ("p99 µs", "grpc_stream.p99", f_int, [HAPROXY]),
                         ("CPU s / 10k msg", "grpc_stream.cpu", f_cpu, [NGINX, HAPROXY]),
                         ("proxy core", "grpc_stream.proxy_core", f_pct, []),
                         ("generator CPU", "grpc_stream.gen_cpu_share", f_pct, [])], order))

@@ -44,6 +44,8 @@ from procs import Probe, run_generator, spawn_generator, start, wait_generators 
 from report import write_report  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# Loopback requests must never go through a proxy named in the caller's environment.
+LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 GIB = 1 << 30
 
 # ----------------------------------------------------------------------------------------------
@@ -51,9 +53,9 @@ GIB = 1 << 30
 
 
 class Target:
-    def __init__(self, name, h1, h2, grpc, proc=None, traces_url=None):
+    def __init__(self, name, h1, h2, grpc, proc=None, admin_url=None):
         self.name, self.h1, self.h2, self.grpc, self.proc = name, h1, h2, grpc, proc
-        self.traces_url = traces_url  # where this target's spans should be visible
+        self.admin_url = admin_url  # stitch's admin server, for its span counters
         self.problem = None  # set when the target cannot serve; it is then skipped
 
 
@@ -136,27 +138,38 @@ def start_targets(args, workdir):
         inbound, admin = free_port(), free_port()
         proc = start(name.replace(" ", "").replace("(", "-").replace(")", ""),
                      stitch_cmd(inbound, admin, extra), workdir, env=clean_env(**env), cpus=sut)
-        traces = collector_admin if "OTLP" in name else admin
-        targets.append(Target(name, inbound, inbound, inbound, proc,
-                              f"http://127.0.0.1:{traces}/traces"))
-    return targets
+        targets.append(Target(name, inbound, inbound, inbound, proc, f"http://127.0.0.1:{admin}"))
+    return targets, f"http://127.0.0.1:{collector_admin}/traces"
 
 
-def tracing_evidence(targets):
-    """What each stitch's trace store shows after the run, so the report says plainly whether
-    the 'ring' and 'OTLP' rows really carried spans."""
+def tracing_evidence(targets, collector_traces_url):
+    """What each stitch's span counters say after the run (spans dropped under load would make
+    tracing look cheaper than it is), and whether the OTLP receiver holds spans."""
     evidence = {}
     for target in targets:
-        if not target.traces_url or target.problem:
+        if not target.admin_url or target.problem:
             continue
         try:
-            with urllib.request.urlopen(target.traces_url, timeout=3) as resp:
-                body = resp.read()
-            evidence[target.name] = f"GET /traces → {resp.status}, {len(body):,} bytes"
-        except urllib.error.HTTPError as e:
-            evidence[target.name] = f"GET /traces → {e.code} (no spans visible)"
-        except OSError as e:
-            evidence[target.name] = f"GET /traces failed: {e}"
+            with LOOPBACK.open(f"{target.admin_url}/metrics", timeout=3) as resp:
+                text = resp.read().decode(errors="replace")
+            counts = {}
+            for line in text.splitlines():
+                for counter in ("stitch_spans_exported_total", "stitch_spans_dropped_total"):
+                    if line.startswith(counter):
+                        counts[counter] = counts.get(counter, 0) + float(line.split()[-1])
+            with LOOPBACK.open(f"{target.admin_url}/traces", timeout=3) as resp:
+                in_ring = len(json.loads(resp.read()).get("traces", []))
+            evidence[target.name] = ", ".join(
+                [f"{in_ring:,} traces in its ring"] +
+                [f"{k.removeprefix('stitch_').removesuffix('_total')} {v:,.0f}"
+                 for k, v in counts.items()])
+        except (OSError, ValueError, AttributeError) as e:
+            evidence[target.name] = f"admin read failed: {e}"
+    try:
+        with LOOPBACK.open(collector_traces_url, timeout=3) as resp:
+            evidence["OTLP receiver"] = f"GET /traces → {resp.status}, {len(resp.read()):,} bytes"
+    except OSError as e:
+        evidence["OTLP receiver"] = f"GET /traces failed: {e}"
     return evidence
 
 
@@ -171,7 +184,7 @@ def check_targets(targets):
                 break
             try:
                 url = f"http://127.0.0.1:{target.h1}/check"
-                with urllib.request.urlopen(url, timeout=2) as resp:
+                with LOOPBACK.open(url, timeout=2) as resp:
                     body = resp.read()
                 expected = expected or body
                 if body != expected:
@@ -196,7 +209,7 @@ def check_targets(targets):
 
 def w_h1(args, target, _direct):
     probe = Probe(target)
-    rc, out, gen_cpu = run_generator(
+    rc, out, gen_share = run_generator(
         ["wrk", "-t", "1", "-c", "50", "-d", f"{args.seconds}s", f"http://127.0.0.1:{target.h1}/"],
         args.seconds + 15, args.gen_cpus)
     requests = int(re.search(r"(\d+) requests in", out).group(1)) if rc == 0 else 0
@@ -205,7 +218,7 @@ def w_h1(args, target, _direct):
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors += int(non2xx.group(1)) if non2xx else 0
     result = {"rps": requests / seconds, "errors": errors / max(requests, 1),
-              "gen_cpu_share": gen_cpu / seconds}
+              "gen_cpu_share": gen_share}
     return probe.finish(result, requests)
 
 
@@ -226,9 +239,15 @@ def w_latency(args, target, direct):
     if target.proc is None:
         return None  # direct is the baseline of every pair, not a pair of its own
     probe = Probe(target)
-    spawned = [spawn_generator(oha_cmd(args, target.h1), args.gen_cpus),
-               spawn_generator(oha_cmd(args, direct.h1), args.gen_cpus)]
-    (rc_p, out_p, cpu_p), (rc_d, out_d, cpu_d) = wait_generators(spawned, args.seconds + 20)
+    sut_pids = probe.pids + [Probe.backend_pid]
+    procs.set_realtime(sut_pids, True)
+    try:
+        spawned = [spawn_generator(oha_cmd(args, target.h1), args.gen_cpus, realtime=True),
+                   spawn_generator(oha_cmd(args, direct.h1), args.gen_cpus, realtime=True)]
+        (rc_p, out_p, share_p), (rc_d, out_d, share_d) = wait_generators(spawned,
+                                                                         args.seconds + 20)
+    finally:
+        procs.set_realtime(sut_pids, False)
     if rc_p != 0 or rc_d != 0:
         raise RuntimeError(f"oha failed: {out_p[-300:]} {out_d[-300:]}")
     proxied, baseline = parse_oha(out_p), parse_oha(out_d)
@@ -239,14 +258,14 @@ def w_latency(args, target, direct):
         "added_p99": proxied["p99"] - baseline["p99"],
         "added_p999": proxied["p999"] - baseline["p999"],
         "errors": 1 - proxied["ok"],
-        "gen_cpu_share": (cpu_p + cpu_d) / args.seconds,
+        "gen_cpu_share": share_p + share_d,
     }
     return probe.finish(result, proxied["rps"] * args.seconds)
 
 
 def w_h2(args, target, _direct):
     probe = Probe(target)
-    rc, out, gen_cpu = run_generator(
+    rc, out, gen_share = run_generator(
         ["h2load", "-t", "1", "-c", "4", "-m", "64", "-D", str(args.seconds),
          "--warm-up-time", "300ms", f"http://127.0.0.1:{target.h2}/"],
         args.seconds + 15, args.gen_cpus)
@@ -254,7 +273,7 @@ def w_h2(args, target, _direct):
     ok = int(done.group(1)) if done else 0
     failed = int(done.group(2)) + int(done.group(3)) if done else 1
     result = {"rps": ok / args.seconds, "errors": failed / max(ok + failed, 1),
-              "gen_cpu_share": gen_cpu / args.seconds}
+              "gen_cpu_share": gen_share}
     return probe.finish(result, ok)
 
 
@@ -262,7 +281,7 @@ def grpc_workload(mode):
     def run(args, target, _direct):
         probe = Probe(target)
         seconds = max(1, args.seconds - 1)
-        rc, out, gen_cpu = run_generator(
+        rc, out, gen_share = run_generator(
             [os.path.join(args.bin_dir, "examples", "bench_grpc_load"),
              f"http://127.0.0.1:{target.grpc}", mode, str(seconds), "32", "2"],
             seconds + 15, args.gen_cpus)
@@ -271,7 +290,7 @@ def grpc_workload(mode):
         data = json.loads(out[out.index("{"):])
         result = {"rps": data["rps"], "p99": data["p99_us"],
                   "errors": data["errors"] / max(data["requests"] + data["errors"], 1),
-                  "gen_cpu_share": gen_cpu / seconds}
+                  "gen_cpu_share": gen_share}
         return probe.finish(result, data["requests"])
     return run
 
@@ -280,7 +299,8 @@ def w_body(args, target, _direct, upload_file):
     base = f"http://127.0.0.1:{target.h1}"
     probe = Probe(target)
     fmt = "%{http_code} %{size_download} %{size_upload} %{time_total}"
-    curl = ["curl", "-s", "-o", "/dev/null", "--max-time", "60", "-H", "Expect:", "-w", fmt]
+    curl = ["curl", "-s", "--noproxy", "*", "-o", "/dev/null", "--max-time", "60",
+            "-H", "Expect:", "-w", fmt]
     _, down, _ = run_generator(curl + [f"{base}/bytes/{GIB}"], 70, args.gen_cpus)
     _, up, _ = run_generator(curl + ["-T", upload_file, f"{base}/upload"], 70, args.gen_cpus)
     result = {"errors": 0.0}
@@ -316,7 +336,8 @@ def machine_description():
 
     return {
         "nproc": os.cpu_count(), "cpu": model, "kernel": platform.release(),
-        "memory": f"{mem_gib:.1f} GiB", "loadavg_at_start": open("/proc/loadavg").read().split()[:3],
+        "memory": f"{mem_gib:.1f} GiB",
+        "loadavg_at_start": open("/proc/loadavg").read().split()[:3],
         "nginx": version(["nginx", "-v"]), "haproxy": version(["haproxy", "-v"]),
         "wrk": version(["wrk", "-v"]), "h2load": version(["h2load", "--version"]),
         "oha": version(["oha", "--version"]), "curl": version(["curl", "--version"]),
@@ -334,11 +355,14 @@ def main():
     parser.add_argument("--sut-cpus", default="1", help="taskset CPUs of backend and proxies")
     parser.add_argument("--nice", type=int, default=-10,
                         help="niceness of everything measured (ignored unless root)")
+    parser.add_argument("--realtime", type=int, default=10,
+                        help="SCHED_FIFO priority for the latency workload, 0 = off (root only)")
     parser.add_argument("--out", default="BENCHMARKS.md")
     parser.add_argument("--command", default="make bench", help="recorded in the report")
     args = parser.parse_args()
 
     procs.NICENESS[0] = args.nice if os.geteuid() == 0 else 0
+    procs.REALTIME_PRIORITY[0] = args.realtime if os.geteuid() == 0 else 0
     signal.signal(signal.SIGTERM, procs.on_signal)
     signal.signal(signal.SIGHUP, procs.on_signal)
     signal.signal(signal.SIGINT, procs.on_signal)  # also when started in the background
@@ -354,7 +378,7 @@ def main():
     machine = machine_description()
     print(f"stitch bench: logs in {workdir}", flush=True)
     try:
-        targets = start_targets(args, workdir)
+        targets, collector_traces_url = start_targets(args, workdir)
         check_targets(targets)
         direct = targets[0]
         if direct.problem:
@@ -403,11 +427,11 @@ def main():
 
         run = {"machine": machine, "rounds": rounds_done, "seconds": args.seconds,
                "rate": args.rate, "gen_cpus": args.gen_cpus, "sut_cpus": args.sut_cpus,
-               "nice": procs.NICENESS[0],
+               "nice": procs.NICENESS[0], "realtime": procs.REALTIME_PRIORITY[0],
                "command": args.command, "duration_s": round(time.time() - began),
                "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                "skipped": {t.name: t.problem for t in targets if t.problem},
-               "tracing": tracing_evidence(targets),
+               "tracing": tracing_evidence(targets, collector_traces_url),
                "results": results}
         with open(os.path.join(workdir, "results.json"), "w") as f:
             json.dump(run, f, indent=1)
