@@ -40,3 +40,8 @@ fmt:
 demo:
 	$(CARGO) build --release --bin stitch --example demo
 	$(CARGO) run --release --example demo
+
+## Benchmarks: stitch vs direct, nginx and haproxy (installs its tools, builds, measures for at
+## most ~10 minutes on loopback, writes BENCHMARKS.md). Options: BENCH_ARGS="--rounds 1".
+bench:
+	bash scripts/bench/bench.sh $(BENCH_ARGS)

@@ -35,8 +35,9 @@ pub struct Settings {
     pub admin_listen: SocketAddr,
     /// Explicit inbound mode: every inbound connection goes to this `host:port`.
     pub inbound_target: Option<String>,
-    /// `service.name` of the spans.
-    pub service_name: String,
+    /// `service.name` of the spans; `None` keeps the telemetry config's (`OTEL_SERVICE_NAME`,
+    /// `OTEL_RESOURCE_ATTRIBUTES`, else `unknown_service`).
+    pub service_name: Option<String>,
     /// Destination ports treated as opaque TCP without detection.
     pub opaque_ports: Vec<u16>,
     /// How long protocol detection waits for the client's first bytes.
@@ -76,7 +77,7 @@ impl Default for Settings {
             ],
             admin_listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 4191)),
             inbound_target: None,
-            service_name: "unknown_service".to_owned(),
+            service_name: None,
             opaque_ports: Vec::new(),
             detect_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(3),
@@ -296,12 +297,15 @@ impl Stitch {
         own_addrs.extend(outbound.iter().filter_map(|l| l.local_addr().ok()));
         own_addrs.extend(admin.local_addr().ok());
 
-        let telemetry = Telemetry::start(
-            settings
-                .telemetry
-                .clone()
-                .with_service_name(settings.service_name.clone()),
-        );
+        let mut telemetry_config = settings.telemetry.clone();
+        if let Some(name) = &settings.service_name {
+            telemetry_config = telemetry_config.with_service_name(name.clone());
+        }
+        let telemetry = Telemetry::start(telemetry_config);
+        {
+            let metrics = telemetry.metrics();
+            rules.on_reload(move |result| metrics.config_reload(result));
+        }
         let _watch = rules
             .path()
             .and_then(|path| watch_rules(path.to_path_buf(), &rules));

@@ -62,9 +62,9 @@ pub struct RunArgs {
     /// Explicit mode: send every inbound connection here instead of its original destination.
     #[arg(long, env = "STITCH_INBOUND_TARGET")]
     inbound_target: Option<String>,
-    /// `service.name` of the spans.
-    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "unknown_service")]
-    service_name: String,
+    /// `service.name` of the spans [default: from OTEL_RESOURCE_ATTRIBUTES, else unknown_service].
+    #[arg(long, env = "OTEL_SERVICE_NAME")]
+    service_name: Option<String>,
     /// Log line format; filter with RUST_LOG.
     #[arg(long, env = "STITCH_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -187,7 +187,8 @@ fn run(settings: Settings) -> ExitCode {
 pub fn init_logging(format: LogFormat) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,opentelemetry=error"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

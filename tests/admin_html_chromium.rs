@@ -135,6 +135,20 @@ async fn waterfall_page_shows_every_span_without_console_errors() {
         "the orphaned span is flagged"
     );
 
+    // The filter form works without script: a GET with the filters, prefilled in the page.
+    let (dom, console) =
+        dump_dom(&format!("http://{addr}/traces?service=orders&status=error")).await;
+    assert!(console.is_empty(), "console messages: {console:#?}");
+    assert!(dom.contains("name=\"service\" value=\"orders\""));
+    assert!(
+        dom.contains(&format!("id=\"trace-{}\"", hex(&c.trace_id))),
+        "orders + error"
+    );
+    assert!(
+        dom.contains(&format!("id=\"trace-{}\"", hex(&broken.trace_id))),
+        "its b_in failed"
+    );
+
     // One trace as HTML too.
     let (dom, console) = dump_dom(&format!("http://{addr}/traces/{}", hex(&c.trace_id))).await;
     assert!(console.is_empty(), "console messages: {console:#?}");

@@ -112,6 +112,9 @@ fn reload_is_validated_and_idempotent() {
     let path = dir.path().join("stitch.yaml");
     write(&path, "inject: [w3c]\n");
     let handle = RulesHandle::from_file(&path).expect("valid");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    handle.on_reload(move |label| sink.lock().expect("lock").push(label));
     assert_eq!(
         handle.reload(),
         ReloadResult::Unchanged,
@@ -124,6 +127,7 @@ fn reload_is_validated_and_idempotent() {
     assert!(matches!(handle.reload(), ReloadResult::Rejected(_)));
     assert_eq!(inject_of(&handle), [Dialect::B3]);
     assert_eq!(handle.reloads(), (1, 1));
+    assert_eq!(*seen.lock().expect("lock"), ["ok", "rejected"]);
     // A request holding the old version keeps it while a new one is published.
     let held = handle.load_full();
     write(&path, "inject: [jaeger]\n");
@@ -150,10 +154,16 @@ async fn sighup_reloads() {
     let handle = RulesHandle::from_file(&path).expect("valid");
     let task = reload_on_sighup(handle.clone()).expect("signal handler");
     write(&path, "inject: [b3]\n");
-    let status = Command::new("kill")
-        .args(["-HUP", &std::process::id().to_string()])
+    // The shell's builtin `kill`: no extra package needed on a bare CI image.
+    let status = Command::new("sh")
+        .args([
+            "-c",
+            "kill -HUP \"$1\"",
+            "sh",
+            &std::process::id().to_string(),
+        ])
         .status()
-        .expect("kill");
+        .expect("sh");
     assert!(status.success());
     let start = Instant::now();
     while inject_of(&handle) != [Dialect::B3] {

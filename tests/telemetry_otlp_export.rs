@@ -214,3 +214,21 @@ async fn gzip_http_export_reaches_another_stitch_admin_receiver() {
     assert_eq!(trace.spans[0].span.span_id, c.a_in.span_id);
     telemetry.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn dropping_the_telemetry_handle_keeps_sinks_working() {
+    let (addr, received) = grpc_collector().await;
+    let telemetry = Telemetry::start(config(Protocol::Grpc, format!("http://{addr}")));
+    let (sink, ring) = (telemetry.sink(), telemetry.ring());
+    drop(telemetry);
+    let c = chain(10);
+    sink.record(c.a_in.clone());
+    let arrived = telemetry_support::eventually(Duration::from_secs(10), || {
+        received.len() == 1 && ring.trace(&c.trace_id).is_some()
+    })
+    .await;
+    assert!(
+        arrived,
+        "the pipeline outlives the Telemetry handle while a sink lives"
+    );
+}

@@ -31,7 +31,7 @@ pub(super) fn list(state: &AdminState, req: &Request<Incoming>) -> Response<Full
         return respond(
             StatusCode::OK,
             "text/html; charset=utf-8",
-            waterfall::page("stitch — recent traces", &details),
+            waterfall::page("stitch — recent traces", &details, Some(&query)),
         );
     }
     json(
@@ -52,7 +52,7 @@ pub(super) fn one(state: &AdminState, req: &Request<Incoming>, id: &str) -> Resp
         return respond(
             StatusCode::OK,
             "text/html; charset=utf-8",
-            waterfall::page(&title, std::slice::from_ref(&detail)),
+            waterfall::page(&title, std::slice::from_ref(&detail), None),
         );
     }
     json(StatusCode::OK, &detail_json(&detail))
@@ -81,12 +81,12 @@ fn parse_query(raw: &str, html: bool) -> Result<TraceQuery, String> {
                 }
             }
             "min_duration_ms" if !v.is_empty() => {
-                let ms: f64 = v
-                    .parse()
+                let min = v
+                    .parse::<f64>()
                     .ok()
-                    .filter(|ms: &f64| ms.is_finite() && *ms >= 0.0)
+                    .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok())
                     .ok_or("min_duration_ms must be a non-negative number")?;
-                q.min_duration = Some(Duration::from_secs_f64(ms / 1000.0));
+                q.min_duration = Some(min);
             }
             "limit" if !v.is_empty() => {
                 let n: usize = v.parse().map_err(|_| "limit must be a number")?;
@@ -192,6 +192,8 @@ mod tests {
         assert_eq!(q.limit, MAX_LIMIT);
         assert!(parse_query("status=maybe", false).is_err());
         assert!(parse_query("min_duration_ms=-1", false).is_err());
+        assert!(parse_query("min_duration_ms=1e300", false).is_err());
+        assert!(parse_query("min_duration_ms=NaN", false).is_err());
         assert!(parse_query("service=%zz", false).is_err());
         assert_eq!(
             parse_query("", true).expect("empty").limit,

@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::time::SystemTime;
 
 use crate::telemetry::integrity::Finding;
-use crate::telemetry::ring::{StoredSpan, TraceDetail};
+use crate::telemetry::ring::{StoredSpan, TraceDetail, TraceQuery};
 use crate::telemetry::span::{SpanId, to_hex};
 
 const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}\
@@ -16,7 +16,7 @@ h2{font-size:1.05em;margin:.2em 0 .6em}.meta{color:#666;font-weight:normal}\
 .verdict{display:inline-block;padding:.1em .5em;border-radius:4px;font-size:.85em}\
 .clean{background:#e3f6e3;color:#1b5e20}.broken{background:#fde2e1;color:#b71c1c}\
 .findings{margin:.3em 0 .8em;color:#b71c1c}.findings li.info{color:#8a6d00}\
-.row{display:flex;align-items:center;height:22px}.label{width:38%;overflow:hidden;white-space:nowrap;text-overflow:ellipsis}\
+.filters{margin:.5em 0 1em}.filters label{margin-right:.6em}.row{display:flex;align-items:center;height:22px}.label{width:38%;overflow:hidden;white-space:nowrap;text-overflow:ellipsis}\
 .lane{position:relative;flex:1;height:14px;background:#f4f4f4}\
 .bar{position:absolute;height:14px;border-radius:2px;background:#4a78c2;min-width:2px}\
 .row.client .bar{background:#7aa35a}.row.error .bar{background:#d9534f}\
@@ -39,7 +39,9 @@ pub(super) fn escape(s: &str) -> String {
 }
 
 /// A full page with one waterfall per trace.
-pub(super) fn page(title: &str, traces: &[TraceDetail]) -> String {
+/// A full page with one waterfall per trace; `filters` adds the list's filter form (a plain
+/// GET form: no script needed).
+pub(super) fn page(title: &str, traces: &[TraceDetail], filters: Option<&TraceQuery>) -> String {
     let mut html = String::with_capacity(4096 + traces.len() * 2048);
     let _ = write!(
         html,
@@ -48,6 +50,9 @@ pub(super) fn page(title: &str, traces: &[TraceDetail]) -> String {
         escape(title),
         escape(title)
     );
+    if let Some(q) = filters {
+        filter_form(&mut html, q);
+    }
     if traces.is_empty() {
         html.push_str("<p>No traces in the ring yet.</p>");
     }
@@ -56,6 +61,33 @@ pub(super) fn page(title: &str, traces: &[TraceDetail]) -> String {
     }
     html.push_str("</body></html>");
     html
+}
+
+fn filter_form(html: &mut String, q: &TraceQuery) {
+    let status = |v: Option<bool>| match (q.error, v) {
+        (a, b) if a == b => " selected",
+        _ => "",
+    };
+    let min_ms = q
+        .min_duration
+        .map(|d| format!("{}", d.as_secs_f64() * 1000.0))
+        .unwrap_or_default();
+    let _ = write!(
+        html,
+        "<form method=\"get\" action=\"/traces\" class=\"filters\">\
+         <label>service <input name=\"service\" value=\"{}\"></label> \
+         <label>status <select name=\"status\"><option value=\"any\"{}>any</option>\
+         <option value=\"error\"{}>error</option><option value=\"ok\"{}>ok</option></select></label> \
+         <label>min ms <input name=\"min_duration_ms\" size=\"6\" value=\"{}\"></label> \
+         <label>limit <input name=\"limit\" size=\"4\" value=\"{}\"></label> \
+         <button type=\"submit\">filter</button></form>",
+        escape(q.service.as_deref().unwrap_or("")),
+        status(None),
+        status(Some(true)),
+        status(Some(false)),
+        escape(&min_ms),
+        q.limit
+    );
 }
 
 fn trace_section(html: &mut String, t: &TraceDetail) {
@@ -230,7 +262,7 @@ mod tests {
             verdict: integrity::check(spans.iter().map(|s| &s.span), Duration::ZERO),
             spans,
         };
-        let html = page("t", &[detail]);
+        let html = page("t", &[detail], None);
         assert!(!html.contains("<script>"));
         assert!(html.contains("&lt;script&gt;"));
         assert!(html.contains("&lt;svc&gt;"));

@@ -17,6 +17,10 @@ use crate::propagation::template::TemplateFormat;
 use crate::propagation::{Dialect, RepairMode};
 use crate::proxy::Direction;
 
+/// Most template formats one rules file may define (the engine tracks their presence in a
+/// 64-bit set).
+pub const MAX_FORMATS: usize = 64;
+
 /// The settings in force for one request: the file's defaults, overridden by the matching rule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
@@ -281,12 +285,12 @@ fn compile(file: &RulesFile, path: &Path) -> Result<CompiledRules, ConfigErrors>
             }
         }
     }
-    if formats.len() > usize::from(u16::MAX) {
+    if formats.len() > MAX_FORMATS {
         errors.list.push(ConfigError {
             path: path.to_path_buf(),
             line: 0,
             column: 0,
-            reason: "too many formats".to_owned(),
+            reason: format!("at most {MAX_FORMATS} formats"),
         });
     }
 

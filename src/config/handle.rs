@@ -31,19 +31,44 @@ struct ReloadState {
     last_error: Option<String>,
 }
 
-#[derive(Debug)]
+/// Called after every counted reload with its `stitch_config_reloads_total` label.
+type ReloadObserver = Box<dyn Fn(&'static str) + Send + Sync>;
+
 struct Inner {
     rules: ArcSwap<CompiledRules>,
     path: Option<PathBuf>,
     state: Mutex<ReloadState>,
     reloads_ok: AtomicU64,
     reloads_error: AtomicU64,
+    observer: Mutex<Option<ReloadObserver>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RulesHandle")
+            .field("path", &self.path)
+            .field("reloads_ok", &self.reloads_ok)
+            .field("reloads_error", &self.reloads_error)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Shared handle to the rules in force; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct RulesHandle {
     inner: Arc<Inner>,
+}
+
+impl ReloadResult {
+    /// The `result` label of `stitch_config_reloads_total`; `None` for an unchanged file
+    /// (not counted).
+    pub fn label(&self) -> Option<&'static str> {
+        match self {
+            ReloadResult::Applied => Some("ok"),
+            ReloadResult::Rejected(_) => Some("rejected"),
+            ReloadResult::Unchanged => None,
+        }
+    }
 }
 
 impl RulesHandle {
@@ -78,6 +103,7 @@ impl RulesHandle {
                 }),
                 reloads_ok: AtomicU64::new(0),
                 reloads_error: AtomicU64::new(0),
+                observer: Mutex::new(None),
             }),
         }
     }
@@ -146,7 +172,28 @@ impl RulesHandle {
             }
             ReloadResult::Unchanged => {}
         }
+        drop(state);
+        if let Some(label) = result.label() {
+            let observer = self
+                .inner
+                .observer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(observe) = observer.as_ref() {
+                observe(label);
+            }
+        }
         result
+    }
+
+    /// Registers `observer`, called after each counted reload with `"ok"` or `"rejected"`
+    /// (wire it to `stitch_config_reloads_total{result}`). Replaces any earlier observer.
+    pub fn on_reload(&self, observer: impl Fn(&'static str) + Send + Sync + 'static) {
+        *self
+            .inner
+            .observer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Box::new(observer));
     }
 
     /// Reload attempts so far, by result: `(ok, error)`

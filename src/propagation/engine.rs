@@ -331,40 +331,24 @@ fn sample_root(ratio: f64) -> bool {
     }
 }
 
-/// Runs the engine for one request hop and rewrites `headers` in place. See the module docs for
-/// the steps. `authority` is the request's `:authority`/`Host` (with or without port).
-pub fn propagate(
-    rules: &CompiledRules,
+/// Picks the parent of this hop: the extracted context, else (outbound) the orphan policy, else
+/// a new root. Returns the context to write (its span id is set by the caller) and, for an
+/// inferred parent, the `tracestate` its inbound request carried.
+fn decide(
+    ex: &Extraction,
     direction: Direction,
+    policy: &Policy,
+    root_ratio: f64,
     inflight: &Inflight,
-    method: &Method,
-    authority: Option<&str>,
-    path: &str,
-    headers: &mut HeaderMap,
-) -> Outcome {
-    let policy = rules.policy_for(direction, authority, path, method);
-    if !policy.trace {
-        return Outcome::untraced();
-    }
-    let mut out = Outcome::untraced();
-    out.trace = true;
-
-    let scan = Scan::new(headers, rules);
-    let ex = extract(&scan, rules, policy, &mut out);
-    let present = Present::of(&scan, rules);
-    drop(scan);
-
-    // Decide.
+    out: &mut Outcome,
+) -> (TraceContext, Option<HeaderValue>) {
     let mut inherited_tracestate = None;
     let next = match ex.winner {
         Some((ctx, dialect)) => {
             out.extracted_dialect = Some(dialect);
             TraceContext {
                 parent_span_id: Some(ctx.span_id).filter(SpanId::is_valid),
-                sampled: Some(
-                    ctx.sampled
-                        .unwrap_or_else(|| sample_root(policy.root_ratio)),
-                ),
+                sampled: Some(ctx.sampled.unwrap_or_else(|| sample_root(root_ratio))),
                 ..ctx
             }
         }
@@ -396,10 +380,7 @@ pub fn propagate(
                         trace_id: TraceId::random(),
                         span_id: SpanId::INVALID,
                         parent_span_id: None,
-                        sampled: Some(
-                            ex.sampling_hint
-                                .unwrap_or_else(|| sample_root(policy.root_ratio)),
-                        ),
+                        sampled: Some(ex.sampling_hint.unwrap_or_else(|| sample_root(root_ratio))),
                         debug: false,
                         // stitch made the trace id from random bits: W3C Level 2 random flag.
                         random: true,
@@ -409,6 +390,55 @@ pub fn propagate(
             }
         }
     };
+    (next, inherited_tracestate)
+}
+
+/// Runs the engine for one request hop and rewrites `headers` in place. See the module docs for
+/// the steps. `authority` is the request's `:authority`/`Host` (with or without port).
+pub fn propagate(
+    rules: &CompiledRules,
+    direction: Direction,
+    inflight: &Inflight,
+    method: &Method,
+    authority: Option<&str>,
+    path: &str,
+    headers: &mut HeaderMap,
+) -> Outcome {
+    propagate_with_root_factor(
+        rules, direction, inflight, method, authority, path, headers, 1.0,
+    )
+}
+
+/// [`propagate`] with the root sampling ratio scaled by `root_factor` — the exporter's
+/// adaptive degradation (1.0 healthy, down to 0.01 while the collector keeps failing). Only
+/// decisions stitch makes itself (new roots, contexts without a sampling decision) are
+/// affected; a parent's decision is always followed, and headers are always written.
+#[allow(clippy::too_many_arguments)]
+pub fn propagate_with_root_factor(
+    rules: &CompiledRules,
+    direction: Direction,
+    inflight: &Inflight,
+    method: &Method,
+    authority: Option<&str>,
+    path: &str,
+    headers: &mut HeaderMap,
+    root_factor: f64,
+) -> Outcome {
+    let policy = rules.policy_for(direction, authority, path, method);
+    if !policy.trace {
+        return Outcome::untraced();
+    }
+    let mut out = Outcome::untraced();
+    out.trace = true;
+
+    let scan = Scan::new(headers, rules);
+    let ex = extract(&scan, rules, policy, &mut out);
+    let present = Present::of(&scan, rules);
+    drop(scan);
+
+    let root_ratio = policy.root_ratio * root_factor.clamp(0.0, 1.0);
+    let (next, inherited_tracestate) =
+        decide(&ex, direction, policy, root_ratio, inflight, &mut out);
     let next = TraceContext {
         span_id: SpanId::random(),
         ..next
@@ -498,20 +528,31 @@ fn settle_tracestate(
     if !present.tracestate {
         return false;
     }
-    let keep = ex.w3c_trace == Some(next.trace_id)
-        && tracestate::validate(
+    let members = if ex.w3c_trace == Some(next.trace_id) {
+        tracestate::validate(
             headers
                 .get_all(&TRACESTATE)
                 .iter()
                 .map(HeaderValue::as_bytes),
         )
         .inspect_err(|e| tracing::debug!(dialect = "w3c", error = %e, "dropped invalid tracestate"))
-        .is_ok();
-    if !keep {
-        headers.remove(&TRACESTATE);
-        out.tracestate_dropped = true;
+        .ok()
+    } else {
+        None
+    };
+    match members {
+        Some(0) => {
+            // Only empty members: nothing to forward, nothing lost.
+            headers.remove(&TRACESTATE);
+            false
+        }
+        Some(_) => true,
+        None => {
+            headers.remove(&TRACESTATE);
+            out.tracestate_dropped = true;
+            false
+        }
     }
-    keep
 }
 
 /// The `tracestate` to remember for outbound restores: the single line as is (a cheap

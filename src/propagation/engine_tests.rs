@@ -227,6 +227,15 @@ fn tracestate_rules() {
     let mut map = headers(&[("traceparent", TP), ("tracestate", &many.join(","))]);
     run(&rules, Direction::Outbound, &inflight, &mut map);
     assert!(map.get("tracestate").is_none());
+    // Only empty members: removed, but nothing was lost.
+    let mut map = headers(&[("traceparent", TP), ("tracestate", " , ")]);
+    let out = run(&rules, Direction::Outbound, &inflight, &mut map);
+    assert!(map.get("tracestate").is_none());
+    assert!(!out.tracestate_dropped);
+    // Valid members around empty ones travel byte for byte.
+    let mut map = headers(&[("traceparent", TP), ("tracestate", "a=1,,b=2")]);
+    run(&rules, Direction::Outbound, &inflight, &mut map);
+    assert_eq!(get(&map, "tracestate"), "a=1,,b=2");
     // Tracestate without traceparent is dropped.
     let mut map = headers(&[("tracestate", "a=1")]);
     run(&rules, Direction::Outbound, &inflight, &mut map);

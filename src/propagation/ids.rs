@@ -127,22 +127,45 @@ pub(crate) enum HexCase {
     Upper,
 }
 
-/// Value of one hex digit; `None` for anything else. `allow_upper` admits `A-F`.
+/// Hex digit values: `0-9a-f` map to their value, `A-F` to their value | `UPPER`, anything
+/// else to `INVALID`. A table keeps the per-digit work to one load on the request path.
+const INVALID: u8 = 0xff;
+const UPPER: u8 = 0x10;
+static HEX_VALUES: [u8; 256] = {
+    let mut table = [INVALID; 256];
+    let mut c = 0;
+    while c < 256 {
+        table[c] = match c as u8 {
+            b'0'..=b'9' => c as u8 - b'0',
+            b'a'..=b'f' => c as u8 - b'a' + 10,
+            b'A'..=b'F' => (c as u8 - b'A' + 10) | UPPER,
+            _ => INVALID,
+        };
+        c += 1;
+    }
+    table
+};
+
+/// Value of one hex digit and whether it was upper case; `None` for anything else or for
+/// upper case when `allow_upper` is false.
 fn hex_value(c: u8, allow_upper: bool) -> Option<(u8, bool)> {
-    match c {
-        b'0'..=b'9' => Some((c - b'0', false)),
-        b'a'..=b'f' => Some((c - b'a' + 10, false)),
-        b'A'..=b'F' if allow_upper => Some((c - b'A' + 10, true)),
-        _ => None,
+    let v = HEX_VALUES[usize::from(c)];
+    if v == INVALID || (v & UPPER != 0 && !allow_upper) {
+        None
+    } else {
+        Some((v & 0x0f, v & UPPER != 0))
     }
 }
 
 /// Decodes 1..=2N hex digits into N bytes, right-aligned (left zero padding), as Jaeger and
-/// 64-bit B3 ids need. Exactly-2N-digit fields decode the same way.
+/// 64-bit B3 ids need.
 pub(crate) fn decode_hex_padded<const N: usize>(
     digits: &[u8],
     allow_upper: bool,
 ) -> Option<([u8; N], HexCase)> {
+    if digits.len() == N * 2 {
+        return decode_hex_exact(digits, allow_upper);
+    }
     if digits.is_empty() || digits.len() > N * 2 {
         return None;
     }
@@ -177,7 +200,31 @@ pub(crate) fn decode_hex_exact<const N: usize>(
     if digits.len() != N * 2 {
         return None;
     }
-    decode_hex_padded(digits, allow_upper)
+    let mut out = [0u8; N];
+    // OR of every table entry: INVALID shows up as 0xff, upper case as the UPPER bit.
+    let mut seen = 0u8;
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        let hi = HEX_VALUES[usize::from(pair[0])];
+        let lo = HEX_VALUES[usize::from(pair[1])];
+        seen |= hi | lo;
+        *byte = (hi << 4) | (lo & 0x0f);
+    }
+    if seen == INVALID || (seen & 0xe0) != 0 {
+        // Some digit was INVALID (bits above UPPER are only ever set by INVALID).
+        return None;
+    }
+    let upper = seen & UPPER != 0;
+    if upper && !allow_upper {
+        return None;
+    }
+    Some((
+        out,
+        if upper {
+            HexCase::Upper
+        } else {
+            HexCase::Lower
+        },
+    ))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! (tracing degrades, traffic does not).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use http::HeaderValue;
@@ -45,9 +46,53 @@ struct Slot {
     rest: Vec<Entry>,
 }
 
+/// Trace ids are mostly random already, so a keyed multiply-xor fold is enough and several
+/// times cheaper than SipHash on the request path. The per-registry random key keeps
+/// upstream-chosen ids from being aimed at one bucket.
+#[derive(Debug, Clone, Copy)]
+struct TraceIdHash {
+    key: u64,
+}
+
+impl Default for TraceIdHash {
+    fn default() -> Self {
+        TraceIdHash {
+            key: RandomState::new().hash_one(0u64) | 1,
+        }
+    }
+}
+
+impl BuildHasher for TraceIdHash {
+    type Hasher = FoldHasher;
+    fn build_hasher(&self) -> FoldHasher {
+        FoldHasher(self.key)
+    }
+}
+
+#[derive(Debug)]
+struct FoldHasher(u64);
+
+impl Hasher for FoldHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0 ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .rotate_left(29);
+        }
+    }
+
+    fn write_usize(&mut self, _length_prefix: usize) {}
+
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 32)
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
-    by_trace: HashMap<TraceId, Slot>,
+    by_trace: HashMap<TraceId, Slot, TraceIdHash>,
     len: usize,
     next_key: u64,
 }

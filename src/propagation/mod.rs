@@ -24,6 +24,6 @@ pub mod tracestate;
 pub mod w3c;
 
 pub use context::{Dialect, Invalid, RepairKind, RepairMode, Repairs, TraceContext};
-pub use engine::{OrphanOutcome, Outcome, SpanIdentity, propagate};
+pub use engine::{OrphanOutcome, Outcome, SpanIdentity, propagate, propagate_with_root_factor};
 pub use ids::{SpanId, TraceId};
 pub use inflight::{Inflight, InflightGuard, InflightSpan};

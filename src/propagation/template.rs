@@ -387,6 +387,13 @@ fn compile_segments(
     if segments.is_empty() {
         return Err(err(header, "empty template"));
     }
+    if template.starts_with(' ') || template.ends_with(' ') {
+        // Header values lose surrounding whitespace on the wire; the value could not be read back.
+        return Err(err(
+            header,
+            format!("template {template:?} starts or ends with a space"),
+        ));
+    }
     if rendered_len > MAX_RENDERED_LEN {
         return Err(err(
             header,
@@ -423,6 +430,7 @@ mod tests {
             (&[("x", "{trace_id")], "unclosed"),
             (&[("x", "trace_id}")], "unmatched"),
             (&[("x", "")], "empty"),
+            (&[("x", " {trace_id}")], "space"),
             (&[("traceparent", "{trace_id}")], "built-in"),
             (&[("bad header", "{trace_id}")], "not a valid header name"),
             (&[("x", "é{trace_id}")], "not allowed"),

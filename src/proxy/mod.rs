@@ -9,6 +9,7 @@
 //! ```
 
 pub mod addrs;
+pub mod counting;
 pub mod detect;
 pub mod http;
 pub mod opaque;
@@ -212,7 +213,11 @@ impl Proxy {
                 }
             }
             Protocol::Http1 | Protocol::Http2 => {
-                let io = detect::PrefixedIo::new(prefix, stream);
+                let counts = Arc::new(counting::ByteCounts::default());
+                let io = counting::CountingIo::new(
+                    detect::PrefixedIo::new(prefix, stream),
+                    counts.clone(),
+                );
                 let http2 = protocol == Protocol::Http2;
                 let trace = TraceLayer::new(
                     self.tracing.clone(),
@@ -232,6 +237,10 @@ impl Proxy {
                 } else {
                     http::server::serve_http1(io, trace, forward, &self.limits, shutdown).await;
                 }
+                let (read, written) = counts.get();
+                // The detection prefix was read before counting started; it is replayed through
+                // the counter, so every client byte is counted exactly once.
+                metrics.bytes_transferred(direction, read, written);
             }
         }
     }

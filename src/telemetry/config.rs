@@ -16,6 +16,7 @@
 //! | `OTEL_EXPORTER_OTLP_CERTIFICATE` / `_TRACES_CERTIFICATE` | PEM CA file trusted in addition to the system roots |
 //! | `OTEL_EXPORTER_OTLP_COMPRESSION` / `_TRACES_COMPRESSION` | `gzip` or `none` (default) |
 //! | `OTEL_TRACES_EXPORTER` | `none` turns export off (spans still reach the ring) |
+//! | `OTEL_SDK_DISABLED` | `true` turns export off (spans still reach the ring) |
 //! | `OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`, `OTEL_BSP_SCHEDULE_DELAY` | queue capacity, batch size, batch delay (ms) |
 //! | `K8S_POD_NAME`/`POD_NAME`, `K8S_POD_NAMESPACE`/`K8S_NAMESPACE_NAME`/`POD_NAMESPACE`, `K8S_POD_UID`/`POD_UID`, `K8S_NODE_NAME`/`NODE_NAME` | `k8s.pod.name`, `k8s.namespace.name`, `k8s.pod.uid`, `k8s.node.name` (set them from the downward API) |
 
@@ -237,7 +238,8 @@ impl TelemetryConfig {
             cfg.batch_delay = Duration::from_millis(u64::max(ms, 1));
         }
 
-        let exporter_off = get("OTEL_TRACES_EXPORTER").is_some_and(|v| v == "none");
+        let exporter_off = get("OTEL_TRACES_EXPORTER").is_some_and(|v| v == "none")
+            || get("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let protocol = match traces_or(
             "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
             "OTEL_EXPORTER_OTLP_PROTOCOL",
@@ -457,6 +459,11 @@ mod tests {
         let cfg = from(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
             ("OTEL_TRACES_EXPORTER", "none"),
+        ]);
+        assert!(cfg.export.is_none());
+        let cfg = from(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_SDK_DISABLED", "true"),
         ]);
         assert!(cfg.export.is_none());
     }

@@ -11,6 +11,29 @@
 //! On SIGTERM, [`Telemetry::shutdown`] flushes queued spans to the collector within a
 //! deadline.
 //!
+//! # Wiring
+//!
+//! ```no_run
+//! # async fn wire(ready: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+//! use std::time::Duration;
+//! use stitch::admin::AdminState;
+//! use stitch::telemetry::{Telemetry, TelemetryConfig};
+//!
+//! let config = TelemetryConfig::from_env(|k| std::env::var(k).ok()).with_service_name("orders");
+//! let telemetry = Telemetry::start(config);
+//! let telemetry_view = telemetry.config_view();
+//! let admin_state = AdminState::new(ready)
+//!     .with_telemetry(&telemetry)
+//!     .with_config_view(move || serde_json::json!({ "telemetry": telemetry_view }));
+//! let sink = telemetry.sink(); // to the trace layers
+//! let metrics = telemetry.metrics(); // to the proxy, trace layers and config watcher
+//! let root_ratio = 1.0 * sink.root_sampling_factor(); // per new root, never per header
+//! # let _ = (admin_state, metrics, root_ratio);
+//! // … serve; after draining on SIGTERM:
+//! telemetry.shutdown(Duration::from_secs(5)).await;
+//! # }
+//! ```
+//!
 //! Files, in the order a span travels: `span` (the record), `semconv` (names, attributes,
 //! error rule), `sink` (queue, batching, export task), `export` (OTLP conversion and
 //! transports), `degrade` (the circuit breaker), `ring` and `integrity` (the embedded

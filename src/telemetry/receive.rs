@@ -207,6 +207,62 @@ mod tests {
         assert!(decode(OtlpFormat::Protobuf, &[0xff, 0xff, 0xff, 0x01, 0x02]).is_err());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bodies_never_panic(body in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = decode(OtlpFormat::Protobuf, &body);
+            let _ = decode(OtlpFormat::Json, &body);
+        }
+
+        #[test]
+        fn mutated_valid_bodies_never_panic(flips in proptest::collection::vec((0usize..4096, proptest::num::u8::ANY), 1..8)) {
+            let mut body = prost::Message::encode_to_vec(&valid_request());
+            let len = body.len();
+            for (i, b) in flips {
+                body[i % len] = b;
+            }
+            let _ = decode(OtlpFormat::Protobuf, &body);
+        }
+    }
+
+    fn valid_request() -> ExportTraceServiceRequest {
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+        let span = Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            parent_span_id: vec![3; 8],
+            name: "GET".to_owned(),
+            kind: 2,
+            start_time_unix_nano: 1,
+            end_time_unix_nano: u64::MAX,
+            attributes: vec![KeyValue {
+                key: "k".to_owned(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue("v".to_owned())),
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn extreme_timestamps_do_not_overflow() {
+        let body = prost::Message::encode_to_vec(&valid_request());
+        let d = decode(OtlpFormat::Protobuf, &body).expect("valid");
+        assert_eq!(d.resources[0].spans.len(), 1);
+        assert_eq!(&*d.resources[0].service, "unknown_service");
+    }
+
     #[test]
     fn content_types_are_matched_without_parameters() {
         assert_eq!(

@@ -113,8 +113,8 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| {
-            let ct = ct.trim_start();
-            ct.len() >= 16 && ct[..16].eq_ignore_ascii_case("application/grpc")
+            let ct = ct.trim_start().as_bytes();
+            ct.len() >= 16 && ct[..16].eq_ignore_ascii_case(b"application/grpc")
         })
 }
 

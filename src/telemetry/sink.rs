@@ -155,6 +155,8 @@ impl Intake {
         let mut buf = Vec::with_capacity(self.batch_max);
         let mut ticker = tokio::time::interval(self.batch_delay);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Dropping the `Telemetry` handle must not stop the pipeline while sinks live on.
+        let mut controlled = true;
         loop {
             tokio::select! {
                 n = self.rx.recv_many(&mut buf, self.batch_max) => {
@@ -167,7 +169,7 @@ impl Intake {
                     }
                 }
                 _ = ticker.tick() => self.ship(),
-                ctl = self.control.recv() => {
+                ctl = self.control.recv(), if controlled => {
                     self.drain(&mut buf);
                     self.ship();
                     match ctl {
@@ -176,7 +178,7 @@ impl Intake {
                             self.barrier(ack).await;
                             break;
                         }
-                        None => break,
+                        None => controlled = false,
                     }
                 }
             }

@@ -18,7 +18,7 @@ pub(crate) struct Hop {
     span: Option<SpanRecord>,
     status: Option<StatusCode>,
     failure: Option<&'static str>,
-    completed: bool,
+    completed: Option<SystemTime>,
     _inflight: Option<InflightGuard>,
     sink: SpanSink,
     metrics: Metrics,
@@ -42,7 +42,7 @@ impl Hop {
             span,
             status: None,
             failure: None,
-            completed: false,
+            completed: None,
             _inflight: inflight,
             sink,
             metrics,
@@ -75,7 +75,7 @@ impl Hop {
 
     /// The response stream ended normally.
     pub(crate) fn complete(&mut self) {
-        self.completed = true;
+        self.completed.get_or_insert_with(SystemTime::now);
     }
 
     /// The exchange failed (inner service error or response body error).
@@ -89,7 +89,7 @@ impl Hop {
 
 impl Drop for Hop {
     fn drop(&mut self) {
-        if !self.completed && self.failure.is_none() {
+        if self.completed.is_none() && self.failure.is_none() {
             // The client went away (or the server dropped the exchange) before the end.
             self.fail("cancelled");
         }
@@ -100,7 +100,9 @@ impl Drop for Hop {
         self.metrics
             .request_finished(self.direction, self.protocol, class, self.started.elapsed());
         if let Some(span) = self.span.take() {
-            self.sink.record(span.finish(SystemTime::now()));
+            // The end is when the stream ended, not when the body object was dropped.
+            let end = self.completed.unwrap_or_else(SystemTime::now);
+            self.sink.record(span.finish(end));
         }
     }
 }

@@ -25,7 +25,7 @@ use tower::{Layer, Service};
 pub use self::body::{ResponseFuture, TracedBody};
 use self::hop::Hop;
 use crate::config::RulesHandle;
-use crate::propagation::{Inflight, propagate};
+use crate::propagation::{Inflight, propagate_with_root_factor};
 use crate::proxy::Direction;
 use crate::telemetry::semconv::RequestFacts;
 use crate::telemetry::{Metrics, SpanKind, SpanRecord, SpanSink, WireProtocol, semconv};
@@ -121,7 +121,7 @@ where
             .map(|a| a.as_str())
             .or_else(|| host.as_ref().and_then(|h| h.to_str().ok()));
         let rules = tracing.rules.load();
-        let outcome = propagate(
+        let outcome = propagate_with_root_factor(
             &rules,
             direction,
             &tracing.inflight,
@@ -129,6 +129,7 @@ where
             authority,
             parts.uri.path(),
             &mut parts.headers,
+            tracing.sink.root_sampling_factor(),
         );
         let metrics = &tracing.metrics;
         if outcome.trace {

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# `make bench`: stitch against direct, nginx and haproxy on this machine, in one run.
+#
+# 1. installs what is missing: nginx, haproxy, wrk, h2load (apt) and oha (apt if it has it,
+#    else `cargo install oha --locked`);
+# 2. builds stitch and the benchmark helpers (examples/bench_backend.rs, bench_grpc_load.rs);
+# 3. hands over to run.py, which starts everything on loopback, measures in rotated rounds
+#    (bounded: --budget seconds, default 540), kills all it started, and writes BENCHMARKS.md.
+#
+# Extra arguments go to run.py, e.g. `make bench BENCH_ARGS="--rounds 1 --seconds 2"`.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export PATH="$HOME/.cargo/bin:/usr/sbin:/sbin:$PATH"
+export DEBIAN_FRONTEND=noninteractive
+
+need=()
+command -v nginx >/dev/null || need+=(nginx)
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v wrk >/dev/null || need+=(wrk)
+command -v h2load >/dev/null || need+=(nghttp2-client)
+command -v curl >/dev/null || need+=(curl)
+command -v taskset >/dev/null || need+=(util-linux)
+command -v python3 >/dev/null || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "bench: installing ${need[*]}"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+if ! command -v oha >/dev/null; then
+  if apt-cache policy oha 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+    apt-get install -y -qq oha >/dev/null
+  else
+    echo "bench: installing oha with cargo (one-off, a few minutes)"
+    cargo install oha --locked
+  fi
+fi
+
+echo "bench: building stitch and the benchmark helpers (release)"
+cargo build --release --bin stitch --example bench_backend --example bench_grpc_load
+target_dir=$(cargo metadata --format-version 1 --no-deps |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+
+exec python3 -B scripts/bench/run.py --bin-dir "$target_dir/release" "$@"

@@ -1,0 +1,114 @@
+//! Start-up and shutdown: health endpoints, graceful drain in-process and through the real
+//! binary on SIGTERM (in-flight requests finish, new connections are refused, exit 0), and
+//! HTTP/2 GOAWAY on shutdown.
+
+mod support;
+
+use std::time::Duration;
+
+use support::process::{spawn_stitch, wait_refused};
+use support::upstream::{FIXED_BODY, HttpUpstream};
+use support::wire::{Wire, roundtrip};
+use support::{collect_body, get, h1_client, h2_client, h2_get, settings, start_stitch, within};
+
+#[tokio::test]
+async fn live_and_ready_answer_once_running() {
+    let up = HttpUpstream::start().await;
+    let stitch = start_stitch(settings(Some(up.addr))).await;
+    for path in ["/live", "/ready"] {
+        let resp = roundtrip(
+            stitch.admin,
+            format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert_eq!(resp.status, 200, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn shutdown_lets_the_in_flight_request_finish_and_refuses_new_connections() {
+    let up = HttpUpstream::start().await;
+    let mut s = settings(Some(up.addr));
+    s.drain_timeout = Duration::from_secs(30);
+    let stitch = start_stitch(s).await;
+    let mut client = h1_client(stitch.inbound).await;
+    let in_flight = tokio::spawn(client.send_request(get(up.addr, "/slow")));
+    up.wait_for(1).await;
+    stitch.shutdown.trigger();
+    wait_refused(stitch.inbound).await;
+    up.open_gate(1);
+    let resp = within("the in-flight response", in_flight)
+        .await
+        .expect("task")
+        .expect("the in-flight request completes during the drain");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(collect_body(resp.into_body()).await.0, "slow done");
+    let mut stitch = stitch;
+    within("run() to return after the drain", &mut stitch.task)
+        .await
+        .expect("task")
+        .expect("run() returns Ok");
+}
+
+#[tokio::test]
+async fn shutdown_sends_goaway_to_idle_h2_connections() {
+    let up = HttpUpstream::start().await;
+    let mut s = settings(Some(up.addr));
+    // Longer than the wait below: the connection must close because of GOAWAY, not because
+    // the drain deadline ran out.
+    s.drain_timeout = Duration::from_secs(120);
+    let stitch = start_stitch(s).await;
+    let (mut client, conn) = h2_client(stitch.inbound).await;
+    let resp = within("h2 request", client.send_request(h2_get(up.addr, "/")))
+        .await
+        .expect("response");
+    assert_eq!(collect_body(resp.into_body()).await.0, FIXED_BODY);
+    stitch.shutdown.trigger();
+    let closed = within("the idle h2 connection to be closed by GOAWAY", conn)
+        .await
+        .expect("task");
+    assert!(closed.is_ok(), "graceful close, not an error: {closed:?}");
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_request_refuses_new_connections_and_exits_zero() {
+    let up = HttpUpstream::start().await;
+    let mut stitch = spawn_stitch(up.addr, &["--drain-timeout", "30s"]).await;
+    let mut wire = Wire::connect(stitch.inbound).await;
+    wire.send(format!("GET /slow HTTP/1.1\r\nHost: {}\r\n\r\n", up.addr).as_bytes())
+        .await;
+    up.wait_for(1).await;
+    stitch.terminate();
+    wait_refused(stitch.inbound).await;
+    wait_refused(stitch.outbound).await;
+    assert!(
+        stitch.child.try_wait().expect("try_wait").is_none(),
+        "stitch exited while a request was still in flight"
+    );
+    up.open_gate(1);
+    let resp = wire.read_response(false).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "slow done");
+    let code = stitch.wait_exit(support::DEADLINE).await;
+    assert_eq!(code, Some(0), "a drained shutdown exits 0");
+}
+
+#[tokio::test]
+async fn sigterm_with_nothing_in_flight_exits_zero_promptly() {
+    let up = HttpUpstream::start().await;
+    let mut stitch = spawn_stitch(up.addr, &["--drain-timeout", "120s"]).await;
+    let ok = roundtrip(
+        stitch.inbound,
+        format!(
+            "GET / HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            up.addr
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(ok.status, 200);
+    stitch.terminate();
+    // Well under the drain deadline: with nothing in flight there is nothing to wait for.
+    let code = stitch.wait_exit(support::DEADLINE).await;
+    assert_eq!(code, Some(0));
+}

@@ -1,0 +1,157 @@
+//! The real `stitch` binary as a child process: for signals and for peak-memory readings
+//! that must not include the test's own allocations.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+use super::within;
+
+/// A running `stitch run` child process.
+pub struct StitchProcess {
+    /// The child; killed on drop if still running.
+    pub child: Child,
+    /// Its pid.
+    pub pid: u32,
+    /// Where its inbound listener is bound.
+    pub inbound: SocketAddr,
+    /// Where its outbound listener is bound.
+    pub outbound: SocketAddr,
+    /// Every stderr line, as it arrives.
+    pub log_lines: mpsc::UnboundedReceiver<String>,
+}
+
+/// Starts the binary in explicit mode to `target` with `extra` flags, and waits until it
+/// logged both proxy listeners.
+pub async fn spawn_stitch(target: SocketAddr, extra: &[&str]) -> StitchProcess {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stitch"))
+        .args([
+            "run",
+            "--log-format",
+            "json",
+            "--inbound-listen",
+            "127.0.0.1:0",
+            "--outbound-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--inbound-target",
+        ])
+        .arg(target.to_string())
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the stitch binary starts");
+    let pid = child.id().expect("a running child has a pid");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    // Keep draining stderr for the whole life of the child, so it never blocks on a full pipe.
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (mut inbound, mut outbound) = (None, None);
+    let mut seen = Vec::new();
+    within("the binary to log its listeners", async {
+        while inbound.is_none() || outbound.is_none() {
+            let Some(line) = rx.recv().await else {
+                panic!(
+                    "stitch exited before listening; stderr:\n{}",
+                    seen.join("\n")
+                );
+            };
+            if let Some((which, addr)) = parse_listening(&line) {
+                match which.as_str() {
+                    "inbound" => inbound = Some(addr),
+                    "outbound" => outbound = Some(addr),
+                    _ => {}
+                }
+            }
+            seen.push(line);
+        }
+    })
+    .await;
+    StitchProcess {
+        child,
+        pid,
+        inbound: inbound.expect("loop exits only when set"),
+        outbound: outbound.expect("loop exits only when set"),
+        log_lines: rx,
+    }
+}
+
+/// Parses a `"message":"listening"` JSON log line into (listener, addr).
+fn parse_listening(line: &str) -> Option<(String, SocketAddr)> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let fields = v.get("fields")?;
+    if fields.get("message")?.as_str()? != "listening" {
+        return None;
+    }
+    let which = fields.get("listener")?.as_str()?.to_owned();
+    let addr = fields.get("addr")?.as_str()?.parse().ok()?;
+    Some((which, addr))
+}
+
+impl StitchProcess {
+    /// Sends SIGTERM, as Kubernetes does before stopping a pod.
+    pub fn terminate(&self) {
+        let pid = rustix::process::Pid::from_raw(i32::try_from(self.pid).expect("pids fit in i32"))
+            .expect("a child pid is positive");
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM)
+            .expect("SIGTERM delivered");
+    }
+
+    /// Waits for the child to exit and returns its exit code.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let status = tokio::time::timeout(limit, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("stitch did not exit within {limit:?}"))
+            .expect("wait on the child");
+        status.code()
+    }
+
+    /// Peak resident set size of the child (`VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        read_status_kib(self.pid, "VmHWM:")
+    }
+
+    /// Current resident set size of the child (`VmRSS`), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        read_status_kib(self.pid, "VmRSS:")
+    }
+}
+
+fn read_status_kib(pid: u32, key: &str) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{key} missing in /proc/{pid}/status"))
+}
+
+/// Waits until nothing accepts TCP connections on `addr` any more.
+pub async fn wait_refused(addr: SocketAddr) {
+    within(&format!("{addr} to refuse connections"), async {
+        loop {
+            if tokio::net::TcpStream::connect(addr).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
