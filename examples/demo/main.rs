@@ -8,6 +8,7 @@
 //! Usage: `cargo run --release --example demo -- [--base-port 17000] [--orders 5]
 //! [--stitch PATH]` (the stitch binary defaults to the one next to this example's directory).
 
+mod report;
 mod services;
 
 use std::path::{Path, PathBuf};
@@ -153,6 +154,7 @@ async fn run(sidecars: &mut [Sidecar], ports: Ports, orders: usize) -> Result<()
     }
     let entry = ports.inbound(Service::Gateway);
     println!("\nsending {orders} orders to the gateway (through its stitch at {entry})…");
+    let mut traces = Vec::new();
     for n in 1..=orders {
         // Origin-form, like a browser talking to the gateway's address.
         let uri = format!("/checkout?order={n}");
@@ -162,22 +164,42 @@ async fn run(sidecars: &mut [Sidecar], ports: Ports, orders: usize) -> Result<()
                 for line in body.lines() {
                     println!("  {line}");
                 }
-                println!("  → {}", verdict(&body));
+                let (summary, trace_id) = report::same_trace(&body);
+                println!("  → {summary}");
+                traces.extend(trace_id.map(|id| (n, id)));
             }
             Err(e) => println!("\norder {n}: failed: {e}"),
         }
     }
-    // Exporters batch; give them a moment before pointing the user at the collector.
+    // Exporters batch; give them a moment before asking the collector.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    println!("\ncollector: {}", collector_summary(collector).await);
+    println!(
+        "\nthe collector ({collector}) has {}",
+        report::collector_summary(collector).await
+    );
+    for (n, trace_id) in &traces {
+        println!(
+            "  order {n}: {}",
+            report::trace_verdict(collector, trace_id).await
+        );
+    }
+    println!("\nrepairs and translations (stitch_propagation_* counters, non-zero):");
+    for service in Service::ALL {
+        for line in report::propagation_metrics(ports.admin(service)).await {
+            println!("  {:<9} {line}", service.name());
+        }
+    }
     println!("\nwhere to look (the gateway stitch's admin server collects every stitch's spans):");
     println!(
-        "  http://{collector}/traces           each order as one trace across the four services"
+        "  http://{collector}/traces    in a browser: each order as one trace, as a waterfall"
     );
-    println!("  http://{collector}/traces/<trace_id> one trace's spans with its integrity verdict");
+    if let Some((_, trace_id)) = traces.first() {
+        println!("  http://{collector}/traces/{trace_id}    one trace with its integrity verdict");
+    }
+    println!("  (curl gets the same as JSON)");
     for service in Service::ALL {
         println!(
-            "  http://{}/metrics          {}'s repairs, translations, requests",
+            "  http://{}/metrics    {}'s repairs, translations, requests",
             ports.admin(service),
             service.name()
         );
@@ -197,57 +219,6 @@ async fn run(sidecars: &mut [Sidecar], ports: Ports, orders: usize) -> Result<()
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-}
-
-/// How many traces the collector's ring holds; the `/traces` JSON is a list of traces, or an
-/// object with a `traces` list.
-async fn collector_summary(collector: std::net::SocketAddr) -> String {
-    match services::get(collector, "/traces", HeaderMap::new()).await {
-        Ok((status, body)) if status.is_success() => {
-            let json: Option<serde_json::Value> = serde_json::from_str(&body).ok();
-            let list = json.as_ref().and_then(|v| {
-                v.as_array()
-                    .or_else(|| v.get("traces").and_then(|t| t.as_array()))
-            });
-            match list {
-                Some(traces) => format!(
-                    "{} recent traces at http://{collector}/traces",
-                    traces.len()
-                ),
-                None => format!("/traces answered {} bytes", body.len()),
-            }
-        }
-        Ok((status, _)) => format!("/traces answered {status} (not built yet?)"),
-        Err(e) => format!("/traces failed: {e}"),
-    }
-}
-
-/// Whether every service saw the same trace id, whatever header carried it.
-fn verdict(body: &str) -> String {
-    let ids: Vec<Option<String>> = body.lines().map(trace_id_in).collect();
-    let found: Vec<&String> = ids.iter().flatten().collect();
-    if found.len() == ids.len() && found.windows(2).all(|w| w[0] == w[1]) {
-        format!("one trace ({}) across all {} services", found[0], ids.len())
-    } else {
-        format!(
-            "{} of {} services carried a trace context; not one trace (yet: is the trace layer built?)",
-            found.len(),
-            ids.len()
-        )
-    }
-}
-
-/// The 128-bit trace id (32 hex, B3 64-bit ids left-padded) in one service's report line.
-fn trace_id_in(line: &str) -> Option<String> {
-    let (_, headers) = line.split_once(" saw ")?;
-    let value = headers.split(", ").next()?.split_once(": ")?.1;
-    let id = if headers.starts_with("b3") || headers.starts_with("x-b3-traceid") {
-        value.split('-').next()?
-    } else {
-        value.split('-').nth(1)?
-    };
-    let id = id.to_ascii_lowercase();
-    (id.len() <= 32 && id.chars().all(|c| c.is_ascii_hexdigit())).then(|| format!("{id:0>32}"))
 }
 
 fn start_sidecar(
