@@ -159,11 +159,16 @@ impl Proxy {
         };
         let metrics = &self.tracing.metrics;
         let _open = metrics.connection_opened(direction);
-        if self.pool.own_connections().is_own(client) {
+
+        let original = orig_dst::original_dst(&stream, local);
+        if self
+            .pool
+            .own_connections()
+            .is_own(client, original.unwrap_or(local))
+        {
             tracing::error!(%direction, %client, "stitch's own upstream connection was redirected back to it; is stitch running as the --proxy-uid given to `stitch iptables`? closing it");
             return;
         }
-        let original = orig_dst::original_dst(&stream, local);
         let destination = match (direction, &self.inbound_target, original) {
             (Direction::Inbound, Some(target), _) => Destination::Fixed(target.clone()),
             (_, _, Some(dst)) if self.own.is_self(dst) => {

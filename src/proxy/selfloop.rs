@@ -4,9 +4,13 @@
 //! (a wrong `--proxy-uid`, or the app running as stitch's UID), every upstream connection it
 //! opens is redirected to its own outbound listener, whose original destination is the real
 //! peer again — an address check cannot see the loop, and stitch would connect to itself until
-//! it runs out of file descriptors. So stitch remembers the local address of every upstream
-//! connection it holds open; an accepted connection coming *from* one of them is its own, and
-//! is refused with a log line naming the likely cause.
+//! it runs out of file descriptors. So stitch remembers the `(local, remote)` pair of every
+//! upstream connection it holds open; an accepted connection whose `(client, original
+//! destination)` is one of them is its own, and is refused with a log line naming the cause.
+//!
+//! The whole pair matters: Linux hands the same ephemeral port to connections towards
+//! different destinations, so a client of stitch may share a local port with one of stitch's
+//! upstream sockets; only the full 4-tuple is unique.
 
 use std::collections::HashSet;
 use std::io;
@@ -20,30 +24,37 @@ use tokio::net::TcpStream;
 
 use super::orig_dst::normalize;
 
-/// The local addresses of stitch's open upstream connections.
+/// The `(local, remote)` address pairs of stitch's open upstream connections.
 #[derive(Debug, Clone, Default)]
-pub struct OwnConnections(Arc<Mutex<HashSet<SocketAddr>>>);
+pub struct OwnConnections(Arc<Mutex<HashSet<(SocketAddr, SocketAddr)>>>);
 
 impl OwnConnections {
-    /// Whether a connection from `peer` is one stitch opened itself.
-    pub fn is_own(&self, peer: SocketAddr) -> bool {
-        self.0
-            .lock()
-            .expect("registry lock poisoned")
-            .contains(&normalize(peer))
+    /// Whether a connection from `client` that was headed for `destination` (its original
+    /// destination, or the listener itself when not redirected) is one stitch opened.
+    pub fn is_own(&self, client: SocketAddr, destination: SocketAddr) -> bool {
+        let key = (normalize(client), normalize(destination));
+        self.lock().contains(&key)
     }
 
     /// Registers `stream` for as long as the returned wrapper lives.
     pub fn track(&self, stream: TcpStream) -> Tracked {
-        let local = stream.local_addr().ok().map(normalize);
-        if let Some(addr) = local {
-            self.0.lock().expect("registry lock poisoned").insert(addr);
+        let key = match (stream.local_addr(), stream.peer_addr()) {
+            (Ok(local), Ok(remote)) => Some((normalize(local), normalize(remote))),
+            _ => None,
+        };
+        if let Some(key) = key {
+            self.lock().insert(key);
         }
         Tracked {
             stream,
-            local,
+            key,
             registry: self.clone(),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<(SocketAddr, SocketAddr)>> {
+        // The set stays consistent whatever panicked while holding it.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -51,18 +62,14 @@ impl OwnConnections {
 #[derive(Debug)]
 pub struct Tracked {
     stream: TcpStream,
-    local: Option<SocketAddr>,
+    key: Option<(SocketAddr, SocketAddr)>,
     registry: OwnConnections,
 }
 
 impl Drop for Tracked {
     fn drop(&mut self) {
-        if let Some(addr) = self.local {
-            self.registry
-                .0
-                .lock()
-                .expect("registry lock poisoned")
-                .remove(&addr);
+        if let Some(key) = self.key {
+            self.registry.lock().remove(&key);
         }
     }
 }
@@ -112,20 +119,22 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn own_connections_are_recognized_until_closed() {
+    async fn own_connections_are_recognized_by_the_full_pair_until_closed() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dst = listener.local_addr().unwrap();
         let own = OwnConnections::default();
-        let stream = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (accepted, peer) = listener.accept().await.unwrap();
+        let stream = TcpStream::connect(dst).await.unwrap();
+        let (_accepted, peer) = listener.accept().await.unwrap();
         let tracked = own.track(stream);
         assert!(
-            own.is_own(peer),
+            own.is_own(peer, dst),
             "the accepting side sees stitch's own connection"
         );
-        assert!(!own.is_own(accepted.local_addr().unwrap()));
+        // The same client port towards another destination is another connection: Linux
+        // reuses ephemeral ports across destinations.
+        let elsewhere: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        assert!(!own.is_own(peer, elsewhere));
         drop(tracked);
-        assert!(!own.is_own(peer), "forgotten once closed");
+        assert!(!own.is_own(peer, dst), "forgotten once closed");
     }
 }
