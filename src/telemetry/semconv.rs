@@ -107,16 +107,7 @@ pub fn grpc_service_method(path: &str) -> Option<(&str, &str)> {
     Some((service, method))
 }
 
-/// Whether the request is gRPC (`content-type: application/grpc[+proto|;...]`).
-pub fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            let ct = ct.trim_start().as_bytes();
-            ct.len() >= 16 && ct[..16].eq_ignore_ascii_case(b"application/grpc")
-        })
-}
+pub use crate::proxy::http::headers::is_grpc;
 
 /// The conventional gRPC status code name, used as `error.type`.
 pub fn grpc_code_name(code: i64) -> &'static str {
