@@ -178,7 +178,8 @@ def write_report(run, path):
 Produced by `{run['command']}` on {run['date']} at commit `{git_commit()}`
 ({run['rounds']} rounds, {run['seconds']} s per measurement, {run['duration_s']} s of
 measuring). Regenerate with `make bench`; method in `scripts/bench/run.py`; profile one workload
-with `scripts/bench/profile.sh h1|h2|grpc off|ring|otlp`.
+with `scripts/bench/profile.sh h1|h2|grpc off|ring|otlp`; compare builds with
+`scripts/bench/ab.py` (`--floor` adds a bare hyper proxy as the libraries' floor).
 
 **Machine**: {mc['nproc']} CPUs ({mc['cpu']}), {mc['memory']}, Linux {mc['kernel']}; load
 average at start {' '.join(mc['loadavg_at_start'])} (the VM is shared: closed-loop req/s can

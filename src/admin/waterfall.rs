@@ -245,7 +245,8 @@ mod tests {
                 SpanKind::Server,
                 name,
                 at(ms),
-            ),
+            )
+            .into(),
         };
         let spans = vec![
             mk(1, None, "root", 0),
@@ -259,7 +260,7 @@ mod tests {
         assert_eq!(order, vec![1, 2, 3]);
         let detail = TraceDetail {
             trace_id: [1; 16],
-            verdict: integrity::check(spans.iter().map(|s| &s.span), Duration::ZERO),
+            verdict: integrity::check(spans.iter().map(|s| &*s.span), Duration::ZERO),
             spans,
         };
         let html = page("t", &[detail], None);

@@ -69,7 +69,7 @@ pub struct Proxy {
     detect_max_bytes: usize,
     limits: ServerLimits,
     max_connections: usize,
-    tracing: Tracing,
+    tracing: Arc<Tracing>,
 }
 
 impl Proxy {
@@ -102,7 +102,7 @@ impl Proxy {
                 h2_idle_timeout: settings.h2_idle_timeout,
             },
             max_connections: settings.max_connections,
-            tracing,
+            tracing: Arc::new(tracing),
         }
     }
 

@@ -241,8 +241,9 @@ impl opentelemetry_http::HttpClient for RustlsHttpClient {
     }
 }
 
-/// Converts a finished span to the SDK's export form.
-pub fn to_span_data(span: SpanRecord, scope: &InstrumentationScope) -> SpanData {
+/// Converts a finished span to the SDK's export form. Borrows: the ring may still hold the
+/// same record; static keys and names stay borrowed, only owned strings are copied.
+pub fn to_span_data(span: &SpanRecord, scope: &InstrumentationScope) -> SpanData {
     let span_context = SpanContext::new(
         OtelTraceId::from_bytes(span.trace_id),
         OtelSpanId::from_bytes(span.span_id),
@@ -259,21 +260,23 @@ pub fn to_span_data(span: SpanRecord, scope: &InstrumentationScope) -> SpanData 
     };
     let attributes = span
         .attributes
-        .into_iter()
+        .iter()
         .map(|a| {
-            let value = match a.value {
-                AttrValue::Str(s) => Value::from(s),
-                AttrValue::Int(i) => Value::I64(i),
-                AttrValue::F64(f) => Value::F64(f),
-                AttrValue::Bool(b) => Value::Bool(b),
+            let value = match &a.value {
+                AttrValue::Str(s) => Value::from(s.to_string()),
+                AttrValue::Int(i) => Value::I64(*i),
+                AttrValue::F64(f) => Value::F64(*f),
+                AttrValue::Bool(b) => Value::Bool(*b),
             };
-            KeyValue::new(a.key, value)
+            KeyValue::new(a.key.clone(), value)
         })
         .collect();
-    let status = match span.status {
+    let status = match &span.status {
         SpanStatus::Unset => Status::Unset,
         SpanStatus::Ok => Status::Ok,
-        SpanStatus::Error { description } => Status::Error { description },
+        SpanStatus::Error { description } => Status::Error {
+            description: description.clone(),
+        },
     };
     SpanData {
         span_context,
@@ -283,7 +286,7 @@ pub fn to_span_data(span: SpanRecord, scope: &InstrumentationScope) -> SpanData 
         // A server span's parent is the caller's (remote) span.
         parent_span_is_remote: span.kind == SpanKind::Server && span.parent_span_id.is_some(),
         span_kind,
-        name: span.name,
+        name: span.name.clone(),
         start_time: span.start,
         end_time: span.end,
         attributes,

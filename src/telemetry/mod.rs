@@ -68,8 +68,8 @@ pub struct Telemetry {
     metrics: Metrics,
     config_view: serde_json::Value,
     control: mpsc::Sender<sink::Control>,
-    intake: tokio::task::JoinHandle<()>,
-    export: Option<tokio::task::JoinHandle<()>>,
+    intake: Option<tokio::task::JoinHandle<()>>,
+    export_done: Option<oneshot::Receiver<()>>,
 }
 
 impl Telemetry {
@@ -90,7 +90,7 @@ impl Telemetry {
             config_view: config.redacted_view(),
             control: pipeline.control,
             intake: pipeline.intake,
-            export: pipeline.export,
+            export_done: pipeline.export_done,
         }
     }
 
@@ -136,9 +136,11 @@ impl Telemetry {
             {
                 let _ = done.await;
             }
-            let _ = self.intake.await;
-            if let Some(export) = self.export {
-                let _ = export.await;
+            if let Some(intake) = self.intake {
+                let _ = intake.await;
+            }
+            if let Some(done) = self.export_done {
+                let _ = done.await;
             }
         };
         if tokio::time::timeout(deadline, work).await.is_err() {

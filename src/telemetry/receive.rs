@@ -158,13 +158,13 @@ fn convert(span: Span) -> Option<SpanRecord> {
 
 fn attribute(kv: KeyValue) -> Option<Attribute> {
     let value = match kv.value?.value? {
-        any_value::Value::StringValue(s) => AttrValue::Str(Cow::Owned(s)),
+        any_value::Value::StringValue(s) => AttrValue::from(s),
         any_value::Value::BoolValue(b) => AttrValue::Bool(b),
         any_value::Value::IntValue(i) => AttrValue::Int(i),
         any_value::Value::DoubleValue(f) => AttrValue::F64(f),
-        any_value::Value::BytesValue(b) => AttrValue::Str(Cow::Owned(to_hex(&b))),
+        any_value::Value::BytesValue(b) => AttrValue::from(to_hex(&b)),
         // Arrays and maps are shown flattened: the ring is a debugging view.
-        other => AttrValue::Str(Cow::Owned(format!("{:?}", AnyValue { value: Some(other) }))),
+        other => AttrValue::from(format!("{:?}", AnyValue { value: Some(other) })),
     };
     Some(Attribute {
         key: Cow::Owned(kv.key),

@@ -2,12 +2,15 @@
 //!
 //! Spans (stitch's own, and those received on `POST /v1/traces`) are grouped by trace id
 //! and bounded by span count and approximate bytes; the oldest-arrived span is evicted
-//! first. A std `Mutex` guards it: every critical section is short, synchronous, and on
-//! the pipeline or admin path, never on the request path.
+//! first. A std `Mutex` guards it. The request path inserts (when a hop ends: a map lookup,
+//! a push and at most a few evictions), so the admin views copy out the `Arc`s they need
+//! under the lock and do their sorting, grouping and integrity checks after releasing it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
+
+use smallvec::SmallVec;
 
 use super::config::RingConfig;
 use super::integrity::{self, Verdict};
@@ -18,8 +21,8 @@ use super::span::{SpanId, SpanRecord, TraceId};
 pub struct StoredSpan {
     /// `service.name` from the producer's resource.
     pub service: Arc<str>,
-    /// The span itself.
-    pub span: SpanRecord,
+    /// The span itself, shared with the export batch when exporting.
+    pub span: Arc<SpanRecord>,
 }
 
 /// Which traces `/traces` lists.
@@ -85,10 +88,51 @@ struct RingInner {
     seq: u64,
 }
 
-#[derive(Debug, Default)]
+/// The spans of one trace. Most traces a sidecar sees have one or two hops here (the
+/// inbound span and the app's outbound call), so those need no allocation of their own.
+#[derive(Debug, Default, Clone)]
 struct Bucket {
-    spans: Vec<StoredSpan>,
+    spans: SmallVec<[StoredSpan; 2]>,
     last_seq: u64,
+}
+
+impl RingInner {
+    fn push(&mut self, service: &Arc<str>, span: Arc<SpanRecord>) {
+        let (trace_id, span_id) = (span.trace_id, span.span_id);
+        let bucket = self.traces.entry(trace_id).or_default();
+        if bucket.spans.iter().any(|s| s.span.span_id == span_id) {
+            return;
+        }
+        self.seq += 1;
+        bucket.last_seq = self.seq;
+        let bytes = span.approx_bytes() + service.len();
+        bucket.spans.push(StoredSpan {
+            service: Arc::clone(service),
+            span,
+        });
+        self.arrival.push_back((trace_id, span_id, bytes));
+        self.spans += 1;
+        self.bytes += bytes;
+    }
+
+    /// Drops the oldest-arrived spans until both bounds hold.
+    fn evict(&mut self, config: &RingConfig) {
+        while self.spans > config.max_spans || self.bytes > config.max_bytes {
+            let Some((trace_id, span_id, bytes)) = self.arrival.pop_front() else {
+                break;
+            };
+            self.spans -= 1;
+            self.bytes -= bytes;
+            if let Some(bucket) = self.traces.get_mut(&trace_id) {
+                if let Some(pos) = bucket.spans.iter().position(|s| s.span.span_id == span_id) {
+                    bucket.spans.remove(pos);
+                }
+                if bucket.spans.is_empty() {
+                    self.traces.remove(&trace_id);
+                }
+            }
+        }
+    }
 }
 
 impl TraceRing {
@@ -107,41 +151,23 @@ impl TraceRing {
 
     /// Adds spans of one service. A span id already held for its trace is ignored (stitch
     /// may receive its own spans back when exporting to itself).
-    pub fn insert(&self, service: &Arc<str>, spans: impl IntoIterator<Item = SpanRecord>) {
+    pub fn insert<I>(&self, service: &Arc<str>, spans: I)
+    where
+        I: IntoIterator,
+        I::Item: Into<Arc<SpanRecord>>,
+    {
         let mut inner = self.lock();
         for span in spans {
-            inner.seq += 1;
-            let seq = inner.seq;
-            let bytes = span.approx_bytes() + service.len();
-            let (trace_id, span_id) = (span.trace_id, span.span_id);
-            let bucket = inner.traces.entry(trace_id).or_default();
-            if bucket.spans.iter().any(|s| s.span.span_id == span_id) {
-                continue;
-            }
-            bucket.last_seq = seq;
-            bucket.spans.push(StoredSpan {
-                service: service.clone(),
-                span,
-            });
-            inner.arrival.push_back((trace_id, span_id, bytes));
-            inner.spans += 1;
-            inner.bytes += bytes;
+            inner.push(service, span.into());
         }
-        while inner.spans > self.config.max_spans || inner.bytes > self.config.max_bytes {
-            let Some((trace_id, span_id, bytes)) = inner.arrival.pop_front() else {
-                break;
-            };
-            inner.spans -= 1;
-            inner.bytes -= bytes;
-            if let Some(bucket) = inner.traces.get_mut(&trace_id) {
-                if let Some(pos) = bucket.spans.iter().position(|s| s.span.span_id == span_id) {
-                    bucket.spans.remove(pos);
-                }
-                if bucket.spans.is_empty() {
-                    inner.traces.remove(&trace_id);
-                }
-            }
-        }
+        inner.evict(&self.config);
+    }
+
+    /// Adds one span: what the trace layer does as each hop ends.
+    pub fn insert_one(&self, service: &Arc<str>, span: Arc<SpanRecord>) {
+        let mut inner = self.lock();
+        inner.push(service, span);
+        inner.evict(&self.config);
     }
 
     /// How many spans the ring holds.
@@ -151,11 +177,14 @@ impl TraceRing {
 
     /// Traces, most recently updated first, filtered.
     pub fn recent(&self, query: &TraceQuery) -> Vec<TraceSummary> {
-        let inner = self.lock();
-        let mut buckets: Vec<(&TraceId, &Bucket)> = inner.traces.iter().collect();
+        // Copy out (reference counts only), then release the lock before the real work.
+        let mut buckets: Vec<(TraceId, Bucket)> = {
+            let inner = self.lock();
+            inner.traces.iter().map(|(id, b)| (*id, b.clone())).collect()
+        };
         buckets.sort_by_key(|b| std::cmp::Reverse(b.1.last_seq));
         buckets
-            .into_iter()
+            .iter()
             .filter_map(|(id, b)| self.summarise(*id, b))
             .filter(|s| {
                 query
@@ -173,11 +202,11 @@ impl TraceRing {
     pub fn trace(&self, trace_id: &TraceId) -> Option<TraceDetail> {
         let inner = self.lock();
         let bucket = inner.traces.get(trace_id)?;
-        let mut spans = bucket.spans.clone();
+        let mut spans = bucket.spans.to_vec();
         drop(inner);
         spans.sort_by_key(|s| s.span.start);
         let verdict = integrity::check(
-            spans.iter().map(|s| &s.span),
+            spans.iter().map(|s| &*s.span),
             self.config.clock_skew_tolerance,
         );
         Some(TraceDetail {
@@ -207,7 +236,7 @@ impl TraceRing {
         services.sort();
         services.dedup();
         let verdict = integrity::check(
-            bucket.spans.iter().map(|s| &s.span),
+            bucket.spans.iter().map(|s| &*s.span),
             self.config.clock_skew_tolerance,
         );
         Some(TraceSummary {

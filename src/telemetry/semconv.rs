@@ -18,7 +18,9 @@ use std::time::SystemTime;
 
 use http::{HeaderMap, Method, StatusCode, Uri, Version};
 
-use super::span::{SpanId, SpanKind, SpanRecord, SpanStatus, TraceId};
+use compact_str::CompactString;
+
+use super::span::{AttrValue, SpanId, SpanKind, SpanRecord, SpanStatus, TraceId};
 
 /// `http.request.method`: the request method (`_OTHER` for non-standard ones).
 pub const HTTP_REQUEST_METHOD: &str = "http.request.method";
@@ -160,14 +162,56 @@ fn protocol_version(v: Version) -> Option<&'static str> {
 }
 
 /// The authority a request names: the absolute-form URI, else `Host` (HTTP/1) — HTTP/2's
-/// `:authority` arrives in the URI.
-fn authority(facts: &RequestFacts<'_>) -> Option<(String, Option<u16>)> {
+/// `:authority` arrives in the URI. Split by hand: parsing a `Host` value into an
+/// `Authority` would copy it first.
+fn authority<'f>(facts: &RequestFacts<'f>) -> Option<(&'f str, Option<u16>)> {
     if let Some(a) = facts.uri.authority() {
-        return Some((a.host().to_owned(), a.port_u16()));
+        return Some((a.host(), a.port_u16()));
     }
     let host = facts.headers.get(http::header::HOST)?.to_str().ok()?;
-    let a: http::uri::Authority = host.parse().ok()?;
-    Some((a.host().to_owned(), a.port_u16()))
+    split_host_port(host.trim())
+}
+
+/// `host[:port]` or `[v6]:port` into the host (brackets kept, as `Authority::host` does)
+/// and the port; `None` if the port is not a number or the host is empty or has userinfo.
+fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
+    let (host, port) = match authority.rfind([':', ']']) {
+        Some(i) if authority.as_bytes()[i] == b':' => (&authority[..i], Some(&authority[i + 1..])),
+        _ => (authority, None),
+    };
+    if host.is_empty()
+        || host.contains(['@', '/', ' '])
+        || (host.contains(':') && !host.starts_with('['))
+    {
+        return None;
+    }
+    let port = match port {
+        Some(p) => Some(p.parse::<u16>().ok()?),
+        None => None,
+    };
+    Some((host, port))
+}
+
+/// An IP address as text without the formatting machinery (it runs for every server span);
+/// IPv4 fits inline in the `CompactString`.
+fn ip_text(ip: IpAddr) -> AttrValue {
+    let IpAddr::V4(v4) = ip else {
+        return AttrValue::Str(CompactString::from(ip.to_string()));
+    };
+    let mut out = CompactString::const_new("");
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if octet >= 100 {
+            out.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            out.push(char::from(b'0' + octet / 10 % 10));
+        }
+        out.push(char::from(b'0' + octet % 10));
+    }
+    AttrValue::Str(out)
 }
 
 impl SpanRecord {
@@ -193,49 +237,50 @@ impl SpanRecord {
             (None, None) => Cow::Borrowed("HTTP"),
         };
         let mut span = SpanRecord::new(trace_id, span_id, parent_span_id, kind, name, start);
+        // Every key below is set once on a fresh span: push, no search.
         match method_name {
-            Some(m) => span.set_attr(HTTP_REQUEST_METHOD, m),
+            Some(m) => span.push_attr(HTTP_REQUEST_METHOD, m),
             None => {
-                span.set_attr(HTTP_REQUEST_METHOD, "_OTHER");
-                span.set_attr(
+                span.push_attr(HTTP_REQUEST_METHOD, "_OTHER");
+                span.push_attr(
                     HTTP_REQUEST_METHOD_ORIGINAL,
-                    facts.method.as_str().to_owned(),
+                    AttrValue::text(facts.method.as_str()),
                 );
             }
         }
-        span.set_attr(URL_PATH, facts.uri.path().to_owned());
+        span.push_attr(URL_PATH, AttrValue::text(facts.uri.path()));
         if facts.record_query
             && let Some(q) = facts.uri.query()
         {
-            span.set_attr(URL_QUERY, q.to_owned());
+            span.push_attr(URL_QUERY, AttrValue::text(q));
         }
         let scheme = facts.uri.scheme_str().unwrap_or("http");
-        span.set_attr(URL_SCHEME, if scheme == "https" { "https" } else { "http" });
+        span.push_attr(URL_SCHEME, if scheme == "https" { "https" } else { "http" });
         if let Some((host, port)) = authority(facts) {
-            span.set_attr(SERVER_ADDRESS, host);
+            span.push_attr(SERVER_ADDRESS, AttrValue::text(host));
             if let Some(port) = port.or(facts.destination_port) {
-                span.set_attr(SERVER_PORT, i64::from(port));
+                span.push_attr(SERVER_PORT, i64::from(port));
             }
         } else if let Some(port) = facts.destination_port {
-            span.set_attr(SERVER_PORT, i64::from(port));
+            span.push_attr(SERVER_PORT, i64::from(port));
         }
         if let Some(ip) = facts.client_address {
-            span.set_attr(CLIENT_ADDRESS, ip.to_string());
+            span.push_attr(CLIENT_ADDRESS, ip_text(ip));
         }
         if let Some(v) = protocol_version(facts.version) {
-            span.set_attr(NETWORK_PROTOCOL_VERSION, v);
+            span.push_attr(NETWORK_PROTOCOL_VERSION, v);
         }
         if let Some(ua) = facts
             .headers
             .get(http::header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
         {
-            span.set_attr(USER_AGENT_ORIGINAL, ua.to_owned());
+            span.push_attr(USER_AGENT_ORIGINAL, AttrValue::text(ua));
         }
         if let Some((service, method)) = grpc {
-            span.set_attr(RPC_SYSTEM, "grpc");
-            span.set_attr(RPC_SERVICE, service.to_owned());
-            span.set_attr(RPC_METHOD, method.to_owned());
+            span.push_attr(RPC_SYSTEM, "grpc");
+            span.push_attr(RPC_SERVICE, AttrValue::text(service));
+            span.push_attr(RPC_METHOD, AttrValue::text(method));
         }
         span
     }

@@ -1,16 +1,19 @@
-//! The span pipeline: a bounded queue off the request path, one intake task that fills the
-//! ring and cuts batches, and one export task that ships them over OTLP.
+//! The span pipeline: finished spans go straight into the ring (a short critical section,
+//! no task hop), and — when an OTLP endpoint is configured — through a bounded queue to one
+//! intake task that cuts batches for the export thread.
 //!
 //! ```text
-//! request path ──try_send──► [queue] ──► intake ──► ring (always)
-//!                 (full: dropped)          │
-//!                                          └─try_send─► [backlog] ──► export ──► collector
-//!                                            (full: dropped)            │ retries, backoff
+//! request path ──► Arc<SpanRecord> ──► ring (always; shared, never copied)
+//!                        │
+//!                        └─try_send─► [queue] ──► intake ──try_send─► [backlog] ──► export thread ──► collector
+//!                          (full: dropped)          (full: dropped)     │ convert, encode, retry
 //!                                                                       └► degradation level
 //! ```
 //!
-//! Nothing on the request path waits: `record` is a `try_send`, and a slow or dead collector
-//! only fills the backlog, whose overflow is dropped and counted.
+//! Nothing on the request path waits: the ring insert is a few map operations under an
+//! uncontended lock, `try_send` never blocks, and a slow or dead collector only fills the
+//! backlog, whose overflow is dropped and counted. The record is put behind an `Arc` once, so
+//! the ring and the export batch share it instead of each holding a deep copy.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,20 +32,31 @@ use super::span::SpanRecord;
 /// Where the trace layer hands finished spans. Cheap to clone; `record` never blocks.
 #[derive(Debug, Clone)]
 pub struct SpanSink {
-    tx: mpsc::Sender<SpanRecord>,
+    ring: TraceRing,
+    service: Arc<str>,
+    export: Option<mpsc::Sender<Arc<SpanRecord>>>,
     metrics: Metrics,
     factor: SamplingFactor,
 }
 
 impl SpanSink {
-    /// Queues a finished span; when the queue is full the span is dropped and counted
+    /// Keeps a finished span in the ring and, when exporting, queues it for the collector;
+    /// when that queue is full the export copy is dropped and counted
     /// (`stitch_spans_dropped_total{reason="queue_full"}`).
     pub fn record(&self, span: SpanRecord) {
-        match self.tx.try_send(span) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => self.metrics.spans_dropped("queue_full", 1),
-            Err(mpsc::error::TrySendError::Closed(_)) => self.metrics.spans_dropped("shutdown", 1),
+        let span = Arc::new(span);
+        if let Some(tx) = &self.export {
+            match tx.try_send(Arc::clone(&span)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.metrics.spans_dropped("queue_full", 1)
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.metrics.spans_dropped("shutdown", 1)
+                }
+            }
         }
+        self.ring.insert_one(&self.service, span);
     }
 
     /// The factor adaptive degradation applies to the root sampling ratio (1.0 when export
@@ -58,96 +72,153 @@ pub(crate) enum Control {
 }
 
 enum ExportJob {
-    Batch(Vec<SpanRecord>),
+    Batch(Vec<Arc<SpanRecord>>),
     Barrier(oneshot::Sender<()>),
 }
 
-/// The running pipeline's handles.
+/// The running pipeline's handles; they exist only when exporting.
 #[derive(Debug)]
 pub(crate) struct Pipeline {
     pub(crate) sink: SpanSink,
     pub(crate) control: mpsc::Sender<Control>,
-    pub(crate) intake: JoinHandle<()>,
-    pub(crate) export: Option<JoinHandle<()>>,
+    pub(crate) intake: Option<JoinHandle<()>>,
+    /// Resolves when the export thread has finished (its last batch tried, exporter shut down).
+    pub(crate) export_done: Option<oneshot::Receiver<()>>,
 }
 
-/// Starts the intake task (and the export task when an endpoint is configured).
+/// Builds the sink; with an endpoint configured, starts the intake task (on the caller's
+/// runtime: a span handed over wakes it without crossing threads) and the export thread.
 pub(crate) fn start(config: &TelemetryConfig, ring: TraceRing, metrics: Metrics) -> Pipeline {
-    let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
     let (control, control_rx) = mpsc::channel(4);
     let factor = SamplingFactor::new(1.0);
     let service: Arc<str> = Arc::from(config.service_name.as_str());
-
-    let exporter = config.export.as_ref().and_then(|e| {
-        let resource = export::build_resource(config);
-        match export::build_exporter(e, &resource) {
-            Ok(x) => {
-                tracing::info!(endpoint = %e.endpoint, protocol = e.protocol.as_str(), "exporting spans over OTLP");
-                Some((x, e.timeout, e.max_retries, e.max_backoff))
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "OTLP export disabled; spans stay in the in-memory ring");
-                None
-            }
-        }
-    });
-
-    let (export_tx, export) = match exporter {
-        Some((exporter, timeout, retries, backoff)) => {
-            let (export_tx, export_rx) = mpsc::channel(config.export_backlog_batches.max(1));
-            let retries = u32::try_from(retries).unwrap_or(u32::MAX).saturating_add(1);
-            // The exporter bounds its own retries; this outer bound only guards against a
-            // transport that ignores its timeout.
-            let budget = timeout
-                .saturating_mul(retries)
-                .saturating_add(backoff.saturating_mul(retries))
-                .saturating_add(Duration::from_secs(1));
-            let task = ExportTask {
-                exporter,
-                budget,
-                metrics: metrics.clone(),
-                degradation: Degradation::new(&config.degradation, factor.clone()),
-                failing: false,
-            };
-            (Some(export_tx), Some(tokio::spawn(task.run(export_rx))))
-        }
-        None => (None, None),
-    };
     metrics.set_degradation(0, factor.get());
 
-    let intake = Intake {
-        rx,
-        control: control_rx,
-        ring,
-        service,
-        export_tx,
-        batch_max: config.batch_max_spans.max(1),
-        batch_delay: config.batch_delay,
-        metrics: metrics.clone(),
-        pending: Vec::new(),
+    let (tx, intake, export_done) = match start_export(config, &metrics, &factor) {
+        Some((export_tx, export_done)) => {
+            let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+            let intake = Intake {
+                rx,
+                control: control_rx,
+                export_tx,
+                batch_max: config.batch_max_spans.max(1),
+                batch_delay: config.batch_delay,
+                metrics: metrics.clone(),
+                pending: Vec::new(),
+            };
+            (Some(tx), Some(tokio::spawn(intake.run())), Some(export_done))
+        }
+        // Ring only: `flush` and `shutdown` find no one listening and return at once,
+        // which is right — every recorded span is already in the ring.
+        None => (None, None, None),
     };
+
     Pipeline {
         sink: SpanSink {
-            tx,
+            ring,
+            service,
+            export: tx,
             metrics,
             factor,
         },
         control,
-        intake: tokio::spawn(intake.run()),
-        export,
+        intake,
+        export_done,
+    }
+}
+
+/// Starts the export thread: its own single-threaded runtime, where the exporter is built
+/// and where batches are converted, encoded and sent. Encoding a batch of hundreds of spans
+/// takes a millisecond or more; on the proxy's runtime that would stall every request behind
+/// it, while as a thread of its own the kernel preempts it for them. `None` (logged) when
+/// export is off or cannot be set up; spans then stay in the ring only.
+fn start_export(
+    config: &TelemetryConfig,
+    metrics: &Metrics,
+    factor: &SamplingFactor,
+) -> Option<(mpsc::Sender<ExportJob>, oneshot::Receiver<()>)> {
+    let export = config.export.clone()?;
+    let resource = export::build_resource(config);
+    let (export_tx, export_rx) = mpsc::channel(config.export_backlog_batches.max(1));
+    let (done_tx, done_rx) = oneshot::channel();
+    let (setup_tx, setup_rx) = std::sync::mpsc::sync_channel(1);
+    let retries = u32::try_from(export.max_retries)
+        .unwrap_or(u32::MAX)
+        .saturating_add(1);
+    // The exporter bounds its own retries; this outer bound only guards against a
+    // transport that ignores its timeout.
+    let budget = export
+        .timeout
+        .saturating_mul(retries)
+        .saturating_add(export.max_backoff.saturating_mul(retries))
+        .saturating_add(Duration::from_secs(1));
+    let (metrics, degradation) = (
+        metrics.clone(),
+        Degradation::new(&config.degradation, factor.clone()),
+    );
+    let thread = std::thread::Builder::new()
+        .name("stitch-export".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = setup_tx.send(Err(format!("cannot start its runtime: {e}")));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let exporter = match export::build_exporter(&export, &resource) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        let _ = setup_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let _ = setup_tx.send(Ok(()));
+                let task = ExportTask {
+                    exporter,
+                    budget,
+                    metrics,
+                    degradation,
+                    failing: false,
+                };
+                task.run(export_rx).await;
+            });
+            let _ = done_tx.send(());
+        });
+    let endpoint = &config.export.as_ref()?.endpoint;
+    let protocol = config.export.as_ref()?.protocol.as_str();
+    let outcome = match thread {
+        // Setup is quick (no connection is made yet); waiting for it keeps the start-up log
+        // and the ring-only fallback exact.
+        Ok(_) => setup_rx
+            .recv()
+            .unwrap_or_else(|_| Err("the export thread ended during setup".into())),
+        Err(e) => Err(format!("cannot start the export thread: {e}")),
+    };
+    match outcome {
+        Ok(()) => {
+            tracing::info!(%endpoint, protocol, "exporting spans over OTLP");
+            Some((export_tx, done_rx))
+        }
+        Err(error) => {
+            tracing::error!(%error, "OTLP export disabled; spans stay in the in-memory ring");
+            None
+        }
     }
 }
 
 struct Intake {
-    rx: mpsc::Receiver<SpanRecord>,
+    rx: mpsc::Receiver<Arc<SpanRecord>>,
     control: mpsc::Receiver<Control>,
-    ring: TraceRing,
-    service: Arc<str>,
-    export_tx: Option<mpsc::Sender<ExportJob>>,
+    export_tx: mpsc::Sender<ExportJob>,
     batch_max: usize,
     batch_delay: Duration,
     metrics: Metrics,
-    pending: Vec<SpanRecord>,
+    pending: Vec<Arc<SpanRecord>>,
 }
 
 impl Intake {
@@ -187,54 +258,36 @@ impl Intake {
         self.ship();
     }
 
-    fn drain(&mut self, buf: &mut Vec<SpanRecord>) {
+    fn drain(&mut self, buf: &mut Vec<Arc<SpanRecord>>) {
         while let Ok(span) = self.rx.try_recv() {
             buf.push(span);
         }
         self.take(buf);
     }
 
-    fn take(&mut self, buf: &mut Vec<SpanRecord>) {
+    fn take(&mut self, buf: &mut Vec<Arc<SpanRecord>>) {
         self.metrics.set_queue_length(self.rx.len());
-        if buf.is_empty() {
-            return;
-        }
-        if self.export_tx.is_some() {
-            self.ring.insert(&self.service, buf.iter().cloned());
-            self.pending.append(buf);
-        } else {
-            self.ring.insert(&self.service, buf.drain(..));
-        }
+        self.pending.append(buf);
     }
 
     fn ship(&mut self) {
-        let Some(export_tx) = &self.export_tx else {
-            return;
-        };
         while !self.pending.is_empty() {
             let rest = self
                 .pending
                 .split_off(self.pending.len().min(self.batch_max));
             let batch = std::mem::replace(&mut self.pending, rest);
             let n = batch.len() as u64;
-            if export_tx.try_send(ExportJob::Batch(batch)).is_err() {
+            if self.export_tx.try_send(ExportJob::Batch(batch)).is_err() {
                 self.metrics.spans_dropped("export_backlog", n);
             }
         }
     }
 
     async fn barrier(&mut self, ack: oneshot::Sender<()>) {
-        match &self.export_tx {
-            Some(tx) => {
-                if let Err(mpsc::error::SendError(ExportJob::Barrier(ack))) =
-                    tx.send(ExportJob::Barrier(ack)).await
-                {
-                    let _ = ack.send(());
-                }
-            }
-            None => {
-                let _ = ack.send(());
-            }
+        if let Err(mpsc::error::SendError(ExportJob::Barrier(ack))) =
+            self.export_tx.send(ExportJob::Barrier(ack)).await
+        {
+            let _ = ack.send(());
         }
     }
 }
@@ -259,7 +312,7 @@ impl ExportTask {
                     let n = spans.len() as u64;
                     let data = spans
                         .into_iter()
-                        .map(|s| export::to_span_data(s, &scope))
+                        .map(|s| export::to_span_data(&s, &scope))
                         .collect();
                     let result =
                         tokio::time::timeout(self.budget, self.exporter.export(data)).await;

@@ -1,13 +1,15 @@
 //! One request hop in flight: its span (when sampled), its metrics labels and its in-flight
 //! registration. Dropping a `Hop` ends it — whichever way the request ended.
 
-use std::time::{Instant, SystemTime};
+use std::sync::Arc;
+use std::time::Instant;
 
 use http::{HeaderMap, StatusCode};
 
 use crate::propagation::InflightGuard;
 use crate::proxy::Direction;
-use crate::telemetry::{Metrics, SpanRecord, SpanSink, StatusClass, WireProtocol};
+use super::Tracing;
+use crate::telemetry::{SpanRecord, StatusClass, WireProtocol};
 
 /// The state of a request between its head and its end.
 #[derive(Debug)]
@@ -18,22 +20,19 @@ pub(crate) struct Hop {
     span: Option<SpanRecord>,
     status: Option<StatusCode>,
     failure: Option<&'static str>,
-    completed: Option<SystemTime>,
+    completed: Option<Instant>,
     _inflight: Option<InflightGuard>,
-    sink: SpanSink,
-    metrics: Metrics,
+    tracing: Arc<Tracing>,
 }
 
 impl Hop {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         direction: Direction,
         protocol: WireProtocol,
         started: Instant,
         span: Option<SpanRecord>,
         inflight: Option<InflightGuard>,
-        sink: SpanSink,
-        metrics: Metrics,
+        tracing: Arc<Tracing>,
     ) -> Hop {
         Hop {
             direction,
@@ -44,8 +43,7 @@ impl Hop {
             failure: None,
             completed: None,
             _inflight: inflight,
-            sink,
-            metrics,
+            tracing,
         }
     }
 
@@ -75,7 +73,7 @@ impl Hop {
 
     /// The response stream ended normally.
     pub(crate) fn complete(&mut self) {
-        self.completed.get_or_insert_with(SystemTime::now);
+        self.completed.get_or_insert_with(Instant::now);
     }
 
     /// The exchange failed (inner service error or response body error).
@@ -97,12 +95,18 @@ impl Drop for Hop {
             (Some(status), _) => StatusClass::from_status(status.as_u16()),
             (None, _) => StatusClass::Failed,
         };
-        self.metrics
-            .request_finished(self.direction, self.protocol, class, self.started.elapsed());
+        // The end is when the stream ended, not when the body object was dropped. One
+        // monotonic clock read serves the duration metric and the span's end time.
+        let took = self
+            .completed
+            .unwrap_or_else(Instant::now)
+            .saturating_duration_since(self.started);
+        self.tracing
+            .metrics
+            .request_finished(self.direction, self.protocol, class, took);
         if let Some(span) = self.span.take() {
-            // The end is when the stream ended, not when the body object was dropped.
-            let end = self.completed.unwrap_or_else(SystemTime::now);
-            self.sink.record(span.finish(end));
+            let end = span.start.checked_add(took).unwrap_or(span.start);
+            self.tracing.sink.record(span.finish(end));
         }
     }
 }

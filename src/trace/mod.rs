@@ -16,6 +16,7 @@ mod body;
 mod hop;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
@@ -61,14 +62,19 @@ pub struct ConnInfo {
 /// Builds [`Trace`] services for the requests of one connection.
 #[derive(Debug, Clone)]
 pub struct TraceLayer {
-    tracing: Tracing,
+    tracing: Arc<Tracing>,
     conn: ConnInfo,
 }
 
 impl TraceLayer {
-    /// A layer for requests arriving on the connection described by `conn`.
-    pub fn new(tracing: Tracing, conn: ConnInfo) -> Self {
-        TraceLayer { tracing, conn }
+    /// A layer for requests arriving on the connection described by `conn`. The handles are
+    /// shared behind one `Arc`: hyper clones the service for every request, and one reference
+    /// count is cheaper than the nine inside [`Tracing`].
+    pub fn new(tracing: impl Into<Arc<Tracing>>, conn: ConnInfo) -> Self {
+        TraceLayer {
+            tracing: tracing.into(),
+            conn,
+        }
     }
 }
 
@@ -88,7 +94,7 @@ impl<S> Layer<S> for TraceLayer {
 #[derive(Debug, Clone)]
 pub struct Trace<S> {
     inner: S,
-    tracing: Tracing,
+    tracing: Arc<Tracing>,
     conn: ConnInfo,
 }
 
@@ -232,8 +238,7 @@ where
             started,
             span,
             outcome.inflight,
-            tracing.sink.clone(),
-            tracing.metrics.clone(),
+            Arc::clone(tracing),
         );
         ResponseFuture::new(self.inner.call(Request::from_parts(parts, body)), hop)
     }

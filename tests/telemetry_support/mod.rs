@@ -516,7 +516,7 @@ pub fn otlp_request(service: &str, spans: &[&SpanRecord]) -> ExportTraceServiceR
                 .map(|a| KeyValue {
                     key: a.key.to_string(),
                     value: Some(match &a.value {
-                        stitch::telemetry::AttrValue::Str(v) => string(v),
+                        stitch::telemetry::AttrValue::Str(v) => string(v.as_str()),
                         stitch::telemetry::AttrValue::Int(i) => AnyValue {
                             value: Some(any_value::Value::IntValue(*i)),
                         },

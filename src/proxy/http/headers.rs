@@ -18,6 +18,11 @@ pub struct Keep {
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep: Keep) {
+    // Most messages carry none of these: one pass over the names (cheap comparisons of
+    // standard names) saves six hashed removals per message on the hot path.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let mut named: Vec<HeaderName> = Vec::new();
     for value in headers.get_all(header::CONNECTION) {
         let Ok(list) = value.to_str() else { continue };
@@ -50,6 +55,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep: Keep) {
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TRANSFER_ENCODING
+        || name == header::TE
+        || name == header::UPGRADE
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
 }
 
 fn te_is_trailers(headers: &HeaderMap) -> bool {

@@ -187,12 +187,9 @@ impl Pool {
         loop {
             let candidate = {
                 let mut idle = self.h1_idle.lock().expect("pool lock poisoned");
-                let list = idle.get_mut(target)?;
-                let popped = list.pop();
-                if list.is_empty() {
-                    idle.remove(target);
-                }
-                popped?
+                // An emptied list stays (the reaper removes it) so that check-in does not
+                // allocate a new one each time the pool of a busy target runs dry.
+                idle.get_mut(target)?.pop()?
             };
             if candidate.tx.is_closed() || candidate.since.elapsed() > self.settings.idle_timeout {
                 continue;

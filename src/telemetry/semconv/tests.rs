@@ -191,3 +191,46 @@ fn upstream_failure_marks_error_type() {
     assert_eq!(s.attr(ERROR_TYPE), Some(&AttrValue::from("connect_error")));
     assert!(s.status.is_error());
 }
+
+#[test]
+fn host_values_split_into_host_and_port_like_an_authority() {
+    let cases = [
+        ("orders.svc:8080", Some(("orders.svc", Some(8080)))),
+        ("orders.svc", Some(("orders.svc", None))),
+        ("[::1]:9000", Some(("[::1]", Some(9000)))),
+        ("[fe80::1]", Some(("[fe80::1]", None))),
+        ("10.0.0.7:80", Some(("10.0.0.7", Some(80)))),
+        ("host:99999", None),
+        ("host:abc", None),
+        (":80", None),
+        ("", None),
+        ("user@host:80", None),
+        ("::1", None),
+    ];
+    for (value, expected) in cases {
+        assert_eq!(split_host_port(value), expected, "{value:?}");
+        if let Some((host, port)) = expected {
+            // Agrees with the http crate's own parse where that accepts the value.
+            let a: http::uri::Authority = value.parse().expect("valid authority");
+            assert_eq!((a.host(), a.port_u16()), (host, port), "{value:?}");
+        }
+    }
+}
+
+#[test]
+fn client_addresses_render_like_display() {
+    let ips = [
+        "0.0.0.0",
+        "9.8.7.6",
+        "10.20.30.40",
+        "100.200.255.1",
+        "255.255.255.255",
+        "::1",
+        "fe80::1:2",
+        "::ffff:10.0.0.1",
+    ];
+    for ip in ips {
+        let ip: std::net::IpAddr = ip.parse().expect("valid ip");
+        assert_eq!(ip_text(ip), AttrValue::from(ip.to_string()));
+    }
+}

@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""A/B comparison of stitch builds on one workload, for hot-path work between `make bench` runs.
+
+    scripts/bench/ab.py --mode ring --workload h1 A=/path/to/old/stitch B=target/release/stitch
+
+Starts the bench backend, nginx (as the fixed reference) and one stitch per build given, all
+pinned like `make bench` (generator on CPU 0, backend and proxies on CPU 1), then runs the
+workload against each in turn, rotating the order every round. Prints, per build, the median
+and spread of requests/s and of CPU seconds per 10k requests (the steadiest figure here) and
+the ratio to nginx from the same run.
+"""
+
+import argparse
+import atexit
+import os
+import signal
+import statistics
+import sys
+import tempfile
+
+sys.dont_write_bytecode = True
+import procs  # noqa: E402
+import run  # noqa: E402
+from procs import start  # noqa: E402
+
+WORKLOADS = {"h1": run.w_h1, "h2": run.w_h2, "grpc": run.grpc_workload("unary"),
+             "stream": run.grpc_workload("stream")}
+MODES = {"off": (["--config", os.path.join(run.HERE, "rules-trace-off.yaml")], {}),
+         "ring": ([], {}), "otlp": ([], None)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("builds", nargs="+", help="LABEL=PATH of a stitch binary")
+    parser.add_argument("--bin-dir", default="target/release",
+                        help="where examples/bench_backend and bench_grpc_load are")
+    parser.add_argument("--mode", choices=MODES, default="ring")
+    parser.add_argument("--workload", choices=WORKLOADS, default="h1")
+    parser.add_argument("--floor", action="store_true",
+                        help="also measure examples/bench_hyper_floor (a bare hyper proxy, h1 only)")
+    parser.add_argument("--floor-timer", action="store_true",
+                        help="also measure the floor with hyper's header_read_timeout armed")
+    parser.add_argument("--floor-case", action="store_true",
+                        help="also measure the floor with the timer and header-case preservation")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=4)
+    parser.add_argument("--gen-cpus", default="0")
+    parser.add_argument("--sut-cpus", default="1")
+    args = parser.parse_args()
+    args.bin_dir = os.path.abspath(args.bin_dir)
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, procs.on_signal)
+    atexit.register(procs.stop_all)
+
+    workdir = tempfile.mkdtemp(prefix="stitch-ab-")
+    sut = args.sut_cpus
+    backend_port = run.free_port()
+    backend = start("backend", [os.path.join(args.bin_dir, "examples", "bench_backend"),
+                                f"127.0.0.1:{backend_port}"], workdir, cpus=sut)
+    procs.Probe.backend_pid = backend.pid
+    procs.Probe.sut_cpus = procs.parse_cpus(sut)
+    direct = run.Target("direct", backend_port, backend_port, backend_port)
+
+    ports = {"DIR": workdir, "BACKEND": backend_port,
+             "H1": run.free_port(), "H2": run.free_port(), "GRPC": run.free_port()}
+    conf = run.fill_template("nginx.conf", workdir, ports)
+    nginx = start("nginx", ["nginx", "-p", workdir, "-c", conf, "-e",
+                            os.path.join(workdir, "nginx-error.log")], workdir, cpus=sut)
+    targets = [run.Target("nginx", ports["H1"], ports["H2"], ports["GRPC"], nginx)]
+
+    floors = [("hyper-floor", {})] if args.floor else []
+    if args.floor_timer:
+        floors.append(("floor+timer", {"FLOOR_HEADER_TIMEOUT": "1"}))
+    if args.floor_case:
+        floors.append(("floor+case", {"FLOOR_HEADER_TIMEOUT": "1", "FLOOR_PRESERVE_CASE": "1"}))
+    for name, env in floors:
+        port = run.free_port()
+        floor = start(name, [os.path.join(args.bin_dir, "examples", "bench_hyper_floor"),
+                             f"127.0.0.1:{port}", f"127.0.0.1:{backend_port}"],
+                      workdir, env=run.clean_env(**env), cpus=sut)
+        targets.append(run.Target(name, port, port, port, floor))
+
+    extra, env = MODES[args.mode]
+    if env is None:
+        collector = run.free_port()
+        start("collector", [os.path.abspath(args.builds[0].split("=", 1)[1]), "run",
+                            "--inbound-listen", f"127.0.0.1:{run.free_port()}",
+                            "--outbound-listen", f"127.0.0.1:{run.free_port()}",
+                            "--admin-listen", f"127.0.0.1:{collector}"],
+              workdir, env=run.clean_env(), cpus=args.gen_cpus)
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector}",
+               "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
+    for build in args.builds:
+        label, path = build.split("=", 1)
+        inbound = run.free_port()
+        cmd = [os.path.abspath(path), "run", "--inbound-listen", f"127.0.0.1:{inbound}",
+               "--inbound-target", f"127.0.0.1:{backend_port}",
+               "--admin-listen", f"127.0.0.1:{run.free_port()}",
+               "--outbound-listen", f"127.0.0.1:{run.free_port()}", *extra]
+        proc = start(label, cmd, workdir, env=run.clean_env(**env), cpus=sut)
+        targets.append(run.Target(label, inbound, inbound, inbound, proc))
+    run.check_targets(targets)
+
+    results = {t.name: [] for t in targets}
+    for r in range(args.rounds):
+        order = targets[r % len(targets):] + targets[:r % len(targets)]
+        for target in order:
+            if not target.problem:
+                results[target.name].append(WORKLOADS[args.workload](args, target, direct))
+    print(f"\n{args.workload}, {args.mode}, {args.rounds} rounds × {args.seconds} s "
+          f"(median [min–max])")
+    ref = {k: statistics.median(r[k] for r in results["nginx"]) for k in ("rps", "cpu")}
+    for name, rows in results.items():
+        if not rows:
+            continue
+        line = f"  {name:11}"
+        for key, fmt in (("rps", "{:,.0f}"), ("cpu", "{:.4f}")):
+            values = [r[key] for r in rows if key in r]
+            med = statistics.median(values)
+            line += (f"  {key} {fmt.format(med)} [{fmt.format(min(values))}–"
+                     f"{fmt.format(max(values))}] {med / ref[key]:.2f}× nginx")
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
