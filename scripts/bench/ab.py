@@ -84,11 +84,8 @@ def main():
     extra, env = MODES[args.mode]
     if env is None:
         collector = run.free_port()
-        start("collector", [os.path.abspath(args.builds[0].split("=", 1)[1]), "run",
-                            "--inbound-listen", f"127.0.0.1:{run.free_port()}",
-                            "--outbound-listen", f"127.0.0.1:{run.free_port()}",
-                            "--admin-listen", f"127.0.0.1:{collector}"],
-              workdir, env=run.clean_env(), cpus=args.gen_cpus)
+        start("otlp-sink", [os.path.join(args.bin_dir, "examples", "bench_otlp_sink"),
+                            f"127.0.0.1:{collector}"], workdir, cpus=args.gen_cpus)
         env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector}",
                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
     for build in args.builds:
@@ -110,13 +107,16 @@ def main():
                 results[target.name].append(WORKLOADS[args.workload](args, target, direct))
     print(f"\n{args.workload}, {args.mode}, {args.rounds} rounds × {args.seconds} s "
           f"(median [min–max])")
-    ref = {k: statistics.median(r[k] for r in results["nginx"]) for k in ("rps", "cpu")}
+    ref = {k: statistics.median(r[k] for r in results["nginx"])
+           for k in ("rps", "cpu", "p99") if all(k in r for r in results["nginx"])}
     for name, rows in results.items():
         if not rows:
             continue
         line = f"  {name:11}"
-        for key, fmt in (("rps", "{:,.0f}"), ("cpu", "{:.4f}")):
+        for key, fmt in (("rps", "{:,.0f}"), ("cpu", "{:.4f}"), ("p99", "{:,.0f}")):
             values = [r[key] for r in rows if key in r]
+            if not values or key not in ref:
+                continue
             med = statistics.median(values)
             line += (f"  {key} {fmt.format(med)} [{fmt.format(min(values))}–"
                      f"{fmt.format(max(values))}] {med / ref[key]:.2f}× nginx")

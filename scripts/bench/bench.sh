@@ -3,7 +3,8 @@
 #
 # 1. installs what is missing: nginx, haproxy, wrk, h2load (apt) and oha (apt if it has it,
 #    else `cargo install oha --locked`);
-# 2. builds stitch and the benchmark helpers (examples/bench_backend.rs, bench_grpc_load.rs);
+# 2. builds stitch and the benchmark helpers (examples/bench_backend.rs, bench_grpc_load.rs,
+#    bench_otlp_sink.rs, and bench_hyper_floor.rs for scripts/bench/ab.py);
 # 3. hands over to run.py, which starts everything on loopback, measures in rotated rounds
 #    (bounded: --budget seconds, default 540), kills all it started, and writes BENCHMARKS.md.
 #
@@ -36,7 +37,8 @@ if ! command -v oha >/dev/null; then
 fi
 
 echo "bench: building stitch and the benchmark helpers (release)"
-cargo build --release --bin stitch --example bench_backend --example bench_grpc_load
+cargo build --release --bin stitch --example bench_backend --example bench_grpc_load \
+  --example bench_otlp_sink --example bench_hyper_floor
 target_dir=$(cargo metadata --format-version 1 --no-deps |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 

@@ -47,8 +47,17 @@ def pinned(cmd, cpus, realtime=False):
     return prefix + cmd
 
 
+def thread_nice(pid, tid):
+    with open(f"/proc/{pid}/task/{tid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[16])  # field 19: nice
+
+
 def set_realtime(pids, on):
-    """Moves every thread of pids to SCHED_FIFO (on) or back to the normal policy (off)."""
+    """Moves every thread of pids to SCHED_FIFO (on) or back to the normal policy (off).
+
+    Threads that lowered their own priority below their process's (stitch's OTLP export
+    thread) are background work and stay at the normal policy: under FIFO they would hold the
+    core against the request path, which the process itself arranged not to happen."""
     if not REALTIME_PRIORITY[0]:
         return
     if on:
@@ -62,6 +71,8 @@ def set_realtime(pids, on):
             continue
         for tid in tids:
             try:
+                if on and thread_nice(pid, tid) > thread_nice(pid, pid):
+                    continue
                 os.sched_setscheduler(int(tid), policy, param)
             except OSError:
                 pass  # the thread ended meanwhile

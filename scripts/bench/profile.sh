@@ -13,7 +13,7 @@ export PATH="/usr/sbin:/sbin:$PATH"
 command -v perf >/dev/null || { echo "perf is missing: apt-get install -y linux-perf" >&2; exit 1; }
 bin=$(cargo metadata --format-version 1 --no-deps |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/release
-for b in stitch examples/bench_backend examples/bench_grpc_load; do
+for b in stitch examples/bench_backend examples/bench_grpc_load examples/bench_otlp_sink; do
   [ -x "$bin/$b" ] || { echo "no release build of $b in $bin: run make bench first" >&2; exit 1; }
 done
 dir=$(mktemp -d -t stitch-profile-XXXX)
@@ -30,8 +30,7 @@ extra=() env=(env -u OTEL_EXPORTER_OTLP_ENDPOINT RUST_LOG=warn)
 case $mode in
   off) extra=(--config scripts/bench/rules-trace-off.yaml) ;;
   otlp)
-    "$bin/stitch" run --inbound-listen "127.0.0.1:$(port)" --admin-listen "127.0.0.1:$collector" \
-      --outbound-listen "127.0.0.1:$(port)" >"$dir/collector.log" 2>&1 &
+    taskset -c 0 "$bin/examples/bench_otlp_sink" "127.0.0.1:$collector" >"$dir/collector.log" 2>&1 &
     pids+=($!)
     env+=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$collector" OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf) ;;
 esac

@@ -180,7 +180,11 @@ impl TraceRing {
         // Copy out (reference counts only), then release the lock before the real work.
         let mut buckets: Vec<(TraceId, Bucket)> = {
             let inner = self.lock();
-            inner.traces.iter().map(|(id, b)| (*id, b.clone())).collect()
+            inner
+                .traces
+                .iter()
+                .map(|(id, b)| (*id, b.clone()))
+                .collect()
         };
         buckets.sort_by_key(|b| std::cmp::Reverse(b.1.last_seq));
         buckets

@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use http::{HeaderMap, StatusCode};
 
+use super::Tracing;
 use crate::propagation::InflightGuard;
 use crate::proxy::Direction;
-use super::Tracing;
 use crate::telemetry::{SpanRecord, StatusClass, WireProtocol};
 
 /// The state of a request between its head and its end.
