@@ -317,9 +317,14 @@ impl SpanRecord {
 
     /// Ends the span at `end` and applies the error rule.
     pub fn finish(mut self, end: SystemTime) -> SpanRecord {
+        self.close(end);
+        self
+    }
+
+    /// [`SpanRecord::finish`] in place, for a record already behind its `Arc`.
+    pub fn close(&mut self, end: SystemTime) {
         self.end = end;
         self.apply_error_rule();
-        self
     }
 
     fn apply_error_rule(&mut self) {

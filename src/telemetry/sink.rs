@@ -43,8 +43,8 @@ impl SpanSink {
     /// Keeps a finished span in the ring and, when exporting, queues it for the collector;
     /// when that queue is full the export copy is dropped and counted
     /// (`stitch_spans_dropped_total{reason="queue_full"}`).
-    pub fn record(&self, span: SpanRecord) {
-        let span = Arc::new(span);
+    pub fn record(&self, span: impl Into<Arc<SpanRecord>>) {
+        let span = span.into();
         if let Some(tx) = &self.export {
             match tx.try_send(Arc::clone(&span)) {
                 Ok(()) => {}

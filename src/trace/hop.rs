@@ -17,7 +17,10 @@ pub(crate) struct Hop {
     direction: Direction,
     protocol: WireProtocol,
     started: Instant,
-    span: Option<SpanRecord>,
+    /// Behind an `Arc` from the start (it is never shared before the hop ends, so
+    /// `Arc::make_mut` never copies): the hop — and the per-stream future that carries it —
+    /// stays small to move, and the finished record goes to the sink without another copy.
+    span: Option<Arc<SpanRecord>>,
     status: Option<StatusCode>,
     failure: Option<&'static str>,
     completed: Option<Instant>,
@@ -38,7 +41,7 @@ impl Hop {
             direction,
             protocol,
             started,
-            span,
+            span: span.map(Arc::new),
             status: None,
             failure: None,
             completed: None,
@@ -57,6 +60,7 @@ impl Hop {
         self.status = Some(status);
         self.failure = failure;
         if let Some(span) = &mut self.span {
+            let span = Arc::make_mut(span);
             span.record_response_head(status, headers);
             if let Some(kind) = failure {
                 span.record_failure(kind);
@@ -67,7 +71,7 @@ impl Hop {
     /// Trailers arrived (gRPC status lives here).
     pub(crate) fn trailers(&mut self, trailers: &HeaderMap) {
         if let Some(span) = &mut self.span {
-            span.record_trailers(trailers);
+            Arc::make_mut(span).record_trailers(trailers);
         }
     }
 
@@ -80,7 +84,7 @@ impl Hop {
     pub(crate) fn fail(&mut self, kind: &'static str) {
         self.failure.get_or_insert(kind);
         if let Some(span) = &mut self.span {
-            span.record_failure(kind);
+            Arc::make_mut(span).record_failure(kind);
         }
     }
 }
@@ -104,9 +108,10 @@ impl Drop for Hop {
         self.tracing
             .metrics
             .request_finished(self.direction, self.protocol, class, took);
-        if let Some(span) = self.span.take() {
-            let end = span.start.checked_add(took).unwrap_or(span.start);
-            self.tracing.sink.record(span.finish(end));
+        if let Some(mut span) = self.span.take() {
+            let record = Arc::make_mut(&mut span);
+            record.close(record.start.checked_add(took).unwrap_or(record.start));
+            self.tracing.sink.record(span);
         }
     }
 }
