@@ -2,6 +2,9 @@
 //! 3-member `tracestate`; W3C in, W3C + one template out), against the stock OpenTelemetry SDK
 //! `TraceContextPropagator` doing the same W3C rewrite (extract, new child span id, inject).
 //!
+//! A second group runs the same rewrite with each dialect in turn as the one the request
+//! carries (written back as W3C, B3 single and multi, Jaeger and the `jd` template).
+//!
 //! Besides criterion's figures, `main` prints ns/request measured over pre-built header maps
 //! and allocations/request counted by a counting global allocator.
 
@@ -196,9 +199,60 @@ fn measure(mut f: impl FnMut(&mut HeaderMap)) -> (f64, f64, f64) {
     (round_ns[ROUNDS / 2], round_ns[0], allocations as f64 / n)
 }
 
+/// Rules for the per-dialect group: every dialect is read, each one in turn is the one present,
+/// and the context is written in W3C and in the peer's own dialect.
+const DIALECT_RULES: &str = r#"
+extract: [w3c, b3, jaeger, jd]
+inject: [w3c, b3, b3multi, jaeger, jd]
+formats:
+  jd:
+    headers:
+      jd-trace-id: "t-{trace_id}-{span_id}-{flags}"
+"#;
+
+/// The typical request with its trace headers replaced by one dialect's.
+fn headers_in(dialect: &str) -> HeaderMap {
+    let mut map = typical_headers();
+    map.remove("traceparent");
+    map.remove("tracestate");
+    let (trace, span) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let pairs: Vec<(&str, String)> = match dialect {
+        "w3c" => vec![("traceparent", format!("00-{trace}-{span}-01"))],
+        "b3" => vec![("b3", format!("{trace}-{span}-1"))],
+        "b3multi" => vec![
+            ("x-b3-traceid", trace.to_owned()),
+            ("x-b3-spanid", span.to_owned()),
+            ("x-b3-sampled", "1".to_owned()),
+        ],
+        "jaeger" => vec![("uber-trace-id", format!("{trace}:{span}:0:1"))],
+        _ => vec![("jd-trace-id", format!("t-{trace}-{span}-01"))],
+    };
+    for (name, value) in pairs {
+        map.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_str(&value).expect("valid value"),
+        );
+    }
+    map
+}
+
 fn criterion_benches(c: &mut Criterion) {
-    let rules = parse_rules(RULES, Path::new("bench.yaml")).expect("valid rules");
+    let dialect_rules = parse_rules(DIALECT_RULES, Path::new("bench.yaml")).expect("valid rules");
     let inflight = Inflight::default();
+    let mut group = c.benchmark_group("extract_inject_by_dialect");
+    for dialect in ["w3c", "b3", "b3multi", "jaeger", "jd"] {
+        let template = headers_in(dialect);
+        group.bench_function(dialect, |b| {
+            b.iter_batched_ref(
+                || template.clone(),
+                |map| stitch_once(&dialect_rules, &inflight, map, Direction::Outbound),
+                BatchSize::NumIterations(32),
+            )
+        });
+    }
+    group.finish();
+
+    let rules = parse_rules(RULES, Path::new("bench.yaml")).expect("valid rules");
     let propagator = TraceContextPropagator::new();
     let template = typical_headers();
     let mut group = c.benchmark_group("typical_request");

@@ -1,5 +1,6 @@
 //! Cost of what the trace layer adds per request: building a span from the request head,
-//! finishing it, and handing it to the sink (the pipeline task drains it concurrently).
+//! finishing it, and handing it to the sink (which, with no endpoint, inserts it into the
+//! ring right away and evicts the oldest span once the ring is full).
 
 use std::time::SystemTime;
 
