@@ -107,6 +107,10 @@ pub struct RunArgs {
     /// Record the query string as `url.query` on spans (off: queries often carry secrets).
     #[arg(long, env = "STITCH_RECORD_URL_QUERY")]
     record_url_query: bool,
+    /// Most spans the in-memory ring keeps (about 1 KiB each); the oldest are evicted first.
+    #[arg(long, env = "STITCH_RING_SPANS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    ring_spans: u32,
 }
 
 impl RunArgs {
@@ -136,7 +140,8 @@ impl RunArgs {
             drain_timeout: self.drain_timeout,
             record_url_query: self.record_url_query,
             // The one place the OTEL_* environment is read (tests pass explicit values).
-            telemetry: crate::telemetry::TelemetryConfig::from_env(|k| std::env::var(k).ok()),
+            telemetry: crate::telemetry::TelemetryConfig::from_env(|k| std::env::var(k).ok())
+                .with_ring_spans(self.ring_spans as usize),
         }
     }
 }
@@ -211,4 +216,31 @@ pub fn init_logging(format: LogFormat) {
     };
     // A second init (tests starting several instances) keeps the first subscriber.
     let _ = result;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(argv: &[&str]) -> Result<RunArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["stitch", "run"].iter().chain(argv))?;
+        match cli.command {
+            Command::Run(args) => Ok(*args),
+            _ => unreachable!("parsed `run`"),
+        }
+    }
+
+    #[test]
+    fn ring_size_flag_reaches_the_telemetry_config() {
+        let default = run_args(&[]).expect("defaults parse").into_settings();
+        assert_eq!(default.telemetry.ring.max_spans, 4096);
+        let set = run_args(&["--ring-spans", "512"])
+            .expect("valid size")
+            .into_settings();
+        assert_eq!(set.telemetry.ring.max_spans, 512);
+        assert!(
+            run_args(&["--ring-spans", "0"]).is_err(),
+            "an empty ring is refused"
+        );
+    }
 }

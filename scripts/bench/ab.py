@@ -43,6 +43,7 @@ def main():
                         help="also measure the floor with hyper's header_read_timeout armed")
     parser.add_argument("--floor-case", action="store_true",
                         help="also measure the floor with the timer and header-case preservation")
+    parser.add_argument("--haproxy", action="store_true", help="also measure haproxy")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=4)
     parser.add_argument("--gen-cpus", default="0")
@@ -68,6 +69,12 @@ def main():
     nginx = start("nginx", ["nginx", "-p", workdir, "-c", conf, "-e",
                             os.path.join(workdir, "nginx-error.log")], workdir, cpus=sut)
     targets = [run.Target("nginx", ports["H1"], ports["H2"], ports["GRPC"], nginx)]
+    if args.haproxy:
+        ports = {"DIR": workdir, "BACKEND": backend_port, "H1": run.free_port(),
+                 "H2": run.free_port()}
+        conf = run.fill_template("haproxy.cfg", workdir, ports)
+        haproxy = start("haproxy", ["haproxy", "-db", "-f", conf], workdir, cpus=sut)
+        targets.append(run.Target("haproxy", ports["H1"], ports["H2"], ports["H2"], haproxy))
 
     floors = [("hyper-floor", {})] if args.floor else []
     if args.floor_timer:
@@ -90,13 +97,14 @@ def main():
                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
     for build in args.builds:
         label, path = build.split("=", 1)
-        inbound = run.free_port()
+        inbound, admin = run.free_port(), run.free_port()
         cmd = [os.path.abspath(path), "run", "--inbound-listen", f"127.0.0.1:{inbound}",
                "--inbound-target", f"127.0.0.1:{backend_port}",
-               "--admin-listen", f"127.0.0.1:{run.free_port()}",
+               "--admin-listen", f"127.0.0.1:{admin}",
                "--outbound-listen", f"127.0.0.1:{run.free_port()}", *extra]
         proc = start(label, cmd, workdir, env=run.clean_env(**env), cpus=sut)
-        targets.append(run.Target(label, inbound, inbound, inbound, proc))
+        targets.append(run.Target(label, inbound, inbound, inbound, proc,
+                                  f"http://127.0.0.1:{admin}"))
     run.check_targets(targets)
 
     results = {t.name: [] for t in targets}
@@ -121,6 +129,12 @@ def main():
             line += (f"  {key} {fmt.format(med)} [{fmt.format(min(values))}–"
                      f"{fmt.format(max(values))}] {med / ref[key]:.2f}× nginx")
         print(line)
+
+
+    # Spans a build dropped would make its tracing look cheaper than it is.
+    for name, evidence in run.tracing_evidence(targets, "http://127.0.0.1:1/none").items():
+        if name != "OTLP receiver":
+            print(f"  {name}: {evidence}")
 
 
 if __name__ == "__main__":

@@ -47,17 +47,20 @@ def pinned(cmd, cpus, realtime=False):
     return prefix + cmd
 
 
-def thread_nice(pid, tid):
-    with open(f"/proc/{pid}/task/{tid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[16])  # field 19: nice
+# Threads that do a proxy's background work. Under SCHED_FIFO a thread runs until it blocks,
+# so stitch's export thread would encode a whole batch ahead of the requests waiting on the
+# same core — which the normal scheduler, the one production runs, never lets happen.
+BACKGROUND_THREADS = {"stitch-export"}
+
+
+def thread_name(pid, tid):
+    with open(f"/proc/{pid}/task/{tid}/comm") as f:
+        return f.read().strip()
 
 
 def set_realtime(pids, on):
-    """Moves every thread of pids to SCHED_FIFO (on) or back to the normal policy (off).
-
-    Threads that lowered their own priority below their process's (stitch's OTLP export
-    thread) are background work and stay at the normal policy: under FIFO they would hold the
-    core against the request path, which the process itself arranged not to happen."""
+    """Moves every thread of pids to SCHED_FIFO (on) or back to the normal policy (off);
+    BACKGROUND_THREADS keep the normal policy."""
     if not REALTIME_PRIORITY[0]:
         return
     if on:
@@ -71,7 +74,7 @@ def set_realtime(pids, on):
             continue
         for tid in tids:
             try:
-                if on and thread_nice(pid, tid) > thread_nice(pid, pid):
+                if on and thread_name(pid, tid) in BACKGROUND_THREADS:
                     continue
                 os.sched_setscheduler(int(tid), policy, param)
             except OSError:

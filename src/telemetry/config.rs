@@ -193,6 +193,12 @@ const K8S_ENV: &[(&str, &[&str])] = &[
 ];
 
 impl TelemetryConfig {
+    /// The same settings with the ring bounded to `spans` spans (at least one).
+    pub fn with_ring_spans(mut self, spans: usize) -> Self {
+        self.ring.max_spans = spans.max(1);
+        self
+    }
+
     /// Reads the OpenTelemetry SDK variables through `lookup` (see the module doc for the
     /// list). Invalid values are logged and ignored, never fatal: telemetry must not stop
     /// the proxy from starting.

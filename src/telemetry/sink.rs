@@ -163,7 +163,6 @@ fn start_export(
     let thread = std::thread::Builder::new()
         .name("stitch-export".into())
         .spawn(move || {
-            lower_own_priority();
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -213,21 +212,6 @@ fn start_export(
             tracing::error!(%error, "OTLP export disabled; spans stay in the in-memory ring");
             None
         }
-    }
-}
-
-/// Export is background work: the export thread runs ten nice levels below the proxy, so
-/// on a busy CPU requests go first and export falls behind instead (its backlog then drops
-/// and counts spans, and degradation lowers root sampling) — tracing trouble degrades tracing,
-/// never requests.
-fn lower_own_priority() {
-    use rustix::process::{getpriority_process, setpriority_process};
-    // On Linux the nice value is per thread: PRIO_PROCESS with a thread id sets this thread's.
-    let tid = Some(rustix::thread::gettid());
-    let lowered = getpriority_process(tid)
-        .and_then(|nice| setpriority_process(tid, nice.saturating_add(10).min(19)));
-    if let Err(e) = lowered {
-        tracing::debug!(error = %e, "could not lower the export thread's priority");
     }
 }
 
