@@ -35,9 +35,9 @@
 //! ```
 //!
 //! Files, in the order a span travels: `span` (the record), `semconv` (names, attributes,
-//! error rule), `sink` (queue, batching, export task), `export` (OTLP conversion and
-//! transports), `degrade` (the circuit breaker), `ring` and `integrity` (the embedded
-//! trace view), `receive` (the OTLP/HTTP receiver's decoding), `metrics`, `config`.
+//! error rule), `sink` (ring insert, export queue, batching, export thread), `export` (OTLP
+//! conversion and transports), `degrade` (the circuit breaker), `ring` and `integrity` (the
+//! embedded trace view), `receive` (the OTLP/HTTP receiver's decoding), `metrics`, `config`.
 
 pub mod config;
 pub mod degrade;
@@ -124,7 +124,8 @@ impl Telemetry {
     }
 
     /// Flushes queued spans and stops the pipeline, waiting at most `deadline`; spans
-    /// recorded afterwards are dropped and counted (`reason="shutdown"`).
+    /// recorded afterwards still reach the ring, but their export is dropped and counted
+    /// (`reason="shutdown"`).
     pub async fn shutdown(self, deadline: Duration) {
         let work = async {
             let (ack, done) = oneshot::channel();
