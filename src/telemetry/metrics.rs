@@ -65,14 +65,13 @@ impl WireProtocol {
         WireProtocol::Opaque,
     ];
 
-    /// The protocol of a request: gRPC by content type, else by HTTP version.
-    pub fn of_request(version: http::Version, headers: &http::HeaderMap) -> Self {
-        if super::semconv::is_grpc(headers) {
-            WireProtocol::Grpc
-        } else if version == http::Version::HTTP_2 {
-            WireProtocol::H2
-        } else {
-            WireProtocol::Http1
+    /// The protocol of a request on an HTTP/2 (or HTTP/1) connection with (or without) a
+    /// gRPC content type: gRPC needs HTTP/2, so a gRPC content type over HTTP/1 is HTTP/1.
+    pub fn of_request(http2: bool, grpc: bool) -> Self {
+        match (http2, grpc) {
+            (true, true) => WireProtocol::Grpc,
+            (true, false) => WireProtocol::H2,
+            (false, _) => WireProtocol::Http1,
         }
     }
 

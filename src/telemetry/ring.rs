@@ -163,13 +163,6 @@ impl TraceRing {
         inner.evict(&self.config);
     }
 
-    /// Adds one span: what the trace layer does as each hop ends.
-    pub fn insert_one(&self, service: &Arc<str>, span: Arc<SpanRecord>) {
-        let mut inner = self.lock();
-        inner.push(service, span);
-        inner.evict(&self.config);
-    }
-
     /// How many spans the ring holds.
     pub fn span_count(&self) -> usize {
         self.lock().spans

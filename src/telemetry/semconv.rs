@@ -82,6 +82,8 @@ pub struct RequestFacts<'a> {
     pub destination_port: Option<u16>,
     /// Whether to record `url.query` (off by default: queries often carry secrets).
     pub record_query: bool,
+    /// Whether the content type is gRPC's (names the span `{package.Service}/{Method}`).
+    pub grpc: bool,
 }
 
 impl<'a> RequestFacts<'a> {
@@ -95,6 +97,7 @@ impl<'a> RequestFacts<'a> {
             client_address: None,
             destination_port: None,
             record_query: false,
+            grpc: is_grpc(&parts.headers),
         }
     }
 }
@@ -225,7 +228,7 @@ impl SpanRecord {
         facts: &RequestFacts<'_>,
         start: SystemTime,
     ) -> SpanRecord {
-        let grpc = if is_grpc(facts.headers) {
+        let grpc = if facts.grpc {
             grpc_service_method(facts.uri.path())
         } else {
             None

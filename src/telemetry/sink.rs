@@ -56,7 +56,7 @@ impl SpanSink {
                 }
             }
         }
-        self.ring.insert_one(&self.service, span);
+        self.ring.insert(&self.service, [span]);
     }
 
     /// The factor adaptive degradation applies to the root sampling ratio (1.0 when export
@@ -142,6 +142,7 @@ fn start_export(
     factor: &SamplingFactor,
 ) -> Option<(mpsc::Sender<ExportJob>, oneshot::Receiver<()>)> {
     let export = config.export.clone()?;
+    let (endpoint, protocol) = (export.endpoint.clone(), export.protocol.as_str());
     let resource = export::build_resource(config);
     let (export_tx, export_rx) = mpsc::channel(config.export_backlog_batches.max(1));
     let (done_tx, done_rx) = oneshot::channel();
@@ -193,8 +194,6 @@ fn start_export(
             });
             let _ = done_tx.send(());
         });
-    let endpoint = &config.export.as_ref()?.endpoint;
-    let protocol = config.export.as_ref()?.protocol.as_str();
     let outcome = match thread {
         // Setup is quick (no connection is made yet); waiting for it keeps the start-up log
         // and the ring-only fallback exact.

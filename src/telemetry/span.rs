@@ -244,28 +244,15 @@ impl SpanRecord {
 
 /// Lower-case hex of an id, the form used in JSON, URLs and headers.
 pub fn to_hex(id: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(id.len() * 2);
-    for b in id {
-        s.push(HEX[usize::from(b >> 4)] as char);
-        s.push(HEX[usize::from(b & 0x0f)] as char);
-    }
-    s
+    let mut out = vec![0; id.len() * 2];
+    crate::propagation::ids::encode_hex(id, &mut out);
+    // Only ASCII hex digits were written.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// Parses an id from hex (either case); `None` unless exactly `N` bytes of valid hex.
 pub fn from_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
-    let bytes = s.as_bytes();
-    if bytes.len() != N * 2 {
-        return None;
-    }
-    let mut out = [0u8; N];
-    for (i, pair) in bytes.chunks_exact(2).enumerate() {
-        let hi = char::from(pair[0]).to_digit(16)?;
-        let lo = char::from(pair[1]).to_digit(16)?;
-        out[i] = u8::try_from(hi * 16 + lo).ok()?;
-    }
-    Some(out)
+    crate::propagation::ids::decode_hex_exact::<N>(s.as_bytes(), true).map(|(id, _)| id)
 }
 
 #[cfg(test)]

@@ -172,22 +172,23 @@ where
         }
 
         let grpc = semconv::is_grpc(&parts.headers);
-        let protocol = match (self.conn.http2, grpc) {
-            (true, true) => WireProtocol::Grpc,
-            (true, false) => WireProtocol::H2,
-            _ => WireProtocol::Http1,
-        };
+        let protocol = WireProtocol::of_request(self.conn.http2, grpc);
         let span = (outcome.trace && outcome.span.sampled).then(|| {
             let id = &outcome.span;
             let kind = match direction {
                 Direction::Inbound => SpanKind::Server,
                 Direction::Outbound => SpanKind::Client,
             };
+            // Every field spelled out: `..from_parts` would test the content type again.
             let facts = RequestFacts {
+                method: &parts.method,
+                uri: &parts.uri,
+                version: parts.version,
+                headers: &parts.headers,
                 client_address: (direction == Direction::Inbound).then_some(self.conn.client.ip()),
                 destination_port: self.conn.destination_port,
                 record_query: tracing.record_query,
-                ..RequestFacts::from_parts(&parts)
+                grpc,
             };
             let mut span = SpanRecord::for_request(
                 id.trace_id.0,

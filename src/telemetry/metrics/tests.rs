@@ -19,23 +19,10 @@ fn fixed_handles_show_up_in_exposition() {
 
 #[test]
 fn wire_protocol_of_request() {
-    let mut h = http::HeaderMap::new();
-    assert_eq!(
-        WireProtocol::of_request(http::Version::HTTP_11, &h),
-        WireProtocol::Http1
-    );
-    assert_eq!(
-        WireProtocol::of_request(http::Version::HTTP_2, &h),
-        WireProtocol::H2
-    );
-    h.insert(
-        "content-type",
-        http::HeaderValue::from_static("application/grpc"),
-    );
-    assert_eq!(
-        WireProtocol::of_request(http::Version::HTTP_2, &h),
-        WireProtocol::Grpc
-    );
+    assert_eq!(WireProtocol::of_request(false, false), WireProtocol::Http1);
+    assert_eq!(WireProtocol::of_request(true, false), WireProtocol::H2);
+    assert_eq!(WireProtocol::of_request(true, true), WireProtocol::Grpc);
+    assert_eq!(WireProtocol::of_request(false, true), WireProtocol::Http1);
 }
 
 #[test]
