@@ -56,25 +56,11 @@ def main():
 
     workdir = tempfile.mkdtemp(prefix="stitch-ab-")
     sut = args.sut_cpus
-    backend_port = run.free_port()
-    backend = start("backend", [os.path.join(args.bin_dir, "examples", "bench_backend"),
-                                f"127.0.0.1:{backend_port}"], workdir, cpus=sut)
-    procs.Probe.backend_pid = backend.pid
-    procs.Probe.sut_cpus = procs.parse_cpus(sut)
-    direct = run.Target("direct", backend_port, backend_port, backend_port)
-
-    ports = {"DIR": workdir, "BACKEND": backend_port,
-             "H1": run.free_port(), "H2": run.free_port(), "GRPC": run.free_port()}
-    conf = run.fill_template("nginx.conf", workdir, ports)
-    nginx = start("nginx", ["nginx", "-p", workdir, "-c", conf, "-e",
-                            os.path.join(workdir, "nginx-error.log")], workdir, cpus=sut)
-    targets = [run.Target("nginx", ports["H1"], ports["H2"], ports["GRPC"], nginx)]
+    direct = run.start_backend(args.bin_dir, workdir, sut)
+    backend_port = direct.h1
+    targets = [run.start_nginx(workdir, backend_port, sut)]
     if args.haproxy:
-        ports = {"DIR": workdir, "BACKEND": backend_port, "H1": run.free_port(),
-                 "H2": run.free_port()}
-        conf = run.fill_template("haproxy.cfg", workdir, ports)
-        haproxy = start("haproxy", ["haproxy", "-db", "-f", conf], workdir, cpus=sut)
-        targets.append(run.Target("haproxy", ports["H1"], ports["H2"], ports["H2"], haproxy))
+        targets.append(run.start_haproxy(workdir, backend_port, sut))
 
     floors = [("hyper-floor", {})] if args.floor else []
     if args.floor_timer:
@@ -90,21 +76,11 @@ def main():
 
     extra, env = MODES[args.mode]
     if env is None:
-        collector = run.free_port()
-        start("otlp-sink", [os.path.join(args.bin_dir, "examples", "bench_otlp_sink"),
-                            f"127.0.0.1:{collector}"], workdir, cpus=args.gen_cpus)
-        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector}",
-               "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
+        env = run.otlp_env(run.start_otlp_sink(args.bin_dir, workdir, args.gen_cpus))
     for build in args.builds:
         label, path = build.split("=", 1)
-        inbound, admin = run.free_port(), run.free_port()
-        cmd = [os.path.abspath(path), "run", "--inbound-listen", f"127.0.0.1:{inbound}",
-               "--inbound-target", f"127.0.0.1:{backend_port}",
-               "--admin-listen", f"127.0.0.1:{admin}",
-               "--outbound-listen", f"127.0.0.1:{run.free_port()}", *extra]
-        proc = start(label, cmd, workdir, env=run.clean_env(**env), cpus=sut)
-        targets.append(run.Target(label, inbound, inbound, inbound, proc,
-                                  f"http://127.0.0.1:{admin}"))
+        targets.append(run.start_stitch(label, os.path.abspath(path), workdir, backend_port,
+                                        sut, extra, env))
     run.check_targets(targets)
 
     results = {t.name: [] for t in targets}

@@ -93,56 +93,77 @@ def clean_env(**extra):
     return env
 
 
-def start_targets(args, workdir):
-    """Starts the backend, nginx, haproxy and the stitch instances; returns the targets."""
-    sut, gen = args.sut_cpus, args.gen_cpus
-    backend_port = free_port()
-    backend = start("backend", [os.path.join(args.bin_dir, "examples", "bench_backend"),
-                                f"127.0.0.1:{backend_port}"], workdir, cpus=sut)
+def start_backend(bin_dir, workdir, cpus):
+    """Starts the benchmark backend; returns the `direct` target (no proxy)."""
+    port = free_port()
+    backend = start("backend", [os.path.join(bin_dir, "examples", "bench_backend"),
+                                f"127.0.0.1:{port}"], workdir, cpus=cpus)
     Probe.backend_pid = backend.pid
-    Probe.sut_cpus = procs.parse_cpus(sut)
-    targets = [Target("direct", backend_port, backend_port, backend_port)]
+    Probe.sut_cpus = procs.parse_cpus(cpus)
+    return Target("direct", port, port, port)
 
+
+def start_nginx(workdir, backend_port, cpus):
     ports = {"DIR": workdir, "BACKEND": backend_port,
              "H1": free_port(), "H2": free_port(), "GRPC": free_port()}
     conf = fill_template("nginx.conf", workdir, ports)
     nginx = start("nginx", ["nginx", "-p", workdir, "-c", conf, "-e",
-                            os.path.join(workdir, "nginx-error.log")], workdir, cpus=sut)
-    targets.append(Target("nginx", ports["H1"], ports["H2"], ports["GRPC"], nginx))
+                            os.path.join(workdir, "nginx-error.log")], workdir, cpus=cpus)
+    return Target("nginx", ports["H1"], ports["H2"], ports["GRPC"], nginx)
 
+
+def start_haproxy(workdir, backend_port, cpus):
     ports = {"DIR": workdir, "BACKEND": backend_port, "H1": free_port(), "H2": free_port()}
     conf = fill_template("haproxy.cfg", workdir, ports)
-    haproxy = start("haproxy", ["haproxy", "-db", "-f", conf], workdir, cpus=sut)
-    targets.append(Target("haproxy", ports["H1"], ports["H2"], ports["H2"], haproxy))
+    haproxy = start("haproxy", ["haproxy", "-db", "-f", conf], workdir, cpus=cpus)
+    return Target("haproxy", ports["H1"], ports["H2"], ports["H2"], haproxy)
 
-    stitch = os.path.join(args.bin_dir, "stitch")
 
-    def stitch_cmd(inbound, admin_port, extra=()):
-        return [stitch, "run", "--inbound-listen", f"127.0.0.1:{inbound}",
-                "--inbound-target", f"127.0.0.1:{backend_port}",
-                "--admin-listen", f"127.0.0.1:{admin_port}",
-                "--outbound-listen", f"127.0.0.1:{free_port()}", *extra]
+def start_otlp_sink(bin_dir, workdir, cpus):
+    """Starts the OTLP receiver; returns its base URL.
 
-    # The OTLP receiver is a sink that reads each export to the end and answers success
-    # without decoding (examples/bench_otlp_sink.rs): it runs beside the load generators, and
-    # a decoding collector there delayed them by milliseconds while it worked through a
-    # batch, which measured the collector instead of the proxy.
-    collector_admin = free_port()
-    start("otlp-sink", [os.path.join(args.bin_dir, "examples", "bench_otlp_sink"),
-                        f"127.0.0.1:{collector_admin}"], workdir, cpus=gen)
+    It is a sink that reads each export to the end and answers success without decoding
+    (examples/bench_otlp_sink.rs): it runs beside the load generators, and a decoding collector
+    there delayed them by milliseconds while it worked through a batch, which measured the
+    collector instead of the proxy."""
+    port = free_port()
+    start("otlp-sink", [os.path.join(bin_dir, "examples", "bench_otlp_sink"),
+                        f"127.0.0.1:{port}"], workdir, cpus=cpus)
+    return f"http://127.0.0.1:{port}"
+
+
+def otlp_env(sink_url):
+    return {"OTEL_EXPORTER_OTLP_ENDPOINT": sink_url, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
+
+
+def start_stitch(name, binary, workdir, backend_port, cpus, extra=(), env=None):
+    """Starts one stitch in front of the backend, with its admin server for span counters."""
+    inbound, admin = free_port(), free_port()
+    cmd = [binary, "run", "--inbound-listen", f"127.0.0.1:{inbound}",
+           "--inbound-target", f"127.0.0.1:{backend_port}",
+           "--admin-listen", f"127.0.0.1:{admin}",
+           "--outbound-listen", f"127.0.0.1:{free_port()}", *extra]
+    proc = start(name.replace(" ", "").replace("(", "-").replace(")", ""), cmd, workdir,
+                 env=clean_env(**(env or {})), cpus=cpus)
+    return Target(name, inbound, inbound, inbound, proc, f"http://127.0.0.1:{admin}")
+
+
+def start_targets(args, workdir):
+    """Starts the backend, nginx, haproxy and the stitch instances; returns the targets and
+    the OTLP receiver's stats URL."""
+    sut, gen = args.sut_cpus, args.gen_cpus
+    direct = start_backend(args.bin_dir, workdir, sut)
+    targets = [direct, start_nginx(workdir, direct.h1, sut), start_haproxy(workdir, direct.h1, sut)]
+    sink = start_otlp_sink(args.bin_dir, workdir, gen)
     variants = [
         ("stitch (trace off)", ["--config", os.path.join(HERE, "rules-trace-off.yaml")], {}),
         ("stitch (ring)", [], {}),
-        ("stitch (OTLP)", [], {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector_admin}",
-            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}),
+        ("stitch (OTLP)", [], otlp_env(sink)),
     ]
+    stitch = os.path.join(args.bin_dir, "stitch")
     for name, extra, env in variants:
-        inbound, admin = free_port(), free_port()
-        proc = start(name.replace(" ", "").replace("(", "-").replace(")", ""),
-                     stitch_cmd(inbound, admin, extra), workdir, env=clean_env(**env), cpus=sut)
-        targets.append(Target(name, inbound, inbound, inbound, proc, f"http://127.0.0.1:{admin}"))
-    return targets, f"http://127.0.0.1:{collector_admin}/stats"
+        targets.append(start_stitch(name, stitch, workdir, direct.h1, sut, extra, env))
+    return targets, f"{sink}/stats"
 
 
 def tracing_evidence(targets, collector_traces_url):
