@@ -2,7 +2,7 @@
 //! SDK-style JSON exporter send to one stitch's `POST /v1/traces`; its `/traces/{id}`
 //! returns the whole trace with a clean verdict, and a chain with a lost hop is flagged.
 
-mod telemetry_support;
+use crate::support::telemetry as telemetry_support;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;

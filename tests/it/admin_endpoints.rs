@@ -2,7 +2,7 @@
 //! the OTLP/HTTP receiver (protobuf and JSON) feeding `/traces` and `/traces/{id}` with
 //! integrity verdicts, and the span sink feeding the same ring.
 
-mod telemetry_support;
+use crate::support::telemetry as telemetry_support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -6,7 +6,7 @@
 //! Needs Debian's `chromium` (`apt-get install -y chromium`, done by `.ci/run`); without it
 //! the test says so on stderr and passes vacuously.
 
-mod telemetry_support;
+use crate::support::telemetry as telemetry_support;
 
 use std::process::Stdio;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! The HTTP/2 client idle timeout closes only silent connections (the silent case is in
 //! `lifecycle.rs`): a connection kept busy for longer than the timeout is never cut.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! listener as a plain proxy (absolute-form, Host routing, CONNECT), hop-by-hop handling,
 //! byte-exact targets, and 502 on a closed upstream.
 
-mod support;
+use crate::support;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};

@@ -2,7 +2,7 @@
 //! one upstream connection, trailers, `:authority` routing on the outbound listener, all four
 //! gRPC modes, status pass-through, cancellation, and errors on a closed upstream.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::Ordering;
 

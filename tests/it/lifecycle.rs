@@ -2,7 +2,7 @@
 //! binary on SIGTERM (in-flight requests finish, new connections are refused, exit 0), and
 //! HTTP/2 GOAWAY on shutdown.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! slowloris heads, oversized heads, the loop guard, and the connection cap. None of these may
 //! reach the upstream ambiguously or pin stitch.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! half-close is respected, and server-speaks-first protocols work (after the detect
 //! timeout, or at once on a port declared opaque).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! Both ends are raw sockets writing and discarding a generated pattern, so the test's own
 //! cost stays small and the only HTTP stack the bytes cross is stitch's.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::time::Instant;

@@ -2,7 +2,7 @@
 //! keep flowing with no failure and latency comparable to a stitch that does not export;
 //! export failures are counted and the degradation level rises.
 
-mod telemetry_support;
+use crate::support::telemetry as telemetry_support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

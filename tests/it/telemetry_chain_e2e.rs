@@ -4,7 +4,7 @@
 //! be one trace with every parent present, the right kinds, attributes, nested timings and
 //! the gRPC status of the failing call.
 
-mod telemetry_support;
+use crate::support::telemetry as telemetry_support;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! A slow, black-holed or absent collector: `record` never waits, overflow is dropped and
 //! counted, the degradation level rises and falls back once the collector answers again.
 
-mod telemetry_support;
+use crate::support::telemetry as telemetry_support;
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};

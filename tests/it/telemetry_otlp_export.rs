@@ -1,7 +1,7 @@
 //! OTLP export to real in-test collectors (tonic gRPC and hyper HTTP/protobuf): the spans
 //! of a 3-hop chain arrive with ids, parents, kinds, attributes, status and resource.
 
-mod telemetry_support;
+use crate::support::telemetry as telemetry_support;
 
 use std::time::Duration;
 

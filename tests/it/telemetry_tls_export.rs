@@ -2,7 +2,7 @@
 //! is trusted once that CA is given as `ca_file` (OTEL_EXPORTER_OTLP_CERTIFICATE), and
 //! refused without it (only the system roots are trusted).
 
-mod telemetry_support;
+use crate::support::telemetry as telemetry_support;
 
 use std::sync::Arc;
 use std::time::Duration;

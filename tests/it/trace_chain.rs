@@ -5,7 +5,7 @@
 //! tree is asserted there. Run 2: A exports OTLP/HTTP-protobuf to B's admin `POST /v1/traces`
 //! and B's `GET /traces/{id}` shows the whole chain with a clean verdict.
 
-mod trace_support;
+use crate::support::trace as trace_support;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

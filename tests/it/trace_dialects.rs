@@ -4,7 +4,7 @@
 //! upstream received (and on `/metrics` and `/traces` where the issue names a count or an
 //! attribute).
 
-mod trace_support;
+use crate::support::trace as trace_support;
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! a bad file keeps the last good rules and shows at `/config`, and editor renames and
 //! Kubernetes ConfigMap `..data` symlink swaps are picked up.
 
-mod trace_support;
+use crate::support::trace as trace_support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! copies `traceparent`/`tracestate` → stitch outbound → a recording upstream. Each test asserts
 //! what the app and the upstream received (issue 7, "Dialects" → W3C).
 
-mod trace_support;
+use crate::support::trace as trace_support;
 
 use std::collections::HashSet;
 

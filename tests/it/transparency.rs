@@ -7,7 +7,7 @@
 //! Trace-context headers are left out of the comparison: rewriting them is stitch's job
 //! (the propagation issue), and everything else must be untouched.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

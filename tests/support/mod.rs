@@ -12,6 +12,8 @@
 pub mod grpc;
 pub mod process;
 pub mod tcp;
+pub mod telemetry;
+pub mod trace;
 pub mod upstream;
 pub mod wire;
 

@@ -1,0 +1,31 @@
+//! The integration tests, in one binary: one link of the library and its dependencies instead
+//! of one per file, and one place that says what the suite covers. `netns` stays a binary of
+//! its own (it has its own `main` and re-runs itself inside network namespaces).
+//!
+//! Every module here is one former `tests/*.rs` file; `support` holds what they share.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod admin_collects_whole_traces;
+mod admin_endpoints;
+mod admin_html_chromium;
+mod config_reload;
+mod h2_idle;
+mod http1;
+mod http2_grpc;
+mod lifecycle;
+mod limits;
+mod opaque;
+mod propagation_props;
+mod streaming_memory;
+mod telemetry_blackhole_e2e;
+mod telemetry_chain_e2e;
+mod telemetry_degradation;
+mod telemetry_otlp_export;
+mod telemetry_tls_export;
+mod trace_chain;
+mod trace_dialects;
+mod trace_reload;
+mod trace_w3c;
+mod transparency;
