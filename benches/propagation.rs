@@ -23,8 +23,8 @@ use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 
 use stitch::config::{CompiledRules, parse_rules};
+use stitch::direction::Direction;
 use stitch::propagation::{Inflight, propagate};
-use stitch::proxy::Direction;
 
 /// Counts heap allocations so the bench can report allocations per request.
 struct Counting;

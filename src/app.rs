@@ -13,12 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::config::RulesHandle;
+use crate::direction::Direction;
 use crate::propagation::Inflight;
-use crate::proxy::{Direction, Proxy};
+use crate::proxy::Proxy;
+use crate::shutdown::ShutdownHandle;
 use crate::telemetry::{Telemetry, TelemetryConfig};
 use crate::trace::Tracing;
 
@@ -130,55 +130,6 @@ impl StartError {
             what: what.into(),
             source: None,
         }
-    }
-}
-
-/// Triggers and observes shutdown. Cloning shares the same signal.
-#[derive(Debug, Clone, Default)]
-pub struct ShutdownHandle {
-    token: CancellationToken,
-}
-
-impl ShutdownHandle {
-    /// Starts graceful shutdown: listeners stop accepting, in-flight requests drain.
-    pub fn trigger(&self) {
-        self.token.cancel();
-    }
-
-    /// Resolves once shutdown was triggered.
-    pub async fn triggered(&self) {
-        self.token.cancelled().await
-    }
-
-    /// Whether shutdown was triggered.
-    pub fn is_triggered(&self) -> bool {
-        self.token.is_cancelled()
-    }
-
-    /// Triggers shutdown on the first SIGTERM or SIGINT (spawns a watcher task).
-    pub fn trigger_on_signals(&self) {
-        let this = self.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("shutdown signal received; draining");
-            this.trigger();
-        });
-    }
-}
-
-#[cfg(unix)]
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::warn!("cannot install signal handlers; stop stitch with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
     }
 }
 
@@ -325,14 +276,14 @@ impl Stitch {
                     view
                 }
             });
-        let tracker = TaskTracker::new();
         if let Ok(addr) = admin.local_addr() {
             tracing::info!(listener = "admin", %addr, "listening");
         }
         // The admin server outlives the drain, so probes see `/ready` turn 503 (and `/metrics`
         // stays scrapeable) while in-flight requests finish; it stops once they have.
         let admin_stop = ShutdownHandle::default();
-        let admin_task = tokio::spawn(crate::admin::serve(admin, admin_state, admin_stop.clone()));
+        let admin_task =
+            admin_stop.spawn(crate::admin::serve(admin, admin_state, admin_stop.clone()));
 
         let tracing_handles = Tracing {
             rules,
@@ -348,25 +299,16 @@ impl Stitch {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(listener = %direction, %addr, "listening");
             }
-            tracker.spawn(proxy.clone().serve(
-                listener,
-                direction,
-                shutdown.clone(),
-                tracker.clone(),
-            ));
+            shutdown.spawn(proxy.clone().serve(listener, direction, shutdown.clone()));
         }
         ready.store(true, Ordering::Release);
 
         shutdown.triggered().await;
         ready.store(false, Ordering::Release);
-        tracker.close();
-        if tokio::time::timeout(settings.drain_timeout, tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(deadline = ?settings.drain_timeout, "drain deadline passed; closing remaining connections");
-        } else {
+        if shutdown.drain(settings.drain_timeout).await {
             tracing::info!("drained");
+        } else {
+            tracing::warn!(deadline = ?settings.drain_timeout, "drain deadline passed; closing remaining connections");
         }
         // Spans of the drained requests go out before exit.
         admin_stop.trigger();

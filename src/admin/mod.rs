@@ -29,7 +29,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-use crate::app::ShutdownHandle;
+use crate::shutdown::ShutdownHandle;
 use crate::telemetry::config::RingConfig;
 use crate::telemetry::{Metrics, Telemetry, TraceRing};
 
@@ -107,7 +107,10 @@ pub async fn serve(listener: TcpListener, state: AdminState, shutdown: ShutdownH
             _ = shutdown.triggered() => return,
         };
         let state = state.clone();
-        tokio::spawn(async move {
+        // Tracked like every long-lived task, though nobody drains the admin server: it stops
+        // after the proxy has drained, and a scraper's keep-alive connection ends with the
+        // process.
+        shutdown.spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(route(&state, req).await) }

@@ -13,9 +13,9 @@ use serde_saphyr::{Location, MessageFormatter, Spanned};
 use super::error::{ConfigError, ConfigErrors};
 use super::glob::AuthorityGlob;
 use super::model::{DirectionSpec, OrphanPolicy, RuleSpec, RulesFile, SamplingSpec};
+use crate::direction::Direction;
 use crate::propagation::template::TemplateFormat;
 use crate::propagation::{Dialect, RepairMode};
-use crate::proxy::Direction;
 
 /// Most template formats one rules file may define (the engine tracks their presence in a
 /// 64-bit set).

@@ -25,7 +25,7 @@ use super::inflight::{Inflight, InflightGuard, InflightSpan};
 use super::template::MAX_RENDERED_LEN;
 use super::{baggage, jaeger, tracestate, w3c};
 use crate::config::{CompiledRules, OrphanPolicy, Policy};
-use crate::proxy::Direction;
+use crate::direction::Direction;
 
 /// `traceparent`.
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");

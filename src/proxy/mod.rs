@@ -22,41 +22,16 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio_util::task::TaskTracker;
 
 use self::addrs::{OwnAddrs, Target};
 use self::detect::Protocol;
 use self::http::forward::{Destination, Forward};
 use self::http::pool::{Pool, PoolSettings};
 use self::http::server::ServerLimits;
-use crate::app::{Settings, ShutdownHandle};
+use crate::app::Settings;
+use crate::direction::Direction;
+use crate::shutdown::ShutdownHandle;
 use crate::trace::{ConnInfo, TraceLayer, Tracing};
-
-/// Which side of the app a connection is on; the trace layer opens a SERVER span inbound and a
-/// CLIENT span outbound.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Direction {
-    /// A peer calling the app.
-    Inbound,
-    /// The app calling a peer.
-    Outbound,
-}
-
-impl Direction {
-    /// The lower-case name used in logs and metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::Inbound => "inbound",
-            Direction::Outbound => "outbound",
-        }
-    }
-}
-
-impl std::fmt::Display for Direction {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// The proxy's shared runtime state: settings, upstream pools, own addresses.
 #[derive(Debug)]
@@ -114,7 +89,6 @@ impl Proxy {
         listener: TcpListener,
         direction: Direction,
         shutdown: ShutdownHandle,
-        tracker: TaskTracker,
     ) {
         let permits = Arc::new(Semaphore::new(self.max_connections));
         loop {
@@ -138,9 +112,9 @@ impl Proxy {
                 _ = shutdown.triggered() => return,
             };
             let this = self.clone();
-            let shutdown = shutdown.clone();
-            tracker.spawn(async move {
-                this.handle(stream, client, direction, shutdown).await;
+            let conn_shutdown = shutdown.clone();
+            shutdown.spawn(async move {
+                this.handle(stream, client, direction, conn_shutdown).await;
                 drop(permit);
             });
         }

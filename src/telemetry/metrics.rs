@@ -36,7 +36,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::proxy::Direction;
+use crate::direction::Direction;
 
 /// Most distinct values an open-ended label (a template dialect name) may take.
 pub const MAX_DYNAMIC_LABEL_VALUES: usize = 32;

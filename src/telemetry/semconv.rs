@@ -97,7 +97,7 @@ impl<'a> RequestFacts<'a> {
             client_address: None,
             destination_port: None,
             record_query: false,
-            grpc: is_grpc(&parts.headers),
+            grpc: crate::grpc::is_grpc(&parts.headers),
         }
     }
 }
@@ -111,8 +111,6 @@ pub fn grpc_service_method(path: &str) -> Option<(&str, &str)> {
     }
     Some((service, method))
 }
-
-pub use crate::proxy::http::headers::is_grpc;
 
 /// The conventional gRPC status code name, used as `error.type`.
 pub fn grpc_code_name(code: i64) -> &'static str {

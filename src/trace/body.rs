@@ -11,7 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use super::hop::Hop;
-use crate::proxy::http::forward::UpstreamFailure;
+use crate::upstream_failure::UpstreamFailure;
 
 pin_project! {
     /// Resolves to the inner response with its body wrapped in [`TracedBody`].

@@ -7,8 +7,8 @@ use std::time::Instant;
 use http::{HeaderMap, StatusCode};
 
 use super::Tracing;
+use crate::direction::Direction;
 use crate::propagation::InflightGuard;
-use crate::proxy::Direction;
 use crate::telemetry::{SpanRecord, StatusClass, WireProtocol};
 
 /// The state of a request between its head and its end.

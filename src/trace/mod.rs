@@ -26,8 +26,8 @@ use tower::{Layer, Service};
 pub use self::body::{ResponseFuture, TracedBody};
 use self::hop::Hop;
 use crate::config::RulesHandle;
+use crate::direction::Direction;
 use crate::propagation::{Inflight, propagate_with_root_factor};
-use crate::proxy::Direction;
 use crate::telemetry::semconv::RequestFacts;
 use crate::telemetry::{Metrics, SpanKind, SpanRecord, SpanSink, WireProtocol, semconv};
 
@@ -171,7 +171,7 @@ where
             }
         }
 
-        let grpc = semconv::is_grpc(&parts.headers);
+        let grpc = crate::grpc::is_grpc(&parts.headers);
         let protocol = WireProtocol::of_request(self.conn.http2, grpc);
         let span = (outcome.trace && outcome.span.sampled).then(|| {
             let id = &outcome.span;

@@ -52,7 +52,7 @@ async fn health_endpoints_and_method_checks() {
 async fn metrics_is_valid_openmetrics_with_every_documented_family() {
     let (state, _) = state();
     let metrics = state.metrics.clone();
-    let direction = stitch::proxy::Direction::Inbound;
+    let direction = stitch::direction::Direction::Inbound;
     metrics.request_finished(
         direction,
         stitch::telemetry::WireProtocol::Http1,

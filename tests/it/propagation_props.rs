@@ -8,13 +8,13 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use proptest::prelude::*;
 
 use stitch::config::{CompiledRules, parse_rules};
+use stitch::direction::Direction;
 use stitch::propagation::b3::{self, B3Value, MultiHeaders};
 use stitch::propagation::template::{MAX_RENDERED_LEN, TemplateFormat};
 use stitch::propagation::{
     Dialect, Inflight, RepairMode, SpanId, TraceContext, TraceId, jaeger, propagate, tracestate,
     w3c,
 };
-use stitch::proxy::Direction;
 
 fn trace_id() -> impl Strategy<Value = TraceId> {
     any::<[u8; 16]>()

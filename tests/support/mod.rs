@@ -24,7 +24,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use stitch::app::{Settings, ShutdownHandle, StartError, Stitch};
+use stitch::app::{Settings, StartError, Stitch};
+use stitch::shutdown::ShutdownHandle;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 

@@ -557,10 +557,12 @@ pub fn otlp_request(service: &str, spans: &[&SpanRecord]) -> ExportTraceServiceR
 }
 
 /// Starts an admin server on 127.0.0.1:0 with `state`.
-pub async fn admin(state: stitch::admin::AdminState) -> (SocketAddr, stitch::app::ShutdownHandle) {
+pub async fn admin(
+    state: stitch::admin::AdminState,
+) -> (SocketAddr, stitch::shutdown::ShutdownHandle) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let shutdown = stitch::app::ShutdownHandle::default();
+    let shutdown = stitch::shutdown::ShutdownHandle::default();
     tokio::spawn(stitch::admin::serve(listener, state, shutdown.clone()));
     (addr, shutdown)
 }

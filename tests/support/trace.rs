@@ -20,7 +20,8 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use stitch::app::{Settings, ShutdownHandle, Stitch};
+use stitch::app::{Settings, Stitch};
+use stitch::shutdown::ShutdownHandle;
 use stitch::telemetry::TelemetryConfig;
 
 /// Upper bound for anything the tests wait on (never a fixed sleep).

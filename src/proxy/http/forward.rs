@@ -18,11 +18,7 @@ use super::headers::{self, Keep};
 use super::pool::{ForwardError, Pool};
 use crate::proxy::addrs::{ConnectError, Target};
 use crate::proxy::detect::Protocol;
-
-/// Marks a response stitch generated because the upstream could not be reached or failed;
-/// the trace layer turns it into the span's `error.type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UpstreamFailure(pub &'static str);
+use crate::upstream_failure::UpstreamFailure;
 
 /// Where the requests of one client connection go.
 #[derive(Debug, Clone)]
@@ -54,7 +50,7 @@ impl Forward {
     }
 
     async fn forward(self, req: Request<Incoming>) -> Response<ProxyBody> {
-        let grpc = headers::is_grpc(req.headers());
+        let grpc = crate::grpc::is_grpc(req.headers());
         let target = match self.target_of(&req) {
             Ok(t) => t,
             Err(why) => return local_error(grpc, StatusCode::BAD_REQUEST, why),

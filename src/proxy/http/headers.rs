@@ -105,16 +105,6 @@ pub fn has_ambiguous_framing(headers: &HeaderMap) -> bool {
     }
 }
 
-/// Whether a request is gRPC (`content-type: application/grpc[+proto|;...]`, media types are
-/// case-insensitive). The one test for it: errors must then be gRPC statuses, spans get RPC
-/// names and attributes, metrics count it as `grpc`.
-pub fn is_grpc(headers: &HeaderMap) -> bool {
-    headers.get(header::CONTENT_TYPE).is_some_and(|v| {
-        let ct = v.as_bytes().trim_ascii_start();
-        ct.len() >= 16 && ct[..16].eq_ignore_ascii_case(b"application/grpc")
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,19 +180,6 @@ mod tests {
             "chunked"
         )])));
         assert!(!has_ambiguous_framing(&map(&[])));
-    }
-
-    #[test]
-    fn grpc_content_types_are_recognized_case_insensitively() {
-        assert!(is_grpc(&map(&[("content-type", "application/grpc")])));
-        assert!(is_grpc(&map(&[("content-type", "Application/GRPC+proto")])));
-        assert!(is_grpc(&map(&[(
-            "content-type",
-            " application/grpc;charset=utf-8"
-        )])));
-        assert!(!is_grpc(&map(&[("content-type", "application/json")])));
-        assert!(!is_grpc(&map(&[("content-type", "application/grp")])));
-        assert!(!is_grpc(&map(&[])));
     }
 
     #[test]

@@ -10,8 +10,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tower::Layer;
 
 use super::forward::Forward;
-use crate::app::ShutdownHandle;
 use crate::proxy::counting::ByteCounts;
+use crate::shutdown::ShutdownHandle;
 use crate::trace::TraceLayer;
 
 /// Per-connection limits of the HTTP server side.

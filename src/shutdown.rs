@@ -1,0 +1,127 @@
+//! Graceful shutdown, owned by one small type (after mini-redis's `shutdown.rs`): a signal that
+//! fans out to every long-lived task, and a tracker that knows when they have all finished.
+//!
+//! Whoever starts a task that must finish before stitch exits — an accept loop, a client
+//! connection, the admin server — spawns it with [`ShutdownHandle::spawn`] and has it stop
+//! (or wind down gracefully) once [`ShutdownHandle::triggered`] resolves; the owner then
+//! [`ShutdownHandle::drain`]s. Tasks that end by themselves when their owner goes are spawned
+//! plainly: an upstream connection's driver ends with its last sender, the pool's reaper with
+//! the pool, and waiting for an idle pooled connection would hold the drain for nothing. So do
+//! CONNECT and Upgrade tunnels, whose client connection has already ended as far as the HTTP
+//! server is concerned.
+//!
+//! A leaf: the proxy, the admin server and the process wiring all take it, and it imports
+//! nothing of stitch's.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Triggers and observes shutdown, and tracks the tasks a drain waits for. Cloning shares the
+/// same signal and tracker (clones go to every worker, listener and connection).
+#[derive(Debug, Clone, Default)]
+pub struct ShutdownHandle {
+    token: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl ShutdownHandle {
+    /// Starts graceful shutdown: listeners stop accepting, in-flight requests drain.
+    pub fn trigger(&self) {
+        self.token.cancel();
+    }
+
+    /// Resolves once shutdown was triggered.
+    pub async fn triggered(&self) {
+        self.token.cancelled().await
+    }
+
+    /// Whether shutdown was triggered.
+    pub fn is_triggered(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Spawns `task` on the current runtime, tracked: [`ShutdownHandle::drain`] waits for it.
+    pub fn spawn<F>(&self, task: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tracker.spawn(task)
+    }
+
+    /// Waits until every tracked task has finished, at most `deadline`; `false` when the
+    /// deadline passed first (the remaining tasks are then dropped with the runtime). Call it
+    /// after [`ShutdownHandle::trigger`]: tracked tasks that never stop would hold it to the
+    /// deadline.
+    pub async fn drain(&self, deadline: Duration) -> bool {
+        self.tracker.close();
+        tokio::time::timeout(deadline, self.tracker.wait())
+            .await
+            .is_ok()
+    }
+
+    /// Triggers shutdown on the first SIGTERM or SIGINT (spawns a watcher task, untracked: it
+    /// is what starts the drain).
+    pub fn trigger_on_signals(&self) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown signal received; draining");
+            this.trigger();
+        });
+    }
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot install signal handlers; stop stitch with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn drain_waits_for_tracked_tasks_that_stop_on_the_signal() {
+        let shutdown = ShutdownHandle::default();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let worker = shutdown.clone();
+        shutdown.spawn(async move {
+            worker.triggered().await;
+            let _ = done_tx.send(());
+        });
+        assert!(!shutdown.is_triggered());
+        shutdown.trigger();
+        assert!(shutdown.drain(Duration::from_secs(15)).await, "drained");
+        assert!(
+            done_rx.await.is_ok(),
+            "the task saw the signal and finished"
+        );
+    }
+
+    #[tokio::test]
+    async fn drain_gives_up_at_the_deadline() {
+        let shutdown = ShutdownHandle::default();
+        shutdown.spawn(std::future::pending::<()>());
+        shutdown.trigger();
+        assert!(
+            !shutdown.drain(Duration::from_millis(20)).await,
+            "a task that never stops is given up on"
+        );
+    }
+}
