@@ -17,10 +17,13 @@ use tokio::net::TcpListener;
 use crate::config::RulesHandle;
 use crate::direction::Direction;
 use crate::propagation::Inflight;
-use crate::proxy::Proxy;
+use crate::proxy::addrs::Target;
+use crate::proxy::http::pool::PoolSettings;
+use crate::proxy::http::server::ServerLimits;
+use crate::proxy::{Proxy, ProxyConfig, ProxyHandles};
 use crate::shutdown::ShutdownHandle;
 use crate::telemetry::{Telemetry, TelemetryConfig};
-use crate::trace::Tracing;
+use crate::trace::TraceHandles;
 
 /// Everything `stitch run` can be told, as plain data (CLI flags and env vars map onto it).
 #[derive(Debug, Clone)]
@@ -97,6 +100,34 @@ impl Default for Settings {
     }
 }
 
+impl Settings {
+    /// The data path's share of the settings; `own_addrs` are the bound listeners. An
+    /// `--inbound-target` that does not parse was refused by [`Stitch::bind`].
+    fn proxy_config(&self, own_addrs: Vec<SocketAddr>) -> ProxyConfig {
+        ProxyConfig {
+            inbound_target: self
+                .inbound_target
+                .as_deref()
+                .and_then(|t| Target::parse_authority(t, 80)),
+            opaque_ports: self.opaque_ports.clone(),
+            detect_timeout: self.detect_timeout,
+            max_connections: self.max_connections,
+            server: ServerLimits {
+                header_read_timeout: self.header_read_timeout,
+                max_header_bytes: self.max_header_bytes,
+                max_headers: self.max_headers,
+                h2_max_concurrent_streams: self.h2_max_concurrent_streams,
+                h2_idle_timeout: self.h2_idle_timeout,
+            },
+            pool: PoolSettings {
+                connect_timeout: self.connect_timeout,
+                idle_timeout: self.upstream_idle_timeout,
+            },
+            own_addrs,
+        }
+    }
+}
+
 /// Why stitch could not start.
 #[derive(Debug)]
 pub struct StartError {
@@ -159,7 +190,7 @@ impl Stitch {
     /// starts; `/ready` turns true once the proxy listeners are serving.
     pub async fn bind(settings: Settings) -> Result<Self, StartError> {
         if let Some(target) = &settings.inbound_target
-            && crate::proxy::addrs::Target::parse_authority(target, 80).is_none()
+            && Target::parse_authority(target, 80).is_none()
         {
             return Err(StartError::msg(format!(
                 "--inbound-target {target:?} is not a host:port"
@@ -285,14 +316,17 @@ impl Stitch {
         let admin_task =
             admin_stop.spawn(crate::admin::serve(admin, admin_state, admin_stop.clone()));
 
-        let tracing_handles = Tracing {
+        let trace = TraceHandles {
             rules,
             inflight: Inflight::default(),
             sink: telemetry.sink(),
             metrics: telemetry.metrics(),
             record_query: settings.record_url_query,
         };
-        let proxy = Arc::new(Proxy::new(&settings, own_addrs, tracing_handles));
+        let proxy = Arc::new(Proxy::new(
+            settings.proxy_config(own_addrs),
+            ProxyHandles::new(trace),
+        ));
         for (listener, direction) in std::iter::once((inbound, Direction::Inbound))
             .chain(outbound.into_iter().map(|l| (l, Direction::Outbound)))
         {

@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
@@ -28,56 +29,77 @@ use self::detect::Protocol;
 use self::http::forward::{Destination, Forward};
 use self::http::pool::{Pool, PoolSettings};
 use self::http::server::ServerLimits;
-use crate::app::Settings;
+use self::selfloop::OwnConnections;
 use crate::direction::Direction;
 use crate::shutdown::ShutdownHandle;
-use crate::trace::{ConnInfo, TraceLayer, Tracing};
+use crate::trace::{ConnInfo, TraceHandles, TraceLayer};
 
-/// The proxy's shared runtime state: settings, upstream pools, own addresses.
+/// What the data path is told, as plain data. `app` builds it from the settings; a [`Proxy`]
+/// is built from it plus the shared [`ProxyHandles`], so one can be built per worker thread.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Explicit inbound mode: every inbound connection goes here (`--inbound-target`).
+    pub inbound_target: Option<Target>,
+    /// Destination ports whose connections are relayed as opaque TCP without detection.
+    pub opaque_ports: Vec<u16>,
+    /// How long detection waits for the client's first bytes (it reads at most
+    /// `server.max_header_bytes`).
+    pub detect_timeout: Duration,
+    /// Most client connections served at once per listener.
+    pub max_connections: usize,
+    /// Limits of the HTTP server side.
+    pub server: ServerLimits,
+    /// Settings of the upstream side.
+    pub pool: PoolSettings,
+    /// stitch's own listener addresses: a destination among them is a forwarding loop.
+    pub own_addrs: Vec<SocketAddr>,
+}
+
+/// The runtime handles every [`Proxy`] of one process shares.
+#[derive(Debug, Clone)]
+pub struct ProxyHandles {
+    /// What the trace layer needs (rules, in-flight registry, span sink, metrics).
+    pub trace: Arc<TraceHandles>,
+    /// stitch's open upstream connections, wherever they were opened: a connection one proxy
+    /// accepts may be one another proxy opened (self-loop guard).
+    pub own_connections: OwnConnections,
+}
+
+impl ProxyHandles {
+    /// Handles around `trace`, with an empty upstream-connection registry.
+    pub fn new(trace: TraceHandles) -> Self {
+        ProxyHandles {
+            trace: Arc::new(trace),
+            own_connections: OwnConnections::default(),
+        }
+    }
+}
+
+/// One proxy: its configuration, its upstream pools and the shared handles. The listeners it
+/// serves share it behind an `Arc`.
 #[derive(Debug)]
 pub struct Proxy {
-    pool: Arc<Pool>,
+    config: ProxyConfig,
     own: OwnAddrs,
-    inbound_target: Option<Target>,
-    opaque_ports: Vec<u16>,
-    detect_timeout: Duration,
-    detect_max_bytes: usize,
-    limits: ServerLimits,
-    max_connections: usize,
-    tracing: Arc<Tracing>,
+    pool: Arc<Pool>,
+    handles: ProxyHandles,
 }
 
 impl Proxy {
-    /// Builds the proxy from the settings; `own_addrs` are stitch's listeners (loop guard).
-    /// An `--inbound-target` that does not parse is reported by [`crate::app::Stitch::bind`].
-    pub fn new(settings: &Settings, own_addrs: Vec<SocketAddr>, tracing: Tracing) -> Self {
-        let own = OwnAddrs::new(own_addrs);
+    /// Builds a proxy with upstream pools of its own (call inside the runtime that serves it:
+    /// the pool's idle reaper runs there).
+    pub fn new(config: ProxyConfig, handles: ProxyHandles) -> Self {
+        let own = OwnAddrs::new(config.own_addrs.clone());
         let pool = Pool::new(
-            PoolSettings {
-                connect_timeout: settings.connect_timeout,
-                idle_timeout: settings.upstream_idle_timeout,
-            },
+            config.pool.clone(),
             own.clone(),
+            handles.own_connections.clone(),
         );
         Proxy {
-            pool,
+            config,
             own,
-            inbound_target: settings
-                .inbound_target
-                .as_deref()
-                .and_then(|t| Target::parse_authority(t, 80)),
-            opaque_ports: settings.opaque_ports.clone(),
-            detect_timeout: settings.detect_timeout,
-            detect_max_bytes: settings.max_header_bytes,
-            limits: ServerLimits {
-                header_read_timeout: settings.header_read_timeout,
-                max_header_bytes: settings.max_header_bytes,
-                max_headers: settings.max_headers,
-                h2_max_concurrent_streams: settings.h2_max_concurrent_streams,
-                h2_idle_timeout: settings.h2_idle_timeout,
-            },
-            max_connections: settings.max_connections,
-            tracing: Arc::new(tracing),
+            pool,
+            handles,
         }
     }
 
@@ -90,7 +112,7 @@ impl Proxy {
         direction: Direction,
         shutdown: ShutdownHandle,
     ) {
-        let permits = Arc::new(Semaphore::new(self.max_connections));
+        let permits = Arc::new(Semaphore::new(self.config.max_connections));
         loop {
             // Waiting for a permit first leaves excess connections in the kernel backlog.
             let permit = tokio::select! {
@@ -120,6 +142,7 @@ impl Proxy {
         }
     }
 
+    /// One client connection: destination, detection, then HTTP or the opaque relay.
     async fn handle(
         &self,
         mut stream: TcpStream,
@@ -131,103 +154,160 @@ impl Proxy {
         let Ok(local) = stream.local_addr() else {
             return;
         };
-        let metrics = &self.tracing.metrics;
-        let _open = metrics.connection_opened(direction);
-
-        let original = orig_dst::original_dst(&stream, local);
-        if self
-            .pool
-            .own_connections()
-            .is_own(client, original.unwrap_or(local))
-        {
-            tracing::error!(%direction, %client, "stitch's own upstream connection was redirected back to it; is stitch running as the --proxy-uid given to `stitch iptables`? closing it");
+        let _open = self.handles.trace.metrics.connection_opened(direction);
+        let Some(destination) = self.destination(&stream, client, local, direction) else {
             return;
-        }
-        let destination = match (direction, &self.inbound_target, original) {
-            (Direction::Inbound, Some(target), _) => Destination::Fixed(target.clone()),
-            (_, _, Some(dst)) if self.own.is_self(dst) => {
-                tracing::warn!(%direction, %client, %dst, "refused a connection addressed to stitch itself (forwarding loop)");
-                return;
-            }
-            (_, _, Some(dst)) => Destination::Fixed(Target::Addr(dst)),
-            (Direction::Outbound, _, None) => Destination::PerRequest,
-            (Direction::Inbound, None, None) => {
-                tracing::warn!(%client, %local, "inbound connection has no original destination and no --inbound-target; closing it");
-                return;
-            }
         };
-        let declared_opaque = match &destination {
-            Destination::Fixed(t) => self.opaque_ports.contains(&t.port()),
-            Destination::PerRequest => false,
-        };
-        let detect_started = std::time::Instant::now();
-        let (protocol, prefix) = if declared_opaque {
-            metrics.detected("skipped", detect_started.elapsed());
-            (Protocol::Opaque, bytes::BytesMut::new())
-        } else {
-            match detect::detect(&mut stream, self.detect_timeout, self.detect_max_bytes).await {
-                Ok(found) => {
-                    metrics.detected(found.0.as_str(), detect_started.elapsed());
-                    found
-                }
-                Err(e) => {
-                    metrics.detected("error", detect_started.elapsed());
-                    return tracing::debug!(%direction, %client, error = %e, "connection failed during detection");
-                }
-            }
+        let Some((protocol, prefix)) = self
+            .detect(&mut stream, client, direction, &destination)
+            .await
+        else {
+            return;
         };
         tracing::trace!(%direction, %client, protocol = protocol.as_str(), "detected");
         match protocol {
             Protocol::Opaque => {
-                let Destination::Fixed(target) = destination else {
-                    tracing::debug!(%client, "non-HTTP connection to the explicit outbound proxy has no destination; closing it");
-                    return;
-                };
-                let upstream = match self.pool.connect_tcp(&target).await {
-                    Ok(u) => u,
-                    Err(e) => {
-                        return tracing::debug!(%direction, %target, error = %e, "opaque upstream connect failed");
-                    }
-                };
-                metrics.opaque_connection(direction);
-                match opaque::relay(stream, prefix, upstream).await {
-                    Ok((sent, received)) => metrics.bytes_transferred(direction, sent, received),
-                    Err(e) => {
-                        tracing::debug!(%direction, %target, error = %e, "opaque connection ended with an error")
-                    }
-                }
+                self.relay_opaque(stream, prefix, client, direction, destination)
+                    .await
             }
             Protocol::Http1 | Protocol::Http2 => {
-                let counts = Arc::new(counting::ByteCounts::default());
-                let io = counting::CountingIo::new(
-                    detect::PrefixedIo::new(prefix, stream),
-                    counts.clone(),
-                );
-                let http2 = protocol == Protocol::Http2;
-                let trace = TraceLayer::new(
-                    self.tracing.clone(),
-                    ConnInfo {
-                        direction,
-                        client,
-                        destination_port: match &destination {
-                            Destination::Fixed(t) => Some(t.port()),
-                            Destination::PerRequest => None,
-                        },
-                        http2,
+                let conn = ConnInfo {
+                    direction,
+                    client,
+                    destination_port: match &destination {
+                        Destination::Fixed(t) => Some(t.port()),
+                        Destination::PerRequest => None,
                     },
-                );
-                let forward = Forward::new(self.pool.clone(), destination, protocol);
-                if http2 {
-                    http::server::serve_http2(io, &counts, trace, forward, &self.limits, shutdown)
-                        .await;
-                } else {
-                    http::server::serve_http1(io, trace, forward, &self.limits, shutdown).await;
-                }
-                let (read, written) = counts.get();
-                // The detection prefix was read before counting started; it is replayed through
-                // the counter, so every client byte is counted exactly once.
-                metrics.bytes_transferred(direction, read, written);
+                    http2: protocol == Protocol::Http2,
+                };
+                self.serve_http(stream, prefix, conn, destination, protocol, shutdown)
+                    .await
             }
         }
+    }
+
+    /// Where the connection's requests go, or `None` (logged) when it must be refused: stitch's
+    /// own upstream connection coming back, a destination that is stitch itself, or an inbound
+    /// connection with nowhere to go.
+    fn destination(
+        &self,
+        stream: &TcpStream,
+        client: SocketAddr,
+        local: SocketAddr,
+        direction: Direction,
+    ) -> Option<Destination> {
+        let original = orig_dst::original_dst(stream, local);
+        if self
+            .handles
+            .own_connections
+            .is_own(client, original.unwrap_or(local))
+        {
+            tracing::error!(%direction, %client, "stitch's own upstream connection was redirected back to it; is stitch running as the --proxy-uid given to `stitch iptables`? closing it");
+            return None;
+        }
+        match (direction, &self.config.inbound_target, original) {
+            (Direction::Inbound, Some(target), _) => Some(Destination::Fixed(target.clone())),
+            (_, _, Some(dst)) if self.own.is_self(dst) => {
+                tracing::warn!(%direction, %client, %dst, "refused a connection addressed to stitch itself (forwarding loop)");
+                None
+            }
+            (_, _, Some(dst)) => Some(Destination::Fixed(Target::Addr(dst))),
+            (Direction::Outbound, _, None) => Some(Destination::PerRequest),
+            (Direction::Inbound, None, None) => {
+                tracing::warn!(%client, %local, "inbound connection has no original destination and no --inbound-target; closing it");
+                None
+            }
+        }
+    }
+
+    /// The protocol and the bytes read to learn it (replayed to whoever serves the
+    /// connection); a declared opaque port skips detection. `None` when the client failed.
+    async fn detect(
+        &self,
+        stream: &mut TcpStream,
+        client: SocketAddr,
+        direction: Direction,
+        destination: &Destination,
+    ) -> Option<(Protocol, BytesMut)> {
+        let metrics = &self.handles.trace.metrics;
+        let started = std::time::Instant::now();
+        let declared_opaque = match destination {
+            Destination::Fixed(t) => self.config.opaque_ports.contains(&t.port()),
+            Destination::PerRequest => false,
+        };
+        if declared_opaque {
+            metrics.detected("skipped", started.elapsed());
+            return Some((Protocol::Opaque, BytesMut::new()));
+        }
+        let max_bytes = self.config.server.max_header_bytes;
+        match detect::detect(stream, self.config.detect_timeout, max_bytes).await {
+            Ok(found) => {
+                metrics.detected(found.0.as_str(), started.elapsed());
+                Some(found)
+            }
+            Err(e) => {
+                metrics.detected("error", started.elapsed());
+                tracing::debug!(%direction, %client, error = %e, "connection failed during detection");
+                None
+            }
+        }
+    }
+
+    /// Copies bytes both ways to the connection's fixed destination.
+    async fn relay_opaque(
+        &self,
+        stream: TcpStream,
+        prefix: BytesMut,
+        client: SocketAddr,
+        direction: Direction,
+        destination: Destination,
+    ) {
+        let Destination::Fixed(target) = destination else {
+            tracing::debug!(%client, "non-HTTP connection to the explicit outbound proxy has no destination; closing it");
+            return;
+        };
+        let upstream = match self.pool.connect_tcp(&target).await {
+            Ok(u) => u,
+            Err(e) => {
+                return tracing::debug!(%direction, %target, error = %e, "opaque upstream connect failed");
+            }
+        };
+        let metrics = &self.handles.trace.metrics;
+        metrics.opaque_connection(direction);
+        match opaque::relay(stream, prefix, upstream).await {
+            Ok((sent, received)) => metrics.bytes_transferred(direction, sent, received),
+            Err(e) => {
+                tracing::debug!(%direction, %target, error = %e, "opaque connection ended with an error")
+            }
+        }
+    }
+
+    /// Serves HTTP/1 or HTTP/2 through the trace layer and the forwarder, counting the bytes.
+    async fn serve_http(
+        &self,
+        stream: TcpStream,
+        prefix: BytesMut,
+        conn: ConnInfo,
+        destination: Destination,
+        protocol: Protocol,
+        shutdown: ShutdownHandle,
+    ) {
+        let counts = Arc::new(counting::ByteCounts::default());
+        let io = counting::CountingIo::new(detect::PrefixedIo::new(prefix, stream), counts.clone());
+        let trace = TraceLayer::new(self.handles.trace.clone(), conn);
+        let forward = Forward::new(self.pool.clone(), destination, protocol);
+        let limits = &self.config.server;
+        if conn.http2 {
+            http::server::serve_http2(io, &counts, trace, forward, limits, shutdown).await;
+        } else {
+            http::server::serve_http1(io, trace, forward, limits, shutdown).await;
+        }
+        let (read, written) = counts.get();
+        // The detection prefix was read before counting started; it is replayed through
+        // the counter, so every client byte is counted exactly once.
+        self.handles
+            .trace
+            .metrics
+            .bytes_transferred(conn.direction, read, written);
     }
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use http::{HeaderMap, StatusCode};
 
-use super::Tracing;
+use super::TraceHandles;
 use crate::direction::Direction;
 use crate::propagation::InflightGuard;
 use crate::telemetry::{SpanRecord, StatusClass, WireProtocol};
@@ -25,7 +25,7 @@ pub(crate) struct Hop {
     failure: Option<&'static str>,
     completed: Option<Instant>,
     _inflight: Option<InflightGuard>,
-    tracing: Arc<Tracing>,
+    handles: Arc<TraceHandles>,
 }
 
 impl Hop {
@@ -35,7 +35,7 @@ impl Hop {
         started: Instant,
         span: Option<SpanRecord>,
         inflight: Option<InflightGuard>,
-        tracing: Arc<Tracing>,
+        handles: Arc<TraceHandles>,
     ) -> Hop {
         Hop {
             direction,
@@ -46,7 +46,7 @@ impl Hop {
             failure: None,
             completed: None,
             _inflight: inflight,
-            tracing,
+            handles,
         }
     }
 
@@ -105,13 +105,13 @@ impl Drop for Hop {
             .completed
             .unwrap_or_else(Instant::now)
             .saturating_duration_since(self.started);
-        self.tracing
+        self.handles
             .metrics
             .request_finished(self.direction, self.protocol, class, took);
         if let Some(mut span) = self.span.take() {
             let record = Arc::make_mut(&mut span);
             record.close(record.start.checked_add(took).unwrap_or(record.start));
-            self.tracing.sink.record(span);
+            self.handles.sink.record(span);
         }
     }
 }

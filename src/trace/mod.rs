@@ -33,7 +33,7 @@ use crate::telemetry::{Metrics, SpanKind, SpanRecord, SpanSink, WireProtocol, se
 
 /// The runtime handles the trace layer needs, shared by every connection.
 #[derive(Debug, Clone)]
-pub struct Tracing {
+pub struct TraceHandles {
     /// The rules in force (hot-reloaded; loaded once per request).
     pub rules: RulesHandle,
     /// In-flight inbound server spans (orphan inference, tracestate restore).
@@ -62,17 +62,17 @@ pub struct ConnInfo {
 /// Builds [`Trace`] services for the requests of one connection.
 #[derive(Debug, Clone)]
 pub struct TraceLayer {
-    tracing: Arc<Tracing>,
+    handles: Arc<TraceHandles>,
     conn: ConnInfo,
 }
 
 impl TraceLayer {
     /// A layer for requests arriving on the connection described by `conn`. The handles are
     /// shared behind one `Arc`: hyper clones the service for every request, and one reference
-    /// count is cheaper than the nine inside [`Tracing`].
-    pub fn new(tracing: impl Into<Arc<Tracing>>, conn: ConnInfo) -> Self {
+    /// count is cheaper than the nine inside [`TraceHandles`].
+    pub fn new(handles: impl Into<Arc<TraceHandles>>, conn: ConnInfo) -> Self {
         TraceLayer {
-            tracing: tracing.into(),
+            handles: handles.into(),
             conn,
         }
     }
@@ -84,7 +84,7 @@ impl<S> Layer<S> for TraceLayer {
     fn layer(&self, inner: S) -> Trace<S> {
         Trace {
             inner,
-            tracing: self.tracing.clone(),
+            handles: self.handles.clone(),
             conn: self.conn,
         }
     }
@@ -94,7 +94,7 @@ impl<S> Layer<S> for TraceLayer {
 #[derive(Debug, Clone)]
 pub struct Trace<S> {
     inner: S,
-    tracing: Arc<Tracing>,
+    handles: Arc<TraceHandles>,
     conn: ConnInfo,
 }
 
@@ -116,7 +116,7 @@ where
         let start = SystemTime::now();
         let (mut parts, body) = req.into_parts();
         let direction = self.conn.direction;
-        let tracing = &self.tracing;
+        let handles = &self.handles;
 
         // Extract, decide, inject. The Host value is cloned (a reference count, no copy) so
         // the headers can be rewritten while the authority is read.
@@ -126,18 +126,18 @@ where
             .authority()
             .map(|a| a.as_str())
             .or_else(|| host.as_ref().and_then(|h| h.to_str().ok()));
-        let rules = tracing.rules.load();
+        let rules = handles.rules.load();
         let outcome = propagate_with_root_factor(
             &rules,
             direction,
-            &tracing.inflight,
+            &handles.inflight,
             &parts.method,
             authority,
             parts.uri.path(),
             &mut parts.headers,
-            tracing.sink.root_sampling_factor(),
+            handles.sink.root_sampling_factor(),
         );
-        let metrics = &tracing.metrics;
+        let metrics = &handles.metrics;
         if outcome.trace {
             let name = |d| rules.dialect_name(d);
             metrics.request_dialect(direction, outcome.extracted_dialect.map_or("none", name));
@@ -187,7 +187,7 @@ where
                 headers: &parts.headers,
                 client_address: (direction == Direction::Inbound).then_some(self.conn.client.ip()),
                 destination_port: self.conn.destination_port,
-                record_query: tracing.record_query,
+                record_query: handles.record_query,
                 grpc,
             };
             let mut span = SpanRecord::for_request(
@@ -239,7 +239,7 @@ where
             started,
             span,
             outcome.inflight,
-            Arc::clone(tracing),
+            Arc::clone(handles),
         );
         ResponseFuture::new(self.inner.call(Request::from_parts(parts, body)), hop)
     }

@@ -105,12 +105,17 @@ impl Checkin {
 }
 
 impl Pool {
-    /// An empty pool; `own` guards against connecting to stitch itself.
-    pub fn new(settings: PoolSettings, own: OwnAddrs) -> Arc<Self> {
+    /// An empty pool; `own` guards against connecting to stitch itself, and every connection
+    /// it opens is registered in `own_connections` while open (self-loop guard).
+    pub fn new(
+        settings: PoolSettings,
+        own: OwnAddrs,
+        own_connections: OwnConnections,
+    ) -> Arc<Self> {
         let pool = Arc::new(Pool {
             settings,
             own,
-            own_connections: OwnConnections::default(),
+            own_connections,
             h1_idle: Mutex::default(),
             h2: Mutex::default(),
         });
@@ -124,11 +129,6 @@ impl Pool {
             .connect(&self.own, self.settings.connect_timeout)
             .await?;
         Ok(self.own_connections.track(stream))
-    }
-
-    /// The registry of stitch's own open upstream connections (self-loop guard).
-    pub fn own_connections(&self) -> &OwnConnections {
-        &self.own_connections
     }
 
     /// Sends an HTTP/1 request on a pooled connection (or a new one) and returns the response
