@@ -113,15 +113,14 @@ fn stitch_once(
     map: &mut HeaderMap,
     direction: Direction,
 ) {
-    let outcome = propagate(
-        rules,
+    // Routing and the engine, as the trace layer runs them per request.
+    let policy = rules.policy_for(
         direction,
-        inflight,
-        &Method::GET,
         Some("orders.shop.svc.cluster.local:8080"),
         "/api/orders/42",
-        map,
+        &Method::GET,
     );
+    let outcome = propagate(policy, rules.formats(), direction, inflight, map);
     black_box(&outcome);
 }
 

@@ -1,55 +1,22 @@
 //! Validation and compilation of the rules file into [`CompiledRules`]: dialect names resolved,
 //! templates parsed into segments, globs and methods compiled, defaults merged into one
-//! [`Policy`] per route so the request path does no lookups beyond a first-match scan.
+//! [`Policy`] per route so the request path does no lookups beyond a first-match scan. The
+//! result is what the propagation engine takes: a [`Policy`] per request and the [`Formats`].
 
 use std::collections::BTreeMap;
-use std::ops::Range;
 use std::path::Path;
 
-use http::{HeaderName, Method};
+use http::Method;
 use serde_json::{Value, json};
 use serde_saphyr::{Location, MessageFormatter, Spanned};
 
 use super::error::{ConfigError, ConfigErrors};
 use super::glob::AuthorityGlob;
-use super::model::{DirectionSpec, OrphanPolicy, RuleSpec, RulesFile, SamplingSpec};
+use super::model::{DirectionSpec, RuleSpec, RulesFile, SamplingSpec};
 use crate::direction::Direction;
+use crate::propagation::formats::MAX_FORMATS;
 use crate::propagation::template::TemplateFormat;
-use crate::propagation::{Dialect, RepairMode};
-
-/// Most template formats one rules file may define (the engine tracks their presence in a
-/// 64-bit set).
-pub const MAX_FORMATS: usize = 64;
-
-/// The settings in force for one request: the file's defaults, overridden by the matching rule.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Policy {
-    /// `false`: forward untouched.
-    pub trace: bool,
-    /// Dialects read, in priority order.
-    pub extract: Vec<Dialect>,
-    /// Dialects written (plus those present on the request).
-    pub inject: Vec<Dialect>,
-    /// Strict or lenient parsing.
-    pub repair: RepairMode,
-    /// Outbound requests without context.
-    pub orphans: OrphanPolicy,
-    /// Sampling probability of new roots.
-    pub root_ratio: f64,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            trace: true,
-            extract: vec![Dialect::W3c, Dialect::B3, Dialect::Jaeger],
-            inject: vec![Dialect::W3c],
-            repair: RepairMode::Strict,
-            orphans: OrphanPolicy::NewRoot,
-            root_ratio: 1.0,
-        }
-    }
-}
+use crate::propagation::{Dialect, Formats, Policy, RepairMode};
 
 #[derive(Debug)]
 struct Matcher {
@@ -91,10 +58,7 @@ struct Route {
 pub struct CompiledRules {
     defaults: Policy,
     routes: Vec<Route>,
-    formats: Vec<TemplateFormat>,
-    /// Every template header, flattened; format i owns `offsets[i]..offsets[i + 1]`.
-    template_headers: Vec<HeaderName>,
-    offsets: Vec<usize>,
+    formats: Formats,
     view: Value,
 }
 
@@ -115,9 +79,7 @@ impl Default for CompiledRules {
         CompiledRules {
             defaults,
             routes: Vec::new(),
-            formats: Vec::new(),
-            template_headers: Vec::new(),
-            offsets: vec![0],
+            formats: Formats::default(),
             view,
         }
     }
@@ -144,42 +106,18 @@ impl CompiledRules {
     }
 
     /// The template formats, indexed by [`Dialect::Template`].
-    pub fn formats(&self) -> &[TemplateFormat] {
+    pub fn formats(&self) -> &Formats {
         &self.formats
     }
 
     /// The name of `dialect` as the rules file spells it (metric labels, logs).
     pub fn dialect_name(&self, dialect: Dialect) -> &str {
-        match dialect {
-            Dialect::Template(i) => self
-                .formats
-                .get(usize::from(i))
-                .map_or("template", |f| f.name.as_str()),
-            builtin => builtin.builtin_name().unwrap_or("unknown"),
-        }
+        self.formats.dialect_name(dialect)
     }
 
     /// The rules in force as JSON, for the admin `/config` endpoint.
     pub fn to_json(&self) -> &Value {
         &self.view
-    }
-
-    /// Total number of template headers across formats.
-    pub(crate) fn template_header_count(&self) -> usize {
-        self.template_headers.len()
-    }
-
-    /// The flattened slot of a template header name, if a format uses it.
-    pub(crate) fn template_slot(&self, name: &HeaderName) -> Option<usize> {
-        self.template_headers.iter().position(|h| h == name)
-    }
-
-    /// The flattened slots of format `index`.
-    pub(crate) fn template_slots(&self, index: usize) -> Range<usize> {
-        match (self.offsets.get(index), self.offsets.get(index + 1)) {
-            (Some(&start), Some(&end)) => start..end,
-            _ => 0..0,
-        }
     }
 }
 
@@ -241,9 +179,7 @@ fn compile(file: &RulesFile, path: &Path) -> Result<CompiledRules, ConfigErrors>
     };
 
     // Formats first: dialect names in extract/inject may refer to them.
-    let mut formats = Vec::new();
-    let mut template_headers = Vec::new();
-    let mut offsets = vec![0];
+    let mut formats = Formats::default();
     let mut formats_view = serde_json::Map::new();
     for (name, spec) in &file.formats {
         if Dialect::builtin(name).is_some() {
@@ -261,17 +197,12 @@ fn compile(file: &RulesFile, path: &Path) -> Result<CompiledRules, ConfigErrors>
             .collect();
         match TemplateFormat::compile(name, &headers) {
             Ok(format) => {
-                for h in &format.headers {
-                    if template_headers.contains(&h.name) {
-                        errors.at(
-                            &spec.referenced,
-                            format!("header {:?} is used by two formats", h.name.as_str()),
-                        );
-                    }
-                    template_headers.push(h.name.clone());
+                for taken in formats.push(format) {
+                    errors.at(
+                        &spec.referenced,
+                        format!("header {:?} is used by two formats", taken.as_str()),
+                    );
                 }
-                offsets.push(template_headers.len());
-                formats.push(format);
                 let view: BTreeMap<&str, &str> = headers.iter().copied().collect();
                 formats_view.insert(name.clone(), json!({ "headers": view }));
             }
@@ -301,6 +232,7 @@ fn compile(file: &RulesFile, path: &Path) -> Result<CompiledRules, ConfigErrors>
             for name in list {
                 let dialect = Dialect::builtin(&name.value).or_else(|| {
                     formats
+                        .as_slice()
                         .iter()
                         .position(|f| f.name == name.value)
                         .and_then(|i| u16::try_from(i).ok())
@@ -365,19 +297,12 @@ fn compile(file: &RulesFile, path: &Path) -> Result<CompiledRules, ConfigErrors>
         defaults,
         routes,
         formats,
-        template_headers,
-        offsets,
         view,
     })
 }
 
-fn name_of(d: Dialect, formats: &[TemplateFormat]) -> String {
-    match d {
-        Dialect::Template(i) => formats
-            .get(usize::from(i))
-            .map_or_else(|| "template".to_owned(), |f| f.name.clone()),
-        builtin => builtin.builtin_name().unwrap_or("unknown").to_owned(),
-    }
+fn name_of(d: Dialect, formats: &Formats) -> String {
+    formats.dialect_name(d).to_owned()
 }
 
 fn repair_str(mode: RepairMode) -> &'static str {
@@ -387,7 +312,7 @@ fn repair_str(mode: RepairMode) -> &'static str {
     }
 }
 
-fn rule_view(rule: &RuleSpec, policy: &Policy, formats: &[TemplateFormat]) -> Value {
+fn rule_view(rule: &RuleSpec, policy: &Policy, formats: &Formats) -> Value {
     let m = &rule.matcher;
     json!({
         "match": {

@@ -5,6 +5,7 @@ use std::path::Path;
 use http::Method;
 
 use super::*;
+use crate::propagation::OrphanPolicy;
 
 fn errors(yaml: &str) -> Vec<ConfigError> {
     parse_rules(yaml, Path::new("rules.yaml"))

@@ -15,10 +15,9 @@ pub mod watch;
 use std::path::Path;
 use std::process::ExitCode;
 
-pub use compile::{CompiledRules, Policy, load_file, parse_rules};
+pub use compile::{CompiledRules, load_file, parse_rules};
 pub use error::{ConfigError, ConfigErrors};
 pub use handle::{ReloadResult, RulesHandle};
-pub use model::OrphanPolicy;
 pub use watch::{WatchGuard, reload_on_sighup, watch};
 
 /// Runs `stitch check-config FILE`: prints every error as `FILE:LINE:COL: reason` on stderr and

@@ -7,28 +7,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::propagation::RepairMode;
-
-/// What to do with an outbound request that carries no trace context.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OrphanPolicy {
-    /// Start a new trace (default).
-    #[default]
-    NewRoot,
-    /// Adopt the only in-flight inbound server span as parent; new root with zero or several.
-    InferSingleInflight,
-}
-
-impl OrphanPolicy {
-    /// The spelling used in the rules file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrphanPolicy::NewRoot => "new_root",
-            OrphanPolicy::InferSingleInflight => "infer_single_inflight",
-        }
-    }
-}
+use crate::propagation::{OrphanPolicy, RepairMode};
 
 /// The whole rules file.
 #[derive(Debug, Default, Deserialize)]

@@ -1,9 +1,12 @@
-//! One call per request hop: match the route, extract, repair, decide the parent, sample and
-//! rewrite the headers. Pure apart from the in-flight registry and the random number generator.
+//! One call per request hop: extract, repair, decide the parent, sample and rewrite the
+//! headers. Pure apart from the in-flight registry and the random number generator.
+//!
+//! The caller routes first (the rules' first matching rule gives the [`Policy`]) and passes
+//! the policy with the rules' template [`Formats`]; the engine knows nothing of the rules file.
 //!
 //! Steps, in the order [`propagate`] runs them:
-//! 1. **route**: first rule matching direction, authority glob, path prefix and method; a rule
-//!    with `trace: false` returns at once and leaves the headers untouched.
+//! 1. **policy**: a policy with `trace: false` returns at once and leaves the headers
+//!    untouched.
 //! 2. **scan**: one pass over the header map finds every trace header of every known dialect.
 //! 3. **extract**: dialects in `extract` priority order; the first valid one wins, later valid
 //!    ones with another trace id are conflicts; invalid ones count as absent.
@@ -15,16 +18,17 @@
 //!    checked against its limits.
 
 use http::header::HeaderName;
-use http::{HeaderMap, HeaderValue, Method};
+use http::{HeaderMap, HeaderValue};
 use smallvec::SmallVec;
 
 use super::b3::{self, B3Value, MultiHeaders};
 use super::context::{Dialect, Parsed, RepairKind, Repairs, TraceContext};
+use super::formats::Formats;
 use super::ids::{SpanId, TraceId};
 use super::inflight::{Inflight, InflightGuard, InflightSpan};
+use super::policy::{OrphanPolicy, Policy};
 use super::template::MAX_RENDERED_LEN;
 use super::{baggage, jaeger, tracestate, w3c};
-use crate::config::{CompiledRules, OrphanPolicy, Policy};
 use crate::direction::Direction;
 
 /// `traceparent`.
@@ -76,7 +80,7 @@ impl OrphanOutcome {
 }
 
 /// Facts and the decided identity for one request hop; the trace layer turns them into a span,
-/// metrics and debug logs. Dialect names come from [`CompiledRules::dialect_name`].
+/// metrics and debug logs. Dialect names come from [`Formats::dialect_name`].
 #[derive(Debug)]
 pub struct Outcome {
     /// `false` when a rule said `trace: false`: headers untouched, no span, other fields empty.
@@ -154,9 +158,9 @@ fn first<'a>(slot: &mut Option<&'a [u8]>, value: &'a HeaderValue) {
 }
 
 impl<'a> Scan<'a> {
-    fn new(headers: &'a HeaderMap, rules: &CompiledRules) -> Scan<'a> {
+    fn new(headers: &'a HeaderMap, formats: &Formats) -> Scan<'a> {
         let mut scan = Scan::default();
-        scan.templates.resize(rules.template_header_count(), None);
+        scan.templates.resize(formats.header_count(), None);
         for (name, value) in headers {
             match name.as_str() {
                 "traceparent" => {
@@ -177,7 +181,7 @@ impl<'a> Scan<'a> {
                 }
                 "baggage" => scan.baggage = true,
                 _ => {
-                    if let Some(slot) = rules.template_slot(name) {
+                    if let Some(slot) = formats.slot(name) {
                         first(&mut scan.templates[slot], value);
                     }
                 }
@@ -186,8 +190,8 @@ impl<'a> Scan<'a> {
         scan
     }
 
-    fn template_present(&self, rules: &CompiledRules, index: usize) -> bool {
-        self.templates[rules.template_slots(index)]
+    fn template_present(&self, formats: &Formats, index: usize) -> bool {
+        self.templates[formats.slots(index)]
             .iter()
             .any(Option::is_some)
     }
@@ -225,7 +229,7 @@ fn from_b3(parsed: Parsed<B3Value>, dialect: Dialect) -> Extracted {
 
 fn extract_one(
     scan: &Scan<'_>,
-    rules: &CompiledRules,
+    formats: &Formats,
     policy: &Policy,
     dialect: Dialect,
     out: &mut Outcome,
@@ -262,10 +266,10 @@ fn extract_one(
         }
         Dialect::Template(i) => {
             let index = usize::from(i);
-            let Some(format) = rules.formats().get(index) else {
+            let Some(format) = formats.as_slice().get(index) else {
                 return Extracted::Absent;
             };
-            let values = &scan.templates[rules.template_slots(index)];
+            let values = &scan.templates[formats.slots(index)];
             from_parsed(format.parse(values, mode), dialect)
         }
     }
@@ -303,12 +307,7 @@ impl Widths {
     }
 }
 
-fn extract(
-    scan: &Scan<'_>,
-    rules: &CompiledRules,
-    policy: &Policy,
-    out: &mut Outcome,
-) -> Extraction {
+fn extract(scan: &Scan<'_>, formats: &Formats, policy: &Policy, out: &mut Outcome) -> Extraction {
     let mut ex = Extraction {
         winner: None,
         sampling_hint: None,
@@ -323,7 +322,7 @@ fn extract(
             }
             b3_done = true;
         }
-        match extract_one(scan, rules, policy, dialect, out) {
+        match extract_one(scan, formats, policy, dialect, out) {
             Extracted::Absent => {}
             Extracted::Invalid(d) => out.invalid.push(d),
             Extracted::SamplingOnly(sampled) => {
@@ -427,47 +426,39 @@ fn decide(
     (next, inherited_tracestate)
 }
 
-/// Runs the engine for one request hop and rewrites `headers` in place. See the module docs for
-/// the steps. `authority` is the request's `:authority`/`Host` (with or without port).
+/// Runs the engine for one request hop under `policy` (the rules' choice for this request)
+/// and rewrites `headers` in place. See the module docs for the steps.
 pub fn propagate(
-    rules: &CompiledRules,
+    policy: &Policy,
+    formats: &Formats,
     direction: Direction,
     inflight: &Inflight,
-    method: &Method,
-    authority: Option<&str>,
-    path: &str,
     headers: &mut HeaderMap,
 ) -> Outcome {
-    propagate_with_root_factor(
-        rules, direction, inflight, method, authority, path, headers, 1.0,
-    )
+    propagate_with_root_factor(policy, formats, direction, inflight, headers, 1.0)
 }
 
 /// [`propagate`] with the root sampling ratio scaled by `root_factor` — the exporter's
 /// adaptive degradation (1.0 healthy, down to 0.01 while the collector keeps failing). Only
 /// decisions stitch makes itself (new roots, contexts without a sampling decision) are
 /// affected; a parent's decision is always followed, and headers are always written.
-#[allow(clippy::too_many_arguments)]
 pub fn propagate_with_root_factor(
-    rules: &CompiledRules,
+    policy: &Policy,
+    formats: &Formats,
     direction: Direction,
     inflight: &Inflight,
-    method: &Method,
-    authority: Option<&str>,
-    path: &str,
     headers: &mut HeaderMap,
     root_factor: f64,
 ) -> Outcome {
-    let policy = rules.policy_for(direction, authority, path, method);
     if !policy.trace {
         return Outcome::untraced();
     }
     let mut out = Outcome::untraced();
     out.trace = true;
 
-    let scan = Scan::new(headers, rules);
-    let ex = extract(&scan, rules, policy, &mut out);
-    let present = Present::of(&scan, rules);
+    let scan = Scan::new(headers, formats);
+    let ex = extract(&scan, formats, policy, &mut out);
+    let present = Present::of(&scan, formats);
     drop(scan);
 
     let root_ratio = policy.root_ratio * root_factor.clamp(0.0, 1.0);
@@ -492,7 +483,7 @@ pub fn propagate_with_root_factor(
             out.tracestate_restored = true;
         }
     }
-    write_dialects(rules, policy, &present, &next, ex.widths, headers);
+    write_dialects(formats, policy, &present, &next, ex.widths, headers);
 
     if present.baggage
         && !baggage::within_limits(headers.get_all(&BAGGAGE).iter().map(HeaderValue::as_bytes))
@@ -531,10 +522,10 @@ struct Present {
 }
 
 impl Present {
-    fn of(scan: &Scan<'_>, rules: &CompiledRules) -> Present {
+    fn of(scan: &Scan<'_>, formats: &Formats) -> Present {
         let mut templates = 0u64;
-        for i in 0..rules.formats().len().min(64) {
-            if scan.template_present(rules, i) {
+        for i in 0..formats.as_slice().len().min(64) {
+            if scan.template_present(formats, i) {
                 templates |= 1 << i;
             }
         }
@@ -611,7 +602,7 @@ fn value(bytes: &[u8]) -> HeaderValue {
 }
 
 fn write_dialects(
-    rules: &CompiledRules,
+    formats: &Formats,
     policy: &Policy,
     present: &Present,
     next: &TraceContext,
@@ -638,7 +629,7 @@ fn write_dialects(
         let len = jaeger::write(&Widths::apply(widths.jaeger, next), &mut buf);
         headers.insert(UBER_TRACE_ID.clone(), value(&buf[..len]));
     }
-    for (i, format) in rules.formats().iter().enumerate() {
+    for (i, format) in formats.as_slice().iter().enumerate() {
         let was_present = i < 64 && present.templates & (1 << i) != 0;
         let index = u16::try_from(i).unwrap_or(u16::MAX);
         if !(was_present || wants(Dialect::Template(index))) {

@@ -35,7 +35,7 @@ fn run(
     inflight: &Inflight,
     map: &mut HeaderMap,
 ) -> Outcome {
-    propagate(
+    routed(
         rules,
         direction,
         inflight,
@@ -44,6 +44,20 @@ fn run(
         "/orders",
         map,
     )
+}
+
+/// Routes as the trace layer does (the rules pick the policy), then runs the engine.
+fn routed(
+    rules: &CompiledRules,
+    direction: Direction,
+    inflight: &Inflight,
+    method: &Method,
+    authority: Option<&str>,
+    path: &str,
+    map: &mut HeaderMap,
+) -> Outcome {
+    let policy = rules.policy_for(direction, authority, path, method);
+    propagate(policy, rules.formats(), direction, inflight, map)
 }
 
 fn get<'a>(map: &'a HeaderMap, name: &str) -> &'a str {
@@ -427,10 +441,11 @@ fn read_back(rules: &CompiledRules, dialect: &str, map: &HeaderMap) -> TraceCont
         name => {
             let index = rules
                 .formats()
+                .as_slice()
                 .iter()
                 .position(|f| f.name == name)
                 .expect("format");
-            let format = &rules.formats()[index];
+            let format = &rules.formats().as_slice()[index];
             let values: Vec<Option<&[u8]>> = format
                 .headers
                 .iter()
@@ -611,7 +626,7 @@ rules:
     let inflight = Inflight::default();
     let mut map = headers(&[("traceparent", "garbage"), ("b3", "x")]);
     let before = map.clone();
-    let out = propagate(
+    let out = routed(
         &rules,
         Direction::Inbound,
         &inflight,
@@ -625,7 +640,7 @@ rules:
     assert!(inflight.is_empty());
 
     let mut map = HeaderMap::new();
-    propagate(
+    routed(
         &rules,
         Direction::Outbound,
         &inflight,
@@ -638,7 +653,7 @@ rules:
     assert!(map.get("traceparent").is_none(), "the rule replaced inject");
 
     let mut map = HeaderMap::new();
-    propagate(
+    routed(
         &rules,
         Direction::Outbound,
         &inflight,
@@ -649,7 +664,7 @@ rules:
     );
     assert!(map.get("uber-trace-id").is_some());
     let mut map = HeaderMap::new();
-    propagate(
+    routed(
         &rules,
         Direction::Outbound,
         &inflight,

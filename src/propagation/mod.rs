@@ -4,9 +4,11 @@
 //! - [`context`]: the dialect-neutral [`TraceContext`], [`Dialect`] names, repair kinds.
 //! - [`w3c`] + [`tracestate`]: W3C Trace Context Level 2.
 //! - [`b3`]: B3 single and multi header. [`jaeger`]: `uber-trace-id`.
-//! - [`template`]: user-defined formats from the rules file.
+//! - [`template`]: user-defined formats from the rules file; [`formats`]: all of one rules
+//!   version, as the engine reads them.
 //! - [`baggage`]: W3C Baggage limits (the header itself passes untouched).
 //! - [`inflight`]: the registry of in-flight inbound server spans.
+//! - [`policy`]: the settings in force for one request (the rules' choice, the engine's input).
 //! - [`engine`]: [`propagate`], the one call per request hop the trace layer makes.
 //!
 //! Parsers never panic and never allocate; a bad header is never an error on the request path
@@ -16,14 +18,18 @@ pub mod b3;
 pub mod baggage;
 pub mod context;
 pub mod engine;
+pub mod formats;
 pub mod ids;
 pub mod inflight;
 pub mod jaeger;
+pub mod policy;
 pub mod template;
 pub mod tracestate;
 pub mod w3c;
 
 pub use context::{Dialect, Invalid, RepairKind, RepairMode, Repairs, TraceContext};
 pub use engine::{OrphanOutcome, Outcome, SpanIdentity, propagate, propagate_with_root_factor};
+pub use formats::Formats;
 pub use ids::{SpanId, TraceId};
 pub use inflight::{Inflight, InflightGuard, InflightSpan};
+pub use policy::{OrphanPolicy, Policy};

@@ -4,11 +4,14 @@
 //! a CLIENT span, and rewrites the trace headers accordingly. It never fails a request: its
 //! `Error` is the inner service's, and tracing trouble only degrades tracing.
 //!
-//! The steps of one request, in order (named like pingora's phases):
-//! 1. **extract + decide + inject** — [`crate::propagation::propagate`] on the request head,
-//!    with the rules loaded once for the whole request;
-//! 2. **response head** — status, `grpc-status` of a trailers-only answer, upstream failure;
-//! 3. **end** — at end of stream (trailers included), on a body error, or when the client
+//! The steps of one request, in order (named like pingora's phases), with the rules loaded
+//! once for the whole request:
+//! 1. **route and propagate** — the rules' policy for the request, then
+//!    [`crate::propagation::propagate`] extracts, decides and injects on the request head;
+//! 2. **count** — what propagation found, as metrics (and debug logs for what it ignored);
+//! 3. **open span** — when sampled, a [`SpanRecord`] with the request's attributes;
+//! 4. **response head** — status, `grpc-status` of a trailers-only answer, upstream failure;
+//! 5. **end** — at end of stream (trailers included), on a body error, or when the client
 //!    goes away: the span is recorded, the request counted, the in-flight entry released.
 //!    Ending is driven by [`hop::Hop`]'s `Drop`, so no path can forget it.
 
@@ -20,14 +23,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
+use http::request::Parts;
 use http::{Request, Response};
 use tower::{Layer, Service};
 
 pub use self::body::{ResponseFuture, TracedBody};
 use self::hop::Hop;
-use crate::config::RulesHandle;
+use crate::config::{CompiledRules, RulesHandle};
 use crate::direction::Direction;
-use crate::propagation::{Inflight, propagate_with_root_factor};
+use crate::propagation::{Inflight, Outcome, propagate_with_root_factor};
 use crate::telemetry::semconv::RequestFacts;
 use crate::telemetry::{Metrics, SpanKind, SpanRecord, SpanSink, WireProtocol, semconv};
 
@@ -111,136 +115,162 @@ where
         self.inner.poll_ready(cx)
     }
 
+    /// The request head's steps, top to bottom; the rest happens in [`ResponseFuture`],
+    /// [`TracedBody`] and [`Hop`]'s `Drop`.
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let started = Instant::now();
         let start = SystemTime::now();
         let (mut parts, body) = req.into_parts();
-        let direction = self.conn.direction;
-        let handles = &self.handles;
+        // One rules version for the whole request.
+        let rules = self.handles.rules.load();
+        let outcome = self.route_and_propagate(&rules, &mut parts);
+        if outcome.trace {
+            self.count(&rules, &outcome);
+        }
+        let grpc = crate::grpc::is_grpc(&parts.headers);
+        let span = self.open_span(&rules, &outcome, &parts, grpc, start);
+        drop(rules);
+        let hop = Hop::new(
+            self.conn.direction,
+            WireProtocol::of_request(self.conn.http2, grpc),
+            started,
+            span,
+            outcome.inflight,
+            Arc::clone(&self.handles),
+        );
+        ResponseFuture::new(self.inner.call(Request::from_parts(parts, body)), hop)
+    }
+}
 
-        // Extract, decide, inject. The Host value is cloned (a reference count, no copy) so
-        // the headers can be rewritten while the authority is read.
+impl<S> Trace<S> {
+    /// Route and propagate: the first matching rule's policy, then extract, decide and inject
+    /// (the headers are rewritten in place).
+    fn route_and_propagate(&self, rules: &CompiledRules, parts: &mut Parts) -> Outcome {
+        let direction = self.conn.direction;
+        // The Host value is cloned (a reference count, no copy) so the headers can be
+        // rewritten while the authority is read.
         let host = parts.headers.get(http::header::HOST).cloned();
         let authority = parts
             .uri
             .authority()
             .map(|a| a.as_str())
             .or_else(|| host.as_ref().and_then(|h| h.to_str().ok()));
-        let rules = handles.rules.load();
-        let outcome = propagate_with_root_factor(
-            &rules,
+        let policy = rules.policy_for(direction, authority, parts.uri.path(), &parts.method);
+        propagate_with_root_factor(
+            policy,
+            rules.formats(),
             direction,
-            &handles.inflight,
-            &parts.method,
-            authority,
-            parts.uri.path(),
+            &self.handles.inflight,
             &mut parts.headers,
-            handles.sink.root_sampling_factor(),
-        );
-        let metrics = &handles.metrics;
-        if outcome.trace {
-            let name = |d| rules.dialect_name(d);
-            metrics.request_dialect(direction, outcome.extracted_dialect.map_or("none", name));
-            for &(dialect, kind) in &outcome.repairs {
-                metrics.repair(name(dialect), kind.as_str());
-            }
-            for &(winner, loser) in &outcome.conflicts {
-                tracing::debug!(
-                    winner = name(winner),
-                    loser = name(loser),
-                    "trace dialects disagree on the trace id"
-                );
-                metrics.conflict(name(winner), name(loser));
-            }
-            for &dialect in &outcome.invalid {
-                tracing::debug!(dialect = name(dialect), "ignored an invalid trace header");
-                metrics.invalid_header(name(dialect));
-            }
-            if let Some(orphan) = outcome.orphan {
-                metrics.orphan(orphan.as_str());
-            }
-            if outcome.tracestate_restored {
-                metrics.tracestate_restored();
-            }
-            if outcome.tracestate_invalid {
-                tracing::debug!(dialect = "tracestate", "dropped an invalid tracestate");
-                metrics.invalid_header("tracestate");
-            }
-            if outcome.baggage_dropped {
-                metrics.baggage_dropped(1);
-            }
+            self.handles.sink.root_sampling_factor(),
+        )
+    }
+
+    /// Count what propagation found (metrics, and debug logs for what was ignored).
+    fn count(&self, rules: &CompiledRules, outcome: &Outcome) {
+        let direction = self.conn.direction;
+        let metrics = &self.handles.metrics;
+        let name = |d| rules.dialect_name(d);
+        metrics.request_dialect(direction, outcome.extracted_dialect.map_or("none", name));
+        for &(dialect, kind) in &outcome.repairs {
+            metrics.repair(name(dialect), kind.as_str());
         }
-
-        let grpc = crate::grpc::is_grpc(&parts.headers);
-        let protocol = WireProtocol::of_request(self.conn.http2, grpc);
-        let span = (outcome.trace && outcome.span.sampled).then(|| {
-            let id = &outcome.span;
-            let kind = match direction {
-                Direction::Inbound => SpanKind::Server,
-                Direction::Outbound => SpanKind::Client,
-            };
-            // Every field spelled out: `..from_parts` would test the content type again.
-            let facts = RequestFacts {
-                method: &parts.method,
-                uri: &parts.uri,
-                version: parts.version,
-                headers: &parts.headers,
-                client_address: (direction == Direction::Inbound).then_some(self.conn.client.ip()),
-                destination_port: self.conn.destination_port,
-                record_query: handles.record_query,
-                grpc,
-            };
-            let mut span = SpanRecord::for_request(
-                id.trace_id.0,
-                id.span_id.0,
-                id.parent_span_id.map(|p| p.0),
-                kind,
-                &facts,
-                start,
+        for &(winner, loser) in &outcome.conflicts {
+            tracing::debug!(
+                winner = name(winner),
+                loser = name(loser),
+                "trace dialects disagree on the trace id"
             );
-            if let Some(d) = outcome.extracted_dialect {
-                span.set_attr(
-                    semconv::STITCH_PROPAGATION_DIALECT,
-                    rules.dialect_name(d).to_owned(),
-                );
-            }
-            if !outcome.repairs.is_empty() {
-                let mut list = String::new();
-                for (dialect, kind) in &outcome.repairs {
-                    if !list.is_empty() {
-                        list.push(',');
-                    }
-                    list.push_str(rules.dialect_name(*dialect));
-                    list.push(':');
-                    list.push_str(kind.as_str());
-                }
-                span.set_attr(semconv::STITCH_PROPAGATION_REPAIRS, list);
-            }
-            if let Some(&(winner, loser)) = outcome.conflicts.first() {
-                let (winner, loser) = (rules.dialect_name(winner), rules.dialect_name(loser));
-                span.set_attr(
-                    semconv::STITCH_PROPAGATION_CONFLICT,
-                    format!("{winner}>{loser}"),
-                );
-            }
-            if outcome.tracestate_restored {
-                span.set_attr(semconv::STITCH_TRACESTATE_RESTORED, true);
-            }
-            if id.inferred_parent {
-                span.set_attr(semconv::STITCH_PARENT_INFERRED, true);
-            }
-            span
-        });
-        drop(rules);
+            metrics.conflict(name(winner), name(loser));
+        }
+        for &dialect in &outcome.invalid {
+            tracing::debug!(dialect = name(dialect), "ignored an invalid trace header");
+            metrics.invalid_header(name(dialect));
+        }
+        if let Some(orphan) = outcome.orphan {
+            metrics.orphan(orphan.as_str());
+        }
+        if outcome.tracestate_restored {
+            metrics.tracestate_restored();
+        }
+        if outcome.tracestate_invalid {
+            tracing::debug!(dialect = "tracestate", "dropped an invalid tracestate");
+            metrics.invalid_header("tracestate");
+        }
+        if outcome.baggage_dropped {
+            metrics.baggage_dropped(1);
+        }
+    }
 
-        let hop = Hop::new(
-            direction,
-            protocol,
-            started,
-            span,
-            outcome.inflight,
-            Arc::clone(handles),
+    /// Open the span, when the hop is traced and sampled: request attributes by the semantic
+    /// conventions, plus what propagation did.
+    fn open_span(
+        &self,
+        rules: &CompiledRules,
+        outcome: &Outcome,
+        parts: &Parts,
+        grpc: bool,
+        start: SystemTime,
+    ) -> Option<SpanRecord> {
+        if !(outcome.trace && outcome.span.sampled) {
+            return None;
+        }
+        let direction = self.conn.direction;
+        let id = &outcome.span;
+        let kind = match direction {
+            Direction::Inbound => SpanKind::Server,
+            Direction::Outbound => SpanKind::Client,
+        };
+        // Every field spelled out: `..from_parts` would test the content type again.
+        let facts = RequestFacts {
+            method: &parts.method,
+            uri: &parts.uri,
+            version: parts.version,
+            headers: &parts.headers,
+            client_address: (direction == Direction::Inbound).then_some(self.conn.client.ip()),
+            destination_port: self.conn.destination_port,
+            record_query: self.handles.record_query,
+            grpc,
+        };
+        let mut span = SpanRecord::for_request(
+            id.trace_id.0,
+            id.span_id.0,
+            id.parent_span_id.map(|p| p.0),
+            kind,
+            &facts,
+            start,
         );
-        ResponseFuture::new(self.inner.call(Request::from_parts(parts, body)), hop)
+        if let Some(d) = outcome.extracted_dialect {
+            span.set_attr(
+                semconv::STITCH_PROPAGATION_DIALECT,
+                rules.dialect_name(d).to_owned(),
+            );
+        }
+        if !outcome.repairs.is_empty() {
+            let mut list = String::new();
+            for (dialect, kind) in &outcome.repairs {
+                if !list.is_empty() {
+                    list.push(',');
+                }
+                list.push_str(rules.dialect_name(*dialect));
+                list.push(':');
+                list.push_str(kind.as_str());
+            }
+            span.set_attr(semconv::STITCH_PROPAGATION_REPAIRS, list);
+        }
+        if let Some(&(winner, loser)) = outcome.conflicts.first() {
+            let (winner, loser) = (rules.dialect_name(winner), rules.dialect_name(loser));
+            span.set_attr(
+                semconv::STITCH_PROPAGATION_CONFLICT,
+                format!("{winner}>{loser}"),
+            );
+        }
+        if outcome.tracestate_restored {
+            span.set_attr(semconv::STITCH_TRACESTATE_RESTORED, true);
+        }
+        if id.inferred_parent {
+            span.set_attr(semconv::STITCH_PARENT_INFERRED, true);
+        }
+        Some(span)
     }
 }

@@ -289,7 +289,8 @@ proptest! {
         }
         let before = map.len();
         let direction = if inbound { Direction::Inbound } else { Direction::Outbound };
-        let out = propagate(&rules, direction, &inflight, &Method::GET, Some("a.svc"), "/", &mut map);
+        let policy = rules.policy_for(direction, Some("a.svc"), "/", &Method::GET);
+        let out = propagate(policy, rules.formats(), direction, &inflight, &mut map);
         prop_assert!(out.trace);
         // Bounded output: at most every known trace header once, plus what was there.
         prop_assert!(map.len() <= before + TRACE_HEADERS.len());
