@@ -14,6 +14,7 @@ mod config_reload;
 mod h2_idle;
 mod http1;
 mod http2_grpc;
+mod layering;
 mod lifecycle;
 mod limits;
 mod opaque;
