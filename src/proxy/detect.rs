@@ -1,5 +1,6 @@
 //! Protocol detection: read the client's first bytes under a timeout and classify them, then
-//! hand the bytes back to whoever serves the connection ([`PrefixedIo`] replays them).
+//! hand the bytes back to whoever serves the connection ([`super::io::ProxyIo::replaying`]
+//! replays them).
 //!
 //! - the HTTP/2 connection preface (RFC 9113 §3.4) → [`Protocol::Http2`] (h2c, gRPC);
 //! - a parsable HTTP/1.x request line → [`Protocol::Http1`];
@@ -11,12 +12,10 @@
 //! the bytes are replayed unchanged, so no byte is lost or reordered.
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The HTTP/2 client connection preface.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -103,70 +102,10 @@ fn is_http1_request_line(line: &[u8]) -> bool {
     matches!(req.parse(line), Ok(httparse::Status::Partial)) && req.version.is_some()
 }
 
-/// An I/O object that first yields bytes already read from it (during detection), then reads
-/// from the inner stream. Writes go straight through.
-#[derive(Debug)]
-pub struct PrefixedIo<I> {
-    prefix: BytesMut,
-    inner: I,
-}
-
-impl<I> PrefixedIo<I> {
-    /// Replays `prefix` before reading from `inner`.
-    pub fn new(prefix: BytesMut, inner: I) -> Self {
-        PrefixedIo { prefix, inner }
-    }
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for PrefixedIo<I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..n]);
-            self.prefix.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for PrefixedIo<I> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::io::ProxyIo;
     use tokio::io::AsyncWriteExt;
 
     #[test]
@@ -224,7 +163,7 @@ mod tests {
         let (protocol, buf) = detect(&mut a, Duration::from_secs(5), 1024).await.unwrap();
         assert_eq!(protocol, Protocol::Http1);
         let _b = writer.await.unwrap();
-        let mut replay = PrefixedIo::new(buf, a);
+        let mut replay = ProxyIo::new(a).replaying(buf);
         let mut got = vec![0u8; 9];
         replay.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"GET /x HT");

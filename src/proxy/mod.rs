@@ -9,9 +9,9 @@
 //! ```
 
 pub mod addrs;
-pub mod counting;
 pub mod detect;
 pub mod http;
+pub mod io;
 pub mod opaque;
 pub mod orig_dst;
 pub mod selfloop;
@@ -29,6 +29,7 @@ use self::detect::Protocol;
 use self::http::forward::{Destination, Forward};
 use self::http::pool::{Pool, PoolSettings};
 use self::http::server::ServerLimits;
+use self::io::{ByteCounts, ProxyIo};
 use self::selfloop::OwnConnections;
 use crate::direction::Direction;
 use crate::shutdown::ShutdownHandle;
@@ -292,8 +293,10 @@ impl Proxy {
         protocol: Protocol,
         shutdown: ShutdownHandle,
     ) {
-        let counts = Arc::new(counting::ByteCounts::default());
-        let io = counting::CountingIo::new(detect::PrefixedIo::new(prefix, stream), counts.clone());
+        let counts = Arc::new(ByteCounts::default());
+        let io = ProxyIo::new(stream)
+            .replaying(prefix)
+            .counted(counts.clone());
         let trace = TraceLayer::new(self.handles.trace.clone(), conn);
         let forward = Forward::new(self.pool.clone(), destination, protocol);
         let limits = &self.config.server;

@@ -4,9 +4,8 @@
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 
+use super::io::ProxyIo;
 use super::selfloop::Tracked;
-
-use super::detect::PrefixedIo;
 
 /// Copies between the client (starting with the bytes read during detection) and upstream
 /// until both directions have ended. Buffers are fixed-size, so memory is bounded.
@@ -15,6 +14,6 @@ pub async fn relay(
     prefix: BytesMut,
     mut upstream: Tracked,
 ) -> std::io::Result<(u64, u64)> {
-    let mut client = PrefixedIo::new(prefix, client);
+    let mut client = ProxyIo::new(client).replaying(prefix);
     tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, 16 * 1024, 16 * 1024).await
 }

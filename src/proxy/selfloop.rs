@@ -13,15 +13,12 @@
 //! upstream sockets; only the full 4-tuple is unique.
 
 use std::collections::HashSet;
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::io::ProxyIo;
 use super::orig_dst::normalize;
 
 /// The `(local, remote)` address pairs of stitch's open upstream connections.
@@ -45,11 +42,10 @@ impl OwnConnections {
         if let Some(key) = key {
             self.lock().insert(key);
         }
-        Tracked {
-            stream,
+        ProxyIo::new(stream).registered(Registration {
             key,
             registry: self.clone(),
-        }
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<(SocketAddr, SocketAddr)>> {
@@ -59,58 +55,21 @@ impl OwnConnections {
 }
 
 /// An upstream TCP stream that stays in the [`OwnConnections`] registry until dropped.
+pub type Tracked = ProxyIo<TcpStream>;
+
+/// One upstream connection's entry in the [`OwnConnections`] registry, removed when dropped
+/// (with the stream that holds it).
 #[derive(Debug)]
-pub struct Tracked {
-    stream: TcpStream,
+pub struct Registration {
     key: Option<(SocketAddr, SocketAddr)>,
     registry: OwnConnections,
 }
 
-impl Drop for Tracked {
+impl Drop for Registration {
     fn drop(&mut self) {
         if let Some(key) = self.key {
             self.registry.lock().remove(&key);
         }
-    }
-}
-
-impl AsyncRead for Tracked {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Tracked {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 

@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tower::Layer;
 
 use super::forward::Forward;
-use crate::proxy::counting::ByteCounts;
+use crate::proxy::io::ByteCounts;
 use crate::shutdown::ShutdownHandle;
 use crate::trace::TraceLayer;
 

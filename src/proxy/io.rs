@@ -1,0 +1,184 @@
+//! The one I/O wrapper around the connections stitch holds. What each needs differs, the
+//! delegation to the stream does not:
+//!
+//! - a client connection replays the bytes protocol detection read ([`ProxyIo::replaying`])
+//!   before reading the socket again, so no byte is lost or reordered;
+//! - an HTTP client connection counts the bytes read and written ([`ProxyIo::counted`]):
+//!   hyper owns the I/O object while it serves, so the counters live behind an `Arc` and are
+//!   read once the connection has ended;
+//! - an upstream connection stays in the self-loop registry while it is open
+//!   ([`super::selfloop::OwnConnections::track`]).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::selfloop::Registration;
+
+/// Bytes read from and written to one client connection.
+#[derive(Debug, Default)]
+pub struct ByteCounts {
+    read: AtomicU64,
+    written: AtomicU64,
+}
+
+impl ByteCounts {
+    /// `(read from the client, written to the client)`.
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.read.load(Ordering::Relaxed),
+            self.written.load(Ordering::Relaxed),
+        )
+    }
+
+    fn add_read(&self, n: usize) {
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn add_written(&self, n: usize) {
+        self.written.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// A stream with stitch's per-connection bookkeeping; reads and writes otherwise go straight
+/// through.
+#[derive(Debug)]
+pub struct ProxyIo<I> {
+    inner: I,
+    /// Bytes already read from `inner` (during detection), handed out first.
+    replay: BytesMut,
+    /// Where the bytes through this stream are counted, if anywhere.
+    counts: Option<Arc<ByteCounts>>,
+    /// The self-loop registry entry of an upstream connection; removed when this is dropped.
+    _registration: Option<Registration>,
+}
+
+impl<I> ProxyIo<I> {
+    /// Wraps `inner` with no bookkeeping yet.
+    pub fn new(inner: I) -> Self {
+        ProxyIo {
+            inner,
+            replay: BytesMut::new(),
+            counts: None,
+            _registration: None,
+        }
+    }
+
+    /// Reads yield `prefix` (bytes read from `inner` before) before reading `inner` again.
+    pub fn replaying(mut self, prefix: BytesMut) -> Self {
+        self.replay = prefix;
+        self
+    }
+
+    /// Counts every byte read (the replayed ones included) and written into `counts`.
+    pub fn counted(mut self, counts: Arc<ByteCounts>) -> Self {
+        self.counts = Some(counts);
+        self
+    }
+
+    /// Holds `registration` for as long as the stream lives.
+    pub(crate) fn registered(mut self, registration: Registration) -> Self {
+        self._registration = Some(registration);
+        self
+    }
+
+    fn count_written(&self, polled: &Poll<io::Result<usize>>) {
+        if let (Some(counts), Poll::Ready(Ok(n))) = (&self.counts, polled) {
+            counts.add_written(*n);
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for ProxyIo<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        let polled = if this.replay.is_empty() {
+            Pin::new(&mut this.inner).poll_read(cx, buf)
+        } else {
+            let n = this.replay.len().min(buf.remaining());
+            buf.put_slice(&this.replay[..n]);
+            this.replay.advance(n);
+            Poll::Ready(Ok(()))
+        };
+        if let Some(counts) = &this.counts {
+            counts.add_read(buf.filled().len().saturating_sub(before));
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for ProxyIo<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.count_written(&polled);
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.count_written(&polled);
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn both_directions_are_counted() {
+        let (a, mut b) = tokio::io::duplex(64);
+        let counts = Arc::new(ByteCounts::default());
+        let mut io = ProxyIo::new(a).counted(counts.clone());
+        io.write_all(b"hello").await.unwrap();
+        b.write_all(b"abc").await.unwrap();
+        let mut got = [0u8; 3];
+        io.read_exact(&mut got).await.unwrap();
+        assert_eq!(counts.get(), (3, 5));
+    }
+
+    #[tokio::test]
+    async fn replayed_bytes_come_first_and_are_counted_once() {
+        let (a, mut b) = tokio::io::duplex(64);
+        let counts = Arc::new(ByteCounts::default());
+        let mut io = ProxyIo::new(a)
+            .replaying(BytesMut::from(&b"GET / HT"[..]))
+            .counted(counts.clone());
+        b.write_all(b"TP/1.1\r\n").await.unwrap();
+        let mut got = [0u8; 16];
+        io.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"GET / HTTP/1.1\r\n");
+        assert_eq!(counts.get(), (16, 0));
+    }
+}
