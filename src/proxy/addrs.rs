@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
+use super::error::ForwardError;
+
 /// An upstream to connect to: a resolved address (transparent mode) or a `host:port` name
 /// (explicit mode; resolved at connect time). Also the key of the upstream pools.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -81,19 +83,19 @@ impl Target {
         &self,
         own: &OwnAddrs,
         timeout: Duration,
-    ) -> Result<TcpStream, ConnectError> {
+    ) -> Result<TcpStream, ForwardError> {
         let attempt = async {
             let addrs: Vec<SocketAddr> = match self {
                 Target::Addr(a) => vec![*a],
                 Target::Name { host, port } => tokio::net::lookup_host((&**host, *port))
                     .await
-                    .map_err(ConnectError::Resolve)?
+                    .map_err(ForwardError::resolve)?
                     .collect(),
             };
             let mut last = None;
             for addr in addrs {
                 if own.is_self(addr) {
-                    return Err(ConnectError::Loop(addr));
+                    return Err(ForwardError::forwarding_loop(addr));
                 }
                 match TcpStream::connect(addr).await {
                     Ok(s) => {
@@ -103,43 +105,15 @@ impl Target {
                     Err(e) => last = Some(e),
                 }
             }
-            Err(ConnectError::Connect(last.unwrap_or_else(|| {
+            Err(ForwardError::connect(last.unwrap_or_else(|| {
                 io::Error::new(io::ErrorKind::NotFound, "no address")
             })))
         };
         tokio::time::timeout(timeout, attempt)
             .await
-            .unwrap_or(Err(ConnectError::Timeout(timeout)))
+            .unwrap_or(Err(ForwardError::connect_timeout(timeout)))
     }
 }
-
-/// Why an upstream connection could not be made.
-#[derive(Debug)]
-pub enum ConnectError {
-    /// The name did not resolve.
-    Resolve(io::Error),
-    /// Every resolved address refused or was unreachable.
-    Connect(io::Error),
-    /// No connection within the connect timeout.
-    Timeout(Duration),
-    /// The destination is one of stitch's own listeners: forwarding would loop forever.
-    Loop(SocketAddr),
-}
-
-impl fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConnectError::Resolve(e) => write!(f, "cannot resolve upstream: {e}"),
-            ConnectError::Connect(e) => write!(f, "upstream connect failed: {e}"),
-            ConnectError::Timeout(t) => write!(f, "upstream connect timed out after {t:?}"),
-            ConnectError::Loop(a) => {
-                write!(f, "refused: {a} is stitch's own listener (forwarding loop)")
-            }
-        }
-    }
-}
-
-impl std::error::Error for ConnectError {}
 
 /// stitch's own listening addresses: a destination among them would make stitch forward to
 /// itself forever (a mis-set iptables rule, or an app calling the outbound port directly).

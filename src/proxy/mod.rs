@@ -10,6 +10,7 @@
 
 pub mod addrs;
 pub mod detect;
+pub mod error;
 pub mod http;
 pub mod io;
 pub mod opaque;
@@ -270,7 +271,7 @@ impl Proxy {
         let upstream = match self.pool.connect_tcp(&target).await {
             Ok(u) => u,
             Err(e) => {
-                return tracing::debug!(%direction, %target, error = %e, "opaque upstream connect failed");
+                return tracing::debug!(%direction, %target, error = %e.with_cause(), "opaque upstream connect failed");
             }
         };
         let metrics = &self.handles.trace.metrics;

@@ -15,9 +15,10 @@ use hyper_util::rt::TokioIo;
 
 use super::body::{ProxyBody, UpstreamBody};
 use super::headers::{self, Keep};
-use super::pool::{ForwardError, Pool};
-use crate::proxy::addrs::{ConnectError, Target};
+use super::pool::Pool;
+use crate::proxy::addrs::Target;
 use crate::proxy::detect::Protocol;
+use crate::proxy::error::{ForwardError, ForwardErrorKind};
 use crate::upstream_failure::UpstreamFailure;
 
 /// Where the requests of one client connection go.
@@ -62,18 +63,15 @@ impl Forward {
         match result {
             Ok(resp) => resp,
             Err(e) => {
-                let status = match &e {
-                    ForwardError::Connect(ConnectError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
-                    _ => StatusCode::BAD_GATEWAY,
-                };
-                match &e {
-                    ForwardError::Connect(ConnectError::Loop(addr)) => {
-                        tracing::warn!(%addr, "refused a request addressed to stitch itself (forwarding loop)")
-                    }
-                    _ => tracing::debug!(%target, error = %e, "forwarding failed"),
+                if e.kind() == ForwardErrorKind::Loop {
+                    tracing::warn!(%target, error = %e, "refused a request addressed to stitch itself (forwarding loop)");
+                } else {
+                    tracing::debug!(%target, error = %e.with_cause(), "forwarding failed");
                 }
-                let mut resp = local_error(grpc, status, &format!("stitch: {e}"));
-                resp.extensions_mut().insert(UpstreamFailure(e.kind()));
+                let mut resp =
+                    local_error(grpc, e.status(), &format!("stitch: {}", e.with_cause()));
+                resp.extensions_mut()
+                    .insert(UpstreamFailure(e.kind().as_str()));
                 resp
             }
         }
@@ -178,11 +176,7 @@ impl Forward {
         target: &Target,
         req: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, ForwardError> {
-        let mut upstream = self
-            .pool
-            .connect_tcp(target)
-            .await
-            .map_err(ForwardError::Connect)?;
+        let mut upstream = self.pool.connect_tcp(target).await?;
         let on_upgrade = hyper::upgrade::on(req);
         tokio::spawn(async move {
             match on_upgrade.await {

@@ -11,42 +11,12 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use crate::proxy::addrs::{ConnectError, OwnAddrs, Target};
+use crate::proxy::addrs::{OwnAddrs, Target};
+use crate::proxy::error::ForwardError;
 use crate::proxy::selfloop::{OwnConnections, Tracked};
 
 /// Most idle HTTP/1 connections kept per target; more are closed on return.
 const MAX_IDLE_PER_TARGET: usize = 64;
-
-/// Why a request could not be forwarded.
-#[derive(Debug)]
-pub enum ForwardError {
-    /// No connection could be made.
-    Connect(ConnectError),
-    /// The upstream failed the exchange before a response head arrived.
-    Upstream(hyper::Error),
-}
-
-impl ForwardError {
-    /// A short, bounded label for metrics and the span's `error.type`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ForwardError::Connect(ConnectError::Resolve(_)) => "dns_error",
-            ForwardError::Connect(ConnectError::Connect(_)) => "connect_error",
-            ForwardError::Connect(ConnectError::Timeout(_)) => "connect_timeout",
-            ForwardError::Connect(ConnectError::Loop(_)) => "forwarding_loop",
-            ForwardError::Upstream(_) => "upstream_reset",
-        }
-    }
-}
-
-impl std::fmt::Display for ForwardError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ForwardError::Connect(e) => e.fmt(f),
-            ForwardError::Upstream(e) => write!(f, "upstream failed before responding: {e}"),
-        }
-    }
-}
 
 /// Settings of the upstream side.
 #[derive(Debug, Clone)]
@@ -124,7 +94,7 @@ impl Pool {
     }
 
     /// Opens a raw TCP connection (opaque TCP, CONNECT and Upgrade tunnels).
-    pub async fn connect_tcp(&self, target: &Target) -> Result<Tracked, ConnectError> {
+    pub async fn connect_tcp(&self, target: &Target) -> Result<Tracked, ForwardError> {
         let stream = target
             .connect(&self.own, self.settings.connect_timeout)
             .await?;
@@ -143,14 +113,21 @@ impl Pool {
         while let Some(mut tx) = self.checkout_h1(target).await {
             match tx.try_send_request(req).await {
                 Ok(resp) => return Ok((resp, self.checkin(target, tx))),
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => req = unsent,
-                    None => return Err(ForwardError::Upstream(e.into_error())),
-                },
+                Err(mut e) => {
+                    let unsent = e.take_message();
+                    let error = ForwardError::upstream(e.into_error(), unsent.is_some());
+                    match unsent {
+                        Some(request) if error.is_retryable() => {
+                            tracing::debug!(%target, error = %error.with_cause(), "pooled connection failed before the request was sent; sending it on another");
+                            req = request;
+                        }
+                        _ => return Err(error),
+                    }
+                }
             }
         }
         let mut tx = self.handshake_h1(target, false).await?;
-        let resp = tx.send_request(req).await.map_err(ForwardError::Upstream)?;
+        let resp = tx.send_request(req).await.map_err(sent)?;
         Ok((resp, self.checkin(target, tx)))
     }
 
@@ -162,7 +139,7 @@ impl Pool {
         req: Request<Incoming>,
     ) -> Result<Response<Incoming>, ForwardError> {
         let mut tx = self.handshake_h1(target, true).await?;
-        tx.send_request(req).await.map_err(ForwardError::Upstream)
+        tx.send_request(req).await.map_err(sent)
     }
 
     /// Sends an HTTP/2 request on the target's shared connection.
@@ -172,7 +149,7 @@ impl Pool {
         req: Request<Incoming>,
     ) -> Result<Response<Incoming>, ForwardError> {
         let mut tx = self.checkout_h2(target).await?;
-        tx.send_request(req).await.map_err(ForwardError::Upstream)
+        tx.send_request(req).await.map_err(sent)
     }
 
     fn checkin(self: &Arc<Self>, target: &Target, tx: http1::SendRequest<Incoming>) -> Checkin {
@@ -208,15 +185,12 @@ impl Pool {
         target: &Target,
         upgrades: bool,
     ) -> Result<http1::SendRequest<Incoming>, ForwardError> {
-        let stream = self
-            .connect_tcp(target)
-            .await
-            .map_err(ForwardError::Connect)?;
+        let stream = self.connect_tcp(target).await?;
         let (tx, conn) = http1::Builder::new()
             .preserve_header_case(true)
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(ForwardError::Upstream)?;
+            .map_err(unsent)?;
         if upgrades {
             tokio::spawn(async move {
                 if let Err(e) = conn.with_upgrades().await {
@@ -248,15 +222,12 @@ impl Pool {
         {
             return Ok(tx.clone());
         }
-        let stream = self
-            .connect_tcp(target)
-            .await
-            .map_err(ForwardError::Connect)?;
+        let stream = self.connect_tcp(target).await?;
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(ForwardError::Upstream)?;
+            .map_err(unsent)?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "upstream h2 connection ended with an error");
@@ -292,6 +263,16 @@ impl Pool {
                 true
             });
     }
+}
+
+/// The exchange failed after the request was handed to hyper: it may have reached the upstream.
+fn sent(e: hyper::Error) -> ForwardError {
+    ForwardError::upstream(e, false)
+}
+
+/// The connection failed before any request was written to it.
+fn unsent(e: hyper::Error) -> ForwardError {
+    ForwardError::upstream(e, true)
 }
 
 async fn reap_idle(pool: std::sync::Weak<Pool>) {

@@ -1,0 +1,217 @@
+//! Why a request (or an opaque connection) could not be forwarded: one error type for the whole
+//! upstream side, after hyper's and pingora's: a bounded kind, a retry flag set by whoever
+//! knows, and the cause behind `source()`.
+//!
+//! Everything a failure turns into comes from here: the 502/504 status and its text (with the
+//! cause, which operators read in the answer), the span's `error.type` ([`ForwardErrorKind::as_str`],
+//! carried to the trace layer as an [`crate::upstream_failure::UpstreamFailure`]), and the
+//! pool's decision to send a request again ([`ForwardError::is_retryable`]).
+
+use std::error::Error;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::StatusCode;
+
+/// What went wrong, from a fixed set: usable as a metric label and as `error.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ForwardErrorKind {
+    /// The upstream's name did not resolve.
+    Resolve,
+    /// Every resolved address refused or was unreachable.
+    Connect,
+    /// No connection within the connect timeout.
+    ConnectTimeout,
+    /// The destination is one of stitch's own listeners: forwarding would loop forever.
+    Loop,
+    /// The upstream failed the exchange before a response head arrived.
+    UpstreamReset,
+}
+
+impl ForwardErrorKind {
+    /// The label for metrics and the span's `error.type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForwardErrorKind::Resolve => "dns_error",
+            ForwardErrorKind::Connect => "connect_error",
+            ForwardErrorKind::ConnectTimeout => "connect_timeout",
+            ForwardErrorKind::Loop => "forwarding_loop",
+            ForwardErrorKind::UpstreamReset => "upstream_reset",
+        }
+    }
+}
+
+/// Why a request could not be forwarded.
+#[derive(Debug)]
+pub struct ForwardError {
+    kind: ForwardErrorKind,
+    retryable: bool,
+    cause: Cause,
+}
+
+#[derive(Debug)]
+enum Cause {
+    Io(io::Error),
+    Http(hyper::Error),
+    After(Duration),
+    Own(SocketAddr),
+}
+
+impl ForwardError {
+    /// The name did not resolve; nothing was sent.
+    pub(crate) fn resolve(e: io::Error) -> Self {
+        ForwardError::new(ForwardErrorKind::Resolve, true, Cause::Io(e))
+    }
+
+    /// No address accepted the connection; nothing was sent.
+    pub(crate) fn connect(e: io::Error) -> Self {
+        ForwardError::new(ForwardErrorKind::Connect, true, Cause::Io(e))
+    }
+
+    /// Connecting took longer than `timeout`; nothing was sent.
+    pub(crate) fn connect_timeout(timeout: Duration) -> Self {
+        ForwardError::new(
+            ForwardErrorKind::ConnectTimeout,
+            true,
+            Cause::After(timeout),
+        )
+    }
+
+    /// `addr` is stitch's own listener; sending again would loop the same way.
+    pub(crate) fn forwarding_loop(addr: SocketAddr) -> Self {
+        ForwardError::new(ForwardErrorKind::Loop, false, Cause::Own(addr))
+    }
+
+    /// The upstream failed the exchange before answering. `unsent`: hyper handed the request
+    /// back, so not a byte of it reached the upstream and it may go out on another connection.
+    pub(crate) fn upstream(e: hyper::Error, unsent: bool) -> Self {
+        ForwardError::new(ForwardErrorKind::UpstreamReset, unsent, Cause::Http(e))
+    }
+
+    fn new(kind: ForwardErrorKind, retryable: bool, cause: Cause) -> Self {
+        ForwardError {
+            kind,
+            retryable,
+            cause,
+        }
+    }
+
+    /// What went wrong (metrics, `error.type`).
+    pub fn kind(&self) -> ForwardErrorKind {
+        self.kind
+    }
+
+    /// Whether the request may be sent again: it can never reach the upstream twice.
+    pub fn is_retryable(&self) -> bool {
+        self.retryable
+    }
+
+    /// The status stitch answers with: 504 when the upstream did not answer the connect in
+    /// time, 502 otherwise.
+    pub fn status(&self) -> StatusCode {
+        match self.kind {
+            ForwardErrorKind::ConnectTimeout => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// This error and its cause on one line (`upstream connect failed: Connection refused
+    /// (os error 111)`): the text of stitch's 502/504 answer and of its logs.
+    pub fn with_cause(&self) -> impl fmt::Display + '_ {
+        WithCause(self)
+    }
+}
+
+impl fmt::Display for ForwardError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.kind, &self.cause) {
+            (ForwardErrorKind::ConnectTimeout, Cause::After(t)) => {
+                write!(f, "upstream connect timed out after {t:?}")
+            }
+            (ForwardErrorKind::Loop, Cause::Own(a)) => {
+                write!(f, "refused: {a} is stitch's own listener (forwarding loop)")
+            }
+            (ForwardErrorKind::Resolve, _) => f.write_str("cannot resolve upstream"),
+            (ForwardErrorKind::UpstreamReset, _) => {
+                f.write_str("upstream failed before responding")
+            }
+            _ => f.write_str("upstream connect failed"),
+        }
+    }
+}
+
+impl Error for ForwardError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match &self.cause {
+            Cause::Io(e) => Some(e),
+            Cause::Http(e) => Some(e),
+            Cause::After(_) | Cause::Own(_) => None,
+        }
+    }
+}
+
+struct WithCause<'a>(&'a ForwardError);
+
+impl fmt::Display for WithCause<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.source() {
+            Some(cause) => write!(f, "{}: {cause}", self.0),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_status_text_and_retry_flag_come_from_one_error() {
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        let own: SocketAddr = "127.0.0.1:4140".parse().expect("literal address");
+        // (error, error.type, status, retryable, has a source, answer text)
+        let cases = [
+            (
+                ForwardError::resolve(io::Error::other("no such host")),
+                "dns_error",
+                502,
+                true,
+                true,
+                "cannot resolve upstream: no such host",
+            ),
+            (
+                ForwardError::connect(refused),
+                "connect_error",
+                502,
+                true,
+                true,
+                "upstream connect failed: connection refused",
+            ),
+            (
+                ForwardError::connect_timeout(Duration::from_millis(200)),
+                "connect_timeout",
+                504,
+                true,
+                false,
+                "upstream connect timed out after 200ms",
+            ),
+            (
+                ForwardError::forwarding_loop(own),
+                "forwarding_loop",
+                502,
+                false,
+                false,
+                "refused: 127.0.0.1:4140 is stitch's own listener (forwarding loop)",
+            ),
+        ];
+        for (e, kind, status, retryable, has_source, text) in cases {
+            assert_eq!(e.kind().as_str(), kind);
+            assert_eq!(e.status().as_u16(), status, "{kind}");
+            assert_eq!(e.is_retryable(), retryable, "{kind}");
+            assert_eq!(e.source().is_some(), has_source, "{kind}");
+            assert_eq!(e.with_cause().to_string(), text);
+        }
+    }
+}
