@@ -274,3 +274,6 @@ impl<S> Trace<S> {
         Some(span)
     }
 }
+
+#[cfg(test)]
+mod tests;
