@@ -7,20 +7,19 @@
 //! - Error: 5xx on the server side, 4xx and 5xx on the client side, any non-OK gRPC status,
 //!   or an upstream failure → `error.type` set and status Error.
 //!
-//! The trace layer calls, in request order: [`SpanRecord::for_request`] when the head
-//! arrives, [`SpanRecord::record_response_head`] when the response head comes back,
-//! [`SpanRecord::record_trailers`] if trailers arrive, [`SpanRecord::record_failure`] if
-//! the upstream fails, and [`SpanRecord::finish`] at end of stream, error or drop.
+//! This module holds the names and the pure rules; the methods of
+//! [`SpanRecord`](super::SpanRecord) (in `span.rs`, with the record) apply them, in request
+//! order: `for_request` when the head arrives, `record_response_head` when the response head
+//! comes back, `record_trailers` if trailers arrive, `record_failure` if the upstream fails,
+//! and `finish` at end of stream, error or drop.
 
-use std::borrow::Cow;
 use std::net::IpAddr;
-use std::time::SystemTime;
 
-use http::{HeaderMap, Method, StatusCode, Uri, Version};
+use http::{HeaderMap, Method, Uri, Version};
 
 use compact_str::CompactString;
 
-use super::span::{AttrValue, SpanId, SpanKind, SpanRecord, SpanStatus, TraceId};
+use super::span::AttrValue;
 
 /// `http.request.method`: the request method (`_OTHER` for non-standard ones).
 pub const HTTP_REQUEST_METHOD: &str = "http.request.method";
@@ -136,7 +135,7 @@ pub fn grpc_code_name(code: i64) -> &'static str {
     }
 }
 
-fn known_method(method: &Method) -> Option<&'static str> {
+pub(super) fn known_method(method: &Method) -> Option<&'static str> {
     Some(match *method {
         Method::GET => "GET",
         Method::POST => "POST",
@@ -151,7 +150,7 @@ fn known_method(method: &Method) -> Option<&'static str> {
     })
 }
 
-fn protocol_version(v: Version) -> Option<&'static str> {
+pub(super) fn protocol_version(v: Version) -> Option<&'static str> {
     Some(match v {
         Version::HTTP_09 => "0.9",
         Version::HTTP_10 => "1.0",
@@ -165,7 +164,7 @@ fn protocol_version(v: Version) -> Option<&'static str> {
 /// The authority a request names: the absolute-form URI, else `Host` (HTTP/1) — HTTP/2's
 /// `:authority` arrives in the URI. Split by hand: parsing a `Host` value into an
 /// `Authority` would copy it first.
-fn authority<'f>(facts: &RequestFacts<'f>) -> Option<(&'f str, Option<u16>)> {
+pub(super) fn authority<'f>(facts: &RequestFacts<'f>) -> Option<(&'f str, Option<u16>)> {
     if let Some(a) = facts.uri.authority() {
         return Some((a.host(), a.port_u16()));
     }
@@ -195,7 +194,7 @@ fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
 
 /// An IP address as text without the formatting machinery (it runs for every server span);
 /// IPv4 fits inline in the `CompactString`.
-fn ip_text(ip: IpAddr) -> AttrValue {
+pub(super) fn ip_text(ip: IpAddr) -> AttrValue {
     let IpAddr::V4(v4) = ip else {
         return AttrValue::Str(CompactString::from(ip.to_string()));
     };
@@ -213,154 +212,6 @@ fn ip_text(ip: IpAddr) -> AttrValue {
         out.push(char::from(b'0' + octet % 10));
     }
     AttrValue::Str(out)
-}
-
-impl SpanRecord {
-    /// Opens a hop's span from the request head: name by the convention, request attributes
-    /// set, `end` equal to `start` until [`SpanRecord::finish`].
-    pub fn for_request(
-        trace_id: TraceId,
-        span_id: SpanId,
-        parent_span_id: Option<SpanId>,
-        kind: SpanKind,
-        facts: &RequestFacts<'_>,
-        start: SystemTime,
-    ) -> SpanRecord {
-        let grpc = if facts.grpc {
-            grpc_service_method(facts.uri.path())
-        } else {
-            None
-        };
-        let method_name = known_method(facts.method);
-        let name: Cow<'static, str> = match (grpc, method_name) {
-            (Some((service, method)), _) => Cow::Owned(format!("{service}/{method}")),
-            (None, Some(m)) => Cow::Borrowed(m),
-            (None, None) => Cow::Borrowed("HTTP"),
-        };
-        let mut span = SpanRecord::new(trace_id, span_id, parent_span_id, kind, name, start);
-        // Every key below is set once on a fresh span: push, no search.
-        match method_name {
-            Some(m) => span.push_attr(HTTP_REQUEST_METHOD, m),
-            None => {
-                span.push_attr(HTTP_REQUEST_METHOD, "_OTHER");
-                span.push_attr(
-                    HTTP_REQUEST_METHOD_ORIGINAL,
-                    AttrValue::text(facts.method.as_str()),
-                );
-            }
-        }
-        span.push_attr(URL_PATH, AttrValue::text(facts.uri.path()));
-        if facts.record_query
-            && let Some(q) = facts.uri.query()
-        {
-            span.push_attr(URL_QUERY, AttrValue::text(q));
-        }
-        let scheme = facts.uri.scheme_str().unwrap_or("http");
-        span.push_attr(URL_SCHEME, if scheme == "https" { "https" } else { "http" });
-        if let Some((host, port)) = authority(facts) {
-            span.push_attr(SERVER_ADDRESS, AttrValue::text(host));
-            if let Some(port) = port.or(facts.destination_port) {
-                span.push_attr(SERVER_PORT, i64::from(port));
-            }
-        } else if let Some(port) = facts.destination_port {
-            span.push_attr(SERVER_PORT, i64::from(port));
-        }
-        if let Some(ip) = facts.client_address {
-            span.push_attr(CLIENT_ADDRESS, ip_text(ip));
-        }
-        if let Some(v) = protocol_version(facts.version) {
-            span.push_attr(NETWORK_PROTOCOL_VERSION, v);
-        }
-        if let Some(ua) = facts
-            .headers
-            .get(http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-        {
-            span.push_attr(USER_AGENT_ORIGINAL, AttrValue::text(ua));
-        }
-        if let Some((service, method)) = grpc {
-            span.push_attr(RPC_SYSTEM, "grpc");
-            span.push_attr(RPC_SERVICE, AttrValue::text(service));
-            span.push_attr(RPC_METHOD, AttrValue::text(method));
-        }
-        span
-    }
-
-    /// Records the response head: status code, and `grpc-status` of a trailers-only
-    /// gRPC response.
-    pub fn record_response_head(&mut self, status: StatusCode, headers: &HeaderMap) {
-        self.set_attr(HTTP_RESPONSE_STATUS_CODE, i64::from(status.as_u16()));
-        self.record_trailers(headers);
-    }
-
-    /// Records `grpc-status` from the trailers (or a trailers-only response head).
-    pub fn record_trailers(&mut self, trailers: &HeaderMap) {
-        if self.attr(RPC_SYSTEM).is_none() {
-            return;
-        }
-        if let Some(code) = trailers
-            .get("grpc-status")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.trim().parse::<i64>().ok())
-        {
-            self.set_attr(RPC_GRPC_STATUS_CODE, code);
-        }
-    }
-
-    /// Marks the hop failed because the upstream could not be reached or broke
-    /// (`error_type` is a low-cardinality class such as `connect_error`, `timeout`).
-    pub fn record_failure(&mut self, error_type: &'static str) {
-        self.set_attr(ERROR_TYPE, error_type);
-        self.status = SpanStatus::Error {
-            description: Cow::Borrowed(error_type),
-        };
-    }
-
-    /// Ends the span at `end` and applies the error rule.
-    pub fn finish(mut self, end: SystemTime) -> SpanRecord {
-        self.close(end);
-        self
-    }
-
-    /// [`SpanRecord::finish`] in place, for a record already behind its `Arc`.
-    pub fn close(&mut self, end: SystemTime) {
-        self.end = end;
-        self.apply_error_rule();
-    }
-
-    fn apply_error_rule(&mut self) {
-        if self.status.is_error() {
-            return;
-        }
-        let grpc_code = match self.attr(RPC_GRPC_STATUS_CODE) {
-            Some(super::span::AttrValue::Int(c)) => Some(*c),
-            _ => None,
-        };
-        if let Some(code) = grpc_code {
-            if code != 0 {
-                let name = grpc_code_name(code);
-                self.set_attr(ERROR_TYPE, name);
-                self.status = SpanStatus::Error {
-                    description: Cow::Owned(format!("gRPC status {name}")),
-                };
-            }
-            return;
-        }
-        let status = match self.attr(HTTP_RESPONSE_STATUS_CODE) {
-            Some(super::span::AttrValue::Int(c)) => *c,
-            _ => return,
-        };
-        let failed = match self.kind {
-            SpanKind::Client => status >= 400,
-            _ => status >= 500,
-        };
-        if failed {
-            self.set_attr(ERROR_TYPE, status.to_string());
-            self.status = SpanStatus::Error {
-                description: Cow::Owned(format!("HTTP {status}")),
-            };
-        }
-    }
 }
 
 #[cfg(test)]

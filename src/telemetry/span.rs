@@ -1,14 +1,28 @@
 //! The owned record of one finished span: what the trace layer produces, what the ring
 //! stores and what the exporter converts to OTLP.
 //!
-//! Plain data on purpose: ids are `Copy` arrays, strings are `Cow<'static, str>` so the
-//! semantic-convention keys and static names cost no allocation, and nothing here holds a
-//! handle — a record can be built in a unit test without any runtime.
+//! Plain data on purpose: ids are `Copy` arrays, attribute keys and span names are
+//! `Cow<'static, str>` so the semantic-convention keys and static names cost no allocation,
+//! string values are [`CompactString`]s (static strings by reference, short ones inline), and
+//! nothing here holds a handle — a record can be built in a unit test without any runtime.
+//!
+//! The whole `impl SpanRecord` lives here: the plain accessors, and the methods that fill a
+//! hop's span by the semantic conventions whose names and rules are in
+//! [`super::semconv`].
 
 use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
 use compact_str::CompactString;
+use http::{HeaderMap, StatusCode};
+
+use super::semconv::{
+    CLIENT_ADDRESS, ERROR_TYPE, HTTP_REQUEST_METHOD, HTTP_REQUEST_METHOD_ORIGINAL,
+    HTTP_RESPONSE_STATUS_CODE, NETWORK_PROTOCOL_VERSION, RPC_GRPC_STATUS_CODE, RPC_METHOD,
+    RPC_SERVICE, RPC_SYSTEM, RequestFacts, SERVER_ADDRESS, SERVER_PORT, URL_PATH, URL_QUERY,
+    URL_SCHEME, USER_AGENT_ORIGINAL, authority, grpc_code_name, grpc_service_method, ip_text,
+    known_method, protocol_version,
+};
 
 /// A 128-bit trace id, as the propagation engine writes it into the headers.
 pub type TraceId = [u8; 16];
@@ -239,6 +253,152 @@ impl SpanRecord {
             .map(|a| a.key.len() + a.value.approx_bytes() + 32)
             .sum();
         std::mem::size_of::<SpanRecord>() + self.name.len() + attrs
+    }
+
+    /// Opens a hop's span from the request head: name by the convention, request attributes
+    /// set, `end` equal to `start` until [`SpanRecord::finish`].
+    pub fn for_request(
+        trace_id: TraceId,
+        span_id: SpanId,
+        parent_span_id: Option<SpanId>,
+        kind: SpanKind,
+        facts: &RequestFacts<'_>,
+        start: SystemTime,
+    ) -> SpanRecord {
+        let grpc = if facts.grpc {
+            grpc_service_method(facts.uri.path())
+        } else {
+            None
+        };
+        let method_name = known_method(facts.method);
+        let name: Cow<'static, str> = match (grpc, method_name) {
+            (Some((service, method)), _) => Cow::Owned(format!("{service}/{method}")),
+            (None, Some(m)) => Cow::Borrowed(m),
+            (None, None) => Cow::Borrowed("HTTP"),
+        };
+        let mut span = SpanRecord::new(trace_id, span_id, parent_span_id, kind, name, start);
+        // Every key below is set once on a fresh span: push, no search.
+        match method_name {
+            Some(m) => span.push_attr(HTTP_REQUEST_METHOD, m),
+            None => {
+                span.push_attr(HTTP_REQUEST_METHOD, "_OTHER");
+                span.push_attr(
+                    HTTP_REQUEST_METHOD_ORIGINAL,
+                    AttrValue::text(facts.method.as_str()),
+                );
+            }
+        }
+        span.push_attr(URL_PATH, AttrValue::text(facts.uri.path()));
+        if facts.record_query
+            && let Some(q) = facts.uri.query()
+        {
+            span.push_attr(URL_QUERY, AttrValue::text(q));
+        }
+        let scheme = facts.uri.scheme_str().unwrap_or("http");
+        span.push_attr(URL_SCHEME, if scheme == "https" { "https" } else { "http" });
+        if let Some((host, port)) = authority(facts) {
+            span.push_attr(SERVER_ADDRESS, AttrValue::text(host));
+            if let Some(port) = port.or(facts.destination_port) {
+                span.push_attr(SERVER_PORT, i64::from(port));
+            }
+        } else if let Some(port) = facts.destination_port {
+            span.push_attr(SERVER_PORT, i64::from(port));
+        }
+        if let Some(ip) = facts.client_address {
+            span.push_attr(CLIENT_ADDRESS, ip_text(ip));
+        }
+        if let Some(v) = protocol_version(facts.version) {
+            span.push_attr(NETWORK_PROTOCOL_VERSION, v);
+        }
+        if let Some(ua) = facts
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+        {
+            span.push_attr(USER_AGENT_ORIGINAL, AttrValue::text(ua));
+        }
+        if let Some((service, method)) = grpc {
+            span.push_attr(RPC_SYSTEM, "grpc");
+            span.push_attr(RPC_SERVICE, AttrValue::text(service));
+            span.push_attr(RPC_METHOD, AttrValue::text(method));
+        }
+        span
+    }
+
+    /// Records the response head: status code, and `grpc-status` of a trailers-only
+    /// gRPC response.
+    pub fn record_response_head(&mut self, status: StatusCode, headers: &HeaderMap) {
+        self.set_attr(HTTP_RESPONSE_STATUS_CODE, i64::from(status.as_u16()));
+        self.record_trailers(headers);
+    }
+
+    /// Records `grpc-status` from the trailers (or a trailers-only response head).
+    pub fn record_trailers(&mut self, trailers: &HeaderMap) {
+        if self.attr(RPC_SYSTEM).is_none() {
+            return;
+        }
+        if let Some(code) = trailers
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.trim().parse::<i64>().ok())
+        {
+            self.set_attr(RPC_GRPC_STATUS_CODE, code);
+        }
+    }
+
+    /// Marks the hop failed because the upstream could not be reached or broke
+    /// (`error_type` is a low-cardinality class such as `connect_error`, `timeout`).
+    pub fn record_failure(&mut self, error_type: &'static str) {
+        self.set_attr(ERROR_TYPE, error_type);
+        self.status = SpanStatus::Error {
+            description: Cow::Borrowed(error_type),
+        };
+    }
+
+    /// Ends the span at `end` and applies the error rule.
+    pub fn finish(mut self, end: SystemTime) -> SpanRecord {
+        self.close(end);
+        self
+    }
+
+    /// [`SpanRecord::finish`] in place, for a record already behind its `Arc`.
+    pub fn close(&mut self, end: SystemTime) {
+        self.end = end;
+        self.apply_error_rule();
+    }
+
+    fn apply_error_rule(&mut self) {
+        if self.status.is_error() {
+            return;
+        }
+        let grpc_code = match self.attr(RPC_GRPC_STATUS_CODE) {
+            Some(AttrValue::Int(c)) => Some(*c),
+            _ => None,
+        };
+        if let Some(code) = grpc_code {
+            if code != 0 {
+                let name = grpc_code_name(code);
+                self.set_attr(ERROR_TYPE, name);
+                self.status = SpanStatus::Error {
+                    description: Cow::Owned(format!("gRPC status {name}")),
+                };
+            }
+            return;
+        }
+        let status = match self.attr(HTTP_RESPONSE_STATUS_CODE) {
+            Some(AttrValue::Int(c)) => *c,
+            _ => return,
+        };
+        let failed = match self.kind {
+            SpanKind::Client => status >= 400,
+            _ => status >= 500,
+        };
+        if failed {
+            self.set_attr(ERROR_TYPE, status.to_string());
+            self.status = SpanStatus::Error {
+                description: Cow::Owned(format!("HTTP {status}")),
+            };
+        }
     }
 }
 

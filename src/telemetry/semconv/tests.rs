@@ -3,7 +3,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, HeaderValue, Request, StatusCode};
 
 use super::*;
-use crate::telemetry::span::AttrValue;
+use crate::telemetry::span::{SpanKind, SpanRecord};
 
 fn parts(req: Request<()>) -> http::request::Parts {
     req.into_parts().0
