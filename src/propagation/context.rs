@@ -66,6 +66,22 @@ impl TraceContext {
     }
 }
 
+/// Every header the built-in dialects read and write, lower case: the one list of them.
+/// `baggage` is not among them (stitch checks its limits, never writes it). A template format
+/// may claim none of these nor `baggage`; the transparency tests leave exactly these out of
+/// their byte-for-byte comparison.
+pub const TRACE_HEADERS: &[&str] = &[
+    "traceparent",
+    "tracestate",
+    "b3",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+    "uber-trace-id",
+];
+
 /// A trace-header dialect. Templates are numbered in the order of the rules file's `formats`;
 /// [`crate::config::CompiledRules::dialect_name`] gives their names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

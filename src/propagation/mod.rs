@@ -27,7 +27,7 @@ pub mod template;
 pub mod tracestate;
 pub mod w3c;
 
-pub use context::{Dialect, Invalid, RepairKind, RepairMode, Repairs, TraceContext};
+pub use context::{Dialect, Invalid, RepairKind, RepairMode, Repairs, TRACE_HEADERS, TraceContext};
 pub use engine::{OrphanOutcome, Outcome, SpanIdentity, propagate, propagate_with_root_factor};
 pub use formats::Formats;
 pub use ids::{SpanId, TraceId};

@@ -20,27 +20,19 @@
 use http::HeaderName;
 
 use super::context::{
-    FLAG_RANDOM, FLAG_SAMPLED, Invalid, Parsed, RepairKind, RepairMode, Repairs, TraceContext,
-    trim_ows,
+    FLAG_RANDOM, FLAG_SAMPLED, Invalid, Parsed, RepairKind, RepairMode, Repairs, TRACE_HEADERS,
+    TraceContext, trim_ows,
 };
 use super::ids::{HexCase, SpanId, TraceId, decode_hex_exact, encode_hex};
 
 /// Longest rendered template value; longer templates are a config error.
 pub const MAX_RENDERED_LEN: usize = 256;
 
-/// Header names the built-in dialects own; a template may not claim them.
-const RESERVED: &[&str] = &[
-    "traceparent",
-    "tracestate",
-    "b3",
-    "x-b3-traceid",
-    "x-b3-spanid",
-    "x-b3-parentspanid",
-    "x-b3-sampled",
-    "x-b3-flags",
-    "uber-trace-id",
-    "baggage",
-];
+/// Whether a built-in dialect (or W3C baggage) owns the header `lower`: a template may not
+/// claim it.
+fn reserved(lower: &str) -> bool {
+    TRACE_HEADERS.contains(&lower) || lower == "baggage"
+}
 
 /// A template variable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,7 +133,7 @@ impl TemplateFormat {
         let mut compiled = Vec::with_capacity(headers.len());
         for (header, template) in headers {
             let lower = header.to_ascii_lowercase();
-            if RESERVED.contains(&lower.as_str()) {
+            if reserved(&lower) {
                 return Err(err(
                     header,
                     format!("header {header:?} belongs to a built-in dialect"),

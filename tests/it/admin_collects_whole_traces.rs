@@ -2,8 +2,6 @@
 //! SDK-style JSON exporter send to one stitch's `POST /v1/traces`; its `/traces/{id}`
 //! returns the whole trace with a clean verdict, and a chain with a lost hop is flagged.
 
-use crate::support::telemetry as telemetry_support;
-
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -12,7 +10,9 @@ use http::StatusCode;
 use serde_json::Value;
 use stitch::admin::AdminState;
 use stitch::telemetry::{ExportConfig, Protocol, SpanKind, SpanRecord, Telemetry, TelemetryConfig};
-use telemetry_support::{admin, chain, get_json, hex, otlp_request, post_json};
+
+use crate::support::fetch_json;
+use crate::support::telemetry::{admin, chain, hex, otlp_request, post_json};
 
 fn instance(service: &str, collector: std::net::SocketAddr) -> Telemetry {
     Telemetry::start(TelemetryConfig {
@@ -60,7 +60,7 @@ async fn instances_and_an_sdk_app_assemble_whole_traces_in_one_stitch() {
     stitch_a.flush().await;
     stitch_b.flush().await;
 
-    let whole = get_json(collector, &format!("/traces/{}", hex(&c.trace_id))).await;
+    let whole = fetch_json(collector, &format!("/traces/{}", hex(&c.trace_id))).await;
     assert_eq!(whole["verdict"]["clean"], Value::Bool(true), "{whole}");
     let services: Vec<&str> = whole["spans"]
         .as_array()
@@ -74,7 +74,7 @@ async fn instances_and_an_sdk_app_assemble_whole_traces_in_one_stitch() {
         "ordered by start"
     );
 
-    let broken = get_json(collector, &format!("/traces/{}", hex(&lost.trace_id))).await;
+    let broken = fetch_json(collector, &format!("/traces/{}", hex(&lost.trace_id))).await;
     assert_eq!(broken["verdict"]["clean"], Value::Bool(false));
     assert_eq!(broken["verdict"]["findings"][0]["kind"], "missing_parent");
     assert_eq!(
@@ -82,7 +82,7 @@ async fn instances_and_an_sdk_app_assemble_whole_traces_in_one_stitch() {
         hex(&lost.a_out.span_id)
     );
 
-    let list = get_json(collector, "/traces").await;
+    let list = fetch_json(collector, "/traces").await;
     let clean: Vec<(String, bool)> = list["traces"]
         .as_array()
         .expect("traces")

@@ -2,8 +2,6 @@
 //! the OTLP/HTTP receiver (protobuf and JSON) feeding `/traces` and `/traces/{id}` with
 //! integrity verdicts, and the span sink feeding the same ring.
 
-use crate::support::telemetry as telemetry_support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -13,10 +11,10 @@ use serde_json::Value;
 use stitch::admin::AdminState;
 use stitch::telemetry::semconv::STITCH_PARENT_INFERRED;
 use stitch::telemetry::{ExportConfig, Protocol, SpanKind, SpanRecord, Telemetry, TelemetryConfig};
-use telemetry_support::{
-    admin, chain, get, get_json, hex, http_request, otlp_request, parse_openmetrics, post_json,
-    post_protobuf, sample,
-};
+
+use crate::support::metrics::{parse_openmetrics, sample};
+use crate::support::telemetry::{admin, chain, hex, otlp_request, post_json, post_protobuf};
+use crate::support::{fetch, fetch_json, http_request};
 
 fn state() -> (AdminState, Arc<AtomicBool>) {
     let ready = Arc::new(AtomicBool::new(false));
@@ -27,11 +25,14 @@ fn state() -> (AdminState, Arc<AtomicBool>) {
 async fn health_endpoints_and_method_checks() {
     let (state, ready) = state();
     let (addr, _shutdown) = admin(state).await;
-    assert_eq!(get(addr, "/live").await.0, StatusCode::OK);
-    assert_eq!(get(addr, "/ready").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(fetch(addr, "/live").await.0, StatusCode::OK);
+    assert_eq!(
+        fetch(addr, "/ready").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     ready.store(true, Ordering::SeqCst);
-    assert_eq!(get(addr, "/ready").await.0, StatusCode::OK);
-    assert_eq!(get(addr, "/nope").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(fetch(addr, "/ready").await.0, StatusCode::OK);
+    assert_eq!(fetch(addr, "/nope").await.0, StatusCode::NOT_FOUND);
     assert_eq!(
         http_request(addr, "POST", "/metrics", &[], Vec::new())
             .await
@@ -39,11 +40,11 @@ async fn health_endpoints_and_method_checks() {
         StatusCode::METHOD_NOT_ALLOWED
     );
     assert_eq!(
-        get(addr, "/traces/not-hex").await.0,
+        fetch(addr, "/traces/not-hex").await.0,
         StatusCode::BAD_REQUEST
     );
     assert_eq!(
-        get(addr, &format!("/traces/{}", "ab".repeat(16))).await.0,
+        fetch(addr, &format!("/traces/{}", "ab".repeat(16))).await.0,
         StatusCode::NOT_FOUND
     );
 }
@@ -72,7 +73,7 @@ async fn metrics_is_valid_openmetrics_with_every_documented_family() {
     metrics.baggage_dropped(2);
     metrics.config_reload("ok");
     let (addr, _shutdown) = admin(state).await;
-    let (status, headers, body) = get(addr, "/metrics").await;
+    let (status, headers, body) = fetch(addr, "/metrics").await;
     assert_eq!(status, StatusCode::OK);
     let ct = headers
         .get("content-type")
@@ -162,7 +163,7 @@ async fn metrics_is_valid_openmetrics_with_every_documented_family() {
 async fn config_shows_the_hook_and_never_exporter_secrets() {
     let (state, _) = state();
     let (addr, _s) = admin(state.clone()).await;
-    assert_eq!(get_json(addr, "/config").await, serde_json::json!({}));
+    assert_eq!(fetch_json(addr, "/config").await, serde_json::json!({}));
 
     let mut cfg = TelemetryConfig::default();
     let mut export = ExportConfig::new(Protocol::HttpProtobuf, "http://127.0.0.1:9/v1/traces");
@@ -174,7 +175,7 @@ async fn config_shows_the_hook_and_never_exporter_secrets() {
         move || serde_json::json!({ "rules": { "inject": ["w3c"] }, "telemetry": view }),
     );
     let (addr, _s) = admin(state).await;
-    let (status, _, body) = get(addr, "/config").await;
+    let (status, _, body) = fetch(addr, "/config").await;
     assert_eq!(status, StatusCode::OK);
     let body = String::from_utf8_lossy(&body);
     assert!(body.contains("\"inject\":[\"w3c\"]"), "{body}");
@@ -222,7 +223,7 @@ async fn protobuf_and_json_exports_assemble_one_clean_trace() {
         StatusCode::OK
     );
 
-    let trace = get_json(addr, &format!("/traces/{}", hex(&c.trace_id))).await;
+    let trace = fetch_json(addr, &format!("/traces/{}", hex(&c.trace_id))).await;
     assert_eq!(trace["verdict"]["clean"], Value::Bool(true), "{trace}");
     assert_eq!(trace["verdict"]["findings"], serde_json::json!([]));
     let spans = trace["spans"].as_array().expect("spans");
@@ -262,32 +263,32 @@ async fn protobuf_and_json_exports_assemble_one_clean_trace() {
             .collect()
     };
     assert_eq!(
-        ids(get_json(addr, "/traces").await),
+        ids(fetch_json(addr, "/traces").await),
         vec![hex(&other.trace_id), hex(&c.trace_id)]
     );
     assert_eq!(
-        ids(get_json(addr, "/traces?service=inventory").await),
+        ids(fetch_json(addr, "/traces?service=inventory").await),
         vec![hex(&c.trace_id)]
     );
     assert_eq!(
-        ids(get_json(addr, "/traces?status=error").await),
+        ids(fetch_json(addr, "/traces?status=error").await),
         vec![hex(&c.trace_id)]
     );
     assert_eq!(
-        ids(get_json(addr, "/traces?status=ok").await),
+        ids(fetch_json(addr, "/traces?status=ok").await),
         vec![hex(&other.trace_id)]
     );
     assert_eq!(
-        ids(get_json(addr, "/traces?limit=1").await),
+        ids(fetch_json(addr, "/traces?limit=1").await),
         vec![hex(&other.trace_id)]
     );
-    assert!(ids(get_json(addr, "/traces?min_duration_ms=60000").await).is_empty());
-    let list = get_json(addr, "/traces?service=inventory").await;
+    assert!(ids(fetch_json(addr, "/traces?min_duration_ms=60000").await).is_empty());
+    let list = fetch_json(addr, "/traces?service=inventory").await;
     assert_eq!(list["traces"][0]["span_count"], 4);
     assert_eq!(list["traces"][0]["root_service"], "orders");
     assert_eq!(list["traces"][0]["clean"], true);
     assert_eq!(
-        get(addr, "/traces?status=maybe").await.0,
+        fetch(addr, "/traces?status=maybe").await.0,
         StatusCode::BAD_REQUEST
     );
 }
@@ -299,7 +300,7 @@ async fn verdict_of(spans: &[&SpanRecord]) -> Value {
         post_protobuf(addr, &otlp_request("svc", spans)).await.0,
         StatusCode::OK
     );
-    get_json(addr, &format!("/traces/{}", hex(&spans[0].trace_id))).await["verdict"].clone()
+    fetch_json(addr, &format!("/traces/{}", hex(&spans[0].trace_id))).await["verdict"].clone()
 }
 
 #[tokio::test]
@@ -406,7 +407,7 @@ async fn receiver_rejects_garbage_without_panicking() {
     let answer: Value = serde_json::from_slice(&body).expect("JSON answer");
     let rejected = &answer["partialSuccess"]["rejectedSpans"];
     assert!(rejected == 1 || rejected == "1", "{answer}");
-    let trace = get_json(addr, &format!("/traces/{}", hex(&c.trace_id))).await;
+    let trace = fetch_json(addr, &format!("/traces/{}", hex(&c.trace_id))).await;
     assert_eq!(trace["spans"].as_array().map(Vec::len), Some(1));
     let text = metrics.encode();
     let samples = parse_openmetrics(&text).expect("valid");
@@ -435,7 +436,7 @@ async fn spans_recorded_through_the_sink_show_in_traces() {
         sink.record(s);
     }
     telemetry.flush().await;
-    let trace = get_json(addr, &format!("/traces/{}", hex(&c.trace_id))).await;
+    let trace = fetch_json(addr, &format!("/traces/{}", hex(&c.trace_id))).await;
     let spans = trace["spans"].as_array().expect("spans");
     assert_eq!(spans.len(), 3);
     assert!(spans.iter().all(|s| s["service"] == "orders"));
@@ -447,7 +448,7 @@ async fn spans_recorded_through_the_sink_show_in_traces() {
             .0,
         StatusCode::OK
     );
-    let trace = get_json(addr, &format!("/traces/{}", hex(&c.trace_id))).await;
+    let trace = fetch_json(addr, &format!("/traces/{}", hex(&c.trace_id))).await;
     assert_eq!(trace["spans"].as_array().map(Vec::len), Some(3));
     telemetry.shutdown(Duration::from_secs(2)).await;
 }
@@ -477,6 +478,6 @@ async fn gzip_bodies_are_accepted() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    let trace = get_json(addr, &format!("/traces/{}", hex(&c.trace_id))).await;
+    let trace = fetch_json(addr, &format!("/traces/{}", hex(&c.trace_id))).await;
     assert_eq!(trace["spans"].as_array().map(Vec::len), Some(1));
 }

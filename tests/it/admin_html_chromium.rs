@@ -6,8 +6,6 @@
 //! Needs Debian's `chromium` (`apt-get install -y chromium`, done by `.ci/run`); without it
 //! the test says so on stderr and passes vacuously.
 
-use crate::support::telemetry as telemetry_support;
-
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -15,7 +13,9 @@ use std::time::Duration;
 
 use http::StatusCode;
 use stitch::admin::AdminState;
-use telemetry_support::{admin, chain, get, hex, otlp_request, post_json, post_protobuf};
+
+use crate::support::fetch;
+use crate::support::telemetry::{admin, chain, hex, otlp_request, post_json, post_protobuf};
 
 /// Runs headless Chromium on `url`; returns (DOM, console lines).
 async fn dump_dom(url: &str) -> (String, Vec<String>) {
@@ -156,7 +156,7 @@ async fn waterfall_page_shows_every_span_without_console_errors() {
     assert_eq!(dom.matches("data-span-id=").count(), 3);
 
     // Without Accept: text/html the same URL is JSON.
-    let (_, headers, _) = get(addr, "/traces").await;
+    let (_, headers, _) = fetch(addr, "/traces").await;
     assert_eq!(
         headers.get("content-type").and_then(|v| v.to_str().ok()),
         Some("application/json")

@@ -6,33 +6,22 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use stitch::config::{ReloadResult, RulesHandle, reload_on_sighup, watch};
 use stitch::propagation::Dialect;
 
-/// Long enough for a loaded CI machine; the watcher itself reacts in ~100 ms.
-const DEADLINE: Duration = Duration::from_secs(5);
+use crate::support::{eventually, send_sighup};
 
 fn inject_of(handle: &RulesHandle) -> Vec<Dialect> {
     handle.load().defaults().inject.clone()
-}
-
-/// Polls `cond` until it holds or the deadline passes.
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn write(path: &Path, text: &str) {
     fs::write(path, text).expect("write rules");
 }
 
-#[test]
-fn edit_in_place_and_bad_version_keeps_last_good() {
+#[tokio::test]
+async fn edit_in_place_and_bad_version_keeps_last_good() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("stitch.yaml");
     write(&path, "inject: [w3c]\n");
@@ -40,11 +29,11 @@ fn edit_in_place_and_bad_version_keeps_last_good() {
     let _guard = watch(path.clone(), handle.clone()).expect("watch");
 
     write(&path, "inject: [b3]\n");
-    eventually("the edit", || inject_of(&handle) == [Dialect::B3]);
-    eventually("the ok count", || handle.reloads().0 >= 1);
+    eventually("the edit", async || inject_of(&handle) == [Dialect::B3]).await;
+    eventually("the ok count", async || handle.reloads().0 >= 1).await;
 
     write(&path, "inject: [zipkin]\n");
-    eventually("the rejection", || handle.reloads().1 >= 1);
+    eventually("the rejection", async || handle.reloads().1 >= 1).await;
     assert_eq!(
         inject_of(&handle),
         [Dialect::B3],
@@ -64,12 +53,12 @@ fn edit_in_place_and_bad_version_keeps_last_good() {
     );
 
     write(&path, "inject: [jaeger]\n");
-    eventually("recovery", || inject_of(&handle) == [Dialect::Jaeger]);
-    eventually("the error cleared", || handle.last_error().is_none());
+    eventually("recovery", async || inject_of(&handle) == [Dialect::Jaeger]).await;
+    eventually("the error cleared", async || handle.last_error().is_none()).await;
 }
 
-#[test]
-fn rename_over() {
+#[tokio::test]
+async fn rename_over() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("stitch.yaml");
     write(&path, "inject: [w3c]\n");
@@ -79,11 +68,14 @@ fn rename_over() {
     let tmp = dir.path().join(".stitch.yaml.swp");
     write(&tmp, "inject: [b3multi]\n");
     fs::rename(&tmp, &path).expect("rename");
-    eventually("the rename", || inject_of(&handle) == [Dialect::B3Multi]);
+    eventually("the rename", async || {
+        inject_of(&handle) == [Dialect::B3Multi]
+    })
+    .await;
 }
 
-#[test]
-fn configmap_symlink_swap() {
+#[tokio::test]
+async fn configmap_symlink_swap() {
     // The layout kubelet writes: stitch.yaml -> ..data/stitch.yaml, ..data -> ..<timestamp>.
     let dir = tempfile::tempdir().expect("tempdir");
     let v1 = dir.path().join("..2026_11_25_13_00_00.1");
@@ -101,9 +93,10 @@ fn configmap_symlink_swap() {
     symlink("..2026_11_25_13_05_00.2", dir.path().join("..data_tmp")).expect("symlink");
     fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).expect("atomic swap");
     fs::remove_dir_all(&v1).expect("kubelet removes the old version");
-    eventually("the ConfigMap swap", || {
+    eventually("the ConfigMap swap", async || {
         inject_of(&handle) == [Dialect::Jaeger]
-    });
+    })
+    .await;
 }
 
 #[test]
@@ -154,25 +147,11 @@ async fn sighup_reloads() {
     let handle = RulesHandle::from_file(&path).expect("valid");
     let task = reload_on_sighup(handle.clone()).expect("signal handler");
     write(&path, "inject: [b3]\n");
-    // The shell's builtin `kill`: no extra package needed on a bare CI image.
-    let status = Command::new("sh")
-        .args([
-            "-c",
-            "kill -HUP \"$1\"",
-            "sh",
-            &std::process::id().to_string(),
-        ])
-        .status()
-        .expect("sh");
-    assert!(status.success());
-    let start = Instant::now();
-    while inject_of(&handle) != [Dialect::B3] {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "timed out waiting for the SIGHUP reload"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    send_sighup();
+    eventually("the SIGHUP reload", async || {
+        inject_of(&handle) == [Dialect::B3]
+    })
+    .await;
     task.abort();
 }
 

@@ -1,19 +1,20 @@
 //! The HTTP/2 client idle timeout closes only silent connections (the silent case is in
 //! `lifecycle.rs`): a connection kept busy for longer than the timeout is never cut.
 
-use crate::support;
-
 use std::time::Duration;
 
-use support::upstream::{FIXED_BODY, HttpUpstream};
-use support::{collect_body, h2_client, h2_get, settings, start_stitch, within};
+use crate::support::upstream::{FIXED_BODY, HttpUpstream};
+use crate::support::{Loopback, collect_body, h2_client, h2_get, within};
 
 #[tokio::test]
 async fn a_busy_h2_client_connection_is_kept() {
     let up = HttpUpstream::start().await;
-    let mut s = settings(Some(up.addr));
-    s.h2_idle_timeout = Duration::from_secs(1);
-    let stitch = start_stitch(s).await;
+    let stitch = Loopback::to(up.addr)
+        .with(|s| {
+            s.h2_idle_timeout = Duration::from_secs(1);
+        })
+        .start()
+        .await;
     let (mut client, conn) = h2_client(stitch.inbound).await;
     // Requests every 100 ms for 2.5 s: longer than two idle timeouts, never silent for one.
     for _ in 0..25 {

@@ -3,23 +3,23 @@
 //! listener as a plain proxy (absolute-form, Host routing, CONNECT), hop-by-hop handling,
 //! byte-exact targets, and 502 on a closed upstream.
 
-use crate::support;
-
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use http_body_util::Full;
-use support::tcp::{
+use tokio::io::AsyncWriteExt;
+
+use crate::support;
+use crate::support::tcp::{
     EOF_MARKER, echo_server, hang_up_server, unresponsive_port, websocket_echo_server,
 };
-use support::upstream::{FIXED_BODY, HttpUpstream};
-use support::wire::{RawUpstream, Wire, roundtrip};
-use support::{collect_body, get, h1_client, start_stitch_to, within};
-use tokio::io::AsyncWriteExt;
+use crate::support::upstream::{FIXED_BODY, HttpUpstream};
+use crate::support::wire::{RawUpstream, Wire, roundtrip};
+use crate::support::{Loopback, collect_body, get, h1_client, within};
 
 #[tokio::test]
 async fn keep_alive_two_requests_share_one_client_and_one_upstream_connection() {
     let up = HttpUpstream::start().await;
-    let stitch = start_stitch_to(up.addr).await;
+    let stitch = Loopback::to(up.addr).start().await;
     let mut client = h1_client(stitch.inbound).await;
     for path in ["/first", "/second"] {
         within("client ready", client.ready())
@@ -45,7 +45,7 @@ async fn keep_alive_two_requests_share_one_client_and_one_upstream_connection() 
 #[tokio::test]
 async fn chunked_request_body_reaches_upstream_intact() {
     let up = HttpUpstream::start().await;
-    let stitch = start_stitch_to(up.addr).await;
+    let stitch = Loopback::to(up.addr).start().await;
     let mut wire = Wire::connect(stitch.inbound).await;
     wire.send(
         format!(
@@ -70,7 +70,7 @@ async fn chunked_request_body_reaches_upstream_intact() {
 #[tokio::test]
 async fn chunked_response_is_streamed_not_buffered() {
     let up = HttpUpstream::start().await;
-    let stitch = start_stitch_to(up.addr).await;
+    let stitch = Loopback::to(up.addr).start().await;
     let mut client = h1_client(stitch.inbound).await;
     let resp = within("response head", client.send_request(get(up.addr, "/gated")))
         .await
@@ -104,7 +104,7 @@ async fn chunked_response_is_streamed_not_buffered() {
 #[tokio::test]
 async fn expect_100_continue_gets_interim_response_before_the_body() {
     let up = HttpUpstream::start().await;
-    let stitch = start_stitch_to(up.addr).await;
+    let stitch = Loopback::to(up.addr).start().await;
     let mut wire = Wire::connect(stitch.inbound).await;
     wire.send(
         format!(
@@ -125,7 +125,7 @@ async fn expect_100_continue_gets_interim_response_before_the_body() {
 #[tokio::test]
 async fn head_response_has_no_body_and_connection_stays_usable() {
     let up = HttpUpstream::start().await;
-    let stitch = start_stitch_to(up.addr).await;
+    let stitch = Loopback::to(up.addr).start().await;
     let mut wire = Wire::connect(stitch.inbound).await;
     wire.send(format!("HEAD /thing HTTP/1.1\r\nHost: {}\r\n\r\n", up.addr).as_bytes())
         .await;
@@ -148,7 +148,7 @@ async fn head_response_has_no_body_and_connection_stays_usable() {
 #[tokio::test]
 async fn status_204_and_304_have_no_body() {
     let up = HttpUpstream::start().await;
-    let stitch = start_stitch_to(up.addr).await;
+    let stitch = Loopback::to(up.addr).start().await;
     let mut wire = Wire::connect(stitch.inbound).await;
     for code in [204u16, 304] {
         wire.send(format!("GET /status/{code} HTTP/1.1\r\nHost: {}\r\n\r\n", up.addr).as_bytes())
@@ -173,7 +173,7 @@ async fn status_204_and_304_have_no_body() {
 #[tokio::test]
 async fn http10_client_gets_a_complete_response_and_a_close() {
     let up = HttpUpstream::start().await;
-    let stitch = start_stitch_to(up.addr).await;
+    let stitch = Loopback::to(up.addr).start().await;
     let mut wire = Wire::connect(stitch.inbound).await;
     wire.send(format!("GET /old HTTP/1.0\r\nHost: {}\r\n\r\n", up.addr).as_bytes())
         .await;
@@ -192,7 +192,7 @@ async fn http10_client_gets_a_complete_response_and_a_close() {
 #[tokio::test]
 async fn websocket_echo_through_the_upgrade_tunnel() {
     let ws_addr = websocket_echo_server().await;
-    let stitch = start_stitch_to(ws_addr).await;
+    let stitch = Loopback::to(ws_addr).start().await;
     let stream = support::connect(stitch.inbound).await;
     let (mut ws, resp) = within(
         "WebSocket handshake",
@@ -225,7 +225,7 @@ async fn websocket_echo_through_the_upgrade_tunnel() {
 #[tokio::test]
 async fn outbound_absolute_form_request_goes_to_the_named_host() {
     let up = HttpUpstream::start().await;
-    let stitch = support::start_stitch(support::settings(None)).await;
+    let stitch = Loopback::new().start().await;
     let resp = roundtrip(
         stitch.outbound,
         format!(
@@ -251,7 +251,7 @@ async fn outbound_absolute_form_request_goes_to_the_named_host() {
 #[tokio::test]
 async fn outbound_origin_form_request_is_routed_by_host() {
     let up = HttpUpstream::start().await;
-    let stitch = support::start_stitch(support::settings(None)).await;
+    let stitch = Loopback::new().start().await;
     let resp = roundtrip(
         stitch.outbound,
         format!("GET /by/host HTTP/1.1\r\nHost: {}\r\n\r\n", up.addr).as_bytes(),
@@ -265,7 +265,7 @@ async fn outbound_origin_form_request_is_routed_by_host() {
 #[tokio::test]
 async fn outbound_connect_tunnels_raw_bytes_both_ways() {
     let echo = echo_server().await;
-    let stitch = support::start_stitch(support::settings(None)).await;
+    let stitch = Loopback::new().start().await;
     let mut wire = Wire::connect(stitch.outbound).await;
     wire.send(format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\n").as_bytes())
         .await;
@@ -291,7 +291,7 @@ async fn outbound_connect_tunnels_raw_bytes_both_ways() {
 #[tokio::test]
 async fn hop_by_hop_fields_removed_and_nothing_added() {
     let up = HttpUpstream::start().await;
-    let stitch = start_stitch_to(up.addr).await;
+    let stitch = Loopback::to(up.addr).start().await;
     let mut wire = Wire::connect(stitch.inbound).await;
     wire.send(
         format!(
@@ -351,7 +351,7 @@ async fn hop_by_hop_fields_removed_and_nothing_added() {
 #[tokio::test]
 async fn request_target_and_query_are_forwarded_byte_for_byte() {
     let up = RawUpstream::start().await;
-    let stitch = start_stitch_to(up.addr).await;
+    let stitch = Loopback::to(up.addr).start().await;
     let targets: [&[u8]; 7] = [
         b"/a/%2F..%2fb/./c//d?x=1&y=%20&z=a+b&&=;",
         b"/p%2Fq/../r?b=%41%zz&c=&d+e=%2B",
@@ -384,7 +384,7 @@ async fn request_target_and_query_are_forwarded_byte_for_byte() {
 #[tokio::test]
 async fn closed_upstream_port_gives_502_with_a_text_cause() {
     let closed = support::closed_port().await;
-    let stitch = start_stitch_to(closed).await;
+    let stitch = Loopback::to(closed).start().await;
     let resp = roundtrip(
         stitch.inbound,
         format!("GET / HTTP/1.1\r\nHost: {closed}\r\n\r\n").as_bytes(),
@@ -405,7 +405,7 @@ async fn closed_upstream_port_gives_502_with_a_text_cause() {
 #[tokio::test]
 async fn large_request_and_response_bodies_stream_through_intact() {
     let up = HttpUpstream::start().await;
-    let stitch = start_stitch_to(up.addr).await;
+    let stitch = Loopback::to(up.addr).start().await;
     let mut client = h1_client(stitch.inbound).await;
     let payload: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
     let req = http::Request::post("/echo")
@@ -427,7 +427,7 @@ async fn large_request_and_response_bodies_stream_through_intact() {
 #[tokio::test]
 async fn upstream_closing_before_the_response_gives_502() {
     let hang_up = hang_up_server().await;
-    let stitch = start_stitch_to(hang_up).await;
+    let stitch = Loopback::to(hang_up).start().await;
     let resp = roundtrip(
         stitch.inbound,
         format!("GET / HTTP/1.1\r\nHost: {hang_up}\r\n\r\n").as_bytes(),
@@ -440,9 +440,12 @@ async fn upstream_closing_before_the_response_gives_502() {
 #[tokio::test]
 async fn connect_timeout_bounds_an_unresponsive_upstream() {
     let (silent, _keep) = unresponsive_port().await;
-    let mut s = support::settings(Some(silent));
-    s.connect_timeout = std::time::Duration::from_millis(200);
-    let stitch = support::start_stitch(s).await;
+    let stitch = Loopback::to(silent)
+        .with(|s| {
+            s.connect_timeout = std::time::Duration::from_millis(200);
+        })
+        .start()
+        .await;
     let started = std::time::Instant::now();
     let mut wire = Wire::connect(stitch.inbound).await;
     wire.send(format!("GET / HTTP/1.1\r\nHost: {silent}\r\n\r\n").as_bytes())
@@ -465,16 +468,19 @@ async fn connect_timeout_bounds_an_unresponsive_upstream() {
 #[tokio::test]
 async fn idle_pooled_upstream_connection_is_closed_after_the_idle_timeout() {
     let up = HttpUpstream::start().await;
-    let mut s = support::settings(Some(up.addr));
-    s.upstream_idle_timeout = std::time::Duration::from_millis(300);
-    let stitch = support::start_stitch(s).await;
+    let stitch = Loopback::to(up.addr)
+        .with(|s| {
+            s.upstream_idle_timeout = std::time::Duration::from_millis(300);
+        })
+        .start()
+        .await;
     let first = roundtrip(
         stitch.inbound,
         format!("GET /a HTTP/1.1\r\nHost: {}\r\n\r\n", up.addr).as_bytes(),
     )
     .await;
     assert_eq!(first.status, 200);
-    support::eventually("stitch to close its idle upstream connection", || {
+    support::eventually("stitch to close its idle upstream connection", async || {
         up.closed_connections() == 1
     })
     .await;

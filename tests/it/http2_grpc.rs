@@ -2,20 +2,20 @@
 //! one upstream connection, trailers, `:authority` routing on the outbound listener, all four
 //! gRPC modes, status pass-through, cancellation, and errors on a closed upstream.
 
-use crate::support;
-
 use std::sync::atomic::Ordering;
 
 use futures::StreamExt;
-use support::grpc::{self, FAIL_CODE, FAIL_MESSAGE, GrpcUpstream, Msg};
-use support::upstream::{BARRIER_SIZE, FIXED_BODY, HttpUpstream};
-use support::{collect_body, eventually, h2_client, h2_get, start_stitch_to, within};
 use tonic::{Code, Request};
+
+use crate::support;
+use crate::support::grpc::{self, FAIL_CODE, FAIL_MESSAGE, GrpcUpstream, Msg};
+use crate::support::upstream::{BARRIER_SIZE, FIXED_BODY, HttpUpstream};
+use crate::support::{Loopback, collect_body, eventually, h2_client, h2_get, within};
 
 #[tokio::test]
 async fn h2c_100_concurrent_streams_share_one_upstream_connection() {
     let up = HttpUpstream::start().await;
-    let stitch = start_stitch_to(up.addr).await;
+    let stitch = Loopback::to(up.addr).start().await;
     let (client, _conn) = h2_client(stitch.inbound).await;
     // `/barrier` answers only once all 100 requests are in flight at the upstream together,
     // so this completes only if stitch really multiplexes them concurrently.
@@ -51,7 +51,7 @@ async fn h2c_100_concurrent_streams_share_one_upstream_connection() {
 #[tokio::test]
 async fn h2_response_trailers_are_forwarded() {
     let up = HttpUpstream::start().await;
-    let stitch = start_stitch_to(up.addr).await;
+    let stitch = Loopback::to(up.addr).start().await;
     let (mut client, _conn) = h2_client(stitch.inbound).await;
     let resp = within(
         "response",
@@ -76,7 +76,7 @@ async fn h2_response_trailers_are_forwarded() {
 #[tokio::test]
 async fn h2c_on_outbound_is_routed_by_authority() {
     let up = HttpUpstream::start().await;
-    let stitch = support::start_stitch(support::settings(None)).await;
+    let stitch = Loopback::new().start().await;
     let (mut client, _conn) = h2_client(stitch.outbound).await;
     let resp = within(
         "response",
@@ -93,7 +93,7 @@ async fn h2c_on_outbound_is_routed_by_authority() {
 #[tokio::test]
 async fn h2_closed_upstream_port_gives_502_with_a_text_cause() {
     let closed = support::closed_port().await;
-    let stitch = start_stitch_to(closed).await;
+    let stitch = Loopback::to(closed).start().await;
     let (mut client, _conn) = h2_client(stitch.inbound).await;
     let resp = within("response", client.send_request(h2_get(closed, "/")))
         .await
@@ -114,7 +114,7 @@ async fn h2_closed_upstream_port_gives_502_with_a_text_cause() {
 #[tokio::test]
 async fn grpc_unary() {
     let up = GrpcUpstream::start().await;
-    let stitch = start_stitch_to(up.addr).await;
+    let stitch = Loopback::to(up.addr).start().await;
     let mut client = grpc::client(stitch.inbound, up.addr).await;
     let resp = within(
         "unary call",
@@ -141,7 +141,7 @@ async fn grpc_unary() {
 #[tokio::test]
 async fn grpc_server_streaming() {
     let up = GrpcUpstream::start().await;
-    let stitch = start_stitch_to(up.addr).await;
+    let stitch = Loopback::to(up.addr).start().await;
     let mut client = grpc::client(stitch.inbound, up.addr).await;
     let resp = within(
         "server-streaming call",
@@ -174,7 +174,7 @@ async fn grpc_server_streaming() {
 #[tokio::test]
 async fn grpc_client_streaming() {
     let up = GrpcUpstream::start().await;
-    let stitch = start_stitch_to(up.addr).await;
+    let stitch = Loopback::to(up.addr).start().await;
     let mut client = grpc::client(stitch.inbound, up.addr).await;
     let outbound = futures::stream::iter((0..20).map(|i| Msg {
         text: format!("m{i}"),
@@ -198,7 +198,7 @@ async fn grpc_client_streaming() {
 #[tokio::test]
 async fn grpc_bidi_streaming_interleaves() {
     let up = GrpcUpstream::start().await;
-    let stitch = start_stitch_to(up.addr).await;
+    let stitch = Loopback::to(up.addr).start().await;
     let mut client = grpc::client(stitch.inbound, up.addr).await;
     // Send one message at a time and wait for its echo before the next: this only works if
     // both directions stream independently through stitch.
@@ -253,7 +253,7 @@ async fn grpc_bidi_streaming_interleaves() {
 #[tokio::test]
 async fn grpc_error_status_message_and_metadata_pass_through_untouched() {
     let up = GrpcUpstream::start().await;
-    let stitch = start_stitch_to(up.addr).await;
+    let stitch = Loopback::to(up.addr).start().await;
     let mut client = grpc::client(stitch.inbound, up.addr).await;
     let status = within(
         "failing call",
@@ -279,7 +279,7 @@ async fn grpc_error_status_message_and_metadata_pass_through_untouched() {
 #[tokio::test]
 async fn grpc_status_in_trailers_after_messages_is_forwarded() {
     let up = GrpcUpstream::start().await;
-    let stitch = start_stitch_to(up.addr).await;
+    let stitch = Loopback::to(up.addr).start().await;
     let mut client = grpc::client(stitch.inbound, up.addr).await;
     let resp = within(
         "call",
@@ -319,7 +319,7 @@ async fn grpc_status_in_trailers_after_messages_is_forwarded() {
 #[tokio::test]
 async fn grpc_cancellation_reaches_the_upstream() {
     let up = GrpcUpstream::start().await;
-    let stitch = start_stitch_to(up.addr).await;
+    let stitch = Loopback::to(up.addr).start().await;
     let mut client = grpc::client(stitch.inbound, up.addr).await;
     let resp = within(
         "endless call",
@@ -345,7 +345,7 @@ async fn grpc_cancellation_reaches_the_upstream() {
     // Dropping the response stream makes the client reset the HTTP/2 stream; the upstream
     // handler only ever ends if stitch passes that reset on.
     drop(stream);
-    eventually("the upstream to see the cancellation", || {
+    eventually("the upstream to see the cancellation", async || {
         up.endless_dropped.load(Ordering::SeqCst) == 1
     })
     .await;
@@ -372,7 +372,7 @@ async fn grpc_cancellation_reaches_the_upstream() {
 #[tokio::test]
 async fn grpc_on_outbound_is_routed_by_authority() {
     let up = GrpcUpstream::start().await;
-    let stitch = support::start_stitch(support::settings(None)).await;
+    let stitch = Loopback::new().start().await;
     let mut client = grpc::client(stitch.outbound, up.addr).await;
     let resp = within(
         "unary via outbound",
@@ -399,7 +399,7 @@ async fn grpc_on_outbound_is_routed_by_authority() {
 #[tokio::test]
 async fn grpc_closed_upstream_port_gives_unavailable_with_a_message() {
     let closed = support::closed_port().await;
-    let stitch = start_stitch_to(closed).await;
+    let stitch = Loopback::to(closed).start().await;
     let mut client = grpc::client(stitch.inbound, closed).await;
     let status = within(
         "call to a closed port",
@@ -427,7 +427,7 @@ async fn grpc_closed_upstream_port_gives_unavailable_with_a_message() {
 #[tokio::test]
 async fn h2_request_body_streams_to_the_upstream_and_back() {
     let up = HttpUpstream::start().await;
-    let stitch = start_stitch_to(up.addr).await;
+    let stitch = Loopback::to(up.addr).start().await;
     let (mut client, _conn) = h2_client(stitch.inbound).await;
     let payload: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 249) as u8).collect();
     let req = http::Request::post(format!("http://{}/echo", up.addr))
@@ -451,7 +451,7 @@ async fn h2_request_body_streams_to_the_upstream_and_back() {
 #[tokio::test]
 async fn grpc_upstream_hanging_up_gives_unavailable() {
     let hang_up = support::tcp::hang_up_server().await;
-    let stitch = start_stitch_to(hang_up).await;
+    let stitch = Loopback::to(hang_up).start().await;
     let mut client = grpc::client(stitch.inbound, hang_up).await;
     let status = within(
         "call to an upstream that hangs up",

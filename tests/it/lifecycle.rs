@@ -2,19 +2,18 @@
 //! binary on SIGTERM (in-flight requests finish, new connections are refused, exit 0), and
 //! HTTP/2 GOAWAY on shutdown.
 
-use crate::support;
-
 use std::time::Duration;
 
-use support::process::{spawn_stitch, wait_refused};
-use support::upstream::{FIXED_BODY, HttpUpstream};
-use support::wire::{Wire, roundtrip};
-use support::{collect_body, get, h1_client, h2_client, h2_get, settings, start_stitch, within};
+use crate::support;
+use crate::support::process::{spawn_stitch, wait_refused};
+use crate::support::upstream::{FIXED_BODY, HttpUpstream};
+use crate::support::wire::{Wire, roundtrip};
+use crate::support::{Loopback, collect_body, get, h1_client, h2_client, h2_get, within};
 
 #[tokio::test]
 async fn live_and_ready_answer_once_running() {
     let up = HttpUpstream::start().await;
-    let stitch = start_stitch(settings(Some(up.addr))).await;
+    let stitch = Loopback::to(up.addr).start().await;
     for path in ["/live", "/ready"] {
         let resp = roundtrip(
             stitch.admin,
@@ -28,9 +27,12 @@ async fn live_and_ready_answer_once_running() {
 #[tokio::test]
 async fn shutdown_lets_the_in_flight_request_finish_and_refuses_new_connections() {
     let up = HttpUpstream::start().await;
-    let mut s = settings(Some(up.addr));
-    s.drain_timeout = Duration::from_secs(30);
-    let stitch = start_stitch(s).await;
+    let stitch = Loopback::to(up.addr)
+        .with(|s| {
+            s.drain_timeout = Duration::from_secs(30);
+        })
+        .start()
+        .await;
     let mut client = h1_client(stitch.inbound).await;
     let in_flight = tokio::spawn(client.send_request(get(up.addr, "/slow")));
     up.wait_for(1).await;
@@ -61,11 +63,14 @@ async fn shutdown_lets_the_in_flight_request_finish_and_refuses_new_connections(
 #[tokio::test]
 async fn shutdown_sends_goaway_to_idle_h2_connections() {
     let up = HttpUpstream::start().await;
-    let mut s = settings(Some(up.addr));
-    // Longer than the wait below: the connection must close because of GOAWAY, not because
-    // the drain deadline ran out.
-    s.drain_timeout = Duration::from_secs(120);
-    let stitch = start_stitch(s).await;
+    let stitch = Loopback::to(up.addr)
+        .with(|s| {
+            // Longer than the wait below: the connection must close because of GOAWAY, not because
+            // the drain deadline ran out.
+            s.drain_timeout = Duration::from_secs(120);
+        })
+        .start()
+        .await;
     let (mut client, conn) = h2_client(stitch.inbound).await;
     let resp = within("h2 request", client.send_request(h2_get(up.addr, "/")))
         .await
@@ -159,9 +164,12 @@ async fn malformed_client_requests_are_not_logged_as_errors() {
 #[tokio::test]
 async fn silent_h2_client_connection_gets_goaway_after_the_idle_timeout() {
     let up = HttpUpstream::start().await;
-    let mut s = settings(Some(up.addr));
-    s.h2_idle_timeout = Duration::from_millis(500);
-    let stitch = start_stitch(s).await;
+    let stitch = Loopback::to(up.addr)
+        .with(|s| {
+            s.h2_idle_timeout = Duration::from_millis(500);
+        })
+        .start()
+        .await;
     let (mut client, conn) = h2_client(stitch.inbound).await;
     let resp = within("h2 request", client.send_request(h2_get(up.addr, "/")))
         .await

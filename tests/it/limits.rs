@@ -2,13 +2,12 @@
 //! slowloris heads, oversized heads, the loop guard, and the connection cap. None of these may
 //! reach the upstream ambiguously or pin stitch.
 
-use crate::support;
-
 use std::time::Duration;
 
-use support::upstream::{FIXED_BODY, HttpUpstream};
-use support::wire::{Wire, roundtrip};
-use support::{settings, start_stitch, start_stitch_to, within};
+use crate::support;
+use crate::support::upstream::{FIXED_BODY, HttpUpstream};
+use crate::support::wire::{Wire, roundtrip};
+use crate::support::{Loopback, within};
 
 /// A request whose two framings disagree: by Content-Length the body is `0\r\n\r\n` and a
 /// second request `GET /smuggled` follows; by chunked the body is empty and `GET /smuggled`
@@ -24,7 +23,7 @@ fn cl_te_request(host: std::net::SocketAddr) -> Vec<u8> {
 #[tokio::test]
 async fn content_length_with_transfer_encoding_is_never_forwarded_ambiguously() {
     let up = HttpUpstream::start().await;
-    let stitch = start_stitch_to(up.addr).await;
+    let stitch = Loopback::to(up.addr).start().await;
     let mut wire = Wire::connect(stitch.inbound).await;
     wire.send(&cl_te_request(up.addr)).await;
     let first = wire.read_response(false).await;
@@ -67,7 +66,7 @@ async fn content_length_with_transfer_encoding_is_never_forwarded_ambiguously() 
 #[tokio::test]
 async fn conflicting_content_lengths_are_rejected_with_400() {
     let up = HttpUpstream::start().await;
-    let stitch = start_stitch_to(up.addr).await;
+    let stitch = Loopback::to(up.addr).start().await;
     let resp = roundtrip(
         stitch.inbound,
         format!("POST /echo HTTP/1.1\r\nHost: {}\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", up.addr).as_bytes(),
@@ -84,9 +83,12 @@ async fn conflicting_content_lengths_are_rejected_with_400() {
 #[tokio::test]
 async fn slowloris_head_is_cut_off_after_the_header_read_timeout() {
     let up = HttpUpstream::start().await;
-    let mut s = settings(Some(up.addr));
-    s.header_read_timeout = Duration::from_millis(500);
-    let stitch = start_stitch(s).await;
+    let stitch = Loopback::to(up.addr)
+        .with(|s| {
+            s.header_read_timeout = Duration::from_millis(500);
+        })
+        .start()
+        .await;
     let mut wire = Wire::connect(stitch.inbound).await;
     wire.send(format!("GET / HTTP/1.1\r\nHost: {}\r\n", up.addr).as_bytes())
         .await;
@@ -115,9 +117,12 @@ async fn slowloris_head_is_cut_off_after_the_header_read_timeout() {
 #[tokio::test]
 async fn too_many_header_fields_are_refused() {
     let up = HttpUpstream::start().await;
-    let mut s = settings(Some(up.addr));
-    s.max_headers = 20;
-    let stitch = start_stitch(s).await;
+    let stitch = Loopback::to(up.addr)
+        .with(|s| {
+            s.max_headers = 20;
+        })
+        .start()
+        .await;
     let mut req = format!("GET / HTTP/1.1\r\nHost: {}\r\n", up.addr);
     for i in 0..40 {
         req.push_str(&format!("X-Field-{i}: v\r\n"));
@@ -138,9 +143,12 @@ async fn too_many_header_fields_are_refused() {
 #[tokio::test]
 async fn header_larger_than_the_limit_is_refused() {
     let up = HttpUpstream::start().await;
-    let mut s = settings(Some(up.addr));
-    s.max_header_bytes = 8 * 1024;
-    let stitch = start_stitch(s).await;
+    let stitch = Loopback::to(up.addr)
+        .with(|s| {
+            s.max_header_bytes = 8 * 1024;
+        })
+        .start()
+        .await;
     let big = "x".repeat(16 * 1024);
     let mut wire = Wire::connect(stitch.inbound).await;
     wire.send(
@@ -173,7 +181,7 @@ async fn header_larger_than_the_limit_is_refused() {
 #[tokio::test]
 async fn request_addressed_to_stitch_itself_is_refused_not_looped() {
     let up = HttpUpstream::start().await;
-    let stitch = start_stitch(settings(None)).await;
+    let stitch = Loopback::new().start().await;
     let own = stitch.outbound;
     for req in [
         format!("GET http://{own}/loop HTTP/1.1\r\nHost: {own}\r\n\r\n"),
@@ -200,9 +208,12 @@ async fn request_addressed_to_stitch_itself_is_refused_not_looped() {
 #[tokio::test]
 async fn connections_beyond_the_cap_wait_until_one_closes() {
     let up = HttpUpstream::start().await;
-    let mut s = settings(Some(up.addr));
-    s.max_connections = 1;
-    let stitch = start_stitch(s).await;
+    let stitch = Loopback::to(up.addr)
+        .with(|s| {
+            s.max_connections = 1;
+        })
+        .start()
+        .await;
     let mut first = Wire::connect(stitch.inbound).await;
     first
         .send(format!("GET /first HTTP/1.1\r\nHost: {}\r\n\r\n", up.addr).as_bytes())
@@ -228,7 +239,7 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
 #[tokio::test]
 async fn malformed_request_head_gets_400() {
     let up = HttpUpstream::start().await;
-    let stitch = start_stitch_to(up.addr).await;
+    let stitch = Loopback::to(up.addr).start().await;
     for bad in [
         format!(
             "GET / HTTP/1.1\r\nHost: {}\r\nNo colon here\r\n\r\n",
@@ -273,10 +284,13 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
 #[tokio::test]
 async fn garbage_and_mangled_requests_never_take_stitch_down() {
     let up = HttpUpstream::start().await;
-    let mut s = settings(Some(up.addr));
-    s.detect_timeout = Duration::from_millis(200);
-    s.header_read_timeout = Duration::from_millis(500);
-    let stitch = start_stitch(s).await;
+    let stitch = Loopback::to(up.addr)
+        .with(|s| {
+            s.detect_timeout = Duration::from_millis(200);
+            s.header_read_timeout = Duration::from_millis(500);
+        })
+        .start()
+        .await;
     let valid = format!(
         "POST /echo HTTP/1.1\r\nHost: {}\r\nContent-Length: 4\r\n\r\nbody",
         up.addr
@@ -324,9 +338,12 @@ async fn garbage_and_mangled_requests_never_take_stitch_down() {
 #[tokio::test]
 async fn h2_streams_beyond_the_limit_wait_for_a_free_slot() {
     let up = HttpUpstream::start().await;
-    let mut s = settings(Some(up.addr));
-    s.h2_max_concurrent_streams = 2;
-    let stitch = start_stitch(s).await;
+    let stitch = Loopback::to(up.addr)
+        .with(|s| {
+            s.h2_max_concurrent_streams = 2;
+        })
+        .start()
+        .await;
     let (client, _conn) = support::h2_client(stitch.inbound).await;
     let slow: Vec<_> = (0..2)
         .map(|_| {
@@ -367,9 +384,12 @@ async fn h2_streams_beyond_the_limit_wait_for_a_free_slot() {
 #[tokio::test]
 async fn idle_keep_alive_client_connection_is_closed_after_the_header_read_timeout() {
     let up = HttpUpstream::start().await;
-    let mut s = settings(Some(up.addr));
-    s.header_read_timeout = Duration::from_millis(500);
-    let stitch = start_stitch(s).await;
+    let stitch = Loopback::to(up.addr)
+        .with(|s| {
+            s.header_read_timeout = Duration::from_millis(500);
+        })
+        .start()
+        .await;
     let mut wire = Wire::connect(stitch.inbound).await;
     wire.send(format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", up.addr).as_bytes())
         .await;

@@ -4,6 +4,9 @@
 //!
 //! Every module here is one former `tests/*.rs` file; `support` holds what they share.
 
+// A test binary has no public API: `pub` only shares items between its modules.
+#![allow(unreachable_pub)]
+
 #[path = "../support/mod.rs"]
 mod support;
 

@@ -2,19 +2,18 @@
 //! half-close is respected, and server-speaks-first protocols work (after the detect
 //! timeout, or at once on a port declared opaque).
 
-use crate::support;
-
 use std::time::Duration;
 
-use support::tcp::{BANNER, EOF_MARKER, banner_server, echo_server};
-use support::wire::Wire;
-use support::{settings, start_stitch, start_stitch_to, within};
 use tokio::io::AsyncWriteExt;
+
+use crate::support::tcp::{BANNER, EOF_MARKER, banner_server, echo_server};
+use crate::support::wire::Wire;
+use crate::support::{Loopback, within};
 
 #[tokio::test]
 async fn client_first_binary_bytes_are_echoed_untouched_and_half_close_is_respected() {
     let echo = echo_server().await;
-    let stitch = start_stitch_to(echo).await;
+    let stitch = Loopback::to(echo).start().await;
     let mut wire = Wire::connect(stitch.inbound).await;
     // Every byte value, led by bytes no HTTP method starts with.
     let mut payload = b"\x00\x01\x02PGSQL\xff".to_vec();
@@ -40,7 +39,7 @@ async fn client_first_binary_bytes_are_echoed_untouched_and_half_close_is_respec
 #[tokio::test]
 async fn text_that_looks_almost_like_http_is_still_opaque() {
     let echo = echo_server().await;
-    let stitch = start_stitch_to(echo).await;
+    let stitch = Loopback::to(echo).start().await;
     let mut wire = Wire::connect(stitch.inbound).await;
     let payload = b"GET\tnot-a-request-line\r\n\r\n";
     wire.send(payload).await;
@@ -53,9 +52,12 @@ async fn text_that_looks_almost_like_http_is_still_opaque() {
 #[tokio::test]
 async fn server_first_banner_arrives_after_the_detect_timeout() {
     let banner = banner_server().await;
-    let mut s = settings(Some(banner));
-    s.detect_timeout = Duration::from_millis(300);
-    let stitch = start_stitch(s).await;
+    let stitch = Loopback::to(banner)
+        .with(|s| {
+            s.detect_timeout = Duration::from_millis(300);
+        })
+        .start()
+        .await;
     let mut wire = Wire::connect(stitch.inbound).await;
     // The client says nothing: detection must give up and connect the banner server.
     let got = within("the banner", wire.read_n(BANNER.len()))
@@ -72,12 +74,15 @@ async fn server_first_banner_arrives_after_the_detect_timeout() {
 #[tokio::test]
 async fn opaque_port_skips_detection_so_the_banner_comes_at_once() {
     let banner = banner_server().await;
-    let mut s = settings(Some(banner));
-    // A detect timeout far beyond the test deadline: the banner can only arrive in time if
-    // detection is skipped for this port.
-    s.detect_timeout = Duration::from_secs(600);
-    s.opaque_ports = vec![banner.port()];
-    let stitch = start_stitch(s).await;
+    let stitch = Loopback::to(banner)
+        .with(|s| {
+            // A detect timeout far beyond the test deadline: the banner can only arrive in time if
+            // detection is skipped for this port.
+            s.detect_timeout = Duration::from_secs(600);
+            s.opaque_ports = vec![banner.port()];
+        })
+        .start()
+        .await;
     let mut wire = Wire::connect(stitch.inbound).await;
     let got = within("the banner without detection", wire.read_n(BANNER.len()))
         .await

@@ -4,15 +4,15 @@
 //! Both ends are raw sockets writing and discarding a generated pattern, so the test's own
 //! cost stays small and the only HTTP stack the bytes cross is stitch's.
 
-use crate::support;
-
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use support::process::spawn_stitch;
-use support::wire::Wire;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
+
+use crate::support;
+use crate::support::process::spawn_stitch;
+use crate::support::wire::Wire;
 
 /// Bytes moved in each direction.
 const BODY_BYTES: u64 = 1 << 30;
@@ -171,7 +171,7 @@ async fn produced_plateau(up: &support::upstream::HttpUpstream) -> u64 {
 async fn h1_slow_reader_holds_back_the_upstream() {
     use http_body_util::BodyExt;
     let up = support::upstream::HttpUpstream::start().await;
-    let stitch = support::start_stitch_to(up.addr).await;
+    let stitch = support::Loopback::to(up.addr).start().await;
     let mut client = support::h1_client(stitch.inbound).await;
     let resp = support::within(
         "response head",
@@ -193,7 +193,7 @@ async fn h1_slow_reader_holds_back_the_upstream() {
 async fn h2_slow_reader_holds_back_the_upstream_via_flow_control() {
     use http_body_util::BodyExt;
     let up = support::upstream::HttpUpstream::start().await;
-    let stitch = support::start_stitch_to(up.addr).await;
+    let stitch = support::Loopback::to(up.addr).start().await;
     let (mut client, _conn) = support::h2_client(stitch.inbound).await;
     let resp = support::within(
         "response head",

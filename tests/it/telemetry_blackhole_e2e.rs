@@ -2,8 +2,6 @@
 //! keep flowing with no failure and latency comparable to a stitch that does not export;
 //! export failures are counted and the degradation level rises.
 
-use crate::support::telemetry as telemetry_support;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -15,8 +13,11 @@ use hyper_util::rt::TokioIo;
 use stitch::app::{Settings, Stitch};
 use stitch::telemetry::config::DegradationConfig;
 use stitch::telemetry::{ExportConfig, Protocol, TelemetryConfig};
-use telemetry_support::{get, http_collector, parse_openmetrics, sample};
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::support::fetch;
+use crate::support::metrics::{parse_openmetrics, sample};
+use crate::support::telemetry::http_collector;
 
 async fn app() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -145,7 +146,7 @@ async fn black_holed_collector_never_slows_or_fails_requests() {
         "p99 with a black-holed collector {hole_p99:?} vs {base_p99:?}"
     );
 
-    let (_, _, body) = get(holed_admin, "/metrics").await;
+    let (_, _, body) = fetch(holed_admin, "/metrics").await;
     let text = String::from_utf8(body.to_vec()).expect("utf-8");
     let samples = parse_openmetrics(&text).expect("valid exposition");
     let dropped = sample(&samples, "stitch_spans_dropped_total", &[]).unwrap_or(0.0);

@@ -4,8 +4,6 @@
 //! be one trace with every parent present, the right kinds, attributes, nested timings and
 //! the gRPC status of the failing call.
 
-use crate::support::telemetry as telemetry_support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -18,8 +16,10 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use stitch::app::{Settings, Stitch};
 use stitch::telemetry::{ExportConfig, Protocol, TelemetryConfig};
-use telemetry_support::{Received, eventually, grpc_collector};
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::support::holds_within;
+use crate::support::telemetry::{Received, grpc_collector};
 
 /// App B: a gRPC server whose every call fails with a trailers-only UNAVAILABLE.
 async fn app_b() -> SocketAddr {
@@ -186,7 +186,7 @@ async fn three_hop_chain_arrives_as_one_tree() {
     app_a(a_app, a_outbound, b_inbound);
 
     // The client: a plain request with no trace context.
-    let (status, _, body) = telemetry_support::http_request(
+    let (status, _, body) = crate::support::http_request(
         a_inbound,
         "GET",
         "/orders/42",
@@ -201,7 +201,7 @@ async fn three_hop_chain_arrives_as_one_tree() {
         "the failing gRPC status reached app A"
     );
 
-    let arrived = eventually(Duration::from_secs(15), || received.len() >= 3).await;
+    let arrived = holds_within(Duration::from_secs(15), async || received.len() >= 3).await;
     assert!(arrived, "three spans exported, got {}", received.len());
     let spans = received.spans();
     assert_eq!(spans.len(), 3, "exactly one span per hop: {spans:#?}");

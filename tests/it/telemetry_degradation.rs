@@ -1,16 +1,14 @@
 //! A slow, black-holed or absent collector: `record` never waits, overflow is dropped and
 //! counted, the degradation level rises and falls back once the collector answers again.
 
-use crate::support::telemetry as telemetry_support;
-
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use stitch::telemetry::config::DegradationConfig;
 use stitch::telemetry::{ExportConfig, Protocol, Telemetry, TelemetryConfig};
-use telemetry_support::{
-    chain, eventually, grpc_collector_on, http_collector, parse_openmetrics, sample,
-};
+
+use crate::support::holds_within;
+use crate::support::telemetry::{chain, grpc_collector_on, http_collector};
 
 fn fast_failing(protocol: Protocol, endpoint: String) -> TelemetryConfig {
     let mut export = ExportConfig::new(protocol, endpoint);
@@ -35,9 +33,7 @@ fn fast_failing(protocol: Protocol, endpoint: String) -> TelemetryConfig {
 }
 
 fn metric(telemetry: &Telemetry, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let text = telemetry.metrics().encode();
-    let samples = parse_openmetrics(&text).expect("valid exposition");
-    sample(&samples, name, labels).unwrap_or(0.0)
+    crate::support::metrics::metric(&telemetry.metrics().encode(), name, labels)
 }
 
 /// Records `n` spans of fresh traces, returning how long the calls took in total.
@@ -79,7 +75,7 @@ async fn black_holed_collector_drops_degrades_and_recovers() {
     );
 
     // Keep a trickle flowing so batches keep failing; the level must step down to the floor.
-    let degraded = eventually(Duration::from_secs(20), || {
+    let degraded = holds_within(Duration::from_secs(20), async || {
         record_burst(&telemetry, 20);
         sink.root_sampling_factor() <= 0.01
     })
@@ -101,7 +97,7 @@ async fn black_holed_collector_drops_degrades_and_recovers() {
 
     // The collector comes back: export succeeds and the level climbs back to healthy.
     collector.black_hole.store(false, Ordering::SeqCst);
-    let recovered = eventually(Duration::from_secs(20), || {
+    let recovered = holds_within(Duration::from_secs(20), async || {
         record_burst(&telemetry, 5);
         sink.root_sampling_factor() == 1.0
     })
@@ -128,7 +124,7 @@ async fn collector_down_then_started_on_the_same_port_recovers_over_grpc() {
         format!("http://127.0.0.1:{port}"),
     ));
     let sink = telemetry.sink();
-    let degraded = eventually(Duration::from_secs(20), || {
+    let degraded = holds_within(Duration::from_secs(20), async || {
         record_burst(&telemetry, 20);
         sink.root_sampling_factor() < 1.0
     })
@@ -140,7 +136,7 @@ async fn collector_down_then_started_on_the_same_port_recovers_over_grpc() {
         .await
         .expect("rebind");
     let (_, received) = grpc_collector_on(listener);
-    let recovered = eventually(Duration::from_secs(20), || {
+    let recovered = holds_within(Duration::from_secs(20), async || {
         record_burst(&telemetry, 5);
         sink.root_sampling_factor() == 1.0
     })

@@ -1,14 +1,13 @@
 //! OTLP export to real in-test collectors (tonic gRPC and hyper HTTP/protobuf): the spans
 //! of a 3-hop chain arrive with ids, parents, kinds, attributes, status and resource.
 
-use crate::support::telemetry as telemetry_support;
-
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use stitch::telemetry::{ExportConfig, Protocol, Telemetry, TelemetryConfig};
-use telemetry_support::{Received, chain, grpc_collector, hex, http_collector};
+
+use crate::support::telemetry::{Received, chain, grpc_collector, hex, http_collector};
 
 fn config(protocol: Protocol, endpoint: String) -> TelemetryConfig {
     let mut export = ExportConfig::new(protocol, endpoint);
@@ -199,7 +198,7 @@ async fn gzip_http_export_reaches_another_stitch_admin_receiver() {
         std::sync::atomic::AtomicBool::new(true),
     ));
     let b_ring = b.ring.clone();
-    let (b_addr, _shutdown) = telemetry_support::admin(b).await;
+    let (b_addr, _shutdown) = crate::support::telemetry::admin(b).await;
     let mut cfg = config(Protocol::HttpProtobuf, format!("http://{b_addr}/v1/traces"));
     if let Some(e) = cfg.export.as_mut() {
         e.gzip = true;
@@ -223,7 +222,7 @@ async fn dropping_the_telemetry_handle_keeps_sinks_working() {
     drop(telemetry);
     let c = chain(10);
     sink.record(c.a_in.clone());
-    let arrived = telemetry_support::eventually(Duration::from_secs(10), || {
+    let arrived = crate::support::holds_within(Duration::from_secs(10), async || {
         received.len() == 1 && ring.trace(&c.trace_id).is_some()
     })
     .await;

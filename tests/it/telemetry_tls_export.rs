@@ -2,16 +2,14 @@
 //! is trusted once that CA is given as `ca_file` (OTEL_EXPORTER_OTLP_CERTIFICATE), and
 //! refused without it (only the system roots are trusted).
 
-use crate::support::telemetry as telemetry_support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use stitch::telemetry::{ExportConfig, Protocol, Telemetry, TelemetryConfig};
-use telemetry_support::{
-    Received, chain, grpc_collector_tls, http_collector_with, parse_openmetrics, sample,
-};
+
+use crate::support::metrics::{parse_openmetrics, sample};
+use crate::support::telemetry::{Received, chain, grpc_collector_tls, http_collector_with};
 
 struct Pki {
     ca_file: std::path::PathBuf,

@@ -5,8 +5,6 @@
 //! tree is asserted there. Run 2: A exports OTLP/HTTP-protobuf to B's admin `POST /v1/traces`
 //! and B's `GET /traces/{id}` shows the whole chain with a clean verdict.
 
-use crate::support::trace as trace_support;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -30,10 +28,11 @@ use serde_json::Value;
 use stitch::telemetry::{ExportConfig, Protocol, TelemetryConfig};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
-use trace_support::{
-    DEADLINE, Handler, Log, Running, Seen, eventually, listener, proxy_get, raw_get, ring_only,
-    serve_app, start_stitch, trace_with,
+
+use crate::support::trace::{
+    Handler, Log, Seen, proxy_get, raw_get, ring_only, serve_app, trace_with,
 };
+use crate::support::{DEADLINE, Loopback, StitchUnderTest, fetch, holds_within, listener};
 
 /// How long the slow gRPC answer waits before its trailers.
 const STREAM_GAP: Duration = Duration::from_millis(300);
@@ -130,7 +129,6 @@ fn serve_app_b(listener: TcpListener) -> Log {
                     let (seen, grpc) = (seen.clone(), grpc.clone());
                     async move {
                         seen.push(Seen {
-                            method: req.method().to_string(),
                             path: req.uri().path().to_owned(),
                             headers: req.headers().clone(),
                         });
@@ -210,8 +208,8 @@ async fn grpc_call(
 // The chain.
 
 struct Chain {
-    a: Running,
-    b: Running,
+    a: StitchUnderTest,
+    b: StitchUnderTest,
     app_a: Log,
     app_b: Log,
     trace_id: String,
@@ -229,13 +227,19 @@ fn telemetry(service: &str, export: Option<ExportConfig>) -> TelemetryConfig {
 
 /// Starts B then A (A's exporter may point at B's admin) and sends one request through.
 async fn chain(
-    export_a: impl FnOnce(&Running) -> Option<ExportConfig>,
+    export_a: impl FnOnce(&StitchUnderTest) -> Option<ExportConfig>,
     export_b: Option<ExportConfig>,
 ) -> Chain {
     let (b_listener, b_app) = listener().await;
     let (a_listener, a_app) = listener().await;
-    let b = start_stitch(b_app, None, telemetry("stitch-b", export_b)).await;
-    let a = start_stitch(a_app, None, telemetry("stitch-a", export_a(&b))).await;
+    let b = Loopback::to(b_app)
+        .telemetry(telemetry("stitch-b", export_b))
+        .start()
+        .await;
+    let a = Loopback::to(a_app)
+        .telemetry(telemetry("stitch-a", export_a(&b)))
+        .start()
+        .await;
     let app_b = serve_app_b(b_listener);
     let app_a = serve_app(a_listener, app_a(a.outbound, b.inbound));
     let status = raw_get(
@@ -505,11 +509,7 @@ async fn chain_exported_over_otlp_grpc_forms_one_tree() {
     let export = || Some(ExportConfig::new(Protocol::Grpc, format!("http://{addr}")));
     let c = chain(|_| export(), export()).await;
     let trace = unhex(&c.trace_id);
-    let arrived = eventually(DEADLINE, || {
-        let n = collected.of_trace(&trace).len();
-        async move { n >= 5 }
-    })
-    .await;
+    let arrived = holds_within(DEADLINE, async || collected.of_trace(&trace).len() >= 5).await;
     let got = collected.of_trace(&trace);
     assert!(
         arrived,
@@ -547,7 +547,7 @@ async fn chain_exported_to_the_other_stitch_shows_whole_with_a_clean_verdict() {
     assert_tree(&c, &spans);
     assert_eq!(trace["verdict"]["clean"], true, "{}", trace["verdict"]);
     assert_eq!(trace["verdict"]["findings"], serde_json::json!([]));
-    let (status, body) = trace_support::admin_get(c.b.admin, "/traces?limit=10").await;
+    let (status, _, body) = fetch(c.b.admin, "/traces?limit=10").await;
     assert_eq!(status, StatusCode::OK);
     let list: Value = serde_json::from_slice(&body).expect("JSON");
     let summary = list["traces"]
@@ -570,10 +570,18 @@ async fn upstream_failure_and_5xx_mark_both_spans_as_errors() {
     let (dead, dead_addr) = listener().await;
     drop(dead); // nothing listens there any more: connect refused
     let (app_listener, app_addr) = listener().await;
-    let stitch = start_stitch(app_addr, None, ring_only("failing")).await;
+    let stitch = Loopback::to(app_addr)
+        .telemetry(ring_only("failing"))
+        .start()
+        .await;
     let app = serve_app(
         app_listener,
-        trace_support::copying_app(stitch.outbound, dead_addr, 1, trace_support::copy_w3c()),
+        crate::support::trace::copying_app(
+            stitch.outbound,
+            dead_addr,
+            1,
+            crate::support::trace::copy_w3c(),
+        ),
     );
     let status = raw_get(stitch.inbound, "/pay", &[]).await;
     assert_eq!(status, 502, "the app passed the failure on");
@@ -621,7 +629,10 @@ async fn span_lasts_until_the_streamed_response_body_ends() {
     use http_body_util::StreamBody;
     const GAP: Duration = Duration::from_millis(300);
     let (app_listener, app_addr) = listener().await;
-    let stitch = start_stitch(app_addr, None, ring_only("streaming")).await;
+    let stitch = Loopback::to(app_addr)
+        .telemetry(ring_only("streaming"))
+        .start()
+        .await;
     let log = Log::default();
     let seen = log.clone();
     tokio::spawn(async move {
@@ -630,7 +641,6 @@ async fn span_lasts_until_the_streamed_response_body_ends() {
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                     seen.push(Seen {
-                        method: req.method().to_string(),
                         path: req.uri().path().to_owned(),
                         headers: req.headers().clone(),
                     });
@@ -696,7 +706,6 @@ fn serve_grpc_with_trailers(listener: TcpListener) -> Log {
                         let ok = req.headers().contains_key("x-ok");
                         let slow = req.headers().contains_key("x-slow");
                         seen.push(Seen {
-                            method: req.method().to_string(),
                             path: req.uri().path().to_owned(),
                             headers: req.headers().clone(),
                         });
@@ -743,7 +752,10 @@ fn serve_grpc_with_trailers(listener: TcpListener) -> Log {
 #[tokio::test]
 async fn grpc_status_in_trailers_is_recorded_on_both_directions() {
     let (app_listener, app_addr) = listener().await;
-    let stitch = start_stitch(app_addr, None, ring_only("grpc-trailers")).await;
+    let stitch = Loopback::to(app_addr)
+        .telemetry(ring_only("grpc-trailers"))
+        .start()
+        .await;
     let app = serve_grpc_with_trailers(app_listener);
     let call = |via: SocketAddr, ok: bool| async move {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{via}"))
@@ -785,7 +797,10 @@ async fn grpc_status_in_trailers_is_recorded_on_both_directions() {
 #[tokio::test]
 async fn grpc_span_lasts_as_long_as_the_stream_on_both_directions() {
     let (app_listener, app_addr) = listener().await;
-    let stitch = start_stitch(app_addr, None, ring_only("grpc-stream")).await;
+    let stitch = Loopback::to(app_addr)
+        .telemetry(ring_only("grpc-stream"))
+        .start()
+        .await;
     let app = serve_grpc_with_trailers(app_listener);
     for (via, kind) in [(stitch.inbound, "server"), (stitch.outbound, "client")] {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{via}"))
@@ -818,7 +833,10 @@ async fn grpc_span_lasts_as_long_as_the_stream_on_both_directions() {
 async fn unreachable_app_marks_the_server_span_as_failed() {
     let (dead, dead_addr) = listener().await;
     drop(dead);
-    let stitch = start_stitch(dead_addr, None, ring_only("no-app")).await;
+    let stitch = Loopback::to(dead_addr)
+        .telemetry(ring_only("no-app"))
+        .start()
+        .await;
     let t = "0af7651916cd43dd8448eb211c80319c";
     let status = raw_get(
         stitch.inbound,

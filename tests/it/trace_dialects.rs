@@ -4,16 +4,17 @@
 //! upstream received (and on `/metrics` and `/traces` where the issue names a count or an
 //! attribute).
 
-use crate::support::trace as trace_support;
-
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use http::{HeaderMap, StatusCode};
-use trace_support::{
-    Handler, Seen, Setup, copy, copy_w3c, copying_app, drop_all, listener, metric, metrics,
-    ring_only, rules_file, serve_app, setup, spans_of_kind, start_stitch, trace_with, upstream,
+
+use crate::support::metrics::{metric, scrape};
+use crate::support::trace::{
+    Handler, Seen, Setup, copy, copy_w3c, copying_app, drop_all, proxy_get, raw_get, ring_only,
+    rules_file, serve_app, setup, spans_of_kind, trace_with, upstream,
 };
+use crate::support::{DEADLINE, Loopback, eventually, listener};
 
 const T: &str = "0af7651916cd43dd8448eb211c80319c";
 const T64: &str = "8448eb211c80319c";
@@ -239,7 +240,7 @@ async fn mixed_agreeing_dialects_are_all_rewritten_to_one_span() {
     let span = app.tp().parent_id;
     assert_eq!(split(&app.one("b3"), '-')[1], span);
     assert_eq!(split(&app.one("uber-trace-id"), ':')[1], span);
-    let m = metrics(s.stitch.admin).await;
+    let m = scrape(s.stitch.admin).await;
     assert_eq!(
         metric(&m, "stitch_propagation_conflicts_total", &[]),
         0.0,
@@ -273,7 +274,7 @@ async fn conflicting_dialects_first_in_priority_wins_and_the_conflict_is_counted
         T,
         "the losing dialect is rewritten, no stale trace id travels on"
     );
-    let m = metrics(s.stitch.admin).await;
+    let m = scrape(s.stitch.admin).await;
     assert_eq!(
         metric(
             &m,
@@ -347,7 +348,7 @@ async fn orphan_with_one_inbound_in_flight_gets_the_server_span_as_inferred_pare
         findings.iter().any(|f| f["kind"] == "inferred_parent"),
         "the guess is never silent: {trace}"
     );
-    let m = metrics(s.stitch.admin).await;
+    let m = scrape(s.stitch.admin).await;
     assert_eq!(
         metric(
             &m,
@@ -371,7 +372,7 @@ async fn orphan_is_a_new_root_by_default_and_with_several_in_flight() {
         T,
         "new_root: the orphan starts a new trace"
     );
-    let m = metrics(s.stitch.admin).await;
+    let m = scrape(s.stitch.admin).await;
     assert_eq!(
         metric(
             &m,
@@ -385,7 +386,11 @@ async fn orphan_is_a_new_root_by_default_and_with_several_in_flight() {
     let (_dir, path) = rules_file(INFER);
     let (up_addr, up_log) = upstream().await;
     let (app_listener, app_addr) = listener().await;
-    let stitch = start_stitch(app_addr, Some(path), ring_only("two-in-flight")).await;
+    let stitch = Loopback::to(app_addr)
+        .rules(Some(path))
+        .telemetry(ring_only("two-in-flight"))
+        .start()
+        .await;
     let barrier = Arc::new(tokio::sync::Barrier::new(2));
     let inner = copying_app(stitch.outbound, up_addr, 1, drop_all());
     let handler: Handler = Arc::new(move |h: HeaderMap| {
@@ -397,7 +402,7 @@ async fn orphan_is_a_new_root_by_default_and_with_several_in_flight() {
     });
     let _app = serve_app(app_listener, handler);
     let send = |trace: &'static str| async move {
-        trace_support::raw_get(
+        raw_get(
             stitch.inbound,
             "/",
             &[("traceparent", &format!("00-{trace}-{P}-01"))],
@@ -412,7 +417,7 @@ async fn orphan_is_a_new_root_by_default_and_with_several_in_flight() {
         !traces.contains(T) && !traces.contains(T2),
         "with two in flight nothing is inferred: {traces:?}"
     );
-    let m = metrics(stitch.admin).await;
+    let m = scrape(stitch.admin).await;
     assert_eq!(
         metric(
             &m,
@@ -443,7 +448,7 @@ async fn tracestate_dropped_by_the_app_is_restored() {
         Some(ts),
         "restored from the inbound request of the same trace"
     );
-    let m = metrics(s.stitch.admin).await;
+    let m = scrape(s.stitch.admin).await;
     assert_eq!(
         metric(&m, "stitch_propagation_tracestate_restores_total", &[]),
         1.0
@@ -476,7 +481,7 @@ async fn trace_false_rule_forwards_untouched() {
     assert_eq!(app.one("traceparent"), tp, "untouched");
     assert_eq!(app.one("tracestate"), "A=bad", "not even validated");
     assert_eq!(app.one("b3"), "garbage");
-    let m = metrics(s.stitch.admin).await;
+    let m = scrape(s.stitch.admin).await;
     assert_eq!(
         metric(
             &m,
@@ -528,7 +533,7 @@ async fn per_route_rules_match_authority_glob_path_and_method() {
     assert_eq!(app.get("uber-trace-id"), None, "path prefix not matched");
     // Outbound to the matching authority.
     let tp = app.one("traceparent");
-    let status = trace_support::proxy_get(
+    let status = proxy_get(
         s.stitch.outbound,
         &format!("http://{up2_addr}/x"),
         &[(
@@ -561,7 +566,7 @@ async fn baggage_passes_untouched_within_limits_and_is_dropped_over_them() {
     let big = format!("k={}", "v".repeat(8191));
     let (app, _) = s.send("/", &[("baggage", &big)]).await;
     assert_eq!(app.get("baggage"), None, "8193 bytes: dropped");
-    let m = metrics(s.stitch.admin).await;
+    let m = scrape(s.stitch.admin).await;
     assert!(
         metric(&m, "stitch_propagation_baggage_dropped_total", &[]) >= 2.0,
         "counted"
@@ -601,7 +606,7 @@ async fn lenient_repair_fixes_legacy_faults_and_counts_them() {
         repairs.contains("missing_parent"),
         "repair on the span: {trace}"
     );
-    let m = metrics(s.stitch.admin).await;
+    let m = scrape(s.stitch.admin).await;
     assert_eq!(
         metric(
             &m,
@@ -643,7 +648,11 @@ async fn inflight_entry_is_released_when_the_response_ends_or_the_client_goes_aw
     let (_dir, path) = rules_file(INFER);
     let (up_addr, up_log) = upstream().await;
     let (app_listener, app_addr) = listener().await;
-    let stitch = start_stitch(app_addr, Some(path), ring_only("inflight")).await;
+    let stitch = Loopback::to(app_addr)
+        .rules(Some(path))
+        .telemetry(ring_only("inflight"))
+        .start()
+        .await;
     let calls = copying_app(stitch.outbound, up_addr, 1, drop_all());
     let handler: Handler = Arc::new(move |h: HeaderMap| {
         let calls = calls.clone();
@@ -657,14 +666,13 @@ async fn inflight_entry_is_released_when_the_response_ends_or_the_client_goes_aw
     let app = serve_app(app_listener, handler);
     let orphan = || async {
         let before = up_log.len();
-        let status =
-            trace_support::proxy_get(stitch.outbound, &format!("http://{up_addr}/o"), &[]).await;
+        let status = proxy_get(stitch.outbound, &format!("http://{up_addr}/o"), &[]).await;
         assert_eq!(status, Ok(StatusCode::OK));
         up_log.all()[before].tp().trace_id
     };
 
     // A finished request leaves nothing in flight.
-    let status = trace_support::raw_get(
+    let status = raw_get(
         stitch.inbound,
         "/",
         &[("traceparent", &format!("00-{T}-{P}-01"))],
@@ -682,22 +690,14 @@ async fn inflight_entry_is_released_when_the_response_ends_or_the_client_goes_aw
         "GET /hang HTTP/1.1\r\nHost: app\r\nx-hang: 1\r\ntraceparent: 00-{T2}-{P}-01\r\n\r\n"
     );
     client.write_all(head.as_bytes()).await.expect("write");
-    assert!(
-        trace_support::eventually(trace_support::DEADLINE, || {
-            let n = app.len();
-            async move { n == 2 }
-        })
-        .await,
-        "the app got the hanging request"
-    );
+    eventually("the app got the hanging request", async || app.len() == 2).await;
     assert_eq!(orphan().await, T2, "one inbound in flight: inferred");
     drop(client);
-    let released =
-        trace_support::eventually(trace_support::DEADLINE, || async { orphan().await != T2 }).await;
-    assert!(
-        released,
-        "the in-flight entry is released when the client goes away"
-    );
+    eventually(
+        "the in-flight entry is released when the client goes away",
+        async || orphan().await != T2,
+    )
+    .await;
     let trace = trace_with(stitch.admin, T2, 1)
         .await
         .expect("the cancelled span");
@@ -731,7 +731,7 @@ async fn invalid_traceparent_with_valid_b3_continues_b3_and_rewrites_traceparent
         "tracestate went with the invalid traceparent"
     );
     assert_eq!(up[0].tp().trace_id, T);
-    let m = metrics(s.stitch.admin).await;
+    let m = scrape(s.stitch.admin).await;
     assert_eq!(
         metric(
             &m,
@@ -774,7 +774,11 @@ async fn outbound_origin_form_with_host_header_is_traced_and_routed() {
         up_addr.port()
     ));
     let (app_listener, app_addr) = listener().await;
-    let stitch = start_stitch(app_addr, Some(path), ring_only("host-header")).await;
+    let stitch = Loopback::to(app_addr)
+        .rules(Some(path))
+        .telemetry(ring_only("host-header"))
+        .start()
+        .await;
     drop(app_listener);
     let mut s = tokio::net::TcpStream::connect(stitch.outbound)
         .await
@@ -784,7 +788,7 @@ async fn outbound_origin_form_with_host_header_is_traced_and_routed() {
     );
     s.write_all(head.as_bytes()).await.expect("write");
     let mut buf = Vec::new();
-    tokio::time::timeout(trace_support::DEADLINE, s.read_to_end(&mut buf))
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut buf))
         .await
         .expect("in time")
         .expect("read");
@@ -840,7 +844,7 @@ async fn b3_keeps_its_64_bit_width_when_w3c_wins_with_the_same_trace() {
         )
         .await;
     assert_eq!(app.tp().trace_id, padded);
-    let m = metrics(s.stitch.admin).await;
+    let m = scrape(s.stitch.admin).await;
     assert_eq!(
         metric(&m, "stitch_propagation_conflicts_total", &[]),
         0.0,
@@ -903,7 +907,11 @@ async fn concurrent_requests_of_one_trace_are_all_registered_and_all_released() 
     let (_dir, path) = rules_file(INFER);
     let (up_addr, up_log) = upstream().await;
     let (app_listener, app_addr) = listener().await;
-    let stitch = start_stitch(app_addr, Some(path), ring_only("fan-in")).await;
+    let stitch = Loopback::to(app_addr)
+        .rules(Some(path))
+        .telemetry(ring_only("fan-in"))
+        .start()
+        .await;
     let barrier = Arc::new(tokio::sync::Barrier::new(N));
     let inner = copying_app(stitch.outbound, up_addr, 1, drop_all());
     let handler: Handler = Arc::new(move |h: HeaderMap| {
@@ -918,7 +926,7 @@ async fn concurrent_requests_of_one_trace_are_all_registered_and_all_released() 
     let _app = serve_app(app_listener, handler);
     let tp = format!("00-{T}-{P}-01");
     let headers = [("traceparent", tp.as_str()), ("x-together", "1")];
-    let sends = (0..N).map(|_| trace_support::raw_get(stitch.inbound, "/", &headers));
+    let sends = (0..N).map(|_| raw_get(stitch.inbound, "/", &headers));
     let statuses = futures::future::join_all(sends).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     let orphans: Vec<String> = up_log.all().iter().map(|u| u.tp().trace_id).collect();
@@ -928,7 +936,7 @@ async fn concurrent_requests_of_one_trace_are_all_registered_and_all_released() 
         "N requests of one trace in flight are N, not one: nothing inferred ({orphans:?})"
     );
     // All N released: a single new in-flight request is inferred again.
-    let status = trace_support::raw_get(
+    let status = raw_get(
         stitch.inbound,
         "/",
         &[("traceparent", &format!("00-{T2}-{P}-01"))],

@@ -3,12 +3,12 @@
 //! a bad file keeps the last good rules and shows at `/config`, and editor renames and
 //! Kubernetes ConfigMap `..data` symlink swaps are picked up.
 
-use crate::support::trace as trace_support;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use trace_support::{Setup, config_json, copy_w3c, eventually, metric, metrics, raw_get, setup};
+use crate::support::metrics::{metric, scrape};
+use crate::support::trace::{Setup, config_json, copy_w3c, raw_get, setup};
+use crate::support::{Loopback, StitchUnderTest, holds_within, send_sighup};
 
 const W3C_ONLY: &str = "inject: [w3c]\n";
 const W3C_B3: &str = "inject: [w3c, b3]\n";
@@ -30,11 +30,7 @@ async fn app_sees_b3(s: &Setup) -> bool {
 }
 
 async fn until_b3(s: &Setup, wanted: bool) -> bool {
-    eventually(
-        PICKUP,
-        move || async move { app_sees_b3(s).await == wanted },
-    )
-    .await
+    holds_within(PICKUP, async || app_sees_b3(s).await == wanted).await
 }
 
 #[tokio::test]
@@ -124,7 +120,7 @@ async fn bad_file_is_rejected_shown_at_config_and_old_rules_stay() {
 
     std::fs::write(&path, "inject: [w3c, b3]\nextract: [w3c, nosuch]\n").expect("write bad");
     let admin = s.stitch.admin;
-    let shown = eventually(PICKUP, move || async move {
+    let shown = holds_within(PICKUP, async || {
         config_json(admin).await["last_reload_error"].is_string()
     })
     .await;
@@ -161,12 +157,12 @@ async fn reload_results_are_counted_in_metrics() {
     std::fs::write(&path, "inject: [nosuch]\n").expect("write bad");
     let admin = s.stitch.admin;
     assert!(
-        eventually(PICKUP, move || async move {
+        holds_within(PICKUP, async || {
             config_json(admin).await["reloads"]["error"] == 1
         })
         .await
     );
-    let m = metrics(admin).await;
+    let m = scrape(admin).await;
     let ok = metric(&m, "stitch_config_reloads_total", &[("result", "ok")]);
     let all = metric(&m, "stitch_config_reloads_total", &[]);
     assert_eq!(
@@ -232,7 +228,7 @@ async fn deleted_file_keeps_the_rules_and_its_return_applies() {
     assert!(app_sees_b3(&s).await);
     std::fs::remove_file(&path).expect("delete");
     let admin = s.stitch.admin;
-    let shown = eventually(PICKUP, move || async move {
+    let shown = holds_within(PICKUP, async || {
         config_json(admin).await["last_reload_error"]
             .as_str()
             .is_some_and(|e| e.contains("cannot read"))
@@ -251,33 +247,21 @@ async fn deleted_file_keeps_the_rules_and_its_return_applies() {
 
 #[tokio::test]
 async fn change_between_start_up_load_and_watch_is_not_lost() {
-    use trace_support::{Setup, copying_app, listener, ring_only, serve_app, upstream};
+    use crate::support::listener;
+    use crate::support::trace::{copying_app, ring_only, serve_app, upstream};
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("stitch.yaml");
     std::fs::write(&path, W3C_ONLY).expect("write rules");
     let (up_addr, up_log) = upstream().await;
     let (app_listener, app_addr) = listener().await;
-    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let stitch = stitch::app::Stitch::bind(stitch::app::Settings {
-        config: Some(path.clone()),
-        inbound_listen: loopback,
-        outbound_listen: vec![loopback],
-        admin_listen: loopback,
-        inbound_target: Some(app_addr.to_string()),
-        telemetry: ring_only("late-watch"),
-        ..stitch::app::Settings::default()
-    })
-    .await
-    .expect("bind");
+    let stitch = Loopback::to(app_addr)
+        .rules(Some(path.clone()))
+        .telemetry(ring_only("late-watch"))
+        .bind()
+        .await;
     // The file changes after it was loaded (bind) and before the watcher exists (run).
     std::fs::write(&path, W3C_B3).expect("rewrite rules");
-    let running = trace_support::Running {
-        inbound: stitch.inbound_addr(),
-        outbound: stitch.outbound_addrs()[0],
-        admin: stitch.admin_addr(),
-        shutdown: stitch.shutdown_handle(),
-    };
-    tokio::spawn(stitch.run());
+    let running = StitchUnderTest::serve(stitch).await;
     let app = serve_app(
         app_listener,
         copying_app(running.outbound, up_addr, 1, copy_w3c()),
@@ -286,7 +270,6 @@ async fn change_between_start_up_load_and_watch_is_not_lost() {
         stitch: running,
         app,
         upstream: up_log,
-        upstream_addr: up_addr,
     };
     assert!(
         until_b3(&s, true).await,
@@ -307,16 +290,6 @@ async fn sighup_reloads_a_change_the_watcher_cannot_see() {
     let s = setup(Some(path), 1, copy_w3c()).await;
     assert!(!app_sees_b3(&s).await);
     std::fs::write(&real, W3C_B3).expect("edit in place");
-    // The shell's built-in `kill` (no procps needed).
-    let status = std::process::Command::new("sh")
-        .args([
-            "-c",
-            "kill -HUP \"$1\"",
-            "sh",
-            &std::process::id().to_string(),
-        ])
-        .status()
-        .expect("run sh");
-    assert!(status.success());
+    send_sighup();
     assert!(until_b3(&s, true).await, "SIGHUP reloaded the rules");
 }

@@ -2,13 +2,14 @@
 //! copies `traceparent`/`tracestate` → stitch outbound → a recording upstream. Each test asserts
 //! what the app and the upstream received (issue 7, "Dialects" → W3C).
 
-use crate::support::trace as trace_support;
-
 use std::collections::HashSet;
 
 use http::{HeaderName, HeaderValue};
-use trace_support::{
-    Pick, Seen, Setup, Tp, copy_w3c, replay_out, setup, spans_of_kind, trace_with,
+
+use crate::support::fetch;
+use crate::support::metrics::{metric, scrape};
+use crate::support::trace::{
+    Pick, Seen, Setup, Tp, copy_w3c, raw_get, replay_out, setup, spans_of_kind, trace_with,
 };
 
 const T: &str = "0af7651916cd43dd8448eb211c80319c";
@@ -23,7 +24,7 @@ fn tp(flags: &str) -> String {
 async fn through(s: &Setup, headers: &[(&str, &str)]) -> (Seen, Vec<Seen>) {
     let before = s.upstream.len();
     let apps_before = s.app.len();
-    let status = trace_support::raw_get(s.stitch.inbound, "/orders/1", headers).await;
+    let status = raw_get(s.stitch.inbound, "/orders/1", headers).await;
     assert_eq!(status, 200, "request with {headers:?} succeeded end to end");
     assert_eq!(s.app.len(), apps_before + 1, "the app saw the request");
     (s.app.last(), s.upstream.all()[before..].to_vec())
@@ -514,7 +515,7 @@ async fn unsampled_parent_propagates_headers_but_records_no_span() {
     let t2 = "22222222222222223333333333333333";
     through(&s, &[("traceparent", &format!("00-{t2}-{P}-01"))]).await;
     assert!(trace_with(s.stitch.admin, t2, 2).await.is_some());
-    let (status, _) = trace_support::admin_get(s.stitch.admin, &format!("/traces/{T}")).await;
+    let (status, _, _) = fetch(s.stitch.admin, &format!("/traces/{T}")).await;
     assert_eq!(
         status,
         http::StatusCode::NOT_FOUND,
@@ -574,9 +575,9 @@ async fn dropped_tracestate_is_counted_as_an_invalid_header() {
     )
     .await;
     assert_eq!(joined(&app), None, "dropped");
-    let m = trace_support::metrics(s.stitch.admin).await;
+    let m = scrape(s.stitch.admin).await;
     assert_eq!(
-        trace_support::metric(&m, "stitch_propagation_invalid_headers_total", &[]),
+        metric(&m, "stitch_propagation_invalid_headers_total", &[]),
         1.0,
         "issue 4 counts invalid headers; an invalid tracestate is one:\n{}",
         m.lines()

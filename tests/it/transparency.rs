@@ -7,26 +7,14 @@
 //! Trace-context headers are left out of the comparison: rewriting them is stitch's job
 //! (the propagation issue), and everything else must be untouched.
 
-use crate::support;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use support::start_stitch_to;
-use support::wire::{RawHeader, RawRequest, RawResponse, RawUpstream, roundtrip};
+// Headers stitch is allowed to write: the trace dialects it repairs.
+use stitch::propagation::TRACE_HEADERS;
 
-/// Headers stitch is allowed to write: the trace dialects it repairs.
-const TRACE_HEADERS: &[&str] = &[
-    "traceparent",
-    "tracestate",
-    "b3",
-    "x-b3-traceid",
-    "x-b3-spanid",
-    "x-b3-parentspanid",
-    "x-b3-sampled",
-    "x-b3-flags",
-    "uber-trace-id",
-];
+use crate::support::Loopback;
+use crate::support::wire::{RawHeader, RawRequest, RawResponse, RawUpstream, roundtrip};
 
 /// Per lower-cased name: the (name as sent, value) pairs in order.
 type FieldView = BTreeMap<String, Vec<(String, Vec<u8>)>>;
@@ -132,7 +120,7 @@ fn with_host(req: &[u8], host: SocketAddr) -> Vec<u8> {
 async fn requests_and_responses_arrive_as_they_would_directly() {
     let direct = RawUpstream::start().await;
     let proxied = RawUpstream::start().await;
-    let stitch = start_stitch_to(proxied.addr).await;
+    let stitch = Loopback::to(proxied.addr).start().await;
     let mut failures = Vec::new();
     for (name, template) in cases() {
         // The Host value names the upstream each request is meant for; both sides get the
@@ -224,7 +212,7 @@ fn generated_requests_arrive_as_they_would_directly() {
     let (direct, proxied, stitch) = rt.block_on(async {
         let direct = RawUpstream::start().await;
         let proxied = RawUpstream::start().await;
-        let stitch = start_stitch_to(proxied.addr).await;
+        let stitch = Loopback::to(proxied.addr).start().await;
         (direct, proxied, stitch)
     });
     let mut runner = TestRunner::new(Config {

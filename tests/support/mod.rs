@@ -1,15 +1,13 @@
-//! Shared helpers for the data-path integration tests: stitch started in-process (or as the
-//! real binary) on port 0, real upstream servers (hyper h1/h2c, tonic gRPC, raw TCP,
-//! WebSocket) that record what reached them, and a raw-socket HTTP/1 client for byte-exact
-//! checks.
+//! What the integration tests share: stitch started in-process on loopback port 0
+//! ([`Loopback`]) or as the real binary ([`process`]), real upstream servers (hyper h1/h2c,
+//! tonic gRPC, raw TCP, WebSocket) that record what reached them, a raw-socket HTTP/1 client
+//! for byte-exact checks, real OTLP collectors ([`telemetry`]), the trace tests' apps
+//! ([`trace`]) and one strict metrics parser ([`metrics`]).
 //!
 //! Every wait is bounded by [`DEADLINE`] so a broken proxy fails a test instead of hanging it.
 
-// Each test binary uses a different subset of these helpers, and items are `pub` so the
-// submodules can share them; neither is a sign of dead code in the suite as a whole.
-#![allow(dead_code, unreachable_pub)]
-
 pub mod grpc;
+pub mod metrics;
 pub mod process;
 pub mod tcp;
 pub mod telemetry;
@@ -19,13 +17,16 @@ pub mod wire;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use stitch::app::{Settings, StartError, Stitch};
 use stitch::shutdown::ShutdownHandle;
+use stitch::telemetry::TelemetryConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -40,36 +41,108 @@ pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
     }
 }
 
-/// Polls `cond` until it holds, failing the test with `what` after [`DEADLINE`].
-pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    within(what, async {
-        while !cond() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+/// Polls `check` until it holds, failing the test with `what` after [`DEADLINE`].
+pub async fn eventually(what: &str, check: impl AsyncFnMut() -> bool) {
+    assert!(
+        holds_within(DEADLINE, check).await,
+        "timed out after {DEADLINE:?} waiting for: {what}"
+    );
+}
+
+/// Polls `check` every 20 ms until it holds (`true`) or `deadline` passes (`false`): for the
+/// tests whose bound is itself the property under test, or longer than [`DEADLINE`].
+#[must_use]
+pub async fn holds_within(deadline: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        if check().await {
+            return true;
         }
-    })
-    .await
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A port-0 listener on loopback, and its address.
+pub async fn listener() -> (TcpListener, SocketAddr) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    let addr = l.local_addr().expect("bound listener has an address");
+    (l, addr)
 }
 
 /// A loopback address nothing listens on (bound once, then released).
 pub async fn closed_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
-    let addr = l.local_addr().expect("bound listener has an address");
-    drop(l);
-    addr
+    listener().await.1
 }
 
-/// Test settings: every listener on loopback port 0, explicit inbound mode to `target`.
-pub fn settings(target: Option<SocketAddr>) -> Settings {
-    Settings {
-        inbound_listen: "127.0.0.1:0".parse().expect("literal address"),
-        outbound_listen: vec!["127.0.0.1:0".parse().expect("literal address")],
-        admin_listen: "127.0.0.1:0".parse().expect("literal address"),
-        inbound_target: target.map(|a| a.to_string()),
-        ..Default::default()
+/// Sends SIGHUP to this test process, as an operator would to reload the rules. Call it only
+/// after a SIGHUP handler is installed (`reload_on_sighup`, `watch` in a runtime): without one
+/// the signal ends the process.
+pub fn send_sighup() {
+    rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::HUP)
+        .expect("SIGHUP delivered");
+}
+
+/// A stitch with every listener on 127.0.0.1 port 0 and the default settings, built up from
+/// there: the one loopback configuration every in-process test starts from.
+#[derive(Debug)]
+pub struct Loopback {
+    settings: Settings,
+}
+
+impl Loopback {
+    /// No inbound target: the inbound listener has nowhere to send connections.
+    pub fn new() -> Self {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        Loopback {
+            settings: Settings {
+                inbound_listen: loopback,
+                outbound_listen: vec![loopback],
+                admin_listen: loopback,
+                ..Settings::default()
+            },
+        }
+    }
+
+    /// Explicit inbound mode: every inbound connection goes to `target`.
+    pub fn to(target: SocketAddr) -> Self {
+        let mut this = Loopback::new();
+        this.settings.inbound_target = Some(target.to_string());
+        this
+    }
+
+    /// The rules file (watched and hot-reloaded), or the built-in rules.
+    pub fn rules(mut self, path: Option<PathBuf>) -> Self {
+        self.settings.config = path;
+        self
+    }
+
+    /// The span pipeline; its `service_name` names the spans.
+    pub fn telemetry(mut self, telemetry: TelemetryConfig) -> Self {
+        self.settings.telemetry = telemetry;
+        self
+    }
+
+    /// Any other setting.
+    pub fn with(mut self, change: impl FnOnce(&mut Settings)) -> Self {
+        change(&mut self.settings);
+        self
+    }
+
+    /// Binds every listener; nothing is served until [`StitchUnderTest::serve`].
+    pub async fn bind(self) -> Stitch {
+        Stitch::bind(self.settings).await.expect("stitch binds")
+    }
+
+    /// Binds and serves; returns once `/ready` answers 200.
+    pub async fn start(self) -> StitchUnderTest {
+        StitchUnderTest::serve(self.bind().await).await
     }
 }
 
-/// A running in-process stitch.
+/// A running in-process stitch; dropping it triggers shutdown.
 pub struct StitchUnderTest {
     /// Where the inbound listener is bound.
     pub inbound: SocketAddr,
@@ -89,21 +162,73 @@ impl Drop for StitchUnderTest {
     }
 }
 
-/// Starts stitch in-process with `settings`.
-pub async fn start_stitch(settings: Settings) -> StitchUnderTest {
-    let stitch = Stitch::bind(settings).await.expect("stitch binds");
-    StitchUnderTest {
-        inbound: stitch.inbound_addr(),
-        outbound: stitch.outbound_addrs()[0],
-        admin: stitch.admin_addr(),
-        shutdown: stitch.shutdown_handle(),
-        task: tokio::spawn(stitch.run()),
+impl StitchUnderTest {
+    /// Runs a bound stitch; returns once `/ready` answers 200 (listeners serving, rules
+    /// watcher installed).
+    pub async fn serve(stitch: Stitch) -> Self {
+        let running = StitchUnderTest {
+            inbound: stitch.inbound_addr(),
+            outbound: stitch.outbound_addrs()[0],
+            admin: stitch.admin_addr(),
+            shutdown: stitch.shutdown_handle(),
+            task: tokio::spawn(stitch.run()),
+        };
+        let admin = running.admin;
+        eventually("stitch to be ready", async || {
+            http_request(admin, "GET", "/ready", &[], Vec::new())
+                .await
+                .0
+                == StatusCode::OK
+        })
+        .await;
+        running
     }
 }
 
-/// Starts stitch in-process, inbound forwarding to `target`, all other settings default.
-pub async fn start_stitch_to(target: SocketAddr) -> StitchUnderTest {
-    start_stitch(settings(Some(target))).await
+/// One HTTP/1.1 request on a fresh connection to `addr` (the admin server, a collector, an
+/// app); returns status, headers and the whole body.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (StatusCode, HeaderMap, Bytes) {
+    let mut sender = h1_client(addr).await;
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::from(body))).expect("request");
+    let resp = within("the response head", sender.send_request(req))
+        .await
+        .expect("response");
+    let (parts, body) = resp.into_parts();
+    let body = within("the response body", body.collect())
+        .await
+        .expect("body")
+        .to_bytes();
+    (parts.status, parts.headers, body)
+}
+
+/// `GET path` on a fresh connection: status, headers, body.
+pub async fn fetch(addr: SocketAddr, path: &str) -> (StatusCode, HeaderMap, Bytes) {
+    http_request(addr, "GET", path, &[], Vec::new()).await
+}
+
+/// `GET path`, which must answer 200 with JSON.
+pub async fn fetch_json(addr: SocketAddr, path: &str) -> serde_json::Value {
+    let (status, _, body) = fetch(addr, path).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "GET {path}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    serde_json::from_slice(&body).expect("JSON body")
 }
 
 /// Connects to `addr` within the deadline.
@@ -143,7 +268,6 @@ pub async fn h2_client(
 
 /// Collects a response body (data and trailers) within the deadline.
 pub async fn collect_body(body: hyper::body::Incoming) -> (Bytes, Option<http::HeaderMap>) {
-    use http_body_util::BodyExt;
     let collected = within("response body", body.collect())
         .await
         .expect("response body streams without error");

@@ -126,11 +126,6 @@ impl StitchProcess {
     pub fn peak_rss_kib(&self) -> u64 {
         read_status_kib(self.pid, "VmHWM:")
     }
-
-    /// Current resident set size of the child (`VmRSS`), in KiB.
-    pub fn rss_kib(&self) -> u64 {
-        read_status_kib(self.pid, "VmRSS:")
-    }
 }
 
 fn read_status_kib(pid: u32, key: &str) -> u64 {

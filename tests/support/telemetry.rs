@@ -1,7 +1,6 @@
-//! Shared helpers for the telemetry and admin integration tests: real OTLP receivers
-//! (tonic gRPC and hyper HTTP/protobuf), a black-hole collector, an HTTP client for the
-//! admin server, a realistic 3-hop span chain and a strict OpenMetrics parser.
-#![allow(dead_code, unreachable_pub)]
+//! For the telemetry and admin tests: real OTLP receivers (tonic gRPC and hyper
+//! HTTP/protobuf, optionally behind TLS), a black-hole collector, a realistic 3-hop span chain,
+//! OTLP requests built from span records, and an admin server started on its own.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +16,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use stitch::telemetry::semconv::{RequestFacts, STITCH_PROPAGATION_DIALECT};
 use stitch::telemetry::{SpanKind, SpanRecord};
@@ -185,63 +184,6 @@ where
         .await;
 }
 
-/// One HTTP/1.1 request to `addr`; returns status, headers and body.
-pub async fn http_request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Vec<u8>,
-) -> (StatusCode, HeaderMap, Bytes) {
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .expect("handshake");
-    tokio::spawn(conn);
-    let mut req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr.to_string());
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req.body(Full::new(Bytes::from(body))).expect("request");
-    let resp = sender.send_request(req).await.expect("response");
-    let (parts, body) = resp.into_parts();
-    let body = body.collect().await.expect("body").to_bytes();
-    (parts.status, parts.headers, body)
-}
-
-pub async fn get(addr: SocketAddr, path: &str) -> (StatusCode, HeaderMap, Bytes) {
-    http_request(addr, "GET", path, &[], Vec::new()).await
-}
-
-pub async fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
-    let (status, _, body) = get(addr, path).await;
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "GET {path}: {}",
-        String::from_utf8_lossy(&body)
-    );
-    serde_json::from_slice(&body).expect("JSON body")
-}
-
-/// Polls `check` every 50 ms until it holds or `deadline` passes.
-pub async fn eventually(deadline: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let until = tokio::time::Instant::now() + deadline;
-    loop {
-        if check() {
-            return true;
-        }
-        if tokio::time::Instant::now() >= until {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The spans of a 3-hop chain as the trace layers of two stitch instances would produce
 /// them: client → A inbound (server) → app A → A outbound (client) → B inbound (server) →
 /// app B, where B's gRPC call fails with UNAVAILABLE.
@@ -322,164 +264,6 @@ pub fn chain(seed: u8) -> Chain {
 
 pub fn hex(id: &[u8]) -> String {
     stitch::telemetry::span::to_hex(id)
-}
-
-/// One parsed sample: name, labels, value.
-pub type Sample = (String, Vec<(String, String)>, f64);
-
-/// A strict parser for the OpenMetrics text `/metrics` serves: every sample belongs to a
-/// declared family with HELP and TYPE, names and labels are well-formed, values parse,
-/// counters end in `_total`, and the exposition ends with `# EOF`. Returns
-/// `(name, labels, value)` samples.
-pub fn parse_openmetrics(text: &str) -> Result<Vec<Sample>, String> {
-    let mut types: std::collections::HashMap<String, String> = Default::default();
-    let mut helps: std::collections::HashSet<String> = Default::default();
-    let mut samples = Vec::new();
-    let mut saw_eof = false;
-    let valid_name = |n: &str| {
-        !n.is_empty()
-            && n.chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
-            && n.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-    };
-    for line in text.lines() {
-        if saw_eof {
-            return Err(format!("content after # EOF: {line}"));
-        }
-        if line == "# EOF" {
-            saw_eof = true;
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            let name = rest.split(' ').next().ok_or("HELP without name")?;
-            if !valid_name(name) {
-                return Err(format!("bad HELP name {name}"));
-            }
-            helps.insert(name.to_owned());
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let mut it = rest.split(' ');
-            let (name, ty) = (it.next().ok_or("TYPE name")?, it.next().ok_or("TYPE type")?);
-            if ![
-                "counter",
-                "gauge",
-                "histogram",
-                "summary",
-                "info",
-                "stateset",
-                "unknown",
-                "gaugehistogram",
-            ]
-            .contains(&ty)
-            {
-                return Err(format!("bad TYPE {ty}"));
-            }
-            types.insert(name.to_owned(), ty.to_owned());
-            continue;
-        }
-        if line.starts_with('#') {
-            continue;
-        }
-        let (name_labels, value) = line
-            .rsplit_once(' ')
-            .ok_or_else(|| format!("no value: {line}"))?;
-        let value: f64 = match value {
-            "+Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            "NaN" => f64::NAN,
-            v => v.parse().map_err(|_| format!("bad value in {line}"))?,
-        };
-        let (name, labels) = match name_labels.split_once('{') {
-            None => (name_labels.to_owned(), Vec::new()),
-            Some((n, rest)) => {
-                let body = rest
-                    .strip_suffix('}')
-                    .ok_or_else(|| format!("unclosed labels: {line}"))?;
-                let mut labels = Vec::new();
-                let mut s = body;
-                while !s.is_empty() {
-                    let (k, after) = s
-                        .split_once("=\"")
-                        .ok_or_else(|| format!("bad label in {line}"))?;
-                    if !valid_name(k) {
-                        return Err(format!("bad label name {k}"));
-                    }
-                    let mut val = String::new();
-                    let mut chars = after.char_indices();
-                    let mut end = None;
-                    while let Some((i, c)) = chars.next() {
-                        match c {
-                            '\\' => {
-                                let (_, e) = chars.next().ok_or("dangling escape")?;
-                                val.push(match e {
-                                    'n' => '\n',
-                                    other => other,
-                                });
-                            }
-                            '"' => {
-                                end = Some(i);
-                                break;
-                            }
-                            c => val.push(c),
-                        }
-                    }
-                    let end = end.ok_or_else(|| format!("unterminated label value: {line}"))?;
-                    labels.push((k.to_owned(), val));
-                    s = &after[end + 1..];
-                    s = s.strip_prefix(',').unwrap_or(s);
-                }
-                (n.to_owned(), labels)
-            }
-        };
-        if !valid_name(&name) {
-            return Err(format!("bad metric name {name}"));
-        }
-        let family = [
-            ("_total", "counter"),
-            ("_bucket", "histogram"),
-            ("_sum", "histogram"),
-            ("_count", "histogram"),
-            ("_created", ""),
-        ]
-        .iter()
-        .find_map(|(suffix, _)| {
-            name.strip_suffix(suffix)
-                .filter(|base| types.contains_key(*base))
-        })
-        .unwrap_or(&name)
-        .to_owned();
-        let ty = types
-            .get(&family)
-            .ok_or_else(|| format!("sample {name} has no TYPE"))?;
-        if !helps.contains(&family) {
-            return Err(format!("family {family} has no HELP"));
-        }
-        if ty == "counter" && !name.ends_with("_total") && !name.ends_with("_created") {
-            return Err(format!("counter sample {name} must end in _total"));
-        }
-        samples.push((name, labels, value));
-    }
-    if !saw_eof {
-        return Err("missing # EOF".to_owned());
-    }
-    Ok(samples)
-}
-
-/// The value of one sample whose labels include all of `labels`.
-pub fn sample(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    samples
-        .iter()
-        .filter(|(n, l, _)| {
-            n == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
-        })
-        .map(|(_, _, v)| *v)
-        .reduce(|a, b| a + b)
 }
 
 /// An OTLP export request holding `spans` under a resource named `service`, as another
@@ -571,7 +355,7 @@ pub async fn post_protobuf(
     addr: SocketAddr,
     req: &ExportTraceServiceRequest,
 ) -> (StatusCode, HeaderMap, Bytes) {
-    http_request(
+    super::http_request(
         addr,
         "POST",
         "/v1/traces",
@@ -585,7 +369,7 @@ pub async fn post_json(
     addr: SocketAddr,
     req: &ExportTraceServiceRequest,
 ) -> (StatusCode, HeaderMap, Bytes) {
-    http_request(
+    super::http_request(
         addr,
         "POST",
         "/v1/traces",

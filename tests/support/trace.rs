@@ -1,8 +1,7 @@
-//! Shared helpers for the trace integration tests: stitch started in-process in explicit mode
-//! on 127.0.0.1 port 0, an app behind its inbound listener that calls out through its outbound
-//! listener (copying headers the way a test tells it), a recording upstream, a raw HTTP/1
-//! client that writes header lines byte for byte, and admin-server readers.
-#![allow(dead_code, unreachable_pub)]
+//! For the trace tests: an app behind stitch's inbound listener that calls out through its
+//! outbound listener (copying headers the way a test tells it), a recording upstream, a raw
+//! HTTP/1 client that writes header lines byte for byte, and readers of the admin server's
+//! traces and rules.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,21 +19,9 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use stitch::app::{Settings, Stitch};
-use stitch::shutdown::ShutdownHandle;
 use stitch::telemetry::TelemetryConfig;
 
-/// Upper bound for anything the tests wait on (never a fixed sleep).
-pub const DEADLINE: Duration = Duration::from_secs(5);
-
-/// A port-0 listener on loopback.
-pub async fn listener() -> (TcpListener, SocketAddr) {
-    let l = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind 127.0.0.1:0");
-    let addr = l.local_addr().expect("bound address");
-    (l, addr)
-}
+use super::{DEADLINE, Loopback, StitchUnderTest, listener};
 
 /// Telemetry that keeps spans in the ring and moves them along quickly.
 pub fn ring_only(service: &str) -> TelemetryConfig {
@@ -45,61 +32,9 @@ pub fn ring_only(service: &str) -> TelemetryConfig {
     }
 }
 
-/// One stitch instance serving in the background; dropping it triggers shutdown.
-pub struct Running {
-    pub inbound: SocketAddr,
-    pub outbound: SocketAddr,
-    pub admin: SocketAddr,
-    pub shutdown: ShutdownHandle,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-    }
-}
-
-/// Starts stitch in explicit mode: inbound → `app`, outbound as an HTTP proxy, all on
-/// 127.0.0.1 port 0.
-pub async fn start_stitch(
-    app: SocketAddr,
-    config: Option<PathBuf>,
-    telemetry: TelemetryConfig,
-) -> Running {
-    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    let settings = Settings {
-        config,
-        inbound_listen: loopback,
-        outbound_listen: vec![loopback],
-        admin_listen: loopback,
-        inbound_target: Some(app.to_string()),
-        service_name: Some(telemetry.service_name.clone()),
-        drain_timeout: Duration::from_secs(1),
-        telemetry,
-        ..Settings::default()
-    };
-    let stitch = Stitch::bind(settings).await.expect("stitch binds");
-    let running = Running {
-        inbound: stitch.inbound_addr(),
-        outbound: stitch.outbound_addrs()[0],
-        admin: stitch.admin_addr(),
-        shutdown: stitch.shutdown_handle(),
-    };
-    tokio::spawn(stitch.run());
-    // `/ready` turns true once the listeners serve and the rules watcher is installed.
-    let admin = running.admin;
-    let ready = eventually(DEADLINE, move || async move {
-        admin_get(admin, "/ready").await.0 == StatusCode::OK
-    })
-    .await;
-    assert!(ready, "stitch became ready");
-    running
-}
-
 /// One request as a server saw it.
 #[derive(Debug, Clone)]
 pub struct Seen {
-    pub method: String,
     pub path: String,
     pub headers: HeaderMap,
 }
@@ -236,7 +171,6 @@ pub fn serve_app(listener: TcpListener, handler: Handler) -> Log {
                         let (parts, body) = req.into_parts();
                         let _ = body.collect().await;
                         seen.push(Seen {
-                            method: parts.method.to_string(),
                             path: parts.uri.path().to_owned(),
                             headers: parts.headers.clone(),
                         });
@@ -386,62 +320,16 @@ pub async fn raw_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> 
         .unwrap_or_else(|| panic!("no status line in {text:?}"))
 }
 
-/// One GET to the admin server; status and body.
-pub async fn admin_get(admin: SocketAddr, path: &str) -> (StatusCode, Bytes) {
-    let stream = TcpStream::connect(admin).await.expect("connect admin");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("admin handshake");
-    tokio::spawn(conn);
-    let req = Request::get(path)
-        .header(http::header::HOST, admin.to_string())
-        .body(Full::new(Bytes::new()))
-        .expect("request");
-    let resp = sender.send_request(req).await.expect("admin response");
-    let status = resp.status();
-    let body = resp.into_body().collect().await.expect("body").to_bytes();
-    (status, body)
-}
-
 /// `/config` as JSON.
 pub async fn config_json(admin: SocketAddr) -> Value {
-    let (status, body) = admin_get(admin, "/config").await;
-    assert_eq!(status, StatusCode::OK);
-    serde_json::from_slice(&body).expect("/config is JSON")
-}
-
-/// The `/metrics` text.
-pub async fn metrics(admin: SocketAddr) -> String {
-    let (status, body) = admin_get(admin, "/metrics").await;
-    assert_eq!(status, StatusCode::OK);
-    String::from_utf8(body.to_vec()).expect("UTF-8 metrics")
-}
-
-/// Sum of the samples of `name` whose labels include every `labels` pair (0 when none).
-pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (n, lbl) = match series.split_once('{') {
-                Some((n, rest)) => (n, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            (n == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| lbl.split(',').any(|p| p == format!("{k}=\"{v}\""))))
-            .then(|| value.parse::<f64>().ok())
-            .flatten()
-        })
-        .fold(0.0, |a, b| a + b)
+    super::fetch_json(admin, "/config").await
 }
 
 /// Polls `/traces/{trace_id}` until it holds at least `spans` spans; the JSON, or `None`.
 pub async fn trace_with(admin: SocketAddr, trace_id: &str, spans: usize) -> Option<Value> {
     let until = tokio::time::Instant::now() + DEADLINE;
     loop {
-        let (status, body) = admin_get(admin, &format!("/traces/{trace_id}")).await;
+        let (status, _, body) = super::fetch(admin, &format!("/traces/{trace_id}")).await;
         if status == StatusCode::OK {
             let v: Value = serde_json::from_slice(&body).expect("trace JSON");
             if v["spans"].as_array().map_or(0, Vec::len) >= spans {
@@ -463,37 +351,22 @@ pub fn spans_of_kind<'a>(trace: &'a Value, kind: &str) -> Vec<&'a Value> {
         .unwrap_or_default()
 }
 
-/// Polls an async check until it holds or the deadline passes.
-pub async fn eventually<F, Fut>(deadline: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let until = tokio::time::Instant::now() + deadline;
-    loop {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= until {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// A copying app, its stitch and its upstream, wired together.
 pub struct Setup {
-    pub stitch: Running,
+    pub stitch: StitchUnderTest,
     pub app: Log,
     pub upstream: Log,
-    pub upstream_addr: SocketAddr,
 }
 
 /// Starts upstream, stitch (with `config`) and an app making `calls` calls with `pick`.
 pub async fn setup(config: Option<PathBuf>, calls: usize, pick: Pick) -> Setup {
     let (upstream_addr, upstream_log) = upstream().await;
     let (app_listener, app_addr) = listener().await;
-    let stitch = start_stitch(app_addr, config, ring_only("copy-app")).await;
+    let stitch = Loopback::to(app_addr)
+        .rules(config)
+        .telemetry(ring_only("copy-app"))
+        .start()
+        .await;
     let app = serve_app(
         app_listener,
         copying_app(stitch.outbound, upstream_addr, calls, pick),
@@ -502,7 +375,6 @@ pub async fn setup(config: Option<PathBuf>, calls: usize, pick: Pick) -> Setup {
         stitch,
         app,
         upstream: upstream_log,
-        upstream_addr,
     }
 }
 

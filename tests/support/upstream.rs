@@ -112,7 +112,7 @@ impl HttpUpstream {
 
     /// Waits until `n` requests were recorded and returns all of them.
     pub async fn wait_for(&self, n: usize) -> Vec<Recorded> {
-        super::eventually(&format!("{n} request(s) at the upstream"), || {
+        super::eventually(&format!("{n} request(s) at the upstream"), async || {
             self.state.requests.lock().expect("recorder lock").len() >= n
         })
         .await;

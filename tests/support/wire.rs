@@ -178,7 +178,6 @@ impl Wire {
             .map(|h| (h.name.as_bytes().to_vec(), h.value.to_vec()))
             .collect();
         let mut resp = RawResponse {
-            version: parsed.version.unwrap_or_default(),
             status,
             headers,
             body: Vec::new(),
@@ -231,8 +230,6 @@ impl Wire {
 /// A response as read off the wire.
 #[derive(Debug, Clone)]
 pub struct RawResponse {
-    /// Minor HTTP version (0 or 1).
-    pub version: u8,
     /// Status code.
     pub status: u16,
     /// Header fields in wire order and case.
@@ -367,7 +364,7 @@ impl RawUpstream {
 
     /// Waits until `n` requests were recorded and returns them.
     pub async fn wait_for(&self, n: usize) -> Vec<RawRequest> {
-        super::eventually(&format!("{n} request(s) at the raw upstream"), || {
+        super::eventually(&format!("{n} request(s) at the raw upstream"), async || {
             self.requests.lock().expect("recorder lock").len() >= n
         })
         .await;
