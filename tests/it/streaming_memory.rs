@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
 
 use crate::support;
 use crate::support::process::spawn_stitch;
@@ -23,10 +22,7 @@ const BLOCK: usize = 256 * 1024;
 /// An upstream that discards upload bodies (`POST`, answering with the count) and serves
 /// [`BODY_BYTES`] of generated data for anything else.
 async fn bulk_upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
-    let addr = listener
-        .local_addr()
-        .expect("bound listener has an address");
+    let (listener, addr) = support::listener().await;
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(async move {

@@ -8,49 +8,25 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use stitch::app::{Settings, Stitch};
 use stitch::telemetry::config::DegradationConfig;
 use stitch::telemetry::{ExportConfig, Protocol, TelemetryConfig};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
-use crate::support::fetch;
 use crate::support::metrics::{parse_openmetrics, sample};
 use crate::support::telemetry::http_collector;
+use crate::support::{Loopback, fetch, listener, serve_http};
 
 async fn app() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|_req: Request<Incoming>| async {
-                    Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from_static(b"ok"))))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
+    let (listener, addr) = listener().await;
+    serve_http(listener, |_req| async {
+        Response::new(Full::new(Bytes::from_static(b"ok")))
     });
     addr
 }
 
-fn settings(app: SocketAddr, telemetry: TelemetryConfig) -> Settings {
-    let local = SocketAddr::from(([127, 0, 0, 1], 0));
-    Settings {
-        inbound_listen: local,
-        outbound_listen: vec![local],
-        admin_listen: local,
-        inbound_target: Some(app.to_string()),
-        service_name: Some("orders".to_owned()),
-        telemetry,
-        ..Settings::default()
-    }
+fn stitch(app: SocketAddr, telemetry: TelemetryConfig) -> Loopback {
+    Loopback::to(app).service("orders").telemetry(telemetry)
 }
 
 /// Sends `n` sequential requests on one keep-alive connection; returns sorted latencies.
@@ -86,12 +62,8 @@ async fn black_holed_collector_never_slows_or_fails_requests() {
     let app = app().await;
     let collector = http_collector(true).await;
 
-    let baseline = Stitch::bind(settings(app, TelemetryConfig::default()))
-        .await
-        .expect("bind");
-    let baseline_addr = baseline.inbound_addr();
-    let baseline_stop = baseline.shutdown_handle();
-    tokio::spawn(baseline.run());
+    let baseline = stitch(app, TelemetryConfig::default()).start().await;
+    let baseline_addr = baseline.inbound;
 
     let mut export = ExportConfig::new(
         Protocol::HttpProtobuf,
@@ -99,7 +71,7 @@ async fn black_holed_collector_never_slows_or_fails_requests() {
     );
     export.timeout = Duration::from_millis(200);
     export.max_retries = 0;
-    let holed = Stitch::bind(settings(
+    let holed = stitch(
         app,
         TelemetryConfig {
             export: Some(export),
@@ -114,13 +86,10 @@ async fn black_holed_collector_never_slows_or_fails_requests() {
             },
             ..TelemetryConfig::default()
         },
-    ))
-    .await
-    .expect("bind");
-    let holed_addr = holed.inbound_addr();
-    let holed_admin = holed.admin_addr();
-    let holed_stop = holed.shutdown_handle();
-    tokio::spawn(holed.run());
+    )
+    .start()
+    .await;
+    let (holed_addr, holed_admin) = (holed.inbound, holed.admin);
 
     // Warm both paths (connection pools), then measure interleaved rounds.
     load(baseline_addr, 50).await;
@@ -175,7 +144,4 @@ async fn black_holed_collector_never_slows_or_fails_requests() {
         Some(950.0),
         "every request through the black-holed stitch succeeded"
     );
-
-    baseline_stop.trigger();
-    holed_stop.trigger();
 }

@@ -10,42 +10,25 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::trace::v1::Span;
-use stitch::app::{Settings, Stitch};
 use stitch::telemetry::{ExportConfig, Protocol, TelemetryConfig};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::holds_within;
-use crate::support::telemetry::{Received, grpc_collector};
+use crate::support::telemetry::{Received, attr, grpc_collector};
+use crate::support::{Loopback, holds_within, listener, serve_http};
 
 /// App B: a gRPC server whose every call fails with a trailers-only UNAVAILABLE.
 async fn app_b() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|_req: Request<Incoming>| async {
-                    let resp = Response::builder()
-                        .status(StatusCode::OK)
-                        .header("content-type", "application/grpc")
-                        .header("grpc-status", "14")
-                        .header("grpc-message", "out of stock service down")
-                        .body(Empty::<Bytes>::new())
-                        .expect("response");
-                    Ok::<_, hyper::Error>(resp)
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
+    let (listener, addr) = listener().await;
+    serve_http(listener, |_req| async {
+        Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/grpc")
+            .header("grpc-status", "14")
+            .header("grpc-message", "out of stock service down")
+            .body(Empty::<Bytes>::new())
+            .expect("response")
     });
     addr
 }
@@ -53,85 +36,56 @@ async fn app_b() -> SocketAddr {
 /// App A: an instrumented HTTP/1 app that, per request, calls B over gRPC (h2c) through its
 /// own stitch's outbound listener, carrying the `traceparent` it received.
 fn app_a(listener: TcpListener, stitch_a_outbound: SocketAddr, stitch_b_inbound: SocketAddr) {
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| async move {
-                    let traceparent = req.headers().get("traceparent").cloned();
-                    let io = TokioIo::new(
-                        TcpStream::connect(stitch_a_outbound)
-                            .await
-                            .expect("connect outbound"),
-                    );
-                    let (mut sender, conn) =
-                        hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-                            .await
-                            .expect("h2 handshake");
-                    tokio::spawn(conn);
-                    let mut call = Request::post(format!(
-                        "http://{stitch_b_inbound}/shop.v1.Inventory/Reserve"
-                    ))
-                    .version(http::Version::HTTP_2)
-                    .header("content-type", "application/grpc")
-                    .header("te", "trailers");
-                    if let Some(tp) = traceparent {
-                        call = call.header("traceparent", tp);
-                    }
-                    let grpc = sender
-                        .send_request(
-                            call.body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
-                                .expect("call"),
-                        )
-                        .await
-                        .expect("gRPC response");
-                    let status = grpc
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("none")
-                        .to_owned();
-                    let _ = grpc.into_body().collect().await;
-                    Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(format!(
-                        "grpc-status {status}"
-                    )))))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
+    serve_http(listener, move |req| async move {
+        let traceparent = req.headers().get("traceparent").cloned();
+        let io = TokioIo::new(
+            TcpStream::connect(stitch_a_outbound)
+                .await
+                .expect("connect outbound"),
+        );
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .expect("h2 handshake");
+        tokio::spawn(conn);
+        let mut call = Request::post(format!(
+            "http://{stitch_b_inbound}/shop.v1.Inventory/Reserve"
+        ))
+        .version(http::Version::HTTP_2)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+        if let Some(tp) = traceparent {
+            call = call.header("traceparent", tp);
         }
+        let grpc = sender
+            .send_request(
+                call.body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
+                    .expect("call"),
+            )
+            .await
+            .expect("gRPC response");
+        let status = grpc
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none")
+            .to_owned();
+        let _ = grpc.into_body().collect().await;
+        Response::new(Full::new(Bytes::from(format!("grpc-status {status}"))))
     });
 }
 
-fn settings(service: &str, target: Option<SocketAddr>, collector: SocketAddr) -> Settings {
-    let local = SocketAddr::from(([127, 0, 0, 1], 0));
-    Settings {
-        inbound_listen: local,
-        outbound_listen: vec![local],
-        admin_listen: local,
-        inbound_target: target.map(|t| t.to_string()),
-        service_name: Some(service.to_owned()),
-        telemetry: TelemetryConfig {
+/// A stitch exporting OTLP/gRPC to `collector` as `service`.
+fn stitch(service: &str, target: SocketAddr, collector: SocketAddr) -> Loopback {
+    Loopback::to(target)
+        .service(service)
+        .telemetry(TelemetryConfig {
             export: Some(ExportConfig::new(
                 Protocol::Grpc,
                 format!("http://{collector}"),
             )),
             batch_delay: Duration::from_millis(20),
             ..TelemetryConfig::default()
-        },
-        ..Settings::default()
-    }
-}
-
-fn attr<'a>(span: &'a Span, key: &str) -> Option<&'a Value> {
-    span.attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref())
-        .and_then(|v| v.value.as_ref())
+        })
 }
 
 fn service_of(received: &Received, span_id: &[u8]) -> Option<String> {
@@ -165,25 +119,14 @@ async fn three_hop_chain_arrives_as_one_tree() {
     let (collector, received) = grpc_collector().await;
 
     let b_app = app_b().await;
-    let stitch_b = Stitch::bind(settings("inventory", Some(b_app), collector))
-        .await
-        .expect("bind B");
-    let b_inbound = stitch_b.inbound_addr();
-    let b_shutdown = stitch_b.shutdown_handle();
-    let b_run = tokio::spawn(stitch_b.run());
+    let stitch_b = stitch("inventory", b_app, collector).start().await;
 
     // App A's listener is bound first so stitch A can target it; it serves once stitch A's
     // outbound address is known.
-    let a_app = TcpListener::bind("127.0.0.1:0").await.expect("bind app A");
-    let a_app_addr = a_app.local_addr().expect("addr");
-    let stitch_a = Stitch::bind(settings("orders", Some(a_app_addr), collector))
-        .await
-        .expect("bind A");
-    let a_inbound = stitch_a.inbound_addr();
-    let a_outbound = stitch_a.outbound_addrs()[0];
-    let a_shutdown = stitch_a.shutdown_handle();
-    let a_run = tokio::spawn(stitch_a.run());
-    app_a(a_app, a_outbound, b_inbound);
+    let (a_app, a_app_addr) = listener().await;
+    let stitch_a = stitch("orders", a_app_addr, collector).start().await;
+    let a_inbound = stitch_a.inbound;
+    app_a(a_app, stitch_a.outbound, stitch_b.inbound);
 
     // The client: a plain request with no trace context.
     let (status, _, body) = crate::support::http_request(
@@ -313,8 +256,9 @@ async fn three_hop_chain_arrives_as_one_tree() {
         b_server.end_time_unix_nano as i128 - a_client.end_time_unix_nano as i128
     );
 
-    a_shutdown.trigger();
-    b_shutdown.trigger();
-    let _ = tokio::time::timeout(Duration::from_secs(40), a_run).await;
-    let _ = tokio::time::timeout(Duration::from_secs(40), b_run).await;
+    stitch_a.shutdown.trigger();
+    stitch_b.shutdown.trigger();
+    for mut stitch in [stitch_a, stitch_b] {
+        let _ = tokio::time::timeout(Duration::from_secs(40), &mut stitch.task).await;
+    }
 }

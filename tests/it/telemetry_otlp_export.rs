@@ -4,10 +4,9 @@
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::trace::v1::Span;
 use stitch::telemetry::{ExportConfig, Protocol, Telemetry, TelemetryConfig};
 
-use crate::support::telemetry::{Received, chain, grpc_collector, hex, http_collector};
+use crate::support::telemetry::{Received, attr, chain, grpc_collector, hex, http_collector};
 
 fn config(protocol: Protocol, endpoint: String) -> TelemetryConfig {
     let mut export = ExportConfig::new(protocol, endpoint);
@@ -20,14 +19,6 @@ fn config(protocol: Protocol, endpoint: String) -> TelemetryConfig {
         batch_delay: Duration::from_millis(50),
         ..TelemetryConfig::default()
     }
-}
-
-fn attr<'a>(span: &'a Span, key: &str) -> Option<&'a Value> {
-    span.attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref())
-        .and_then(|v| v.value.as_ref())
 }
 
 fn resource_attr(received: &Received, key: &str) -> Option<Value> {

@@ -32,7 +32,9 @@ use tower::ServiceExt;
 use crate::support::trace::{
     Handler, Log, Seen, proxy_get, raw_get, ring_only, serve_app, trace_with,
 };
-use crate::support::{DEADLINE, Loopback, StitchUnderTest, fetch, holds_within, listener};
+use crate::support::{
+    DEADLINE, Loopback, StitchUnderTest, fetch, holds_within, listener, serve_http,
+};
 
 /// How long the slow gRPC answer waits before its trailers.
 const STREAM_GAP: Duration = Duration::from_millis(300);
@@ -118,42 +120,29 @@ fn serve_app_b(listener: TcpListener) -> Log {
     let log = Log::default();
     let seen = log.clone();
     let grpc = TraceServiceServer::new(OutOfStock);
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let (seen, grpc) = (seen.clone(), grpc.clone());
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let (seen, grpc) = (seen.clone(), grpc.clone());
-                    async move {
-                        seen.push(Seen {
-                            path: req.uri().path().to_owned(),
-                            headers: req.headers().clone(),
-                        });
-                        let grpc_call = req
-                            .headers()
-                            .get(http::header::CONTENT_TYPE)
-                            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-                        let resp: http::Response<Body> = if grpc_call {
-                            let resp = grpc.oneshot(req).await.expect("tonic is infallible");
-                            resp.map(|b| b.map_err(Into::into).boxed_unsync())
-                        } else {
-                            let _ = req.into_body().collect().await;
-                            http::Response::new(
-                                Full::new(Bytes::from_static(b"reserved\n"))
-                                    .map_err(|never| match never {})
-                                    .boxed_unsync(),
-                            )
-                        };
-                        Ok::<_, std::convert::Infallible>(resp)
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+    serve_http(listener, move |req: Request<Incoming>| {
+        let (seen, grpc) = (seen.clone(), grpc.clone());
+        async move {
+            seen.push(Seen {
+                path: req.uri().path().to_owned(),
+                headers: req.headers().clone(),
             });
+            let grpc_call = req
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+            let resp: http::Response<Body> = if grpc_call {
+                let resp = grpc.oneshot(req).await.expect("tonic is infallible");
+                resp.map(|b| b.map_err(Into::into).boxed_unsync())
+            } else {
+                let _ = req.into_body().collect().await;
+                http::Response::new(
+                    Full::new(Bytes::from_static(b"reserved\n"))
+                        .map_err(|never| match never {})
+                        .boxed_unsync(),
+                )
+            };
+            resp
         }
     });
     log

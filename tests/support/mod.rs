@@ -15,14 +15,16 @@ pub mod trace;
 pub mod upstream;
 pub mod wire;
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use stitch::app::{Settings, StartError, Stitch};
 use stitch::shutdown::ShutdownHandle;
@@ -70,6 +72,35 @@ pub async fn listener() -> (TcpListener, SocketAddr) {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
     let addr = l.local_addr().expect("bound listener has an address");
     (l, addr)
+}
+
+/// Serves `respond` on `listener` (HTTP/1 and h2c, as a real app can) for the rest of the
+/// test, one task per connection.
+pub fn serve_http<F, Fut, B>(listener: TcpListener, respond: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let respond = respond.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let answer = respond(req);
+                    async move { Ok::<_, Infallible>(answer.await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
 }
 
 /// A loopback address nothing listens on (bound once, then released).
@@ -122,6 +153,12 @@ impl Loopback {
     /// The span pipeline; its `service_name` names the spans.
     pub fn telemetry(mut self, telemetry: TelemetryConfig) -> Self {
         self.settings.telemetry = telemetry;
+        self
+    }
+
+    /// `--service-name`: wins over the telemetry config's.
+    pub fn service(mut self, name: &str) -> Self {
+        self.settings.service_name = Some(name.to_owned());
         self
     }
 

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// What the echo server writes after it saw the client's EOF, before closing: proof that the
 /// client's half-close reached it while its own direction was still open.
@@ -28,10 +28,7 @@ where
     F: Fn(TcpStream) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
-    let addr = listener
-        .local_addr()
-        .expect("bound listener has an address");
+    let (listener, addr) = super::listener().await;
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(per_conn(stream));

@@ -184,6 +184,18 @@ where
         .await;
 }
 
+/// The value of attribute `key` of an exported span.
+pub fn attr<'a>(
+    span: &'a opentelemetry_proto::tonic::trace::v1::Span,
+    key: &str,
+) -> Option<&'a opentelemetry_proto::tonic::common::v1::any_value::Value> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| v.value.as_ref())
+}
+
 /// The spans of a 3-hop chain as the trace layers of two stitch instances would produce
 /// them: client → A inbound (server) → app A → A outbound (client) → B inbound (server) →
 /// app B, where B's gRPC call fails with UNAVAILABLE.

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -158,32 +158,19 @@ pub type Handler = Arc<dyn Fn(HeaderMap) -> BoxFut<StatusCode> + Send + Sync>;
 pub fn serve_app(listener: TcpListener, handler: Handler) -> Log {
     let log = Log::default();
     let seen = log.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let (seen, handler) = (seen.clone(), handler.clone());
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let (seen, handler) = (seen.clone(), handler.clone());
-                    async move {
-                        let (parts, body) = req.into_parts();
-                        let _ = body.collect().await;
-                        seen.push(Seen {
-                            path: parts.uri.path().to_owned(),
-                            headers: parts.headers.clone(),
-                        });
-                        let status = handler(parts.headers).await;
-                        let mut resp = Response::new(Full::new(Bytes::from_static(b"done\n")));
-                        *resp.status_mut() = status;
-                        Ok::<_, hyper::Error>(resp)
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+    super::serve_http(listener, move |req: Request<Incoming>| {
+        let (seen, handler) = (seen.clone(), handler.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            let _ = body.collect().await;
+            seen.push(Seen {
+                path: parts.uri.path().to_owned(),
+                headers: parts.headers.clone(),
             });
+            let status = handler(parts.headers).await;
+            let mut resp = Response::new(Full::new(Bytes::from_static(b"done\n")));
+            *resp.status_mut() = status;
+            resp
         }
     });
     log
