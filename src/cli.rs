@@ -17,7 +17,7 @@ use crate::app::{Settings, Stitch};
     version,
     about = "A sidecar proxy that repairs distributed traces"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -37,7 +37,7 @@ enum Command {
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// Human-readable lines.
     Text,
     /// One JSON object per line, for log shippers (and for tests that read the bound ports).
@@ -46,7 +46,7 @@ pub enum LogFormat {
 
 /// Flags of `stitch run`; each maps onto a field of [`Settings`].
 #[derive(Debug, clap::Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Rules file, watched and hot-reloaded.
     #[arg(long, env = "STITCH_CONFIG")]
     config: Option<PathBuf>,
@@ -200,7 +200,7 @@ fn run(settings: Settings) -> ExitCode {
 
 /// Installs the global `tracing` subscriber: `RUST_LOG` filter (default `info`), text or JSON,
 /// to stderr. ANSI colours only on a terminal, so piped logs stay parseable.
-pub fn init_logging(format: LogFormat) {
+pub(crate) fn init_logging(format: LogFormat) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()

@@ -6,7 +6,7 @@ use http::header::{self, HeaderMap};
 
 /// Whether a request is gRPC (`content-type: application/grpc[+proto|;...]`, media types are
 /// case-insensitive).
-pub fn is_grpc(headers: &HeaderMap) -> bool {
+pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
     headers.get(header::CONTENT_TYPE).is_some_and(|v| {
         let ct = v.as_bytes().trim_ascii_start();
         ct.len() >= 16 && ct[..16].eq_ignore_ascii_case(b"application/grpc")

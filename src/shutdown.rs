@@ -35,13 +35,8 @@ impl ShutdownHandle {
     }
 
     /// Resolves once shutdown was triggered.
-    pub async fn triggered(&self) {
+    pub(crate) async fn triggered(&self) {
         self.token.cancelled().await
-    }
-
-    /// Whether shutdown was triggered.
-    pub fn is_triggered(&self) -> bool {
-        self.token.is_cancelled()
     }
 
     /// Spawns `task` on the current runtime, tracked: [`ShutdownHandle::drain`] waits for it.
@@ -66,7 +61,7 @@ impl ShutdownHandle {
 
     /// Triggers shutdown on the first SIGTERM or SIGINT (spawns a watcher task, untracked: it
     /// is what starts the drain).
-    pub fn trigger_on_signals(&self) {
+    pub(crate) fn trigger_on_signals(&self) {
         let this = self.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
@@ -105,7 +100,6 @@ mod tests {
             worker.triggered().await;
             let _ = done_tx.send(());
         });
-        assert!(!shutdown.is_triggered());
         shutdown.trigger();
         assert!(shutdown.drain(Duration::from_secs(15)).await, "drained");
         assert!(

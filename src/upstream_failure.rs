@@ -7,4 +7,4 @@
 /// the span's `error.type`. The label is `ForwardError::kind` of the proxy's forwarding error:
 /// a short, bounded string (`connect_error`, `connect_timeout`, …).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UpstreamFailure(pub &'static str);
+pub(crate) struct UpstreamFailure(pub &'static str);

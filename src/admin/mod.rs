@@ -34,7 +34,7 @@ use crate::telemetry::config::RingConfig;
 use crate::telemetry::{Metrics, Telemetry, TraceRing};
 
 /// Largest `POST /v1/traces` body accepted, by default.
-pub const DEFAULT_MAX_OTLP_BODY_BYTES: usize = 4 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_OTLP_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// The hook `/config` calls for the rules in force (filled by the app from the rules handle).
 pub type ConfigView = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;

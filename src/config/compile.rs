@@ -111,7 +111,7 @@ impl CompiledRules {
     }
 
     /// The name of `dialect` as the rules file spells it (metric labels, logs).
-    pub fn dialect_name(&self, dialect: Dialect) -> &str {
+    pub(crate) fn dialect_name(&self, dialect: Dialect) -> &str {
         self.formats.dialect_name(dialect)
     }
 
@@ -149,7 +149,7 @@ pub fn parse_rules(text: &str, path: &Path) -> Result<CompiledRules, ConfigError
 }
 
 /// Reads, parses and compiles the rules file at `path`.
-pub fn load_file(path: &Path) -> Result<CompiledRules, ConfigErrors> {
+pub(crate) fn load_file(path: &Path) -> Result<CompiledRules, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             path: path.to_path_buf(),

@@ -4,14 +4,14 @@
 
 /// A compiled authority glob.
 #[derive(Debug, Clone)]
-pub struct AuthorityGlob {
+pub(crate) struct AuthorityGlob {
     pattern: Box<[u8]>,
     with_port: bool,
 }
 
 impl AuthorityGlob {
     /// Compiles `pattern`; the error says why it is not a usable glob.
-    pub fn new(pattern: &str) -> Result<AuthorityGlob, String> {
+    pub(crate) fn new(pattern: &str) -> Result<AuthorityGlob, String> {
         if pattern.is_empty() {
             return Err("bad glob \"\": empty pattern".to_owned());
         }
@@ -30,7 +30,7 @@ impl AuthorityGlob {
     }
 
     /// True when `authority` (`host` or `host:port`) matches.
-    pub fn matches(&self, authority: &str) -> bool {
+    pub(crate) fn matches(&self, authority: &str) -> bool {
         let subject = if self.with_port {
             authority
         } else {

@@ -85,7 +85,7 @@ impl RulesHandle {
     }
 
     /// `--config` given or not: the file's rules, or the built-in defaults.
-    pub fn from_optional_file(path: Option<&Path>) -> Result<RulesHandle, ConfigErrors> {
+    pub(crate) fn from_optional_file(path: Option<&Path>) -> Result<RulesHandle, ConfigErrors> {
         match path {
             Some(path) => RulesHandle::from_file(path),
             None => Ok(RulesHandle::new(CompiledRules::default())),

@@ -5,17 +5,18 @@
 //! - [`handle`]: [`RulesHandle`], the `ArcSwap` of the rules in force plus reload bookkeeping.
 //! - [`watch()`]: `notify` watcher on the file's directory and SIGHUP.
 
-pub mod compile;
-pub mod error;
-pub mod glob;
-pub mod handle;
-pub mod model;
-pub mod watch;
+pub(crate) mod compile;
+pub(crate) mod error;
+pub(crate) mod glob;
+pub(crate) mod handle;
+pub(crate) mod model;
+pub(crate) mod watch;
 
 use std::path::Path;
 use std::process::ExitCode;
 
-pub use compile::{CompiledRules, load_file, parse_rules};
+pub(crate) use compile::load_file;
+pub use compile::{CompiledRules, parse_rules};
 pub use error::{ConfigError, ConfigErrors};
 pub use handle::{ReloadResult, RulesHandle};
 pub use watch::{WatchGuard, reload_on_sighup, watch};

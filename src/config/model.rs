@@ -12,7 +12,7 @@ use crate::propagation::{OrphanPolicy, RepairMode};
 /// The whole rules file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RulesFile {
+pub(crate) struct RulesFile {
     /// Dialects read, in priority order.
     pub extract: Option<Vec<Spanned<String>>>,
     /// Dialects written on every forwarded request.
@@ -34,7 +34,7 @@ pub struct RulesFile {
 /// One template format.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FormatSpec {
+pub(crate) struct FormatSpec {
     /// Header name → template.
     pub headers: BTreeMap<String, Spanned<String>>,
 }
@@ -42,7 +42,7 @@ pub struct FormatSpec {
 /// `sampling:`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SamplingSpec {
+pub(crate) struct SamplingSpec {
     /// Probability of sampling a new root, in [0, 1].
     pub root_ratio: Option<Spanned<f64>>,
 }
@@ -50,7 +50,7 @@ pub struct SamplingSpec {
 /// `direction:` in a rule's `match`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum DirectionSpec {
+pub(crate) enum DirectionSpec {
     /// A peer calling the app.
     Inbound,
     /// The app calling a peer.
@@ -60,7 +60,7 @@ pub enum DirectionSpec {
 /// A rule's `match:`; every field optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MatchSpec {
+pub(crate) struct MatchSpec {
     /// Inbound or outbound.
     pub direction: Option<DirectionSpec>,
     /// Glob on the request authority (`*` and `?`), host only unless it names a port.
@@ -74,7 +74,7 @@ pub struct MatchSpec {
 /// One entry of `rules:`; keys other than `match` override the file's defaults.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RuleSpec {
+pub(crate) struct RuleSpec {
     /// When the rule applies.
     #[serde(rename = "match", default)]
     pub matcher: MatchSpec,

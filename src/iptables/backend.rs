@@ -16,7 +16,7 @@ use super::rules::Family;
 
 /// Which iptables backend to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// The backend whose tables already hold rules; nf_tables when neither does.
     Auto,
     /// `iptables-nft-restore` (the kernel's nf_tables, through the iptables syntax).
@@ -27,7 +27,7 @@ pub enum Mode {
 
 /// One concrete backend: the restore and save tools for both families.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Backend {
+pub(crate) struct Backend {
     /// `nft`, `legacy`, or `default` for unsuffixed tools of unknown kind.
     pub name: &'static str,
     v4_restore: PathBuf,
@@ -38,13 +38,13 @@ pub struct Backend {
 
 /// Where tools are looked up: `PATH` plus the sbin directories an unprivileged `PATH` lacks.
 #[derive(Debug, Clone)]
-pub struct ToolPath {
+pub(crate) struct ToolPath {
     dirs: Vec<PathBuf>,
 }
 
 impl ToolPath {
     /// Builds the search list from the value of `PATH` (read once at start-up by the caller).
-    pub fn new(path_var: Option<OsString>) -> Self {
+    pub(crate) fn new(path_var: Option<OsString>) -> Self {
         let mut dirs: Vec<PathBuf> = path_var
             .map(|p| std::env::split_paths(&p).collect())
             .unwrap_or_default();
@@ -83,7 +83,7 @@ impl Backend {
 
     /// Every backend installed, suffixed tools first; the plain `iptables-restore` only when
     /// no suffixed one exists (it is then one of them under another name).
-    pub fn available(tools: &ToolPath) -> Vec<Backend> {
+    pub(crate) fn available(tools: &ToolPath) -> Vec<Backend> {
         let found: Vec<Backend> = [("nft", "-nft"), ("legacy", "-legacy")]
             .into_iter()
             .filter_map(|(name, infix)| Backend::find(tools, name, infix))
@@ -95,7 +95,7 @@ impl Backend {
     }
 
     /// Chooses the backend for `mode` among the installed ones.
-    pub fn select(mode: Mode, available: &[Backend]) -> Result<Backend, IptablesError> {
+    pub(crate) fn select(mode: Mode, available: &[Backend]) -> Result<Backend, IptablesError> {
         let wanted = match mode {
             Mode::Nft => Some("nft"),
             Mode::Legacy => Some("legacy"),
@@ -150,7 +150,7 @@ impl Backend {
     }
 
     /// Whether this backend has IPv6 tools.
-    pub fn has_v6(&self) -> bool {
+    pub(crate) fn has_v6(&self) -> bool {
         self.v6_restore.is_some() && self.v6_save.is_some()
     }
 
@@ -167,7 +167,7 @@ impl Backend {
     /// The tables as `iptables-save` prints them. Deliberately without `-t nat`: that would
     /// make the legacy backend load its `nat` table into the pod just to look at it; a table
     /// that is not loaded holds no stitch rules anyway.
-    pub fn save(&self, family: Family) -> Result<String, IptablesError> {
+    pub(crate) fn save(&self, family: Family) -> Result<String, IptablesError> {
         let (_, save) = self.tools(family)?;
         let out = Command::new(save)
             .stdin(Stdio::null())
@@ -180,7 +180,7 @@ impl Backend {
     }
 
     /// Feeds `doc` to `iptables-restore --noflush`: one atomic commit, other rules kept.
-    pub fn restore(&self, family: Family, doc: &str) -> Result<(), IptablesError> {
+    pub(crate) fn restore(&self, family: Family, doc: &str) -> Result<(), IptablesError> {
         let (restore, _) = self.tools(family)?;
         let mut child = Command::new(restore)
             .arg("--noflush")

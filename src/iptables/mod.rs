@@ -7,8 +7,8 @@
 //! Failure leaves the previous state: each family is one atomic `iptables-restore` commit, and
 //! a rerun is idempotent, so an init container that fails half-way is simply restarted.
 
-pub mod backend;
-pub mod rules;
+pub(crate) mod backend;
+pub(crate) mod rules;
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -19,7 +19,7 @@ use rules::{Cidr, Family, Installed, Plan, PortRange};
 
 /// Flags of `stitch iptables` (names are a contract: init-container manifests call them).
 #[derive(Debug, clap::Args)]
-pub struct IptablesArgs {
+pub(crate) struct IptablesArgs {
     /// UID stitch runs as; its traffic is never redirected (so its own connections do not loop).
     #[arg(long, default_value_t = 2102)]
     proxy_uid: u32,
@@ -90,7 +90,7 @@ impl IptablesArgs {
 
 /// Why `stitch iptables` could not do its job.
 #[derive(Debug)]
-pub enum IptablesError {
+pub(crate) enum IptablesError {
     /// The process lacks `CAP_NET_ADMIN`.
     NoNetAdmin,
     /// No `iptables-restore` of any kind is installed.
@@ -178,7 +178,7 @@ impl std::error::Error for IptablesError {
 }
 
 /// Runs `stitch iptables`: install (default), `--cleanup`, or `--dry-run` of either.
-pub fn command(args: IptablesArgs) -> ExitCode {
+pub(crate) fn command(args: IptablesArgs) -> ExitCode {
     let environment = Environment::probe(|key| std::env::var_os(key));
     match run(&args, &environment) {
         Ok(()) => ExitCode::SUCCESS,

@@ -21,15 +21,15 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 /// Chains of every stitch version start with this, so leftovers are found and removed.
-pub const CHAIN_PREFIX: &str = "STITCH_";
+pub(crate) const CHAIN_PREFIX: &str = "STITCH_";
 /// Hooked from `PREROUTING`: decides which inbound connections go to stitch.
-pub const INBOUND_CHAIN: &str = "STITCH_INBOUND";
+pub(crate) const INBOUND_CHAIN: &str = "STITCH_INBOUND";
 /// Hooked from `OUTPUT`: decides which locally originated connections go to stitch.
-pub const OUTPUT_CHAIN: &str = "STITCH_OUTPUT";
+pub(crate) const OUTPUT_CHAIN: &str = "STITCH_OUTPUT";
 /// The single `REDIRECT` to the inbound port, shared by every inbound decision.
-pub const INBOUND_REDIRECT_CHAIN: &str = "STITCH_INBOUND_REDIRECT";
+pub(crate) const INBOUND_REDIRECT_CHAIN: &str = "STITCH_INBOUND_REDIRECT";
 /// The single `REDIRECT` to the outbound port.
-pub const OUTPUT_REDIRECT_CHAIN: &str = "STITCH_OUTPUT_REDIRECT";
+pub(crate) const OUTPUT_REDIRECT_CHAIN: &str = "STITCH_OUTPUT_REDIRECT";
 
 const CHAINS: [&str; 4] = [
     INBOUND_CHAIN,
@@ -40,7 +40,7 @@ const CHAINS: [&str; 4] = [
 
 /// The IP family a document is for; IPv4 and IPv6 have separate tables and tools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
+pub(crate) enum Family {
     /// `iptables-restore`.
     V4,
     /// `ip6tables-restore`.
@@ -49,7 +49,7 @@ pub enum Family {
 
 impl Family {
     /// Name used in logs and in the document header.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Family::V4 => "IPv4",
             Family::V6 => "IPv6",
@@ -59,14 +59,15 @@ impl Family {
 
 /// A destination port or an inclusive range (`8000-8100`), as `--dport` takes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PortRange {
+pub(crate) struct PortRange {
     first: u16,
     last: u16,
 }
 
 impl PortRange {
-    /// A single port.
-    pub fn single(port: u16) -> Self {
+    /// A single port (only the tests build one by hand; the CLI parses them).
+    #[cfg(test)]
+    pub(crate) fn single(port: u16) -> Self {
         PortRange {
             first: port,
             last: port,
@@ -109,7 +110,7 @@ impl FromStr for PortRange {
 
 /// An address block (`10.0.0.0/8`, `fd00::/8`); a bare address means a single host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
+pub(crate) struct Cidr {
     addr: IpAddr,
     prefix_len: u8,
 }
@@ -155,7 +156,7 @@ impl FromStr for Cidr {
 
 /// What to redirect and what to leave alone; the parsed flags of `stitch iptables`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// UID stitch runs as; its connections are never redirected (else they would loop).
     pub proxy_uid: u32,
     /// Where redirected inbound connections land.
@@ -191,7 +192,7 @@ impl Default for Plan {
 
 /// What a previous run (of any stitch version) left in the `nat` table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Installed {
+pub(crate) struct Installed {
     /// `STITCH_*` chains.
     pub chains: Vec<String>,
     /// Rules of other chains that jump to a `STITCH_*` chain, as `iptables-save` prints them.
@@ -200,7 +201,7 @@ pub struct Installed {
 
 impl Installed {
     /// Reads an `iptables-save` document (any tables; only `nat` is looked at).
-    pub fn parse(save: &str) -> Self {
+    pub(crate) fn parse(save: &str) -> Self {
         let mut installed = Installed::default();
         let mut in_nat = false;
         for line in save.lines().map(str::trim) {
@@ -224,7 +225,7 @@ impl Installed {
     }
 
     /// Whether nothing of stitch's is installed.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.chains.is_empty() && self.jumps.is_empty()
     }
 }
@@ -242,7 +243,7 @@ fn jumps_to_stitch(rule: &str) -> bool {
 }
 
 /// The document that replaces whatever stitch installed before with the rules of `plan`.
-pub fn render_install(plan: &Plan, family: Family, installed: &Installed) -> String {
+pub(crate) fn render_install(plan: &Plan, family: Family, installed: &Installed) -> String {
     let mut doc = String::new();
     let _ = writeln!(
         doc,
@@ -280,7 +281,7 @@ pub fn render_install(plan: &Plan, family: Family, installed: &Installed) -> Str
 }
 
 /// The document that removes everything stitch installed, or `None` when nothing is there.
-pub fn render_cleanup(family: Family, installed: &Installed) -> Option<String> {
+pub(crate) fn render_cleanup(family: Family, installed: &Installed) -> Option<String> {
     if installed.is_empty() {
         return None;
     }

@@ -45,7 +45,7 @@ pub struct MultiHeaders<'a> {
 
 impl MultiHeaders<'_> {
     /// True when any multi header is present.
-    pub fn is_present(&self) -> bool {
+    pub(crate) fn is_present(&self) -> bool {
         self.trace_id.is_some()
             || self.span_id.is_some()
             || self.parent_span_id.is_some()
@@ -216,7 +216,7 @@ fn parse_multi_present(headers: &MultiHeaders<'_>, mode: RepairMode) -> Parsed<B
 }
 
 /// Writes the trace id in the width the peer used (16 or 32 digits); returns the digits.
-pub fn write_trace_id<'a>(ctx: &TraceContext, out: &'a mut [u8; 32]) -> &'a [u8] {
+pub(crate) fn write_trace_id<'a>(ctx: &TraceContext, out: &'a mut [u8; 32]) -> &'a [u8] {
     if ctx.writes_short_trace_id() {
         encode_hex(&ctx.trace_id.0[8..], &mut out[..16]);
         &out[..16]
@@ -258,15 +258,15 @@ pub fn write_single(ctx: &TraceContext, out: &mut [u8; SINGLE_MAX_LEN]) -> usize
 }
 
 /// `X-B3-TraceId`.
-pub static X_B3_TRACEID: HeaderName = HeaderName::from_static("x-b3-traceid");
+pub(crate) static X_B3_TRACEID: HeaderName = HeaderName::from_static("x-b3-traceid");
 /// `X-B3-SpanId`.
-pub static X_B3_SPANID: HeaderName = HeaderName::from_static("x-b3-spanid");
+pub(crate) static X_B3_SPANID: HeaderName = HeaderName::from_static("x-b3-spanid");
 /// `X-B3-ParentSpanId`.
-pub static X_B3_PARENTSPANID: HeaderName = HeaderName::from_static("x-b3-parentspanid");
+pub(crate) static X_B3_PARENTSPANID: HeaderName = HeaderName::from_static("x-b3-parentspanid");
 /// `X-B3-Sampled`.
-pub static X_B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
+pub(crate) static X_B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
 /// `X-B3-Flags`.
-pub static X_B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
+pub(crate) static X_B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
 
 fn header_value(bytes: &[u8]) -> HeaderValue {
     HeaderValue::from_bytes(bytes).expect("hex is a valid header value")

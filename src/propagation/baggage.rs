@@ -3,12 +3,12 @@
 //! dropped rather than truncated, and the drop is reported.
 
 /// Most list-members the spec lets a platform propagate.
-pub const MAX_MEMBERS: usize = 64;
+pub(crate) const MAX_MEMBERS: usize = 64;
 /// Most bytes of `baggage` (all lines) the spec lets a platform propagate.
-pub const MAX_BYTES: usize = 8192;
+pub(crate) const MAX_BYTES: usize = 8192;
 
 /// True when the `baggage` header lines are within the spec's limits.
-pub fn within_limits<'a>(lines: impl IntoIterator<Item = &'a [u8]>) -> bool {
+pub(crate) fn within_limits<'a>(lines: impl IntoIterator<Item = &'a [u8]>) -> bool {
     let mut bytes = 0;
     let mut members = 0;
     for line in lines {

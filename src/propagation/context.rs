@@ -6,9 +6,9 @@ use std::fmt;
 use super::ids::{SpanId, TraceId};
 
 /// W3C `trace-flags` bit: the caller recorded (sampled) its span.
-pub const FLAG_SAMPLED: u8 = 0x01;
+pub(crate) const FLAG_SAMPLED: u8 = 0x01;
 /// W3C Level 2 `trace-flags` bit: the trace id's right-most 7 bytes are random.
-pub const FLAG_RANDOM: u8 = 0x02;
+pub(crate) const FLAG_RANDOM: u8 = 0x02;
 
 /// What one dialect's headers said about the caller's span, in dialect-neutral form.
 ///
@@ -49,7 +49,7 @@ impl TraceContext {
     }
 
     /// The W3C `trace-flags` byte for this context (only the bits stitch understands).
-    pub fn w3c_flags(&self) -> u8 {
+    pub(crate) fn w3c_flags(&self) -> u8 {
         let mut flags = 0;
         if self.sampled.unwrap_or(false) || self.debug {
             flags |= FLAG_SAMPLED;
@@ -101,7 +101,7 @@ pub enum Dialect {
 impl Dialect {
     /// The built-in name (`w3c`, `b3`, `b3multi`, `jaeger`); `None` for templates, whose names
     /// live in the rules.
-    pub fn builtin_name(self) -> Option<&'static str> {
+    pub(crate) fn builtin_name(self) -> Option<&'static str> {
         match self {
             Dialect::W3c => Some("w3c"),
             Dialect::B3 => Some("b3"),
@@ -112,7 +112,7 @@ impl Dialect {
     }
 
     /// The built-in dialect of that name, as spelled in the rules file and `OTEL_PROPAGATORS`.
-    pub fn builtin(name: &str) -> Option<Dialect> {
+    pub(crate) fn builtin(name: &str) -> Option<Dialect> {
         match name {
             "w3c" | "tracecontext" => Some(Dialect::W3c),
             "b3" => Some(Dialect::B3),
@@ -176,7 +176,7 @@ pub struct Repairs(u8);
 
 impl Repairs {
     /// No repair.
-    pub const NONE: Repairs = Repairs(0);
+    pub(crate) const NONE: Repairs = Repairs(0);
 
     /// Records `kind`.
     pub fn add(&mut self, kind: RepairKind) {
@@ -230,7 +230,7 @@ impl fmt::Display for Invalid {
 }
 
 /// A parsed value together with the repairs lenient mode applied to it.
-pub type Parsed<T> = Result<(T, Repairs), Invalid>;
+pub(crate) type Parsed<T> = Result<(T, Repairs), Invalid>;
 
 /// Trims HTTP optional whitespace (spaces and tabs) on both ends, as every spec allows.
 pub(crate) fn trim_ows(value: &[u8]) -> &[u8] {

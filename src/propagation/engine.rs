@@ -32,17 +32,15 @@ use super::{baggage, jaeger, tracestate, w3c};
 use crate::direction::Direction;
 
 /// `traceparent`.
-pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub(crate) static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// `tracestate`.
-pub static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+pub(crate) static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 /// Single-header B3.
-pub static B3: HeaderName = HeaderName::from_static("b3");
-/// The `X-B3-*` header names (owned by the B3 module).
-pub use super::b3::{X_B3_FLAGS, X_B3_PARENTSPANID, X_B3_SAMPLED, X_B3_SPANID, X_B3_TRACEID};
+pub(crate) static B3: HeaderName = HeaderName::from_static("b3");
 /// Jaeger `uber-trace-id`.
-pub static UBER_TRACE_ID: HeaderName = HeaderName::from_static("uber-trace-id");
+pub(crate) static UBER_TRACE_ID: HeaderName = HeaderName::from_static("uber-trace-id");
 /// W3C `baggage`.
-pub static BAGGAGE: HeaderName = HeaderName::from_static("baggage");
+pub(crate) static BAGGAGE: HeaderName = HeaderName::from_static("baggage");
 
 /// The identity stitch decided for this hop's span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -442,7 +440,7 @@ pub fn propagate(
 /// adaptive degradation (1.0 healthy, down to 0.01 while the collector keeps failing). Only
 /// decisions stitch makes itself (new roots, contexts without a sampling decision) are
 /// affected; a parent's decision is always followed, and headers are always written.
-pub fn propagate_with_root_factor(
+pub(crate) fn propagate_with_root_factor(
     policy: &Policy,
     formats: &Formats,
     direction: Direction,

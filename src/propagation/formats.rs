@@ -12,7 +12,7 @@ use super::template::TemplateFormat;
 
 /// Most template formats one rules file may define (the engine tracks their presence in a
 /// 64-bit set).
-pub const MAX_FORMATS: usize = 64;
+pub(crate) const MAX_FORMATS: usize = 64;
 
 /// The compiled template formats of one rules version.
 #[derive(Debug, Clone)]
@@ -67,7 +67,7 @@ impl Formats {
     }
 
     /// The name of `dialect` as the rules file spells it (metric labels, logs, `/config`).
-    pub fn dialect_name(&self, dialect: Dialect) -> &str {
+    pub(crate) fn dialect_name(&self, dialect: Dialect) -> &str {
         match dialect {
             Dialect::Template(i) => self
                 .formats

@@ -15,7 +15,7 @@ pub struct SpanId(pub [u8; 8]);
 
 impl TraceId {
     /// The all-zero id every spec calls invalid.
-    pub const INVALID: TraceId = TraceId([0; 16]);
+    pub(crate) const INVALID: TraceId = TraceId([0; 16]);
 
     /// True unless all bytes are zero (the specs' "invalid" trace id).
     pub fn is_valid(&self) -> bool {
@@ -24,12 +24,12 @@ impl TraceId {
 
     /// True when the upper 64 bits are zero, i.e. the id fits the 64-bit width older B3 and
     /// Jaeger peers use.
-    pub fn fits_64_bits(&self) -> bool {
+    pub(crate) fn fits_64_bits(&self) -> bool {
         self.0[..8] == [0; 8]
     }
 
     /// Writes 32 lower-case hex digits into `out`.
-    pub fn encode_hex(&self, out: &mut [u8; 32]) {
+    pub(crate) fn encode_hex(&self, out: &mut [u8; 32]) {
         encode_hex(&self.0, out);
     }
 
@@ -53,7 +53,7 @@ impl TraceId {
 
 impl SpanId {
     /// The all-zero id every spec calls invalid.
-    pub const INVALID: SpanId = SpanId([0; 8]);
+    pub(crate) const INVALID: SpanId = SpanId([0; 8]);
 
     /// True unless all bytes are zero.
     pub fn is_valid(&self) -> bool {
@@ -61,7 +61,7 @@ impl SpanId {
     }
 
     /// Writes 16 lower-case hex digits into `out`.
-    pub fn encode_hex(&self, out: &mut [u8; 16]) {
+    pub(crate) fn encode_hex(&self, out: &mut [u8; 16]) {
         encode_hex(&self.0, out);
     }
 

@@ -15,7 +15,7 @@ use http::HeaderValue;
 use super::ids::{SpanId, TraceId};
 
 /// Default bound on registered in-flight requests.
-pub const DEFAULT_CAPACITY: usize = 65_536;
+pub(crate) const DEFAULT_CAPACITY: usize = 65_536;
 
 /// One in-flight inbound server span.
 #[derive(Debug, Clone)]
@@ -135,7 +135,7 @@ impl Inflight {
     }
 
     /// Registers an inbound server span; `None` when the registry is full.
-    pub fn register(&self, span: InflightSpan) -> Option<InflightGuard> {
+    pub(crate) fn register(&self, span: InflightSpan) -> Option<InflightGuard> {
         let mut state = self.shared.lock();
         if state.len >= self.shared.capacity {
             return None;
@@ -165,7 +165,7 @@ impl Inflight {
     }
 
     /// The `tracestate` of an in-flight inbound request of `trace_id` (the earliest that has one).
-    pub fn tracestate_of(&self, trace_id: &TraceId) -> Option<HeaderValue> {
+    pub(crate) fn tracestate_of(&self, trace_id: &TraceId) -> Option<HeaderValue> {
         let state = self.shared.lock();
         let slot = state.by_trace.get(trace_id)?;
         std::iter::once(&slot.first)

@@ -15,20 +15,21 @@
 //! (invalid means absent, reported in the [`Outcome`]).
 
 pub mod b3;
-pub mod baggage;
-pub mod context;
-pub mod engine;
-pub mod formats;
-pub mod ids;
-pub mod inflight;
+pub(crate) mod baggage;
+pub(crate) mod context;
+pub(crate) mod engine;
+pub(crate) mod formats;
+pub(crate) mod ids;
+pub(crate) mod inflight;
 pub mod jaeger;
-pub mod policy;
+pub(crate) mod policy;
 pub mod template;
 pub mod tracestate;
 pub mod w3c;
 
 pub use context::{Dialect, Invalid, RepairKind, RepairMode, Repairs, TRACE_HEADERS, TraceContext};
-pub use engine::{OrphanOutcome, Outcome, SpanIdentity, propagate, propagate_with_root_factor};
+pub(crate) use engine::propagate_with_root_factor;
+pub use engine::{OrphanOutcome, Outcome, SpanIdentity, propagate};
 pub use formats::Formats;
 pub use ids::{SpanId, TraceId};
 pub use inflight::{Inflight, InflightGuard, InflightSpan};

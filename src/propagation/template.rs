@@ -219,8 +219,10 @@ impl TemplateFormat {
         Ok((ctx, repairs))
     }
 
-    /// True when the format carries the span id (and so can name a parent).
-    pub fn carries_span(&self) -> bool {
+    /// True when the format carries the span id (and so can name a parent); the tests use it
+    /// to check what a template compiled to.
+    #[cfg(test)]
+    pub(crate) fn carries_span(&self) -> bool {
         self.headers
             .iter()
             .any(|h| h.segments.contains(&Segment::Field(Placeholder::SpanId)))

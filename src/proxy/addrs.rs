@@ -13,7 +13,7 @@ use super::error::ForwardError;
 /// An upstream to connect to: a resolved address (transparent mode) or a `host:port` name
 /// (explicit mode; resolved at connect time). Also the key of the upstream pools.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Target {
+pub(crate) enum Target {
     /// The original destination of a redirected connection.
     Addr(SocketAddr),
     /// A `host:port` from `--inbound-target`, an absolute-form URI, `Host` or `:authority`.
@@ -37,7 +37,7 @@ impl fmt::Display for Target {
 
 impl Target {
     /// Parses `host`, `host:port`, `[v6]:port` or `ip:port`; `default_port` fills a missing port.
-    pub fn parse_authority(authority: &str, default_port: u16) -> Option<Target> {
+    pub(crate) fn parse_authority(authority: &str, default_port: u16) -> Option<Target> {
         let authority = authority.trim();
         if authority.is_empty() || authority.contains(['/', '@', ' ']) {
             return None;
@@ -71,7 +71,7 @@ impl Target {
     }
 
     /// The port the target listens on.
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         match self {
             Target::Addr(a) => a.port(),
             Target::Name { port, .. } => *port,
@@ -79,7 +79,7 @@ impl Target {
     }
 
     /// Resolves and connects within `timeout`, refusing any address that is stitch itself.
-    pub async fn connect(
+    pub(crate) async fn connect(
         &self,
         own: &OwnAddrs,
         timeout: Duration,
@@ -118,17 +118,17 @@ impl Target {
 /// stitch's own listening addresses: a destination among them would make stitch forward to
 /// itself forever (a mis-set iptables rule, or an app calling the outbound port directly).
 #[derive(Debug, Clone, Default)]
-pub struct OwnAddrs(Vec<SocketAddr>);
+pub(crate) struct OwnAddrs(Vec<SocketAddr>);
 
 impl OwnAddrs {
     /// Wraps the bound listener addresses.
-    pub fn new(addrs: Vec<SocketAddr>) -> Self {
+    pub(crate) fn new(addrs: Vec<SocketAddr>) -> Self {
         OwnAddrs(addrs.into_iter().map(super::orig_dst::normalize).collect())
     }
 
     /// Whether `dst` reaches one of stitch's listeners. A listener on an unspecified address
     /// (`0.0.0.0`, `[::]`) is reached through any local address; loopback always counts.
-    pub fn is_self(&self, dst: SocketAddr) -> bool {
+    pub(crate) fn is_self(&self, dst: SocketAddr) -> bool {
         let dst = super::orig_dst::normalize(dst);
         self.0.iter().any(|own| {
             own.port() == dst.port()

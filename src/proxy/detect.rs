@@ -22,7 +22,7 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// What the client speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
+pub(crate) enum Protocol {
     /// HTTP/1.0 or HTTP/1.1.
     Http1,
     /// HTTP/2 with prior knowledge.
@@ -33,7 +33,7 @@ pub enum Protocol {
 
 impl Protocol {
     /// Metric/log label.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Protocol::Http1 => "http1",
             Protocol::Http2 => "h2",
@@ -44,7 +44,7 @@ impl Protocol {
 
 /// Reads from `io` until the protocol is known, `max_bytes` were read, the peer stopped
 /// sending (EOF), or `timeout` passed. Returns the protocol and every byte read.
-pub async fn detect<I>(
+pub(crate) async fn detect<I>(
     io: &mut I,
     timeout: Duration,
     max_bytes: usize,
@@ -78,7 +78,7 @@ where
 }
 
 /// Classifies a prefix, or `None` if more bytes are needed to decide.
-pub fn classify(buf: &[u8]) -> Option<Protocol> {
+pub(crate) fn classify(buf: &[u8]) -> Option<Protocol> {
     if buf.is_empty() {
         return None;
     }

@@ -17,7 +17,7 @@ use http::StatusCode;
 
 /// What went wrong, from a fixed set: usable as a metric label and as `error.type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ForwardErrorKind {
+pub(crate) enum ForwardErrorKind {
     /// The upstream's name did not resolve.
     Resolve,
     /// Every resolved address refused or was unreachable.
@@ -32,7 +32,7 @@ pub enum ForwardErrorKind {
 
 impl ForwardErrorKind {
     /// The label for metrics and the span's `error.type`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ForwardErrorKind::Resolve => "dns_error",
             ForwardErrorKind::Connect => "connect_error",
@@ -45,7 +45,7 @@ impl ForwardErrorKind {
 
 /// Why a request could not be forwarded.
 #[derive(Debug)]
-pub struct ForwardError {
+pub(crate) struct ForwardError {
     kind: ForwardErrorKind,
     retryable: bool,
     cause: Cause,
@@ -99,18 +99,18 @@ impl ForwardError {
     }
 
     /// What went wrong (metrics, `error.type`).
-    pub fn kind(&self) -> ForwardErrorKind {
+    pub(crate) fn kind(&self) -> ForwardErrorKind {
         self.kind
     }
 
     /// Whether the request may be sent again: it can never reach the upstream twice.
-    pub fn is_retryable(&self) -> bool {
+    pub(crate) fn is_retryable(&self) -> bool {
         self.retryable
     }
 
     /// The status stitch answers with: 504 when the upstream did not answer the connect in
     /// time, 502 otherwise.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self.kind {
             ForwardErrorKind::ConnectTimeout => StatusCode::GATEWAY_TIMEOUT,
             _ => StatusCode::BAD_GATEWAY,
@@ -119,7 +119,7 @@ impl ForwardError {
 
     /// This error and its cause on one line (`upstream connect failed: Connection refused
     /// (os error 111)`): the text of stitch's 502/504 answer and of its logs.
-    pub fn with_cause(&self) -> impl fmt::Display + '_ {
+    pub(crate) fn with_cause(&self) -> impl fmt::Display + '_ {
         WithCause(self)
     }
 }

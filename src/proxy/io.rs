@@ -22,14 +22,14 @@ use super::selfloop::Registration;
 
 /// Bytes read from and written to one client connection.
 #[derive(Debug, Default)]
-pub struct ByteCounts {
+pub(crate) struct ByteCounts {
     read: AtomicU64,
     written: AtomicU64,
 }
 
 impl ByteCounts {
     /// `(read from the client, written to the client)`.
-    pub fn get(&self) -> (u64, u64) {
+    pub(crate) fn get(&self) -> (u64, u64) {
         (
             self.read.load(Ordering::Relaxed),
             self.written.load(Ordering::Relaxed),
@@ -48,7 +48,7 @@ impl ByteCounts {
 /// A stream with stitch's per-connection bookkeeping; reads and writes otherwise go straight
 /// through.
 #[derive(Debug)]
-pub struct ProxyIo<I> {
+pub(crate) struct ProxyIo<I> {
     inner: I,
     /// Bytes already read from `inner` (during detection), handed out first.
     replay: BytesMut,
@@ -60,7 +60,7 @@ pub struct ProxyIo<I> {
 
 impl<I> ProxyIo<I> {
     /// Wraps `inner` with no bookkeeping yet.
-    pub fn new(inner: I) -> Self {
+    pub(crate) fn new(inner: I) -> Self {
         ProxyIo {
             inner,
             replay: BytesMut::new(),
@@ -70,13 +70,13 @@ impl<I> ProxyIo<I> {
     }
 
     /// Reads yield `prefix` (bytes read from `inner` before) before reading `inner` again.
-    pub fn replaying(mut self, prefix: BytesMut) -> Self {
+    pub(crate) fn replaying(mut self, prefix: BytesMut) -> Self {
         self.replay = prefix;
         self
     }
 
     /// Counts every byte read (the replayed ones included) and written into `counts`.
-    pub fn counted(mut self, counts: Arc<ByteCounts>) -> Self {
+    pub(crate) fn counted(mut self, counts: Arc<ByteCounts>) -> Self {
         self.counts = Some(counts);
         self
     }

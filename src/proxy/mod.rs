@@ -8,14 +8,14 @@
 //!        └► opaque::relay ─► upstream
 //! ```
 
-pub mod addrs;
-pub mod detect;
-pub mod error;
+pub(crate) mod addrs;
+pub(crate) mod detect;
+pub(crate) mod error;
 pub mod http;
-pub mod io;
-pub mod opaque;
-pub mod orig_dst;
-pub mod selfloop;
+pub(crate) mod io;
+pub(crate) mod opaque;
+pub(crate) mod orig_dst;
+pub(crate) mod selfloop;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,7 +39,7 @@ use crate::trace::{ConnInfo, TraceHandles, TraceLayer};
 /// What the data path is told, as plain data. `app` builds it from the settings; a [`Proxy`]
 /// is built from it plus the shared [`ProxyHandles`], so one can be built per worker thread.
 #[derive(Debug, Clone)]
-pub struct ProxyConfig {
+pub(crate) struct ProxyConfig {
     /// Explicit inbound mode: every inbound connection goes here (`--inbound-target`).
     pub inbound_target: Option<Target>,
     /// Destination ports whose connections are relayed as opaque TCP without detection.
@@ -59,7 +59,7 @@ pub struct ProxyConfig {
 
 /// The runtime handles every [`Proxy`] of one process shares.
 #[derive(Debug, Clone)]
-pub struct ProxyHandles {
+pub(crate) struct ProxyHandles {
     /// What the trace layer needs (rules, in-flight registry, span sink, metrics).
     pub trace: Arc<TraceHandles>,
     /// stitch's open upstream connections, wherever they were opened: a connection one proxy
@@ -69,7 +69,7 @@ pub struct ProxyHandles {
 
 impl ProxyHandles {
     /// Handles around `trace`, with an empty upstream-connection registry.
-    pub fn new(trace: TraceHandles) -> Self {
+    pub(crate) fn new(trace: TraceHandles) -> Self {
         ProxyHandles {
             trace: Arc::new(trace),
             own_connections: OwnConnections::default(),
@@ -80,7 +80,7 @@ impl ProxyHandles {
 /// One proxy: its configuration, its upstream pools and the shared handles. The listeners it
 /// serves share it behind an `Arc`.
 #[derive(Debug)]
-pub struct Proxy {
+pub(crate) struct Proxy {
     config: ProxyConfig,
     own: OwnAddrs,
     pool: Arc<Pool>,
@@ -90,7 +90,7 @@ pub struct Proxy {
 impl Proxy {
     /// Builds a proxy with upstream pools of its own (call inside the runtime that serves it:
     /// the pool's idle reaper runs there).
-    pub fn new(config: ProxyConfig, handles: ProxyHandles) -> Self {
+    pub(crate) fn new(config: ProxyConfig, handles: ProxyHandles) -> Self {
         let own = OwnAddrs::new(config.own_addrs.clone());
         let pool = Pool::new(
             config.pool.clone(),
@@ -108,7 +108,7 @@ impl Proxy {
     /// Accepts connections on `listener` until shutdown; each is served on its own task
     /// (tracked, so shutdown can wait for it). A sidecar never stops accepting on errors:
     /// they are logged and the loop backs off briefly (e.g. out of file descriptors).
-    pub async fn serve(
+    pub(crate) async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
         direction: Direction,

@@ -9,7 +9,7 @@ use super::selfloop::Tracked;
 
 /// Copies between the client (starting with the bytes read during detection) and upstream
 /// until both directions have ended. Buffers are fixed-size, so memory is bounded.
-pub async fn relay(
+pub(crate) async fn relay(
     client: TcpStream,
     prefix: BytesMut,
     mut upstream: Tracked,

@@ -14,7 +14,7 @@ use socket2::SockRef;
 ///
 /// The socket option is chosen by the family of the *local* address; an IPv4 client on a
 /// dual-stack listener shows up as an IPv4-mapped IPv6 address and still needs the IPv4 option.
-pub fn original_dst<S>(socket: &S, local: SocketAddr) -> Option<SocketAddr>
+pub(crate) fn original_dst<S>(socket: &S, local: SocketAddr) -> Option<SocketAddr>
 where
     S: std::os::fd::AsFd,
 {
@@ -47,7 +47,7 @@ fn is_ipv4(addr: SocketAddr) -> bool {
 }
 
 /// Folds IPv4-mapped IPv6 addresses to plain IPv4 so comparisons and logs agree.
-pub fn normalize(addr: SocketAddr) -> SocketAddr {
+pub(crate) fn normalize(addr: SocketAddr) -> SocketAddr {
     match addr {
         SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
             Some(v4) => SocketAddr::from((v4, v6.port())),

@@ -23,18 +23,18 @@ use super::orig_dst::normalize;
 
 /// The `(local, remote)` address pairs of stitch's open upstream connections.
 #[derive(Debug, Clone, Default)]
-pub struct OwnConnections(Arc<Mutex<HashSet<(SocketAddr, SocketAddr)>>>);
+pub(crate) struct OwnConnections(Arc<Mutex<HashSet<(SocketAddr, SocketAddr)>>>);
 
 impl OwnConnections {
     /// Whether a connection from `client` that was headed for `destination` (its original
     /// destination, or the listener itself when not redirected) is one stitch opened.
-    pub fn is_own(&self, client: SocketAddr, destination: SocketAddr) -> bool {
+    pub(crate) fn is_own(&self, client: SocketAddr, destination: SocketAddr) -> bool {
         let key = (normalize(client), normalize(destination));
         self.lock().contains(&key)
     }
 
     /// Registers `stream` for as long as the returned wrapper lives.
-    pub fn track(&self, stream: TcpStream) -> Tracked {
+    pub(crate) fn track(&self, stream: TcpStream) -> Tracked {
         let key = match (stream.local_addr(), stream.peer_addr()) {
             (Ok(local), Ok(remote)) => Some((normalize(local), normalize(remote))),
             _ => None,
@@ -55,12 +55,12 @@ impl OwnConnections {
 }
 
 /// An upstream TCP stream that stays in the [`OwnConnections`] registry until dropped.
-pub type Tracked = ProxyIo<TcpStream>;
+pub(crate) type Tracked = ProxyIo<TcpStream>;
 
 /// One upstream connection's entry in the [`OwnConnections`] registry, removed when dropped
 /// (with the stream that holds it).
 #[derive(Debug)]
-pub struct Registration {
+pub(crate) struct Registration {
     key: Option<(SocketAddr, SocketAddr)>,
     registry: OwnConnections,
 }

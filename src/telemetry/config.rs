@@ -194,7 +194,7 @@ const K8S_ENV: &[(&str, &[&str])] = &[
 
 impl TelemetryConfig {
     /// The same settings with the ring bounded to `spans` spans (at least one).
-    pub fn with_ring_spans(mut self, spans: usize) -> Self {
+    pub(crate) fn with_ring_spans(mut self, spans: usize) -> Self {
         self.ring.max_spans = spans.max(1);
         self
     }
@@ -202,7 +202,7 @@ impl TelemetryConfig {
     /// Reads the OpenTelemetry SDK variables through `lookup` (see the module doc for the
     /// list). Invalid values are logged and ignored, never fatal: telemetry must not stop
     /// the proxy from starting.
-    pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Self {
+    pub(crate) fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Self {
         let get = |k: &str| {
             lookup(k)
                 .map(|v| v.trim().to_owned())
@@ -311,7 +311,7 @@ impl TelemetryConfig {
     }
 
     /// What `/config` may show about telemetry: no header values, ever.
-    pub fn redacted_view(&self) -> serde_json::Value {
+    pub(crate) fn redacted_view(&self) -> serde_json::Value {
         serde_json::json!({
             "service_name": self.service_name,
             "resource_attributes": self.resource_attributes.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
@@ -331,7 +331,7 @@ impl TelemetryConfig {
 
 /// Parses the W3C-baggage-like `k=v,k=v` lists of `OTEL_RESOURCE_ATTRIBUTES` and
 /// `OTEL_EXPORTER_OTLP_HEADERS` (values percent-decoded; malformed members skipped).
-pub fn parse_key_values(raw: &str) -> Vec<(String, String)> {
+pub(crate) fn parse_key_values(raw: &str) -> Vec<(String, String)> {
     raw.split(',')
         .filter_map(|member| {
             let (k, v) = member.split_once('=')?;

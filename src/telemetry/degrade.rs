@@ -12,7 +12,7 @@ use super::config::DegradationConfig;
 
 /// The current root sampling factor, shared lock-free with the request path.
 #[derive(Debug, Clone)]
-pub struct SamplingFactor(Arc<AtomicU64>);
+pub(crate) struct SamplingFactor(Arc<AtomicU64>);
 
 impl SamplingFactor {
     pub(crate) fn new(value: f64) -> Self {
@@ -20,7 +20,7 @@ impl SamplingFactor {
     }
 
     /// The factor in `(0, 1]` to multiply into the root sampling ratio.
-    pub fn get(&self) -> f64 {
+    pub(crate) fn get(&self) -> f64 {
         f64::from_bits(self.0.load(Ordering::Relaxed))
     }
 

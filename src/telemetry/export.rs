@@ -22,7 +22,7 @@ use super::span::{AttrValue, SpanKind, SpanRecord, SpanStatus};
 
 /// Why the exporter could not be built (the pipeline then runs ring-only).
 #[derive(Debug, thiserror::Error)]
-pub enum ExportSetupError {
+pub(crate) enum ExportSetupError {
     /// The endpoint is not a valid URI.
     #[error("invalid OTLP endpoint {endpoint:?}: {reason}")]
     Endpoint {
@@ -51,7 +51,7 @@ pub enum ExportSetupError {
 }
 
 /// Builds the resource: `service.name`, the configured attributes and `telemetry.sdk.*`.
-pub fn build_resource(config: &TelemetryConfig) -> Resource {
+pub(crate) fn build_resource(config: &TelemetryConfig) -> Resource {
     let mut attrs = vec![
         KeyValue::new("service.name", config.service_name.clone()),
         KeyValue::new("telemetry.sdk.name", "stitch"),
@@ -70,7 +70,7 @@ pub fn build_resource(config: &TelemetryConfig) -> Resource {
 }
 
 /// Builds the OTLP span exporter for `export`, with `resource` attached.
-pub fn build_exporter(
+pub(crate) fn build_exporter(
     export: &ExportConfig,
     resource: &Resource,
 ) -> Result<opentelemetry_otlp::SpanExporter, ExportSetupError> {
@@ -243,7 +243,7 @@ impl opentelemetry_http::HttpClient for RustlsHttpClient {
 
 /// Converts a finished span to the SDK's export form. Borrows: the ring may still hold the
 /// same record; static keys and names stay borrowed, only owned strings are copied.
-pub fn to_span_data(span: &SpanRecord, scope: &InstrumentationScope) -> SpanData {
+pub(crate) fn to_span_data(span: &SpanRecord, scope: &InstrumentationScope) -> SpanData {
     let span_context = SpanContext::new(
         OtelTraceId::from_bytes(span.trace_id),
         OtelSpanId::from_bytes(span.span_id),
@@ -299,7 +299,7 @@ pub fn to_span_data(span: &SpanRecord, scope: &InstrumentationScope) -> SpanData
 }
 
 /// The instrumentation scope of stitch's spans.
-pub fn scope() -> InstrumentationScope {
+pub(crate) fn scope() -> InstrumentationScope {
     InstrumentationScope::builder("stitch")
         .with_version(env!("CARGO_PKG_VERSION"))
         .build()

@@ -52,7 +52,7 @@ pub enum Finding {
 
 impl Finding {
     /// Whether the finding breaks the trace (informational ones do not).
-    pub fn is_defect(&self) -> bool {
+    pub(crate) fn is_defect(&self) -> bool {
         !matches!(self, Finding::InferredParent { .. })
     }
 
@@ -77,7 +77,7 @@ pub struct Verdict {
 }
 
 /// Checks one trace's spans (any order).
-pub fn check<'a>(
+pub(crate) fn check<'a>(
     spans: impl IntoIterator<Item = &'a SpanRecord>,
     skew_tolerance: Duration,
 ) -> Verdict {

@@ -39,7 +39,7 @@ use prometheus_client::registry::Registry;
 use crate::direction::Direction;
 
 /// Most distinct values an open-ended label (a template dialect name) may take.
-pub const MAX_DYNAMIC_LABEL_VALUES: usize = 32;
+pub(crate) const MAX_DYNAMIC_LABEL_VALUES: usize = 32;
 
 type L1 = [(&'static str, &'static str); 1];
 type L2 = [(&'static str, &'static str); 2];
@@ -67,7 +67,7 @@ impl WireProtocol {
 
     /// The protocol of a request on an HTTP/2 (or HTTP/1) connection with (or without) a
     /// gRPC content type: gRPC needs HTTP/2, so a gRPC content type over HTTP/1 is HTTP/1.
-    pub fn of_request(http2: bool, grpc: bool) -> Self {
+    pub(crate) fn of_request(http2: bool, grpc: bool) -> Self {
         match (http2, grpc) {
             (true, true) => WireProtocol::Grpc,
             (true, false) => WireProtocol::H2,

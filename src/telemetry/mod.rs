@@ -40,12 +40,12 @@
 //! embedded trace view), `receive` (the OTLP/HTTP receiver's decoding), `metrics`, `config`.
 
 pub mod config;
-pub mod degrade;
-pub mod export;
-pub mod integrity;
-pub mod metrics;
-pub mod receive;
-pub mod ring;
+pub(crate) mod degrade;
+pub(crate) mod export;
+pub(crate) mod integrity;
+pub(crate) mod metrics;
+pub(crate) mod receive;
+pub(crate) mod ring;
 pub mod semconv;
 mod sink;
 pub mod span;
@@ -80,7 +80,7 @@ impl Telemetry {
     }
 
     /// Like [`Telemetry::start`], registering into an existing [`Metrics`].
-    pub fn start_with_metrics(config: TelemetryConfig, metrics: Metrics) -> Telemetry {
+    pub(crate) fn start_with_metrics(config: TelemetryConfig, metrics: Metrics) -> Telemetry {
         let ring = TraceRing::new(config.ring.clone());
         let pipeline = sink::start(&config, ring.clone(), metrics.clone());
         Telemetry {

@@ -17,7 +17,7 @@ use super::span::{AttrValue, Attribute, SpanKind, SpanRecord, SpanStatus, to_hex
 
 /// The body encodings the receiver accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OtlpFormat {
+pub(crate) enum OtlpFormat {
     /// `application/x-protobuf`.
     Protobuf,
     /// `application/json`.
@@ -26,7 +26,7 @@ pub enum OtlpFormat {
 
 impl OtlpFormat {
     /// The format named by a `Content-Type` value, ignoring parameters.
-    pub fn from_content_type(ct: &str) -> Option<Self> {
+    pub(crate) fn from_content_type(ct: &str) -> Option<Self> {
         let essence = ct.split(';').next().unwrap_or("").trim();
         if essence.eq_ignore_ascii_case("application/x-protobuf") {
             Some(OtlpFormat::Protobuf)
@@ -38,7 +38,7 @@ impl OtlpFormat {
     }
 
     /// The metric label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             OtlpFormat::Protobuf => "protobuf",
             OtlpFormat::Json => "json",
@@ -48,7 +48,7 @@ impl OtlpFormat {
 
 /// Spans of one resource, ready for the ring.
 #[derive(Debug)]
-pub struct ReceivedSpans {
+pub(crate) struct ReceivedSpans {
     /// `service.name` of the resource (`unknown_service` if absent).
     pub service: Arc<str>,
     /// The valid spans.
@@ -57,7 +57,7 @@ pub struct ReceivedSpans {
 
 /// A decoded export request.
 #[derive(Debug, Default)]
-pub struct Decoded {
+pub(crate) struct Decoded {
     /// Spans grouped by resource.
     pub resources: Vec<ReceivedSpans>,
     /// Spans rejected for malformed ids.
@@ -67,13 +67,13 @@ pub struct Decoded {
 /// Why a body could not be decoded (the message is safe to return to the client).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot decode the OTLP {format} body: {reason}")]
-pub struct DecodeError {
+pub(crate) struct DecodeError {
     format: &'static str,
     reason: String,
 }
 
 /// Decodes an `ExportTraceServiceRequest` body.
-pub fn decode(format: OtlpFormat, body: &[u8]) -> Result<Decoded, DecodeError> {
+pub(crate) fn decode(format: OtlpFormat, body: &[u8]) -> Result<Decoded, DecodeError> {
     let request: ExportTraceServiceRequest = match format {
         OtlpFormat::Protobuf => prost::Message::decode(body).map_err(|e| DecodeError {
             format: "protobuf",

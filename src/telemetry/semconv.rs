@@ -22,45 +22,45 @@ use compact_str::CompactString;
 use super::span::AttrValue;
 
 /// `http.request.method`: the request method (`_OTHER` for non-standard ones).
-pub const HTTP_REQUEST_METHOD: &str = "http.request.method";
+pub(crate) const HTTP_REQUEST_METHOD: &str = "http.request.method";
 /// `http.request.method_original`: the raw method when it was normalised to `_OTHER`.
-pub const HTTP_REQUEST_METHOD_ORIGINAL: &str = "http.request.method_original";
+pub(crate) const HTTP_REQUEST_METHOD_ORIGINAL: &str = "http.request.method_original";
 /// `http.response.status_code`.
-pub const HTTP_RESPONSE_STATUS_CODE: &str = "http.response.status_code";
+pub(crate) const HTTP_RESPONSE_STATUS_CODE: &str = "http.response.status_code";
 /// `url.path`.
-pub const URL_PATH: &str = "url.path";
+pub(crate) const URL_PATH: &str = "url.path";
 /// `url.query` (recorded only when enabled: queries often carry secrets).
-pub const URL_QUERY: &str = "url.query";
+pub(crate) const URL_QUERY: &str = "url.query";
 /// `url.scheme`.
-pub const URL_SCHEME: &str = "url.scheme";
+pub(crate) const URL_SCHEME: &str = "url.scheme";
 /// `server.address`: the authority the request was addressed to.
-pub const SERVER_ADDRESS: &str = "server.address";
+pub(crate) const SERVER_ADDRESS: &str = "server.address";
 /// `server.port`.
-pub const SERVER_PORT: &str = "server.port";
+pub(crate) const SERVER_PORT: &str = "server.port";
 /// `client.address`: the peer that opened the connection.
-pub const CLIENT_ADDRESS: &str = "client.address";
+pub(crate) const CLIENT_ADDRESS: &str = "client.address";
 /// `network.protocol.version`: `1.0`, `1.1` or `2`.
-pub const NETWORK_PROTOCOL_VERSION: &str = "network.protocol.version";
+pub(crate) const NETWORK_PROTOCOL_VERSION: &str = "network.protocol.version";
 /// `user_agent.original`.
-pub const USER_AGENT_ORIGINAL: &str = "user_agent.original";
+pub(crate) const USER_AGENT_ORIGINAL: &str = "user_agent.original";
 /// `rpc.system` (`grpc`).
-pub const RPC_SYSTEM: &str = "rpc.system";
+pub(crate) const RPC_SYSTEM: &str = "rpc.system";
 /// `rpc.service`: the full service name, `package.Service`.
-pub const RPC_SERVICE: &str = "rpc.service";
+pub(crate) const RPC_SERVICE: &str = "rpc.service";
 /// `rpc.method`.
-pub const RPC_METHOD: &str = "rpc.method";
+pub(crate) const RPC_METHOD: &str = "rpc.method";
 /// `rpc.grpc.status_code`: the numeric gRPC status.
-pub const RPC_GRPC_STATUS_CODE: &str = "rpc.grpc.status_code";
+pub(crate) const RPC_GRPC_STATUS_CODE: &str = "rpc.grpc.status_code";
 /// `error.type`: the status code, gRPC code name or failure class that made the hop fail.
-pub const ERROR_TYPE: &str = "error.type";
+pub(crate) const ERROR_TYPE: &str = "error.type";
 /// `stitch.propagation.dialect`: which dialect the context was extracted from (`none` if absent).
 pub const STITCH_PROPAGATION_DIALECT: &str = "stitch.propagation.dialect";
 /// `stitch.propagation.repairs`: comma-separated repairs applied (e.g. `b3:pad_trace_id`).
-pub const STITCH_PROPAGATION_REPAIRS: &str = "stitch.propagation.repairs";
+pub(crate) const STITCH_PROPAGATION_REPAIRS: &str = "stitch.propagation.repairs";
 /// `stitch.propagation.conflict`: `winner>loser` when dialects disagreed.
-pub const STITCH_PROPAGATION_CONFLICT: &str = "stitch.propagation.conflict";
+pub(crate) const STITCH_PROPAGATION_CONFLICT: &str = "stitch.propagation.conflict";
 /// `stitch.propagation.tracestate_restored`: true when a dropped `tracestate` was restored.
-pub const STITCH_TRACESTATE_RESTORED: &str = "stitch.propagation.tracestate_restored";
+pub(crate) const STITCH_TRACESTATE_RESTORED: &str = "stitch.propagation.tracestate_restored";
 /// `stitch.parent.inferred`: true when the parent was inferred for an orphan (never silent).
 pub const STITCH_PARENT_INFERRED: &str = "stitch.parent.inferred";
 
@@ -102,7 +102,7 @@ impl<'a> RequestFacts<'a> {
 }
 
 /// `{package.Service}` and `{Method}` from a gRPC path `/package.Service/Method`.
-pub fn grpc_service_method(path: &str) -> Option<(&str, &str)> {
+pub(crate) fn grpc_service_method(path: &str) -> Option<(&str, &str)> {
     let rest = path.strip_prefix('/')?;
     let (service, method) = rest.split_once('/')?;
     if service.is_empty() || method.is_empty() || method.contains('/') {
@@ -112,7 +112,7 @@ pub fn grpc_service_method(path: &str) -> Option<(&str, &str)> {
 }
 
 /// The conventional gRPC status code name, used as `error.type`.
-pub fn grpc_code_name(code: i64) -> &'static str {
+pub(crate) fn grpc_code_name(code: i64) -> &'static str {
     match code {
         0 => "OK",
         1 => "CANCELLED",

@@ -246,7 +246,7 @@ impl SpanRecord {
     }
 
     /// A rough memory footprint, used to bound the ring by bytes.
-    pub fn approx_bytes(&self) -> usize {
+    pub(crate) fn approx_bytes(&self) -> usize {
         let attrs: usize = self
             .attributes
             .iter()
@@ -348,7 +348,7 @@ impl SpanRecord {
 
     /// Marks the hop failed because the upstream could not be reached or broke
     /// (`error_type` is a low-cardinality class such as `connect_error`, `timeout`).
-    pub fn record_failure(&mut self, error_type: &'static str) {
+    pub(crate) fn record_failure(&mut self, error_type: &'static str) {
         self.set_attr(ERROR_TYPE, error_type);
         self.status = SpanStatus::Error {
             description: Cow::Borrowed(error_type),

@@ -27,7 +27,7 @@ use http::request::Parts;
 use http::{Request, Response};
 use tower::{Layer, Service};
 
-pub use self::body::{ResponseFuture, TracedBody};
+pub(crate) use self::body::{ResponseFuture, TracedBody};
 use self::hop::Hop;
 use crate::config::{CompiledRules, RulesHandle};
 use crate::direction::Direction;
@@ -37,7 +37,7 @@ use crate::telemetry::{Metrics, SpanKind, SpanRecord, SpanSink, WireProtocol, se
 
 /// The runtime handles the trace layer needs, shared by every connection.
 #[derive(Debug, Clone)]
-pub struct TraceHandles {
+pub(crate) struct TraceHandles {
     /// The rules in force (hot-reloaded; loaded once per request).
     pub rules: RulesHandle,
     /// In-flight inbound server spans (orphan inference, tracestate restore).
@@ -52,7 +52,7 @@ pub struct TraceHandles {
 
 /// What the trace layer knows about the connection a request arrived on.
 #[derive(Debug, Clone, Copy)]
-pub struct ConnInfo {
+pub(crate) struct ConnInfo {
     /// Which side of the app.
     pub direction: Direction,
     /// The client's address (`client.address` on server spans).
@@ -65,7 +65,7 @@ pub struct ConnInfo {
 
 /// Builds [`Trace`] services for the requests of one connection.
 #[derive(Debug, Clone)]
-pub struct TraceLayer {
+pub(crate) struct TraceLayer {
     handles: Arc<TraceHandles>,
     conn: ConnInfo,
 }
@@ -74,7 +74,7 @@ impl TraceLayer {
     /// A layer for requests arriving on the connection described by `conn`. The handles are
     /// shared behind one `Arc`: hyper clones the service for every request, and one reference
     /// count is cheaper than the nine inside [`TraceHandles`].
-    pub fn new(handles: impl Into<Arc<TraceHandles>>, conn: ConnInfo) -> Self {
+    pub(crate) fn new(handles: impl Into<Arc<TraceHandles>>, conn: ConnInfo) -> Self {
         TraceLayer {
             handles: handles.into(),
             conn,
@@ -96,7 +96,7 @@ impl<S> Layer<S> for TraceLayer {
 
 /// The trace middleware around an inner (forwarding) service.
 #[derive(Debug, Clone)]
-pub struct Trace<S> {
+pub(crate) struct Trace<S> {
     inner: S,
     handles: Arc<TraceHandles>,
     conn: ConnInfo,

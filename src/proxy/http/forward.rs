@@ -23,7 +23,7 @@ use crate::upstream_failure::UpstreamFailure;
 
 /// Where the requests of one client connection go.
 #[derive(Debug, Clone)]
-pub enum Destination {
+pub(crate) enum Destination {
     /// Every request goes to this target (transparent original destination, or
     /// `--inbound-target`).
     Fixed(Target),
@@ -34,7 +34,7 @@ pub enum Destination {
 
 /// Forwards requests of one client connection.
 #[derive(Debug, Clone)]
-pub struct Forward {
+pub(crate) struct Forward {
     pool: Arc<Pool>,
     destination: Destination,
     protocol: Protocol,
@@ -42,7 +42,7 @@ pub struct Forward {
 
 impl Forward {
     /// A forwarder for a connection speaking `protocol` (HTTP/1 or HTTP/2, kept end to end).
-    pub fn new(pool: Arc<Pool>, destination: Destination, protocol: Protocol) -> Self {
+    pub(crate) fn new(pool: Arc<Pool>, destination: Destination, protocol: Protocol) -> Self {
         Forward {
             pool,
             destination,
@@ -264,7 +264,7 @@ fn to_origin_form(req: &mut Request<Incoming>) {
 
 /// A response stitch writes itself. For gRPC a trailers-only response with status 14
 /// (`UNAVAILABLE`) and the reason, so gRPC clients see a gRPC error, not an HTTP one.
-pub fn local_error(grpc: bool, status: StatusCode, message: &str) -> Response<ProxyBody> {
+pub(crate) fn local_error(grpc: bool, status: StatusCode, message: &str) -> Response<ProxyBody> {
     if grpc {
         let mut resp = Response::new(ProxyBody::empty());
         let h = resp.headers_mut();

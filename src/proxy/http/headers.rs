@@ -76,7 +76,7 @@ fn te_is_trailers(headers: &HeaderMap) -> bool {
 }
 
 /// Whether an HTTP/1.1 request asks to switch protocols (`Connection: upgrade` + `Upgrade`).
-pub fn wants_upgrade(headers: &HeaderMap) -> bool {
+pub(crate) fn wants_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         && headers
             .get_all(header::CONNECTION)
@@ -89,7 +89,7 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
 /// Whether the request framing is ambiguous (RFC 9112 §6.3): `Transfer-Encoding` together
 /// with `Content-Length`, or `Content-Length` values that disagree. Such a request is a
 /// request-smuggling vector and is never forwarded.
-pub fn has_ambiguous_framing(headers: &HeaderMap) -> bool {
+pub(crate) fn has_ambiguous_framing(headers: &HeaderMap) -> bool {
     let mut lengths = headers
         .get_all(header::CONTENT_LENGTH)
         .iter()

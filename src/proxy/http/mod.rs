@@ -7,8 +7,8 @@
 //!
 //! [`TraceLayer`]: crate::trace::TraceLayer
 
-pub mod body;
-pub mod forward;
+pub(crate) mod body;
+pub(crate) mod forward;
 pub mod headers;
-pub mod pool;
-pub mod server;
+pub(crate) mod pool;
+pub(crate) mod server;

@@ -20,7 +20,7 @@ const MAX_IDLE_PER_TARGET: usize = 64;
 
 /// Settings of the upstream side.
 #[derive(Debug, Clone)]
-pub struct PoolSettings {
+pub(crate) struct PoolSettings {
     /// Upper bound on a TCP connect.
     pub connect_timeout: Duration,
     /// Idle connections are closed after this long.
@@ -29,7 +29,7 @@ pub struct PoolSettings {
 
 /// The pools of all upstream connections of one stitch process.
 #[derive(Debug)]
-pub struct Pool {
+pub(crate) struct Pool {
     settings: PoolSettings,
     own: OwnAddrs,
     own_connections: OwnConnections,
@@ -51,7 +51,7 @@ struct H2Entry {
 
 /// Hands an HTTP/1 connection back to its pool once its response was read to the end.
 #[derive(Debug)]
-pub struct Checkin {
+pub(crate) struct Checkin {
     pool: Arc<Pool>,
     target: Target,
     tx: http1::SendRequest<Incoming>,
@@ -59,7 +59,7 @@ pub struct Checkin {
 
 impl Checkin {
     /// Returns the connection for reuse (unless it closed or the pool is full).
-    pub fn release(self) {
+    pub(crate) fn release(self) {
         if self.tx.is_closed() {
             return;
         }
@@ -77,7 +77,7 @@ impl Checkin {
 impl Pool {
     /// An empty pool; `own` guards against connecting to stitch itself, and every connection
     /// it opens is registered in `own_connections` while open (self-loop guard).
-    pub fn new(
+    pub(crate) fn new(
         settings: PoolSettings,
         own: OwnAddrs,
         own_connections: OwnConnections,
@@ -94,7 +94,7 @@ impl Pool {
     }
 
     /// Opens a raw TCP connection (opaque TCP, CONNECT and Upgrade tunnels).
-    pub async fn connect_tcp(&self, target: &Target) -> Result<Tracked, ForwardError> {
+    pub(crate) async fn connect_tcp(&self, target: &Target) -> Result<Tracked, ForwardError> {
         let stream = target
             .connect(&self.own, self.settings.connect_timeout)
             .await?;
@@ -103,7 +103,7 @@ impl Pool {
 
     /// Sends an HTTP/1 request on a pooled connection (or a new one) and returns the response
     /// with the hand-back that returns the connection once the body is read.
-    pub async fn send_h1(
+    pub(crate) async fn send_h1(
         self: &Arc<Self>,
         target: &Target,
         mut req: Request<Incoming>,
@@ -133,7 +133,7 @@ impl Pool {
 
     /// Sends an HTTP/1 request that asks for a protocol switch on a dedicated connection,
     /// which is never pooled (after a 101 it belongs to the tunnel).
-    pub async fn send_upgrade(
+    pub(crate) async fn send_upgrade(
         &self,
         target: &Target,
         req: Request<Incoming>,
@@ -143,7 +143,7 @@ impl Pool {
     }
 
     /// Sends an HTTP/2 request on the target's shared connection.
-    pub async fn send_h2(
+    pub(crate) async fn send_h2(
         &self,
         target: &Target,
         req: Request<Incoming>,

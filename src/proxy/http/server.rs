@@ -16,7 +16,7 @@ use crate::trace::TraceLayer;
 
 /// Per-connection limits of the HTTP server side.
 #[derive(Debug, Clone)]
-pub struct ServerLimits {
+pub(crate) struct ServerLimits {
     /// Deadline for a complete request head; also closes idle keep-alive connections.
     pub header_read_timeout: Duration,
     /// Largest request head, bytes.
@@ -31,7 +31,7 @@ pub struct ServerLimits {
 }
 
 /// Serves HTTP/1 on `io` until the client leaves or shutdown ends the connection.
-pub async fn serve_http1<I>(
+pub(crate) async fn serve_http1<I>(
     io: I,
     trace: TraceLayer,
     forward: Forward,
@@ -65,7 +65,7 @@ pub async fn serve_http1<I>(
 }
 
 /// Serves HTTP/2 (prior knowledge) on `io`; on shutdown sends GOAWAY and lets open streams end.
-pub async fn serve_http2<I>(
+pub(crate) async fn serve_http2<I>(
     io: I,
     activity: &ByteCounts,
     trace: TraceLayer,
