@@ -36,10 +36,12 @@ impl ByteCounts {
         )
     }
 
+    #[inline]
     fn add_read(&self, n: usize) {
         self.read.fetch_add(n as u64, Ordering::Relaxed);
     }
 
+    #[inline]
     fn add_written(&self, n: usize) {
         self.written.fetch_add(n as u64, Ordering::Relaxed);
     }
@@ -87,6 +89,7 @@ impl<I> ProxyIo<I> {
         self
     }
 
+    #[inline]
     fn count_written(&self, polled: &Poll<io::Result<usize>>) {
         if let (Some(counts), Poll::Ready(Ok(n))) = (&self.counts, polled) {
             counts.add_written(*n);
@@ -94,30 +97,46 @@ impl<I> ProxyIo<I> {
     }
 }
 
+// Every method is on the path of every read and write of every connection (hyper polls a
+// connection's reads about ten times per proxied request): `#[inline]`, and the common case —
+// nothing left to replay — is a branch or two on top of the stream's own method.
 impl<I: AsyncRead + Unpin> AsyncRead for ProxyIo<I> {
+    #[inline]
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        let before = buf.filled().len();
-        let polled = if this.replay.is_empty() {
-            Pin::new(&mut this.inner).poll_read(cx, buf)
-        } else {
-            let n = this.replay.len().min(buf.remaining());
-            buf.put_slice(&this.replay[..n]);
-            this.replay.advance(n);
-            Poll::Ready(Ok(()))
-        };
-        if let Some(counts) = &this.counts {
-            counts.add_read(buf.filled().len().saturating_sub(before));
+        if !this.replay.is_empty() {
+            this.replay_into(buf);
+            return Poll::Ready(Ok(()));
         }
+        let Some(counts) = &this.counts else {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        };
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        counts.add_read(buf.filled().len().saturating_sub(before));
         polled
     }
 }
 
+impl<I> ProxyIo<I> {
+    /// Hands out what is left of the replayed prefix (counted as read).
+    #[cold]
+    fn replay_into(&mut self, buf: &mut ReadBuf<'_>) {
+        let n = self.replay.len().min(buf.remaining());
+        buf.put_slice(&self.replay[..n]);
+        self.replay.advance(n);
+        if let Some(counts) = &self.counts {
+            counts.add_read(n);
+        }
+    }
+}
+
 impl<I: AsyncWrite + Unpin> AsyncWrite for ProxyIo<I> {
+    #[inline]
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -128,6 +147,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for ProxyIo<I> {
         polled
     }
 
+    #[inline]
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -138,14 +158,17 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for ProxyIo<I> {
         polled
     }
 
+    #[inline]
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
     }
 
+    #[inline]
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
+    #[inline]
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }

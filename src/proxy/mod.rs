@@ -172,7 +172,10 @@ impl Proxy {
                 self.relay_opaque(stream, prefix, client, direction, destination)
                     .await
             }
+            // Served here rather than in a helper: this future is polled for every request on
+            // the connection, and each async layer costs a poll of its own.
             Protocol::Http1 | Protocol::Http2 => {
+                let http2 = protocol == Protocol::Http2;
                 let conn = ConnInfo {
                     direction,
                     client,
@@ -180,10 +183,27 @@ impl Proxy {
                         Destination::Fixed(t) => Some(t.port()),
                         Destination::PerRequest => None,
                     },
-                    http2: protocol == Protocol::Http2,
+                    http2,
                 };
-                self.serve_http(stream, prefix, conn, destination, protocol, shutdown)
-                    .await
+                let counts = Arc::new(ByteCounts::default());
+                let io = ProxyIo::new(stream)
+                    .replaying(prefix)
+                    .counted(counts.clone());
+                let trace = TraceLayer::new(self.handles.trace.clone(), conn);
+                let forward = Forward::new(self.pool.clone(), destination, protocol);
+                let limits = &self.config.server;
+                if http2 {
+                    http::server::serve_http2(io, &counts, trace, forward, limits, shutdown).await;
+                } else {
+                    http::server::serve_http1(io, trace, forward, limits, shutdown).await;
+                }
+                let (read, written) = counts.get();
+                // The detection prefix was read before counting started; it is replayed through
+                // the counter, so every client byte is counted exactly once.
+                self.handles
+                    .trace
+                    .metrics
+                    .bytes_transferred(direction, read, written);
             }
         }
     }
@@ -282,36 +302,5 @@ impl Proxy {
                 tracing::debug!(%direction, %target, error = %e, "opaque connection ended with an error")
             }
         }
-    }
-
-    /// Serves HTTP/1 or HTTP/2 through the trace layer and the forwarder, counting the bytes.
-    async fn serve_http(
-        &self,
-        stream: TcpStream,
-        prefix: BytesMut,
-        conn: ConnInfo,
-        destination: Destination,
-        protocol: Protocol,
-        shutdown: ShutdownHandle,
-    ) {
-        let counts = Arc::new(ByteCounts::default());
-        let io = ProxyIo::new(stream)
-            .replaying(prefix)
-            .counted(counts.clone());
-        let trace = TraceLayer::new(self.handles.trace.clone(), conn);
-        let forward = Forward::new(self.pool.clone(), destination, protocol);
-        let limits = &self.config.server;
-        if conn.http2 {
-            http::server::serve_http2(io, &counts, trace, forward, limits, shutdown).await;
-        } else {
-            http::server::serve_http1(io, trace, forward, limits, shutdown).await;
-        }
-        let (read, written) = counts.get();
-        // The detection prefix was read before counting started; it is replayed through
-        // the counter, so every client byte is counted exactly once.
-        self.handles
-            .trace
-            .metrics
-            .bytes_transferred(conn.direction, read, written);
     }
 }
