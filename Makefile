@@ -6,11 +6,13 @@ CARGO ?= cargo
 # Debian packages the tests need: iptables + iproute2 (netns test), chromium (trace page).
 TEST_PACKAGES := iptables iproute2 chromium
 
-## Install what the tests need (root, Debian), build, then run every test plus lints.
+## Install what the tests need (root, Debian), build, then run every test plus lints and docs.
 test: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps
 	$(CARGO) test --all-targets
+	$(CARGO) test --doc
 
 deps:
 	@missing=""; for p in $(TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -31,6 +33,7 @@ run: build
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps
 
 fmt:
 	$(CARGO) fmt --all

@@ -263,7 +263,9 @@ impl Stitch {
     }
 
     /// Serves until shutdown is triggered, then stops accepting, lets in-flight requests
-    /// finish within the drain deadline, and returns.
+    /// finish within the drain deadline, flushes spans, and returns. Connections still open at
+    /// the deadline are not closed here: they end with the runtime (the binary drops it right
+    /// after this returns).
     pub async fn run(self) -> Result<(), StartError> {
         let Stitch {
             settings,
@@ -342,7 +344,7 @@ impl Stitch {
         if shutdown.drain(settings.drain_timeout).await {
             tracing::info!("drained");
         } else {
-            tracing::warn!(deadline = ?settings.drain_timeout, "drain deadline passed; closing remaining connections");
+            tracing::warn!(deadline = ?settings.drain_timeout, "drain deadline passed; remaining connections end with the process");
         }
         // Spans of the drained requests go out before exit.
         admin_stop.trigger();

@@ -5,21 +5,26 @@
 //! whichever trace dialect is present, repairs what is safely repairable, opens a span and
 //! writes the headers each peer understands. Anything that is not HTTP passes untouched.
 //!
-//! # Module map (in the order a request meets them)
+//! # Module map: layers that only point down
 //!
-//! - [`cli`]: the `stitch` command line (`run`, `check-config`, `iptables`).
-//! - [`app`]: binds the listeners and the admin server, wires the runtime handles together
-//!   and owns graceful shutdown. [`app::Stitch`] is also what tests start in-process.
-//! - [`proxy`]: the data path — accept, learn the destination, detect the protocol, serve
-//!   HTTP/1 and HTTP/2 with hyper, forward through pooled upstream connections, or copy
-//!   opaque bytes.
-//! - [`trace`]: the tower `Layer` that sits between the HTTP server and the forwarding client;
-//!   it is where trace context is extracted, decided and injected, and where spans begin/end.
-//! - [`propagation`]: the trace-context engine — one strict parser/writer per dialect, no I/O.
-//! - [`config`]: the rules file — model, validation, compilation, hot reload.
-//! - [`telemetry`]: span records, the exporter pipeline, the in-memory trace ring, metrics.
-//! - [`admin`]: health, readiness, Prometheus metrics, rules in force, recent traces.
-//! - [`iptables`]: the redirect rules an init container installs in the pod.
+//! A module may import only modules in layers below its own (`tests/it/layering.rs` fails
+//! naming any edge that points up or sideways):
+//!
+//! 1. `main.rs` → [`cli`]: the `stitch` command line (`run`, `check-config`, `iptables`);
+//!    the one place the environment is read.
+//! 2. [`app`] (wiring only: settings, bind → run → drain → flush; [`app::Stitch`] is also what
+//!    tests start in-process) and `iptables` (the pod's redirect rules).
+//! 3. [`admin`] (health, readiness, metrics, rules, traces) and [`proxy`] (the data path:
+//!    accept, destination, detection, hyper HTTP/1 and HTTP/2, pooled upstream connections,
+//!    opaque relay).
+//! 4. `trace`: the tower `Layer` between the HTTP server and the forwarder, where trace
+//!    context is extracted, decided and injected and where spans begin and end.
+//! 5. [`config`] (the rules file: model, validation, compilation, hot reload) and
+//!    [`telemetry`] (span records, the export pipeline, the in-memory trace ring, metrics).
+//! 6. [`propagation`]: the trace-context engine, one strict parser/writer per dialect, no I/O.
+//! 7. Leaves that import nothing of stitch's: [`direction`], [`shutdown`] (the drain signal
+//!    and the task tracker), `grpc` (the content-type test), `upstream_failure` (the marker a
+//!    failed forward leaves for the trace layer).
 //!
 //! Data flows one way: listener → detect → HTTP server → trace layer → forwarding client →
 //! upstream. Failures of tracing degrade tracing, never the request.

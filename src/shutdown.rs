@@ -3,7 +3,7 @@
 //!
 //! Whoever starts a task that must finish before stitch exits — an accept loop, a client
 //! connection, the admin server — spawns it with [`ShutdownHandle::spawn`] and has it stop
-//! (or wind down gracefully) once [`ShutdownHandle::triggered`] resolves; the owner then
+//! (or wind down gracefully) once `ShutdownHandle::triggered` resolves; the owner then
 //! [`ShutdownHandle::drain`]s. Tasks that end by themselves when their owner goes are spawned
 //! plainly: an upstream connection's driver ends with its last sender, the pool's reaper with
 //! the pool, and waiting for an idle pooled connection would hold the drain for nothing. So do

@@ -38,7 +38,6 @@ pub(super) fn escape(s: &str) -> String {
     out
 }
 
-/// A full page with one waterfall per trace.
 /// A full page with one waterfall per trace; `filters` adds the list's filter form (a plain
 /// GET form: no script needed).
 pub(super) fn page(title: &str, traces: &[TraceDetail], filters: Option<&TraceQuery>) -> String {

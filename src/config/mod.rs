@@ -1,8 +1,9 @@
 //! The rules file: model, validation, compilation and hot reload.
 //!
-//! - [`model`]: serde data, exactly the documented keys (`deny_unknown_fields`).
-//! - [`compile`]: validation with file/line/column errors, and [`CompiledRules`].
-//! - [`handle`]: [`RulesHandle`], the `ArcSwap` of the rules in force plus reload bookkeeping.
+//! - `model`: serde data, exactly the documented keys (`deny_unknown_fields`).
+//! - `compile`: validation with file/line/column errors, and [`CompiledRules`] (routing: the
+//!   first matching rule's policy, plus the template formats the engine takes).
+//! - `handle`: [`RulesHandle`], the `ArcSwap` of the rules in force plus reload bookkeeping.
 //! - [`watch()`]: `notify` watcher on the file's directory and SIGHUP.
 
 pub(crate) mod compile;

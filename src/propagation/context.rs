@@ -83,7 +83,7 @@ pub const TRACE_HEADERS: &[&str] = &[
 ];
 
 /// A trace-header dialect. Templates are numbered in the order of the rules file's `formats`;
-/// [`crate::config::CompiledRules::dialect_name`] gives their names.
+/// the rules' `dialect_name` gives their names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Dialect {
     /// W3C Trace Context: `traceparent` + `tracestate`.

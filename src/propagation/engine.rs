@@ -78,7 +78,7 @@ impl OrphanOutcome {
 }
 
 /// Facts and the decided identity for one request hop; the trace layer turns them into a span,
-/// metrics and debug logs. Dialect names come from [`Formats::dialect_name`].
+/// metrics and debug logs. Dialect names come from the rules (`dialect_name`).
 #[derive(Debug)]
 pub struct Outcome {
     /// `false` when a rule said `trace: false`: headers untouched, no span, other fields empty.

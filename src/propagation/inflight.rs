@@ -164,7 +164,8 @@ impl Inflight {
         })
     }
 
-    /// The `tracestate` of an in-flight inbound request of `trace_id` (the earliest that has one).
+    /// The `tracestate` of an in-flight inbound request of `trace_id`: the first of them that
+    /// has one, in the slot's order (not arrival order: a release moves the latest entry up).
     pub(crate) fn tracestate_of(&self, trace_id: &TraceId) -> Option<HeaderValue> {
         let state = self.shared.lock();
         let slot = state.by_trace.get(trace_id)?;
@@ -216,7 +217,8 @@ impl Drop for InflightGuard {
         };
         if slot.first.key == self.key {
             match slot.rest.pop() {
-                // Keep the earliest remaining first so tracestate lookups stay stable enough.
+                // The latest remaining entry moves up (an O(1) pop); entries of one trace share
+                // the trace id, so any of them serves `single` and `tracestate_of`.
                 Some(next) => slot.first = next,
                 None => {
                     by_trace.remove(&self.trace_id);

@@ -1,15 +1,16 @@
 //! The trace-context engine: one strict parser and writer per dialect, free of I/O.
 //!
-//! - [`ids`]: `TraceId`/`SpanId` as arrays with allocation-free hex.
-//! - [`context`]: the dialect-neutral [`TraceContext`], [`Dialect`] names, repair kinds.
+//! - `ids`: [`TraceId`]/[`SpanId`] as arrays with allocation-free hex.
+//! - `context`: the dialect-neutral [`TraceContext`], [`Dialect`] names, repair kinds.
 //! - [`w3c`] + [`tracestate`]: W3C Trace Context Level 2.
 //! - [`b3`]: B3 single and multi header. [`jaeger`]: `uber-trace-id`.
-//! - [`template`]: user-defined formats from the rules file; [`formats`]: all of one rules
-//!   version, as the engine reads them.
-//! - [`baggage`]: W3C Baggage limits (the header itself passes untouched).
-//! - [`inflight`]: the registry of in-flight inbound server spans.
-//! - [`policy`]: the settings in force for one request (the rules' choice, the engine's input).
-//! - [`engine`]: [`propagate`], the one call per request hop the trace layer makes.
+//! - [`template`]: user-defined formats from the rules file; `formats` ([`Formats`]): all of
+//!   one rules version, as the engine reads them.
+//! - `baggage`: W3C Baggage limits (the header itself passes untouched).
+//! - `inflight`: [`Inflight`], the registry of in-flight inbound server spans.
+//! - `policy`: [`Policy`], the settings in force for one request (the rules' choice, the
+//!   engine's input).
+//! - `engine`: [`propagate`], the one call per request hop the trace layer makes.
 //!
 //! Parsers never panic and never allocate; a bad header is never an error on the request path
 //! (invalid means absent, reported in the [`Outcome`]).

@@ -202,7 +202,7 @@ impl TelemetryConfig {
     /// Reads the OpenTelemetry SDK variables through `lookup` (see the module doc for the
     /// list). Invalid values are logged and ignored, never fatal: telemetry must not stop
     /// the proxy from starting.
-    pub(crate) fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Self {
+    pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Self {
         let get = |k: &str| {
             lookup(k)
                 .map(|v| v.trim().to_owned())

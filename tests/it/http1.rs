@@ -87,10 +87,10 @@ async fn chunked_response_is_streamed_not_buffered() {
         use http_body_util::BodyExt;
         loop {
             let frame = body.frame().await.expect("a frame").expect("no body error");
-            if let Ok(data) = frame.into_data() {
-                if !data.is_empty() {
-                    return data;
-                }
+            if let Ok(data) = frame.into_data()
+                && !data.is_empty()
+            {
+                return data;
             }
         }
     })

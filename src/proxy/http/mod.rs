@@ -1,11 +1,9 @@
 //! HTTP/1 and HTTP/2 serving and forwarding with hyper.
 //!
-//! The stack per connection, outermost first: hyper's server connection → [`TraceLayer`]
-//! (propagation and spans) → [`forward::Forward`] (routing, hop-by-hop headers, pooled
-//! upstream client, errors as responses). The protocol is kept end to end: an HTTP/1 client
-//! is forwarded over HTTP/1, an h2c/gRPC client over HTTP/2.
-//!
-//! [`TraceLayer`]: crate::trace::TraceLayer
+//! The stack per connection, outermost first: hyper's server connection → the trace layer
+//! (propagation and spans) → `forward::Forward` (routing, hop-by-hop headers, pooled upstream
+//! client, errors as responses). The protocol is kept end to end: an HTTP/1 client is
+//! forwarded over HTTP/1, an h2c/gRPC client over HTTP/2.
 
 pub(crate) mod body;
 pub(crate) mod forward;
