@@ -10,9 +10,7 @@ use crate::support::{Loopback, collect_body, h2_client, h2_get, within};
 async fn a_busy_h2_client_connection_is_kept() {
     let up = HttpUpstream::start().await;
     let stitch = Loopback::to(up.addr)
-        .with(|s| {
-            s.h2_idle_timeout = Duration::from_secs(1);
-        })
+        .with(|s| s.h2_idle_timeout = Duration::from_secs(1))
         .start()
         .await;
     let (mut client, conn) = h2_client(stitch.inbound).await;

@@ -441,9 +441,7 @@ async fn upstream_closing_before_the_response_gives_502() {
 async fn connect_timeout_bounds_an_unresponsive_upstream() {
     let (silent, _keep) = unresponsive_port().await;
     let stitch = Loopback::to(silent)
-        .with(|s| {
-            s.connect_timeout = std::time::Duration::from_millis(200);
-        })
+        .with(|s| s.connect_timeout = std::time::Duration::from_millis(200))
         .start()
         .await;
     let started = std::time::Instant::now();
@@ -469,9 +467,7 @@ async fn connect_timeout_bounds_an_unresponsive_upstream() {
 async fn idle_pooled_upstream_connection_is_closed_after_the_idle_timeout() {
     let up = HttpUpstream::start().await;
     let stitch = Loopback::to(up.addr)
-        .with(|s| {
-            s.upstream_idle_timeout = std::time::Duration::from_millis(300);
-        })
+        .with(|s| s.upstream_idle_timeout = std::time::Duration::from_millis(300))
         .start()
         .await;
     let first = roundtrip(

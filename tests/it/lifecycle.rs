@@ -28,9 +28,7 @@ async fn live_and_ready_answer_once_running() {
 async fn shutdown_lets_the_in_flight_request_finish_and_refuses_new_connections() {
     let up = HttpUpstream::start().await;
     let stitch = Loopback::to(up.addr)
-        .with(|s| {
-            s.drain_timeout = Duration::from_secs(30);
-        })
+        .with(|s| s.drain_timeout = Duration::from_secs(30))
         .start()
         .await;
     let mut client = h1_client(stitch.inbound).await;
@@ -165,9 +163,7 @@ async fn malformed_client_requests_are_not_logged_as_errors() {
 async fn silent_h2_client_connection_gets_goaway_after_the_idle_timeout() {
     let up = HttpUpstream::start().await;
     let stitch = Loopback::to(up.addr)
-        .with(|s| {
-            s.h2_idle_timeout = Duration::from_millis(500);
-        })
+        .with(|s| s.h2_idle_timeout = Duration::from_millis(500))
         .start()
         .await;
     let (mut client, conn) = h2_client(stitch.inbound).await;

@@ -84,9 +84,7 @@ async fn conflicting_content_lengths_are_rejected_with_400() {
 async fn slowloris_head_is_cut_off_after_the_header_read_timeout() {
     let up = HttpUpstream::start().await;
     let stitch = Loopback::to(up.addr)
-        .with(|s| {
-            s.header_read_timeout = Duration::from_millis(500);
-        })
+        .with(|s| s.header_read_timeout = Duration::from_millis(500))
         .start()
         .await;
     let mut wire = Wire::connect(stitch.inbound).await;
@@ -118,9 +116,7 @@ async fn slowloris_head_is_cut_off_after_the_header_read_timeout() {
 async fn too_many_header_fields_are_refused() {
     let up = HttpUpstream::start().await;
     let stitch = Loopback::to(up.addr)
-        .with(|s| {
-            s.max_headers = 20;
-        })
+        .with(|s| s.max_headers = 20)
         .start()
         .await;
     let mut req = format!("GET / HTTP/1.1\r\nHost: {}\r\n", up.addr);
@@ -144,9 +140,7 @@ async fn too_many_header_fields_are_refused() {
 async fn header_larger_than_the_limit_is_refused() {
     let up = HttpUpstream::start().await;
     let stitch = Loopback::to(up.addr)
-        .with(|s| {
-            s.max_header_bytes = 8 * 1024;
-        })
+        .with(|s| s.max_header_bytes = 8 * 1024)
         .start()
         .await;
     let big = "x".repeat(16 * 1024);
@@ -209,9 +203,7 @@ async fn request_addressed_to_stitch_itself_is_refused_not_looped() {
 async fn connections_beyond_the_cap_wait_until_one_closes() {
     let up = HttpUpstream::start().await;
     let stitch = Loopback::to(up.addr)
-        .with(|s| {
-            s.max_connections = 1;
-        })
+        .with(|s| s.max_connections = 1)
         .start()
         .await;
     let mut first = Wire::connect(stitch.inbound).await;
@@ -339,9 +331,7 @@ async fn garbage_and_mangled_requests_never_take_stitch_down() {
 async fn h2_streams_beyond_the_limit_wait_for_a_free_slot() {
     let up = HttpUpstream::start().await;
     let stitch = Loopback::to(up.addr)
-        .with(|s| {
-            s.h2_max_concurrent_streams = 2;
-        })
+        .with(|s| s.h2_max_concurrent_streams = 2)
         .start()
         .await;
     let (client, _conn) = support::h2_client(stitch.inbound).await;
@@ -385,9 +375,7 @@ async fn h2_streams_beyond_the_limit_wait_for_a_free_slot() {
 async fn idle_keep_alive_client_connection_is_closed_after_the_header_read_timeout() {
     let up = HttpUpstream::start().await;
     let stitch = Loopback::to(up.addr)
-        .with(|s| {
-            s.header_read_timeout = Duration::from_millis(500);
-        })
+        .with(|s| s.header_read_timeout = Duration::from_millis(500))
         .start()
         .await;
     let mut wire = Wire::connect(stitch.inbound).await;

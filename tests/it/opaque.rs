@@ -53,9 +53,7 @@ async fn text_that_looks_almost_like_http_is_still_opaque() {
 async fn server_first_banner_arrives_after_the_detect_timeout() {
     let banner = banner_server().await;
     let stitch = Loopback::to(banner)
-        .with(|s| {
-            s.detect_timeout = Duration::from_millis(300);
-        })
+        .with(|s| s.detect_timeout = Duration::from_millis(300))
         .start()
         .await;
     let mut wire = Wire::connect(stitch.inbound).await;
