@@ -97,9 +97,12 @@ impl<I> ProxyIo<I> {
     }
 }
 
-// Every method is on the path of every read and write of every connection (hyper polls a
-// connection's reads about ten times per proxied request): `#[inline]`, and the common case —
-// nothing left to replay — is a branch or two on top of the stream's own method.
+// Every method is on the path of every read and write of every connection (a proxied HTTP/1
+// request polls the reads of its client and upstream connections about ten times):
+// `#[inline]`, and the common case — nothing left to replay — is a branch or two on top of the
+// stream's own method. Measured with callgrind: out of line with the replay inside, ~250
+// instructions per request more; the counter as a type parameter instead of an `Option`,
+// ~150 more (LLVM then kept hyper-util's `TokioIo::poll_read` out of line instead).
 impl<I: AsyncRead + Unpin> AsyncRead for ProxyIo<I> {
     #[inline]
     fn poll_read(
