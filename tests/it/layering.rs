@@ -12,7 +12,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-/// Top to bottom. `main` is the binary (it reaches the library as `stitch::`).
+/// Top to bottom, layer 1 first (as ARCHITECTURE.md numbers them). `main` is the binary (it
+/// reaches the library as `stitch::`).
 const LAYERS: &[&[&str]] = &[
     &["main"],
     &["cli"],
@@ -130,8 +131,10 @@ fn violations(src: &Path) -> Vec<String> {
                 _ if target == module => {}
                 Some(layer) if layer > own => {}
                 Some(layer) => found.push(format!(
-                    "{module} → {target} ({}): `{module}` (layer {own}) may only import layers below it, `{target}` is layer {layer}",
-                    relative.display()
+                    "{module} → {target} ({}): `{module}` (layer {}) may only import layers below it, `{target}` is layer {}",
+                    relative.display(),
+                    own + 1,
+                    layer + 1
                 )),
                 None => found.push(format!(
                     "{module} → {target} ({}): `{target}` has no layer",
