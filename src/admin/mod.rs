@@ -12,8 +12,12 @@
 //! | `GET /traces` | recent traces, newest first; `?service=&status=error\|ok&min_duration_ms=&limit=`; HTML waterfall with `Accept: text/html` |
 //! | `GET /traces/{trace_id}` | one trace's spans with its integrity verdict (HTML with `Accept: text/html`) |
 //! | `POST /v1/traces` | OTLP/HTTP `ExportTraceServiceRequest`, protobuf or JSON, into the ring |
+//! | `GET /app-probe/{container}/{kind}` | the app's original kubelet probe, performed by stitch ([`app_probe`]) |
+//! | `POST /shutdown` | loopback clients only: graceful shutdown (a classic-mode Job's last step) |
 
+mod app_probe;
 mod otlp;
+mod shutdown;
 mod traces;
 mod waterfall;
 
@@ -32,6 +36,8 @@ use tokio::net::TcpListener;
 use crate::app::ShutdownHandle;
 use crate::telemetry::config::RingConfig;
 use crate::telemetry::{Metrics, Telemetry, TraceRing};
+
+pub use app_probe::AppProbeSettings;
 
 /// Largest `POST /v1/traces` body accepted, by default.
 pub const DEFAULT_MAX_OTLP_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -52,6 +58,10 @@ pub struct AdminState {
     pub ring: TraceRing,
     /// Largest accepted `POST /v1/traces` body.
     pub max_otlp_body_bytes: usize,
+    /// The app probes `/app-probe/…` performs (Kubernetes injection).
+    pub app_probes: Arc<AppProbeSettings>,
+    /// What `POST /shutdown` triggers; `None` answers 404.
+    pub shutdown: Option<ShutdownHandle>,
 }
 
 impl fmt::Debug for AdminState {
@@ -73,7 +83,16 @@ impl AdminState {
             metrics: Metrics::new(),
             ring: TraceRing::new(RingConfig::default()),
             max_otlp_body_bytes: DEFAULT_MAX_OTLP_BODY_BYTES,
+            app_probes: Arc::default(),
+            shutdown: None,
         }
+    }
+
+    /// Serves `/app-probe/…` with these probes, and `POST /shutdown` with this handle.
+    pub fn with_pod_hooks(mut self, probes: AppProbeSettings, shutdown: ShutdownHandle) -> Self {
+        self.app_probes = Arc::new(probes);
+        self.shutdown = Some(shutdown);
+        self
     }
 
     /// Serves this pipeline's metrics and ring.
@@ -96,7 +115,7 @@ impl AdminState {
 /// Serves the admin endpoints until shutdown.
 pub async fn serve(listener: TcpListener, state: AdminState, shutdown: ShutdownHandle) {
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(c) => c,
                 Err(e) => {
@@ -110,7 +129,7 @@ pub async fn serve(listener: TcpListener, state: AdminState, shutdown: ShutdownH
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, req).await) }
+                async move { Ok::<_, Infallible>(route(&state, req, peer).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             if let Err(e) = builder
@@ -123,7 +142,11 @@ pub async fn serve(listener: TcpListener, state: AdminState, shutdown: ShutdownH
     }
 }
 
-async fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(
+    state: &AdminState,
+    req: Request<Incoming>,
+    peer: std::net::SocketAddr,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     match (&method, path.as_str()) {
@@ -146,6 +169,10 @@ async fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byte
             traces::one(state, &req, &p["/traces/".len()..])
         }
         (&Method::POST, "/v1/traces") => otlp::receive(state, req).await,
+        (&Method::GET, p) if p.starts_with(crate::config::app_probes::APP_PROBE_PATH_PREFIX) => {
+            app_probe::answer(state, &req).await
+        }
+        (&Method::POST, "/shutdown") => shutdown::request(state, peer),
         (_, "/live" | "/ready" | "/metrics" | "/config" | "/traces" | "/v1/traces") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
