@@ -94,6 +94,10 @@ impl InjectFlags {
             },
         };
         let nonempty = |s: String| (!s.trim().is_empty()).then_some(s);
+        // `--skip-inbound-ports=` (an empty chart list) is no entry, not an empty one.
+        let entries = |list: Vec<String>| -> Vec<String> {
+            list.into_iter().filter(|s| !s.trim().is_empty()).collect()
+        };
         let options = InjectOptions {
             image: self.image,
             image_pull_policy: self.image_pull_policy,
@@ -113,12 +117,12 @@ impl InjectFlags {
                 memory_request: nonempty(self.proxy_memory_request),
                 memory_limit: nonempty(self.proxy_memory_limit),
             },
-            skip_inbound_ports: self.skip_inbound_ports,
-            skip_outbound_ports: self.skip_outbound_ports,
-            skip_outbound_cidrs: self.skip_outbound_cidrs,
+            skip_inbound_ports: entries(self.skip_inbound_ports),
+            skip_outbound_ports: entries(self.skip_outbound_ports),
+            skip_outbound_cidrs: entries(self.skip_outbound_cidrs),
             native_sidecar,
             rules_configmap: self.rules_configmap,
-            excluded_namespaces: self.excluded_namespaces,
+            excluded_namespaces: entries(self.excluded_namespaces),
         };
         options.validate()?;
         Ok(options)
