@@ -11,13 +11,9 @@ mod k8s_support;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_support::{assert_valid, documents, find, render, root};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -165,25 +161,7 @@ struct Running {
     addr: SocketAddr,
 }
 
-fn tls_client(ca_pem: &[u8], alpn: &[u8]) -> tokio_rustls::TlsConnector {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem) {
-        roots.add(cert.expect("PEM")).expect("a CA");
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![alpn.to_vec()];
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-}
-
-/// One HTTPS request (HTTP/1.1 or, with `h2`, HTTP/2) trusting only `ca_pem`.
+/// One HTTPS request to the webhook, trusting only `ca_pem`.
 async fn request(
     addr: SocketAddr,
     ca_pem: &[u8],
@@ -192,41 +170,7 @@ async fn request(
     body: Vec<u8>,
     h2: bool,
 ) -> Result<(u16, Vec<u8>), String> {
-    let alpn: &[u8] = if h2 { b"h2" } else { b"http/1.1" };
-    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let server_name = rustls_pki_types::ServerName::try_from(SERVER_NAME).expect("a name");
-    let tls = tls_client(ca_pem, alpn)
-        .connect(server_name, tcp)
-        .await
-        .map_err(|e| format!("TLS: {e}"))?;
-    let req = http::Request::builder()
-        .method(method)
-        .uri(format!("https://{SERVER_NAME}{path}"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .expect("a request");
-    let response = if h2 {
-        let (mut send, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-                .await
-                .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        send.send_request(req).await.map_err(|e| e.to_string())?
-    } else {
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        send.send_request(req).await.map_err(|e| e.to_string())?
-    };
-    let status = response.status().as_u16();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok((status, body.to_vec()))
+    k8s_support::https_request(addr, SERVER_NAME, ca_pem, method, path, body, h2).await
 }
 
 fn review(uid: &str, pod: &Value, operation: &str) -> Value {
