@@ -30,3 +30,32 @@ pub(super) fn request(state: &AdminState, peer: SocketAddr) -> Response<Full<Byt
     shutdown.trigger();
     text(StatusCode::ACCEPTED, "shutting down\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::admin::AppProbeSettings;
+    use crate::app::ShutdownHandle;
+
+    #[test]
+    fn only_loopback_clients_stop_stitch() {
+        let handle = ShutdownHandle::default();
+        let state = AdminState::new(Arc::new(AtomicBool::new(true)))
+            .with_pod_hooks(AppProbeSettings::default(), handle.clone());
+        for outsider in ["10.1.2.3:5000", "[fd00::1]:5000", "[::ffff:10.1.2.3]:5000"] {
+            let response = request(&state, outsider.parse().unwrap());
+            assert_eq!(response.status(), StatusCode::FORBIDDEN, "{outsider}");
+            assert!(!handle.is_triggered(), "{outsider} stopped stitch");
+        }
+        let response = request(&state, "[::ffff:127.0.0.1]:5000".parse().unwrap());
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        assert!(handle.is_triggered());
+
+        let without = AdminState::new(Arc::new(AtomicBool::new(true)));
+        let response = request(&without, "127.0.0.1:1".parse().unwrap());
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    }
+}
