@@ -43,10 +43,17 @@ pub(super) fn build(
         .get_mut("spec")
         .and_then(Value::as_object_mut)
         .expect("PodView checked spec");
-    for field in ["containers", "initContainers"] {
-        let list = spec.get_mut(field).and_then(Value::as_array_mut);
+    // Regular init containers have no probes; the app's own native sidecars do, and are
+    // rewritten when they start after stitch (native mode). In classic mode they start before
+    // stitch exists, so a probe pointed at it could never pass.
+    let fields: &[&str] = if settings.native_sidecar {
+        &["containers", "initContainers"]
+    } else {
+        &["containers"]
+    };
+    for field in fields {
+        let list = spec.get_mut(*field).and_then(Value::as_array_mut);
         for c in list.into_iter().flatten().filter_map(Value::as_object_mut) {
-            // Regular init containers have no probes; the app's own native sidecars do.
             probes_rewritten += probes::rewrite(c, settings, &mut app_probes);
         }
     }

@@ -308,3 +308,29 @@ fn options_reach_the_containers() {
         "status.podIP"
     );
 }
+
+#[test]
+fn the_apps_own_native_sidecars_probes_are_rewritten_only_after_stitch() {
+    let mut p = pod(json!({}), json!({}));
+    p["spec"]["initContainers"][0] = json!({"name": "log-shipper", "image": "l",
+        "restartPolicy": "Always", "startupProbe": {"tcpSocket": {"port": 24224}}});
+    let native = inject(&p, &opted_in(), &InjectOptions::default());
+    assert_eq!(native.probes_rewritten, 1);
+    assert_eq!(
+        native.pod["spec"]["initContainers"][2]["startupProbe"]["httpGet"]["path"],
+        "/app-probe/log-shipper/startup"
+    );
+    let classic_options = InjectOptions {
+        native_sidecar: false,
+        ..InjectOptions::default()
+    };
+    let classic = inject(&p, &opted_in(), &classic_options);
+    assert_eq!(
+        classic.probes_rewritten, 0,
+        "it starts before stitch exists"
+    );
+    assert_eq!(
+        classic.pod["spec"]["initContainers"][0]["startupProbe"],
+        json!({"tcpSocket": {"port": 24224}})
+    );
+}
