@@ -299,17 +299,26 @@ def reset_peak_rss(pids):
             pass  # the peak then covers the process lifetime; still an upper bound
 
 
-def peak_rss_mib(pids):
+def status_mib(pids, field):
+    """A memory figure of /proc/PID/status (VmHWM, VmRSS), summed over pids, in MiB."""
     total_kib = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/status") as f:
                 for line in f:
-                    if line.startswith("VmHWM:"):
+                    if line.startswith(field + ":"):
                         total_kib += int(line.split()[1])
         except OSError:
             pass
     return total_kib / 1024
+
+
+def peak_rss_mib(pids):
+    return status_mib(pids, "VmHWM")
+
+
+def current_rss_mib(pids):
+    return status_mib(pids, "VmRSS")
 
 
 def parse_cpus(spec):

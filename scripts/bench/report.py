@@ -51,6 +51,10 @@ def f_mib(v):
     return f"{v:.1f}"
 
 
+def f_ms(v):
+    return f"{v / 1000:,.1f}"
+
+
 def f_pct(v):
     return f"{v * 100:.0f}%"
 
@@ -121,6 +125,12 @@ class Checks:
         change = (mine - theirs) / theirs
         return change <= limit, f"{change * 100:+.1f}% vs {reference} ({mine:,.0f} vs {theirs:,.0f} µs)"
 
+    def at_most(self, target, metric, reference):
+        mine, theirs = self.m(target, metric), self.m(reference, metric)
+        if mine is None or theirs is None:
+            return None, "no figure"
+        return mine <= theirs, f"{mine:,.0f} vs {theirs:,.0f} ({reference})"
+
     def bound(self, target, metric, limit):
         value = self.m(target, metric)
         if value is None:
@@ -165,6 +175,23 @@ def issue14_checks(results):
         ("collector down: p99 within 10% of the ring's", c.within(DOWN, "latency.p99", RING, 0.10)),
         ("black-hole collector: p99 within 10% of the ring's",
          c.within(HOLE, "latency.p99", RING, 0.10)),
+    ]
+
+
+def issue15_checks(results):
+    c = Checks(results)
+    return [
+        ("peak RSS at 5,000 keep-alive clients ≤ 1.0× nginx (trace off)",
+         c.versus(OFF, "many.rss_mib", NGINX, 1.0)),
+        ("peak RSS at 5,000 keep-alive clients ≤ 1.2× nginx (ring)",
+         c.versus(RING, "many.rss_mib", NGINX, 1.2)),
+        ("5,000 idle connections cost ≤ 1.0× nginx's memory (ring)",
+         c.versus(RING, "idle.kib_per_conn", NGINX, 1.0)),
+        ("req/s at 5,000 clients ≥ 1.0× nginx (ring)",
+         c.versus(RING, "many.rps", NGINX, 1.0, True)),
+        ("2 s timeouts at 5,000 clients ≤ nginx's (ring)", c.at_most(RING, "many.timeouts", NGINX)),
+        ("latency sd at 5,000 clients ≤ 1.5× nginx (ring)",
+         c.versus(RING, "many.lat_sd", NGINX, 1.5)),
     ]
 
 
@@ -238,6 +265,28 @@ def shape_tables(run, shape):
                         ("upload MB/s", "body.up_mbps", f_int, [NGINX]),
                         ("peak RSS MiB", "body.rss_mib", f_mib, [NGINX]),
                         ("CPU s / GiB", "body.cpu", f_cpu, [NGINX])], ORDER))
+    parts.append(table(results, "5,000 concurrent keep-alive clients (wrk, 2 threads, 2 s timeout)",
+                       "`KiB/conn`: (peak RSS − RSS at start) / 5,000; each client "
+                       "connection also holds an upstream connection while its request is in "
+                       "flight. Latency mean ± sd and percentiles in ms.",
+                       [("req/s", "many.rps", f_int, [NGINX]),
+                        ("peak RSS MiB", "many.rss_mib", f_mib, [NGINX]),
+                        ("KiB/conn", "many.kib_per_conn", f_mib, [NGINX]),
+                        ("timeouts", "many.timeouts", f_int, []),
+                        ("mean ms", "many.lat_mean", f_ms, []),
+                        ("sd ms", "many.lat_sd", f_ms, [NGINX]),
+                        ("p99 ms", "many.lat_p99", f_ms, [NGINX]),
+                        ("CPU s / 10k req", "many.cpu", f_cpu, [NGINX])], proxies))
+    parts.append(table(results, "5,000 idle keep-alive connections + 50 active clients",
+                       "Each idle connection made one request first (as a real client leaves "
+                       "it), then stays silent while wrk drives 50 others; `closed` = idle "
+                       "connections the proxy closed meanwhile. Latency in ms.",
+                       [("peak RSS MiB", "idle.rss_mib", f_mib, [NGINX]),
+                        ("KiB/idle conn", "idle.kib_per_conn", f_mib, [NGINX]),
+                        ("closed", "idle.idle_closed", f_int, []),
+                        ("req/s", "idle.rps", f_int, [NGINX]),
+                        ("p50 ms", "idle.lat_p50", f_ms, []),
+                        ("p99 ms", "idle.lat_p99", f_ms, [NGINX])], proxies))
     return [p for p in parts if p]
 
 
@@ -303,6 +352,9 @@ the start of each workload.
         if key in by_key:
             parts.append(f"### Issue 13, shape {by_key[key]['title']}\n")
             parts.append(verdict_table(issue13_checks(run["results"].get(key, {}), workers)))
+    if "conns" in by_key:
+        parts.append(f"### Issue 15, shape {by_key['conns']['title']}\n")
+        parts.append(verdict_table(issue15_checks(run["results"].get("conns", {}))))
     if "pinned" in by_key:
         parts.append(f"### Issue 14, shape {by_key['pinned']['title']}\n")
         parts.append(verdict_table(issue14_checks(run["results"].get("pinned", {}))))

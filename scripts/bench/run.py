@@ -13,6 +13,8 @@ Shapes (each measured in every round, so slow drifts of the VM spread over all o
              `worker_processes auto`, haproxy `nbthread` = CPUs, stitch its default)
   pinned     load generators on CPU 0, backend and proxies on CPU 1 (a layout pods never get,
              kept for A/B work: the least noisy one)
+  conns      as limit1, for the many-connections workloads only (5,000 idle, then 5,000 busy
+             keep-alive clients) on freshly started proxies
 
 Targets: direct (no proxy), nginx, haproxy, stitch with tracing off, stitch tracing to its
 in-memory ring, stitch exporting OTLP/HTTP to a receiver that accepts without decoding
@@ -39,6 +41,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -69,6 +72,7 @@ class Target:
         self.admin_url = admin_url  # stitch's admin server, for its span counters
         self.problem = None  # set when the target cannot serve; it is then skipped
         self.only = only  # the workloads this target runs (None: all)
+        self.rss_start_mib = 0.0  # RSS once it answered its first request
 
 
 class Shape:
@@ -97,6 +101,12 @@ def shapes(args):
         "limit1": Shape("limit1", "(a) CPU limit 1", limit1[1] + "; load generators and "
                         "backend free; nginx 1 worker, haproxy 1 thread, stitch sizes itself "
                         "from the quota", None, None, limit1[0], 1, common, False),
+        # Many connections on freshly started proxies (memory per connection is measured from
+        # the RSS at start, which earlier workloads would have raised), placed as in limit1:
+        # a CPU limit of one is where a pod's memory limit bites hardest.
+        "conns": Shape("conns", "(a′) CPU limit 1, many connections",
+                       limit1[1] + "; freshly started proxies, idle connections first",
+                       None, None, limit1[0], 1, ["idle", "many"], False),
         "unlimited": Shape("unlimited", f"(b) no CPU limit, {ncpu} CPUs",
                            "nothing pinned and no quota; every proxy at its default sizing for "
                            f"{ncpu} CPUs (nginx {ncpu} workers, haproxy {ncpu} threads, stitch "
@@ -310,6 +320,8 @@ def check_targets(targets):
     for target in targets:
         if not target.problem and target.proc and target.proc.poll() is not None:
             target.problem = f"exited with code {target.proc.returncode} (see its log)"
+        if target.proc:
+            target.rss_start_mib = procs.current_rss_mib(procs.process_tree(target.proc.pid))
         print(f"  {target.name:20} {'OK' if not target.problem else 'SKIPPED: ' + target.problem}",
               flush=True)
 
@@ -389,6 +401,91 @@ def w_h2(args, target, _direct):
     result = {"rps": ok / args.seconds, "errors": failed / max(ok + failed, 1),
               "gen_cpu_share": gen_share}
     return probe.finish(result, ok)
+
+
+def wrk_latency_us(text):
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(number) * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
+
+
+def parse_wrk(out):
+    """Requests, seconds, socket errors by kind, latency mean/sd and percentiles (µs) from
+    `wrk --latency` output."""
+    figures = {"requests": int(re.search(r"(\d+) requests in", out).group(1)),
+               "seconds": float(re.search(r"requests in ([\d.]+)s", out).group(1))}
+    for kind in ("connect", "read", "write", "timeout"):
+        found = re.search(rf"{kind} (\d+)", out)
+        figures[kind] = int(found.group(1)) if found else 0
+    stats = re.search(r"Latency\s+([\d.]+(?:us|ms|s))\s+([\d.]+(?:us|ms|s))", out)
+    if stats:
+        figures["mean"], figures["sd"] = (wrk_latency_us(v) for v in stats.groups())
+    for pct in ("50", "90", "99"):
+        found = re.search(rf"\s{pct}%\s+([\d.]+(?:us|ms|s))", out)
+        if found:
+            figures[f"p{pct}"] = wrk_latency_us(found.group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    figures["non2xx"] = int(non2xx.group(1)) if non2xx else 0
+    return figures
+
+
+MANY = 5000
+
+
+def w_many(args, target, _direct):
+    """5,000 concurrent keep-alive clients, closed loop: memory per connection and fairness."""
+    if target.proc is None:
+        return None
+    probe = Probe(target)
+    seconds = max(4, 2 * args.seconds)
+    rc, out, gen_share = run_generator(
+        ["wrk", "-t", "2", "-c", str(MANY), "-d", f"{seconds}s", "--timeout", "2s", "--latency",
+         f"http://127.0.0.1:{target.h1}/"], seconds + 30, args.gen)
+    if rc != 0 or "requests in" not in out:
+        raise RuntimeError(f"wrk failed: {out[-300:]}")
+    w = parse_wrk(out)
+    result = {"rps": w["requests"] / w["seconds"], "timeouts": w["timeout"],
+              "socket_errors": w["connect"] + w["read"] + w["write"],
+              "errors": w["non2xx"] / max(w["requests"], 1), "gen_cpu_share": gen_share}
+    for key in ("mean", "sd", "p50", "p90", "p99"):
+        if key in w:
+            result[f"lat_{key}"] = w[key]
+    result = probe.finish(result, w["requests"])
+    result["kib_per_conn"] = (result["rss_mib"] - target.rss_start_mib) * 1024 / MANY
+    return result
+
+
+def w_idle(args, target, _direct):
+    """5,000 idle keep-alive connections held open while 50 active clients run."""
+    if target.proc is None:
+        return None
+    probe = Probe(target)
+    holder = subprocess.Popen(
+        [sys.executable, "-B", os.path.join(HERE, "idle_clients.py"), str(target.h1), str(MANY),
+         str(args.seconds + 1)], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    procs.STARTED.append(holder)
+    try:
+        if holder.stdout.readline().strip() != "ready":
+            raise RuntimeError("the idle clients did not get ready")
+        rc, out, gen_share = run_generator(
+            ["wrk", "-t", "1", "-c", "50", "-d", f"{args.seconds}s", "--latency",
+             f"http://127.0.0.1:{target.h1}/"], args.seconds + 15, args.gen)
+        held = json.loads(holder.stdout.readline())
+    finally:
+        holder.wait(timeout=30)
+        procs.STARTED.remove(holder)
+    if rc != 0 or "requests in" not in out:
+        raise RuntimeError(f"wrk failed: {out[-300:]}")
+    w = parse_wrk(out)
+    result = {"rps": w["requests"] / w["seconds"], "idle_opened": held["opened"],
+              "idle_closed": held["closed_by_proxy"], "idle_opening_s": held["opening_s"],
+              "errors": (w["non2xx"] + held["failed"]) / max(w["requests"], 1),
+              "gen_cpu_share": gen_share}
+    for key in ("p50", "p99"):
+        if key in w:
+            result[f"lat_{key}"] = w[key]
+    result = probe.finish(result, w["requests"])
+    result["kib_per_conn"] = (result["rss_mib"] - target.rss_start_mib) * 1024 / MANY
+    return result
 
 
 def grpc_workload(mode):
@@ -508,9 +605,10 @@ def main():
     parser.add_argument("--seconds", type=int, default=3, help="length of each measurement")
     parser.add_argument("--rate", type=int, default=2000, help="open-loop rate, req/s")
     parser.add_argument("--budget", type=int, default=1800, help="seconds for all rounds")
-    parser.add_argument("--shapes", default="limit1,unlimited,pinned",
-                        help="comma-separated: limit1, unlimited, pinned (see the module doc)")
-    parser.add_argument("--workloads", default="h1,latency,h2,grpc_unary,grpc_stream,body",
+    parser.add_argument("--shapes", default="limit1,unlimited,pinned,conns",
+                        help="comma-separated: limit1, unlimited, pinned, conns (module doc)")
+    parser.add_argument("--workloads",
+                        default="h1,latency,h2,grpc_unary,grpc_stream,body,many,idle",
                         help="comma-separated subset of the workloads")
     parser.add_argument("--gen-cpus", default="0",
                         help="taskset CPUs of the load generators (pinned shape)")
@@ -526,6 +624,9 @@ def main():
     args = parser.parse_args()
 
     procs.NICENESS[0] = args.nice if os.geteuid() == 0 else 0
+    # 5,000 clients and as many upstream connections: every process started inherits this.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     procs.REALTIME_PRIORITY[0] = args.realtime if os.geteuid() == 0 else 0
     signal.signal(signal.SIGTERM, procs.on_signal)
     signal.signal(signal.SIGHUP, procs.on_signal)
@@ -543,7 +644,8 @@ def main():
     chosen = shapes(args)
     workloads = {"h1": w_h1, "latency": w_latency, "h2": w_h2,
                  "grpc_unary": grpc_workload("unary"), "grpc_stream": grpc_workload("stream"),
-                 "body": lambda a, t, d: w_body(a, t, d, upload_file)}
+                 "body": lambda a, t, d: w_body(a, t, d, upload_file),
+                 "many": w_many, "idle": w_idle}
     workloads = {k: v for k, v in workloads.items() if k in args.workloads.split(",")}
     if shutil.which("oha") is None:
         print("  oha not found: the latency workload is skipped", flush=True)
