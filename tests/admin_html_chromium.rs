@@ -354,6 +354,12 @@ async fn demo_chain_reads_back_from_seams_badges_detail_filters_and_health() {
     let inventory_call = span_id(&spans, "order", "client", "/reserve");
     let payment_call = span_id(&spans, "order", "client", "/charge");
     let order_in = span_id(&spans, "order", "server", "/orders");
+    for s in &spans {
+        assert_eq!(
+            s["resource"]["telemetry.sdk.name"], "stitch",
+            "the JSON has each span's resource too: {s}"
+        );
+    }
     let broken = chain(0x44);
     assert_eq!(
         post_protobuf(

@@ -13,7 +13,7 @@ use super::view::traces::{RingFill, list_page, trace_page};
 use super::{AdminState, json, respond, text, view, wants_html};
 use crate::telemetry::TraceRing;
 use crate::telemetry::ring::{StoredSpan, TraceDetail, TraceQuery, TraceSummary};
-use crate::telemetry::span::{SpanStatus, from_hex, to_hex};
+use crate::telemetry::span::{Attribute, SpanStatus, from_hex, to_hex};
 
 const DEFAULT_LIMIT_JSON: usize = 100;
 const DEFAULT_LIMIT_HTML: usize = 20;
@@ -185,11 +185,12 @@ fn summary_json(s: &TraceSummary) -> Value {
 
 fn span_json(s: &StoredSpan) -> Value {
     let span = &s.span;
-    let attributes: Map<String, Value> = span
-        .attributes
-        .iter()
-        .map(|a| (a.key.to_string(), a.value.to_json()))
-        .collect();
+    let object = |attributes: &[Attribute]| -> Map<String, Value> {
+        attributes
+            .iter()
+            .map(|a| (a.key.to_string(), a.value.to_json()))
+            .collect()
+    };
     json!({
         "span_id": to_hex(&span.span_id),
         "parent_span_id": span.parent_span_id.map(|p| to_hex(&p)),
@@ -204,7 +205,8 @@ fn span_json(s: &StoredSpan) -> Value {
             SpanStatus::Error { description } => Some(description.as_ref()),
             _ => None,
         },
-        "attributes": attributes,
+        "attributes": object(&span.attributes),
+        "resource": object(s.resource.attributes()),
     })
 }
 

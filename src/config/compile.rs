@@ -175,12 +175,12 @@ impl CompiledRules {
         if let Some((_, label)) = self.inject_labels.iter().find(|(s, _)| *s == set) {
             return label.clone();
         }
-        let mut out = CompactString::default();
-        for dialect in set.iter() {
+        let mut out = CompactString::const_new(set.builtins_label());
+        for index in set.template_indexes() {
             if !out.is_empty() {
                 out.push(',');
             }
-            out.push_str(self.dialect_name(dialect));
+            out.push_str(self.dialect_name(Dialect::Template(index)));
         }
         out
     }

@@ -80,16 +80,28 @@ impl DialectSet {
             .into_iter()
             .filter(move |(_, bit)| self.builtins & bit != 0)
             .map(|(d, _)| d);
-        let templates = (0..64u16)
-            .filter(move |i| self.templates & (1 << i) != 0)
-            .map(Dialect::Template);
-        builtins.chain(templates)
+        builtins.chain(self.template_indexes().map(Dialect::Template))
+    }
+
+    /// The indexes of the template formats in the set, ascending (one step per member).
+    pub fn template_indexes(self) -> impl Iterator<Item = u16> {
+        let mut rest = self.templates;
+        std::iter::from_fn(move || {
+            let index = rest.trailing_zeros();
+            rest &= rest.checked_sub(1)?;
+            u16::try_from(index).ok()
+        })
+    }
+
+    /// The comma-separated label of the set's built-ins, in canonical order (empty if none).
+    pub fn builtins_label(self) -> &'static str {
+        BUILTIN_LABELS[usize::from(self.builtins & 0xf)]
     }
 
     /// The comma-separated label of a set without templates (canonical order); `None` when
     /// the set holds a template, whose name lives in the rules.
     pub fn builtin_label(self) -> Option<&'static str> {
-        (self.templates == 0).then(|| BUILTIN_LABELS[usize::from(self.builtins & 0xf)])
+        (self.templates == 0).then(|| self.builtins_label())
     }
 
     fn bit(builtin: Dialect) -> u8 {
