@@ -35,11 +35,12 @@ use telemetry_support::{
 
 /// Runs headless Chromium on `url`; returns (DOM, console lines).
 async fn dump_dom(url: &str) -> (String, Vec<String>) {
-    let profile = std::env::temp_dir().join(format!(
-        "stitch-chromium-{}-{}",
-        std::process::id(),
-        url.len()
-    ));
+    // A profile per run: the tests run in parallel, and two Chromiums sharing a profile
+    // would hand the second page to the first browser.
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let profile =
+        std::env::temp_dir().join(format!("stitch-chromium-{}-{run}", std::process::id()));
     let child = tokio::process::Command::new("chromium")
         .args([
             "--headless",
@@ -78,21 +79,25 @@ async fn dump_dom(url: &str) -> (String, Vec<String>) {
     (String::from_utf8_lossy(&out.stdout).into_owned(), console)
 }
 
+/// Whether Chromium runs here; says on stderr why the test passes vacuously when not.
 fn chromium_available() -> bool {
-    std::process::Command::new("chromium")
+    let available = std::process::Command::new("chromium")
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok_and(|s| s.success())
+        .is_ok_and(|s| s.success());
+    if !available {
+        eprintln!(
+            "SKIPPED: `chromium` is not installed (apt-get install -y chromium); .ci/run installs it"
+        );
+    }
+    available
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waterfall_page_shows_every_span_without_console_errors() {
     if !chromium_available() {
-        eprintln!(
-            "SKIPPED: `chromium` is not installed (apt-get install -y chromium); .ci/run installs it"
-        );
         return;
     }
     let (addr, _shutdown) = admin(AdminState::new(Arc::new(AtomicBool::new(true)))).await;
@@ -340,9 +345,6 @@ fn span_row<'a>(dom: &'a str, span_id: &str) -> &'a str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_chain_reads_back_from_seams_badges_detail_filters_and_health() {
     if !chromium_available() {
-        eprintln!(
-            "SKIPPED: `chromium` is not installed (apt-get install -y chromium); .ci/run installs it"
-        );
         return;
     }
     let demo = start_demo().await;
@@ -508,4 +510,21 @@ async fn demo_chain_reads_back_from_seams_badges_detail_filters_and_health() {
         "orphans by outcome"
     );
     assert!(dom.contains("<td>outbound</td><td>jd</td><td class=\"n\">2</td>"));
+    // curl gets the same figures as JSON.
+    let (status, _, body) = get(order_admin, "/health").await;
+    assert_eq!(status, StatusCode::OK);
+    let health: Value = serde_json::from_slice(&body).expect("JSON");
+    let inferred = health["series"]
+        .as_array()
+        .expect("series")
+        .iter()
+        .find(|s| {
+            s["metric"] == "stitch_propagation_orphans_total"
+                && s["labels"]["outcome"] == "inferred"
+        })
+        .unwrap_or_else(|| panic!("orphans series: {health:#}"));
+    assert_eq!(
+        (&inferred["since_start"], &inferred["last_5m"]),
+        (&2.into(), &2.into())
+    );
 }

@@ -255,16 +255,41 @@ mod tests {
 
     #[test]
     fn list_page_stays_within_its_row_budget() {
-        let traces: Vec<TraceDetail> = (0..20).map(|n| trace(n, "x")).collect();
-        let html = list_page(
-            &traces,
-            &TraceQuery::default(),
-            RingFill {
-                spans: 60,
-                capacity: 4096,
-            },
+        // A wide trace: a root and 399 children.
+        let root = trace(9, "x").spans[0].clone();
+        let mut wide = vec![root.clone()];
+        for n in 0..399u16 {
+            let mut child = SpanRecord::clone(&root.span);
+            child.span_id = [0, 0, 0, 0, 0, 0, (n >> 8) as u8 + 1, n as u8];
+            child.parent_span_id = Some(root.span.span_id);
+            wide.push(StoredSpan {
+                span: Arc::new(child),
+                ..root.clone()
+            });
+        }
+        let wide = TraceDetail {
+            trace_id: [9; 16],
+            verdict: integrity::check(wide.iter().map(|s| &*s.span), Duration::ZERO),
+            spans: wide,
+        };
+        let mut traces: Vec<TraceDetail> = vec![wide.clone()];
+        traces.extend((0..20).map(|n| trace(n, "x")));
+        let fill = RingFill {
+            spans: 460,
+            capacity: 4096,
+        };
+        let html = list_page(&traces, &TraceQuery::default(), fill);
+        assert_eq!(
+            html.matches("data-span-id=").count(),
+            MAX_ROWS_PER_TRACE + 60
         );
-        assert_eq!(html.matches("data-span-id=").count(), 60);
-        assert_eq!(html.matches("<section class=\"trace\"").count(), 20);
+        assert!(html.contains("100 more spans not drawn here"));
+        assert_eq!(html.matches("<section class=\"trace\"").count(), 21);
+        let one = trace_page(&wide, None);
+        assert_eq!(
+            one.matches("data-span-id=").count(),
+            400,
+            "its own page draws it all"
+        );
     }
 }
