@@ -45,6 +45,6 @@ demo:
 	$(CARGO) run --release --example demo
 
 ## Benchmarks: stitch vs direct, nginx and haproxy (installs its tools, builds, measures for at
-## most ~10 minutes on loopback, writes BENCHMARKS.md). Options: BENCH_ARGS="--rounds 1".
+## most ~30 minutes on loopback in three CPU shapes, writes BENCHMARKS.md). Options: BENCH_ARGS="--rounds 1".
 bench:
 	bash scripts/bench/bench.sh $(BENCH_ARGS)

@@ -1,5 +1,6 @@
 //! The admin server: liveness, readiness, Prometheus metrics, the rules in force, recent
-//! traces (JSON and an HTML waterfall) and an OTLP/HTTP receiver.
+//! traces (JSON, or pages with seams and waterfalls: [`view`]), propagation health and an
+//! OTLP/HTTP receiver.
 //!
 //! It runs on its own listener so probes and scrapes never queue behind proxied traffic.
 //!
@@ -9,17 +10,21 @@
 //! | `GET /ready` | 200 once listeners serve and rules are loaded, 503 otherwise |
 //! | `GET /metrics` | OpenMetrics text from the registry |
 //! | `GET /config` | the JSON the `config_view` hook returns (no secrets) |
-//! | `GET /traces` | recent traces, newest first; `?service=&status=error\|ok&min_duration_ms=&limit=`; HTML waterfall with `Accept: text/html` |
-//! | `GET /traces/{trace_id}` | one trace's spans with its integrity verdict (HTML with `Accept: text/html`) |
+//! | `GET /traces` | recent traces, newest first; `?service=&status=error\|ok&broken=&repaired=&inferred=&min_duration_ms=&limit=`; a page with `Accept: text/html` |
+//! | `GET /traces/{trace_id}` | one trace's spans with its integrity verdict (a page with `Accept: text/html`; `?span=` opens one) |
+//! | `GET /health` | propagation counters since start and over the last minutes (a page, or JSON) |
 //! | `POST /v1/traces` | OTLP/HTTP `ExportTraceServiceRequest`, protobuf or JSON, into the ring |
 //! | `GET /app-probe/{container}/{kind}` | the app's original kubelet probe, performed by stitch ([`app_probe`]) |
 //! | `POST /shutdown` | loopback clients only: graceful shutdown (a classic-mode Job's last step) |
 
 mod app_probe;
+mod health;
 mod otlp;
 mod shutdown;
 mod traces;
-mod waterfall;
+mod view;
+
+pub use traces::traces_html;
 
 use std::convert::Infallible;
 use std::fmt;
@@ -58,6 +63,8 @@ pub struct AdminState {
     pub ring: TraceRing,
     /// Largest accepted `POST /v1/traces` body.
     pub max_otlp_body_bytes: usize,
+    /// Propagation counters sampled for `/health` (by a task [`serve`] starts).
+    history: health::History,
     /// The app probes `/app-probe/…` performs (Kubernetes injection).
     pub app_probes: Arc<AppProbeSettings>,
     /// What `POST /shutdown` triggers; `None` answers 404.
@@ -83,6 +90,7 @@ impl AdminState {
             metrics: Metrics::new(),
             ring: TraceRing::new(RingConfig::default()),
             max_otlp_body_bytes: DEFAULT_MAX_OTLP_BODY_BYTES,
+            history: health::History::default(),
             app_probes: Arc::default(),
             shutdown: None,
         }
@@ -114,6 +122,12 @@ impl AdminState {
 
 /// Serves the admin endpoints until shutdown.
 pub async fn serve(listener: TcpListener, state: AdminState, shutdown: ShutdownHandle) {
+    let sampler = health::sample(
+        state.metrics.clone(),
+        state.history.clone(),
+        shutdown.clone(),
+    );
+    tokio::spawn(sampler);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -165,6 +179,7 @@ async fn route(
         ),
         (&Method::GET, "/config") => json(StatusCode::OK, &(state.config_view)()),
         (&Method::GET, "/traces") => traces::list(state, &req),
+        (&Method::GET, "/health") => health::page(state, &req),
         (&Method::GET, p) if p.starts_with("/traces/") => {
             traces::one(state, &req, &p["/traces/".len()..])
         }
@@ -173,7 +188,7 @@ async fn route(
             app_probe::answer(state, &req).await
         }
         (&Method::POST, "/shutdown") => shutdown::request(state, peer),
-        (_, "/live" | "/ready" | "/metrics" | "/config" | "/traces" | "/v1/traces") => {
+        (_, "/live" | "/ready" | "/metrics" | "/config" | "/traces" | "/health" | "/v1/traces") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),

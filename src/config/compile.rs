@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
 
+use compact_str::CompactString;
 use http::{HeaderName, Method};
 use serde_json::{Value, json};
 use serde_saphyr::{Location, MessageFormatter, Spanned};
@@ -14,7 +15,7 @@ use super::error::{ConfigError, ConfigErrors};
 use super::glob::AuthorityGlob;
 use super::model::{DirectionSpec, OrphanPolicy, RuleSpec, RulesFile, SamplingSpec};
 use crate::propagation::template::TemplateFormat;
-use crate::propagation::{Dialect, RepairMode};
+use crate::propagation::{Dialect, DialectSet, RepairMode};
 use crate::proxy::Direction;
 
 /// Most template formats one rules file may define (the engine tracks their presence in a
@@ -96,6 +97,9 @@ pub struct CompiledRules {
     template_headers: Vec<HeaderName>,
     offsets: Vec<usize>,
     view: Value,
+    /// [`CompiledRules::dialect_list`] of every policy's `inject` set that names a template
+    /// (what most hops write), made once here instead of on each request.
+    inject_labels: Vec<(DialectSet, CompactString)>,
 }
 
 impl Default for CompiledRules {
@@ -119,6 +123,7 @@ impl Default for CompiledRules {
             template_headers: Vec::new(),
             offsets: vec![0],
             view,
+            inject_labels: Vec::new(),
         }
     }
 }
@@ -157,6 +162,42 @@ impl CompiledRules {
                 .map_or("template", |f| f.name.as_str()),
             builtin => builtin.builtin_name().unwrap_or("unknown"),
         }
+    }
+
+    /// The names of `set` joined with `,` in canonical order (built-ins, then formats), for
+    /// the span attribute `stitch.propagation.injected`. Built-ins only: a static string;
+    /// a policy's `inject` set: the label made at load; anything else (a template dialect
+    /// present on the request that the rule does not inject) is joined here.
+    pub fn dialect_list(&self, set: DialectSet) -> CompactString {
+        if let Some(label) = set.builtin_label() {
+            return CompactString::const_new(label);
+        }
+        if let Some((_, label)) = self.inject_labels.iter().find(|(s, _)| *s == set) {
+            return label.clone();
+        }
+        let mut out = CompactString::const_new(set.builtins_label());
+        for index in set.template_indexes() {
+            if !out.is_empty() {
+                out.push(',');
+            }
+            out.push_str(self.dialect_name(Dialect::Template(index)));
+        }
+        out
+    }
+
+    fn with_inject_labels(mut self) -> Self {
+        let sets = std::iter::once(&self.defaults)
+            .chain(self.routes.iter().map(|r| &r.policy))
+            .map(|p| DialectSet::of(p.inject.iter().copied()))
+            .filter(|set| set.builtin_label().is_none());
+        let mut labels: Vec<(DialectSet, CompactString)> = Vec::new();
+        for set in sets {
+            if !labels.iter().any(|(s, _)| *s == set) {
+                labels.push((set, self.dialect_list(set)));
+            }
+        }
+        self.inject_labels = labels;
+        self
     }
 
     /// The rules in force as JSON, for the admin `/config` endpoint.
@@ -368,7 +409,9 @@ fn compile(file: &RulesFile, path: &Path) -> Result<CompiledRules, ConfigErrors>
         template_headers,
         offsets,
         view,
-    })
+        inject_labels: Vec::new(),
+    }
+    .with_inject_labels())
 }
 
 fn name_of(d: Dialect, formats: &[TemplateFormat]) -> String {

@@ -15,6 +15,7 @@
 pub mod b3;
 pub mod baggage;
 pub mod context;
+pub mod dialect_set;
 pub mod engine;
 pub mod ids;
 pub mod inflight;
@@ -24,6 +25,7 @@ pub mod tracestate;
 pub mod w3c;
 
 pub use context::{Dialect, Invalid, RepairKind, RepairMode, Repairs, TraceContext};
+pub use dialect_set::DialectSet;
 pub use engine::{OrphanOutcome, Outcome, SpanIdentity, propagate, propagate_with_root_factor};
 pub use ids::{SpanId, TraceId};
 pub use inflight::{Inflight, InflightGuard, InflightSpan};

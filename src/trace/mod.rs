@@ -25,8 +25,8 @@ use tower::{Layer, Service};
 
 pub use self::body::{ResponseFuture, TracedBody};
 use self::hop::Hop;
-use crate::config::RulesHandle;
-use crate::propagation::{Inflight, propagate_with_root_factor};
+use crate::config::{CompiledRules, RulesHandle};
+use crate::propagation::{Inflight, Outcome, propagate_with_root_factor};
 use crate::proxy::Direction;
 use crate::telemetry::semconv::RequestFacts;
 use crate::telemetry::{Metrics, SpanKind, SpanRecord, SpanSink, WireProtocol, semconv};
@@ -229,6 +229,7 @@ where
             if id.inferred_parent {
                 span.set_attr(semconv::STITCH_PARENT_INFERRED, true);
             }
+            record_injected(&mut span, &rules, &outcome);
             span
         });
         drop(rules);
@@ -242,5 +243,17 @@ where
             Arc::clone(tracing),
         );
         ResponseFuture::new(self.inner.call(Request::from_parts(parts, body)), hop)
+    }
+}
+
+/// `stitch.propagation.injected`: the dialects this hop wrote, so the trace view can show
+/// each seam as dialect in → dialects out. The names are copied, not formatted, in the common
+/// cases (see [`CompiledRules::dialect_list`]).
+fn record_injected(span: &mut SpanRecord, rules: &CompiledRules, outcome: &Outcome) {
+    if !outcome.injected.is_empty() {
+        span.push_attr(
+            semconv::STITCH_PROPAGATION_INJECTED,
+            rules.dialect_list(outcome.injected),
+        );
     }
 }
