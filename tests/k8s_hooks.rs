@@ -25,17 +25,19 @@ fn hook(args: &[&str]) -> Command {
     cmd
 }
 
+/// Runs a hook command to its end (within the test deadline).
+async fn run_hook(args: &[&str]) -> std::process::Output {
+    within(&format!("stitch {}", args.join(" ")), hook(args).output())
+        .await
+        .expect("the hook runs")
+}
+
 #[tokio::test]
 async fn wait_ready_returns_once_stitch_is_ready() {
     let upstream = HttpUpstream::start().await;
     let stitch = start_stitch_to(upstream.addr).await;
     let admin = stitch.admin.to_string();
-    let out = within(
-        "wait-ready",
-        hook(&["wait-ready", "--admin", &admin, "--timeout", "10s"]).output(),
-    )
-    .await
-    .expect("runs");
+    let out = run_hook(&["wait-ready", "--admin", &admin, "--timeout", "10s"]).await;
     assert!(
         out.status.success(),
         "{}",
@@ -43,12 +45,7 @@ async fn wait_ready_returns_once_stitch_is_ready() {
     );
 
     let nobody = closed_port().await.to_string();
-    let out = within(
-        "wait-ready on nothing",
-        hook(&["wait-ready", "--admin", &nobody, "--timeout", "1s"]).output(),
-    )
-    .await
-    .expect("runs");
+    let out = run_hook(&["wait-ready", "--admin", &nobody, "--timeout", "1s"]).await;
     assert!(
         !out.status.success(),
         "no stitch: the hook fails (the kubelet restarts it)"
@@ -105,21 +102,16 @@ async fn wait_drain_waits_for_the_apps_connections() {
         .await
         .expect("proxied");
     response.into_body().collect().await.expect("body");
-    let out = within(
-        "wait-drain with its timeout",
-        hook(&[
-            "wait-drain",
-            "--admin",
-            &admin,
-            "--min-wait",
-            "0s",
-            "--timeout",
-            "1s",
-        ])
-        .output(),
-    )
-    .await
-    .expect("runs");
+    let out = run_hook(&[
+        "wait-drain",
+        "--admin",
+        &admin,
+        "--min-wait",
+        "0s",
+        "--timeout",
+        "1s",
+    ])
+    .await;
     assert!(out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("still open"),
