@@ -52,6 +52,20 @@ async fn wait_ready_returns_once_stitch_is_ready() {
     );
 }
 
+/// A client connection through stitch that served one request and stays open.
+async fn keep_alive_connection(
+    stitch: &support::StitchUnderTest,
+    upstream: &HttpUpstream,
+) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let mut client = h1_client(stitch.inbound).await;
+    let response = client
+        .send_request(support::get(upstream.addr, "/"))
+        .await
+        .expect("proxied");
+    response.into_body().collect().await.expect("body");
+    client
+}
+
 #[tokio::test]
 async fn wait_drain_waits_for_the_apps_connections() {
     let upstream = HttpUpstream::start().await;
@@ -59,12 +73,7 @@ async fn wait_drain_waits_for_the_apps_connections() {
     let admin = stitch.admin.to_string();
 
     // The app's keep-alive connection through stitch.
-    let mut client = h1_client(stitch.inbound).await;
-    let response = client
-        .send_request(support::get(upstream.addr, "/"))
-        .await
-        .expect("proxied");
-    response.into_body().collect().await.expect("body");
+    let client = keep_alive_connection(&stitch, &upstream).await;
 
     let mut drain = hook(&[
         "wait-drain",
@@ -95,13 +104,7 @@ async fn wait_drain_waits_for_the_apps_connections() {
     assert!(said.contains("no connections open"), "{said}");
 
     // With a connection held past the timeout it gives up and lets the kubelet go on.
-    let _held = h1_client(stitch.inbound).await;
-    let mut client = h1_client(stitch.inbound).await;
-    let response = client
-        .send_request(support::get(upstream.addr, "/"))
-        .await
-        .expect("proxied");
-    response.into_body().collect().await.expect("body");
+    let _held = keep_alive_connection(&stitch, &upstream).await;
     let out = run_hook(&[
         "wait-drain",
         "--admin",
