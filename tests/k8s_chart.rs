@@ -476,3 +476,26 @@ fn the_validator_rejects_what_kubernetes_would() {
         );
     }
 }
+
+#[test]
+fn typos_and_impossible_values_fail_the_render() {
+    for bad in [
+        "proxy.nativeSidcar=true",
+        "webhook.failurePolicy=Never",
+        "webhook.timeoutSeconds=60",
+        "otlp.protocol=udp",
+    ] {
+        let out = Command::new(helm())
+            .args(["template", "stitch"])
+            .arg(chart())
+            .args(["--set", bad])
+            .output()
+            .expect("helm runs");
+        assert!(!out.status.success(), "{bad} rendered");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("schema"),
+            "{bad}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
