@@ -7,7 +7,8 @@
 //!
 //! # Module map (in the order a request meets them)
 //!
-//! - [`cli`]: the `stitch` command line (`run`, `check-config`, `iptables`).
+//! - [`cli`]: the `stitch` command line (`run`, `check-config`, `iptables`, `webhook`,
+//!   `inject`, `wait-ready`, `wait-drain`).
 //! - [`app`]: binds the listeners and the admin server, wires the runtime handles together
 //!   and owns graceful shutdown. [`app::Stitch`] is also what tests start in-process.
 //! - [`proxy`]: the data path — accept, learn the destination, detect the protocol, serve
@@ -20,6 +21,9 @@
 //! - [`telemetry`]: span records, the exporter pipeline, the in-memory trace ring, metrics.
 //! - [`admin`]: health, readiness, Prometheus metrics, rules in force, recent traces.
 //! - [`iptables`]: the redirect rules an init container installs in the pod.
+//! - [`inject`]: pod patching for Kubernetes (pure), shared by [`webhook`] (the admission
+//!   webhook, `stitch webhook`) and `stitch inject`; [`hooks`]: the sidecar's lifecycle-hook
+//!   commands.
 //!
 //! Data flows one way: listener → detect → HTTP server → trace layer → forwarding client →
 //! upstream. Failures of tracing degrade tracing, never the request.
@@ -28,8 +32,11 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod hooks;
+pub mod inject;
 pub mod iptables;
 pub mod propagation;
 pub mod proxy;
 pub mod telemetry;
 pub mod trace;
+pub mod webhook;

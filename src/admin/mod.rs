@@ -14,9 +14,13 @@
 //! | `GET /traces/{trace_id}` | one trace's spans with its integrity verdict (a page with `Accept: text/html`; `?span=` opens one) |
 //! | `GET /health` | propagation counters since start and over the last minutes (a page, or JSON) |
 //! | `POST /v1/traces` | OTLP/HTTP `ExportTraceServiceRequest`, protobuf or JSON, into the ring |
+//! | `GET /app-probe/{container}/{kind}` | the app's original kubelet probe, performed by stitch ([`app_probe`]) |
+//! | `POST /shutdown` | loopback clients only: graceful shutdown (a classic-mode Job's last step) |
 
+mod app_probe;
 mod health;
 mod otlp;
+mod shutdown;
 mod traces;
 mod view;
 
@@ -37,6 +41,8 @@ use tokio::net::TcpListener;
 use crate::app::ShutdownHandle;
 use crate::telemetry::config::RingConfig;
 use crate::telemetry::{Metrics, Telemetry, TraceRing};
+
+pub use app_probe::AppProbeSettings;
 
 /// Largest `POST /v1/traces` body accepted, by default.
 pub const DEFAULT_MAX_OTLP_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -59,6 +65,10 @@ pub struct AdminState {
     pub max_otlp_body_bytes: usize,
     /// Propagation counters sampled for `/health` (by a task [`serve`] starts).
     history: health::History,
+    /// The app probes `/app-probe/…` performs (Kubernetes injection).
+    pub app_probes: Arc<AppProbeSettings>,
+    /// What `POST /shutdown` triggers; `None` answers 404.
+    pub shutdown: Option<ShutdownHandle>,
 }
 
 impl fmt::Debug for AdminState {
@@ -81,7 +91,16 @@ impl AdminState {
             ring: TraceRing::new(RingConfig::default()),
             max_otlp_body_bytes: DEFAULT_MAX_OTLP_BODY_BYTES,
             history: health::History::default(),
+            app_probes: Arc::default(),
+            shutdown: None,
         }
+    }
+
+    /// Serves `/app-probe/…` with these probes, and `POST /shutdown` with this handle.
+    pub fn with_pod_hooks(mut self, probes: AppProbeSettings, shutdown: ShutdownHandle) -> Self {
+        self.app_probes = Arc::new(probes);
+        self.shutdown = Some(shutdown);
+        self
     }
 
     /// Serves this pipeline's metrics and ring.
@@ -110,7 +129,7 @@ pub async fn serve(listener: TcpListener, state: AdminState, shutdown: ShutdownH
     );
     tokio::spawn(sampler);
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(c) => c,
                 Err(e) => {
@@ -124,7 +143,7 @@ pub async fn serve(listener: TcpListener, state: AdminState, shutdown: ShutdownH
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, req).await) }
+                async move { Ok::<_, Infallible>(route(&state, req, peer).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             if let Err(e) = builder
@@ -137,7 +156,11 @@ pub async fn serve(listener: TcpListener, state: AdminState, shutdown: ShutdownH
     }
 }
 
-async fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(
+    state: &AdminState,
+    req: Request<Incoming>,
+    peer: std::net::SocketAddr,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     match (&method, path.as_str()) {
@@ -161,6 +184,10 @@ async fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byte
             traces::one(state, &req, &p["/traces/".len()..])
         }
         (&Method::POST, "/v1/traces") => otlp::receive(state, req).await,
+        (&Method::GET, p) if p.starts_with(crate::config::app_probes::APP_PROBE_PATH_PREFIX) => {
+            app_probe::answer(state, &req).await
+        }
+        (&Method::POST, "/shutdown") => shutdown::request(state, peer),
         (_, "/live" | "/ready" | "/metrics" | "/config" | "/traces" | "/health" | "/v1/traces") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }

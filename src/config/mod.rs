@@ -4,7 +4,10 @@
 //! - [`compile`]: validation with file/line/column errors, and [`CompiledRules`].
 //! - [`handle`]: [`RulesHandle`], the `ArcSwap` of the rules in force plus reload bookkeeping.
 //! - [`watch()`]: `notify` watcher on the file's directory and SIGHUP.
+//! - [`app_probes`]: the app probes the admin server performs for the kubelet (set by the
+//!   Kubernetes injector).
 
+pub mod app_probes;
 pub mod compile;
 pub mod error;
 pub mod glob;
