@@ -4,6 +4,7 @@ CARGO ?= cargo
 .PHONY: test deps build run lint fmt bench demo
 
 # Debian packages the tests need: iptables + iproute2 (netns test), chromium (trace page).
+# The Kubernetes tools (helm, kubernetes-validate) come from PyPI: scripts/k8s/tools.sh.
 TEST_PACKAGES := iptables iproute2 chromium
 
 ## Install what the tests need (root, Debian), build, then run every test plus lints and docs.
@@ -21,6 +22,8 @@ deps:
 	  else echo "missing packages:$$missing (install them as root; the tests that need them say why they skip)"; fi; \
 	fi
 	@rustup component add rustfmt clippy >/dev/null 2>&1 || true
+	@# helm, kubectl and kubernetes-validate (PyPI) for the chart and webhook tests
+	@scripts/k8s/tools.sh
 
 build:
 	$(CARGO) build --release
@@ -45,6 +48,6 @@ demo:
 	$(CARGO) run --release --example demo
 
 ## Benchmarks: stitch vs direct, nginx and haproxy (installs its tools, builds, measures for at
-## most ~10 minutes on loopback, writes BENCHMARKS.md). Options: BENCH_ARGS="--rounds 1".
+## most ~30 minutes on loopback in three CPU shapes, writes BENCHMARKS.md). Options: BENCH_ARGS="--rounds 1".
 bench:
 	bash scripts/bench/bench.sh $(BENCH_ARGS)

@@ -30,6 +30,9 @@ use crate::trace::TraceHandles;
 pub struct Settings {
     /// Rules file; `None` runs on the built-in defaults.
     pub config: Option<PathBuf>,
+    /// A `config` file that does not exist yet means the defaults until it appears (an
+    /// optional ConfigMap in Kubernetes).
+    pub config_optional: bool,
     /// Inbound listener address.
     pub inbound_listen: SocketAddr,
     /// Outbound listener addresses (loopback by default: explicit mode must not be an open proxy).
@@ -69,12 +72,15 @@ pub struct Settings {
     /// `OTEL_*` variables by the CLI, passed explicitly by tests. `service_name` above wins
     /// over the one in here.
     pub telemetry: TelemetryConfig,
+    /// The app's kubelet probes the admin server performs (set by the Kubernetes injector).
+    pub app_probes: crate::admin::AppProbeSettings,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             config: None,
+            config_optional: false,
             inbound_listen: SocketAddr::from((Ipv6Addr::UNSPECIFIED, 4143)),
             outbound_listen: vec![
                 SocketAddr::from((Ipv4Addr::LOCALHOST, 4140)),
@@ -96,6 +102,7 @@ impl Default for Settings {
             drain_timeout: Duration::from_secs(30),
             record_url_query: false,
             telemetry: TelemetryConfig::default(),
+            app_probes: Default::default(),
         }
     }
 }
@@ -197,8 +204,11 @@ impl Stitch {
             )));
         }
         // An invalid rules file stops start-up with the same errors `check-config` prints.
-        let rules = RulesHandle::from_optional_file(settings.config.as_deref())
-            .map_err(|e| StartError::msg(format!("invalid rules file:\n{e}")))?;
+        let rules = match &settings.config {
+            Some(path) if settings.config_optional => RulesHandle::from_file_if_exists(path),
+            path => RulesHandle::from_optional_file(path.as_deref()),
+        }
+        .map_err(|e| StartError::msg(format!("invalid rules file:\n{e}")))?;
         let inbound = bind_inbound(settings.inbound_listen).await?;
         let mut outbound = Vec::new();
         for &addr in &settings.outbound_listen {
@@ -298,6 +308,7 @@ impl Stitch {
             .and_then(|path| watch_rules(path.to_path_buf(), &rules));
         let admin_state = crate::admin::AdminState::new(ready.clone())
             .with_telemetry(&telemetry)
+            .with_pod_hooks(settings.app_probes.clone(), shutdown.clone())
             .with_config_view({
                 let rules = rules.clone();
                 let exporter = telemetry.config_view();

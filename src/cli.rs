@@ -33,6 +33,14 @@ enum Command {
     },
     /// Install (or remove) the pod's iptables redirect rules; run by the init container.
     Iptables(crate::iptables::IptablesArgs),
+    /// Serve the Kubernetes mutating admission webhook that injects stitch into pods (HTTPS).
+    Webhook(Box<crate::webhook::WebhookArgs>),
+    /// Inject stitch into Kubernetes manifests offline (stdout: the manifests; stderr: a summary).
+    Inject(Box<crate::inject::command::InjectArgs>),
+    /// Wait until the sidecar's /ready answers 200 (classic-mode postStart hook).
+    WaitReady(crate::hooks::WaitReadyArgs),
+    /// Wait until the app's connections through the sidecar are gone (classic-mode preStop hook).
+    WaitDrain(crate::hooks::WaitDrainArgs),
 }
 
 /// How log lines are written.
@@ -50,6 +58,10 @@ pub(crate) struct RunArgs {
     /// Rules file, watched and hot-reloaded.
     #[arg(long, env = "STITCH_CONFIG")]
     config: Option<PathBuf>,
+    /// A --config file that does not exist yet means the built-in defaults until it appears
+    /// (a ConfigMap mounted `optional: true`).
+    #[arg(long, env = "STITCH_CONFIG_OPTIONAL")]
+    config_optional: bool,
     /// Where redirected inbound connections land [default: [::]:4143, or 0.0.0.0:4143 without IPv6].
     #[arg(long, env = "STITCH_INBOUND_LISTEN")]
     inbound_listen: Option<SocketAddr>,
@@ -111,6 +123,13 @@ pub(crate) struct RunArgs {
     #[arg(long, env = "STITCH_RING_SPANS", default_value_t = 4096,
           value_parser = clap::value_parser!(u32).range(1..))]
     ring_spans: u32,
+    /// The app's kubelet probes, performed at /app-probe/… (JSON, written by the injector).
+    #[arg(long, env = crate::config::app_probes::APP_PROBES_ENV, hide = true,
+          value_parser = crate::config::app_probes::parse_app_probes)]
+    app_probes: Option<crate::config::app_probes::AppProbes>,
+    /// The pod's IP (downward API), where app probes are sent.
+    #[arg(long, env = "POD_IP", hide = true)]
+    pod_ip: Option<std::net::IpAddr>,
 }
 
 impl RunArgs {
@@ -118,6 +137,7 @@ impl RunArgs {
         let defaults = Settings::default();
         Settings {
             config: self.config,
+            config_optional: self.config_optional,
             inbound_listen: self.inbound_listen.unwrap_or(defaults.inbound_listen),
             outbound_listen: if self.outbound_listen.is_empty() {
                 defaults.outbound_listen
@@ -142,6 +162,10 @@ impl RunArgs {
             // The one place the OTEL_* environment is read (tests pass explicit values).
             telemetry: crate::telemetry::TelemetryConfig::from_env(|k| std::env::var(k).ok())
                 .with_ring_spans(self.ring_spans as usize),
+            app_probes: crate::admin::AppProbeSettings {
+                probes: self.app_probes.unwrap_or_default(),
+                pod_ip: self.pod_ip,
+            },
         }
     }
 }
@@ -159,6 +183,13 @@ pub fn main() -> ExitCode {
             init_logging(LogFormat::Text);
             crate::iptables::command(args)
         }
+        Command::Webhook(args) => {
+            init_logging(LogFormat::Json);
+            crate::webhook::command(*args)
+        }
+        Command::Inject(args) => crate::inject::command::command(*args),
+        Command::WaitReady(args) => crate::hooks::wait_ready(args),
+        Command::WaitDrain(args) => crate::hooks::wait_drain(args),
     }
 }
 

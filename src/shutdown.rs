@@ -39,6 +39,12 @@ impl ShutdownHandle {
         self.token.cancelled().await
     }
 
+    /// Whether shutdown was triggered (tests of the endpoints that trigger it).
+    #[cfg(test)]
+    pub(crate) fn is_triggered(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
     /// Spawns `task` on the current runtime, tracked: [`ShutdownHandle::drain`] waits for it.
     pub fn spawn<F>(&self, task: F) -> JoinHandle<F::Output>
     where

@@ -5,6 +5,9 @@
 //! the servers the app calls and the clients that call the app. Counting rules in the pod's
 //! `filter` table prove which process opened which connection (see `netns/probes.rs`).
 //!
+//! `netns/app_probe.rs` checks that kubelet probes rewritten by the Kubernetes injector tell
+//! the truth about the app behind stitch.
+//!
 //! Needs root, `ip` (iproute2), `nsenter` (util-linux) and iptables; without root or network
 //! namespaces it prints why and skips. It has its own `main` (`harness = false`) because it
 //! re-runs itself as the client helper: `netns __client MODE ADDR …`, started through
@@ -14,6 +17,7 @@
 #![allow(unreachable_pub)]
 
 mod netns {
+    pub mod app_probe;
     pub mod bins;
     pub mod pod;
     pub mod probes;
@@ -85,6 +89,10 @@ const STANDALONE: &[Standalone] = &[
     ("no_ipv6_leaves_ip6tables_alone", no_ipv6),
     ("without_net_admin_it_fails_clearly", without_net_admin),
     ("dry_run_needs_no_privilege", dry_run),
+    (
+        "rewritten_kubelet_probes_follow_the_app_not_stitch",
+        netns::app_probe::probes_follow_the_app,
+    ),
 ];
 
 fn main() -> ExitCode {

@@ -191,15 +191,20 @@ async fn run(sidecars: &mut [Sidecar], ports: Ports, orders: usize) -> Result<()
     }
     println!("\nwhere to look (the gateway stitch's admin server collects every stitch's spans):");
     println!(
-        "  http://{collector}/traces    in a browser: each order as one trace, as a waterfall"
+        "  http://{collector}/traces    in a browser: each order as one trace — its seams and its waterfall (click a row for the span)"
     );
-    if let Some((_, trace_id)) = traces.first() {
-        println!("  http://{collector}/traces/{trace_id}    one trace with its integrity verdict");
+    if let Some((n, trace_id)) = traces.first() {
+        println!(
+            "  http://{collector}/traces/{trace_id}#seams-{trace_id}    order {n}'s seam view: the dialect at each hop (jd template, B3) and the inferred parent"
+        );
     }
-    println!("  (curl gets the same as JSON)");
+    println!(
+        "  http://{collector}/traces?broken=on    only traces whose chain broke (none, if every seam held)"
+    );
+    println!("  (curl gets /traces and /traces/ID as JSON)");
     for service in Service::ALL {
         println!(
-            "  http://{}/metrics    {}'s repairs, translations, requests",
+            "  http://{}/health    {}'s propagation health: requests with and without context, repairs, orphans (raw: /metrics)",
             ports.admin(service),
             service.name()
         );

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use http::HeaderMap;
 use serde_json::Value;
 
-use crate::services;
+use super::services;
 
 /// Whether every service saw the same trace id, whatever header carried it; the id if so.
 pub(crate) fn same_trace(body: &str) -> (String, Option<String>) {

@@ -104,44 +104,71 @@ formats:
     }
 }
 
-/// Where each service's stitch listens, so apps can call each other through them.
+/// Where one service and its stitch listen.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Addrs {
+    /// The app itself.
+    pub(crate) app: SocketAddr,
+    /// Its stitch's inbound listener: what callers use as the service's address.
+    pub(crate) inbound: SocketAddr,
+    /// Its stitch's outbound listener: the app's HTTP proxy.
+    pub(crate) outbound: SocketAddr,
+    /// Its stitch's admin server.
+    pub(crate) admin: SocketAddr,
+}
+
+/// Where every service's stitch listens, so apps can call each other through them (the
+/// demo uses fixed ports so its printout is stable; the browser test binds port 0).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ports {
-    base: u16,
+    addrs: [Addrs; 4],
 }
 
 impl Ports {
     /// Four ports per service from `base`: app, stitch inbound, stitch outbound, stitch admin.
     pub(crate) fn new(base: u16) -> Self {
-        Ports { base }
+        let at = |index: u16, offset: u16| {
+            SocketAddr::from(([127, 0, 0, 1], base + 10 * index + offset))
+        };
+        Ports::from_addrs([0, 1, 2, 3].map(|i| Addrs {
+            app: at(i, 0),
+            inbound: at(i, 1),
+            outbound: at(i, 2),
+            admin: at(i, 3),
+        }))
     }
 
-    fn of(self, service: Service, offset: u16) -> SocketAddr {
+    /// Explicit addresses, in the order of [`Service::ALL`].
+    pub(crate) fn from_addrs(addrs: [Addrs; 4]) -> Self {
+        Ports { addrs }
+    }
+
+    fn of(self, service: Service) -> Addrs {
         let index = Service::ALL
             .iter()
             .position(|s| *s == service)
-            .expect("every service is in ALL") as u16;
-        SocketAddr::from(([127, 0, 0, 1], self.base + 10 * index + offset))
+            .expect("every service is in ALL");
+        self.addrs[index]
     }
 
     /// The app itself.
     pub(crate) fn app(self, s: Service) -> SocketAddr {
-        self.of(s, 0)
+        self.of(s).app
     }
 
     /// Its stitch's inbound listener: what callers use as the service's address.
     pub(crate) fn inbound(self, s: Service) -> SocketAddr {
-        self.of(s, 1)
+        self.of(s).inbound
     }
 
     /// Its stitch's outbound listener: the app's HTTP proxy.
     pub(crate) fn outbound(self, s: Service) -> SocketAddr {
-        self.of(s, 2)
+        self.of(s).outbound
     }
 
     /// Its stitch's admin server.
     pub(crate) fn admin(self, s: Service) -> SocketAddr {
-        self.of(s, 3)
+        self.of(s).admin
     }
 }
 

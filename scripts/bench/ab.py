@@ -4,7 +4,8 @@
     scripts/bench/ab.py --mode ring --workload h1 A=/path/to/old/stitch B=target/release/stitch
 
 Starts the bench backend, nginx (as the fixed reference) and one stitch per build given, all
-pinned like `make bench` (generator on CPU 0, backend and proxies on CPU 1), then runs the
+placed as one of `make bench`'s shapes (`--shape`, default pinned: generator on CPU 0, backend
+and proxies on CPU 1; `limit1`: each proxy under a one-CPU quota; `unlimited`), then runs the
 workload against each in turn, rotating the order every round. Prints, per build, the median
 and spread of requests/s and of CPU seconds per 10k requests (the steadiest figure here) and
 the ratio to nginx from the same run.
@@ -48,19 +49,23 @@ def main():
     parser.add_argument("--seconds", type=int, default=4)
     parser.add_argument("--gen-cpus", default="0")
     parser.add_argument("--sut-cpus", default="1")
+    parser.add_argument("--shape", default="pinned", choices=("pinned", "limit1", "unlimited"))
     args = parser.parse_args()
+    args.shapes = args.shape
+    shape = run.shapes(args)[0]
+    args.shape, args.gen = shape, shape.gen
     args.bin_dir = os.path.abspath(args.bin_dir)
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, procs.on_signal)
     atexit.register(procs.stop_all)
 
     workdir = tempfile.mkdtemp(prefix="stitch-ab-")
-    sut = args.sut_cpus
-    direct = run.start_backend(args.bin_dir, workdir, sut)
+    sut = shape.proxy
+    direct = run.start_backend(args.bin_dir, workdir, shape.backend)
     backend_port = direct.h1
-    targets = [run.start_nginx(workdir, backend_port, sut)]
+    targets = [run.start_nginx(workdir, backend_port, sut, shape.workers)]
     if args.haproxy:
-        targets.append(run.start_haproxy(workdir, backend_port, sut))
+        targets.append(run.start_haproxy(workdir, backend_port, sut, shape.workers))
 
     floors = [("hyper-floor", {})] if args.floor else []
     if args.floor_timer:
@@ -76,7 +81,7 @@ def main():
 
     extra, env = MODES[args.mode]
     if env is None:
-        env = run.otlp_env(run.start_otlp_sink(args.bin_dir, workdir, args.gen_cpus))
+        env = run.otlp_env(run.start_otlp_sink(args.bin_dir, workdir, shape.gen))
     for build in args.builds:
         label, path = build.split("=", 1)
         targets.append(run.start_stitch(label, os.path.abspath(path), workdir, backend_port,
@@ -108,9 +113,9 @@ def main():
 
 
     # Spans a build dropped would make its tracing look cheaper than it is.
-    for name, evidence in run.tracing_evidence(targets, "http://127.0.0.1:1/none").items():
-        if name != "OTLP receiver":
-            print(f"  {name}: {evidence}")
+    evidence = run.tracing_evidence(targets, "http://127.0.0.1:1/none")
+    evidence.pop("OTLP receiver", None)
+    print("  " + run.describe_evidence(evidence))
 
 
 if __name__ == "__main__":

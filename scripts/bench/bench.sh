@@ -5,8 +5,9 @@
 #    else `cargo install oha --locked`);
 # 2. builds stitch and the benchmark helpers (examples/bench_backend.rs, bench_grpc_load.rs,
 #    bench_otlp_sink.rs, and bench_hyper_floor.rs for scripts/bench/ab.py);
-# 3. hands over to run.py, which starts everything on loopback, measures in rotated rounds
-#    (bounded: --budget seconds, default 540), kills all it started, and writes BENCHMARKS.md.
+# 3. hands over to run.py, which starts everything on loopback in each CPU shape (one-CPU quota,
+#    no limit, pinned), measures in rotated rounds
+#    (bounded: --budget seconds, default 1800), kills all it started, and writes BENCHMARKS.md.
 #
 # Extra arguments go to run.py, e.g. `make bench BENCH_ARGS="--rounds 1 --seconds 2"`.
 set -euo pipefail

@@ -39,12 +39,104 @@ REALTIME_PRIORITY = [0]
 
 
 def pinned(cmd, cpus, realtime=False):
-    prefix = ["taskset", "-c", cpus]
+    """cmd under taskset (cpus: a CPU list, or None to leave it free), nice and chrt as set."""
+    prefix = ["taskset", "-c", cpus] if cpus is not None else []
     if NICENESS[0] != 0:
         prefix = ["nice", "-n", str(NICENESS[0])] + prefix
     if realtime and REALTIME_PRIORITY[0]:
         prefix = ["chrt", "-f", str(REALTIME_PRIORITY[0])] + prefix
     return prefix + cmd
+
+
+# ----------------------------------------------------------------------------------------------
+# CPU quotas: what a pod's `resources.limits.cpu` is (a CFS quota on the container's cgroup, not
+# an affinity mask). Each limited process gets a cgroup of its own, so a proxy and its children
+# (nginx's workers) share one quota, like the containers of a pod.
+
+CGROUPS = []
+CGROUP_V1 = "/sys/fs/cgroup/cpu"
+CGROUP_V2 = "/sys/fs/cgroup"
+
+
+def quota_support():
+    """'v1', 'v2' or None: how this machine can limit a process to a CPU quota (root only)."""
+    if os.geteuid() != 0:
+        return None
+    if os.path.exists(os.path.join(CGROUP_V1, "cpu.cfs_quota_us")):
+        return "v1"
+    try:
+        with open(os.path.join(CGROUP_V2, "cgroup.controllers")) as f:
+            if "cpu" in f.read().split():
+                return "v2"
+    except OSError:
+        pass
+    return None
+
+
+def quota_cgroup(name, cpus):
+    """Creates a cgroup whose CFS quota is `cpus` CPUs; returns its directory."""
+    kind = quota_support()
+    if kind is None:
+        raise RuntimeError("no writable cgroup cpu controller (root and cgroup v1 or v2 needed)")
+    period = 100_000
+    if kind == "v1":
+        path = os.path.join(CGROUP_V1, f"stitch-bench-{os.getpid()}-{name}")
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, "cpu.cfs_period_us"), "w") as f:
+            f.write(str(period))
+        with open(os.path.join(path, "cpu.cfs_quota_us"), "w") as f:
+            f.write(str(int(cpus * period)))
+    else:
+        try:
+            with open(os.path.join(CGROUP_V2, "cgroup.subtree_control"), "w") as f:
+                f.write("+cpu")
+        except OSError:
+            pass  # already enabled, or the kernel says why at the next write
+        path = os.path.join(CGROUP_V2, f"stitch-bench-{os.getpid()}-{name}")
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, "cpu.max"), "w") as f:
+            f.write(f"{int(cpus * period)} {period}")
+    CGROUPS.append(path)
+    return path
+
+
+def in_cgroup(cmd, path):
+    """cmd started inside the cgroup at path (the shell moves itself there, then execs)."""
+    return ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', path] + cmd
+
+
+def remove_cgroups():
+    for path in CGROUPS:
+        for _ in range(20):
+            try:
+                os.rmdir(path)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.05)  # its last process is still exiting
+    CGROUPS.clear()
+
+
+class Placement:
+    """Where a measured process runs: pinned to a CPU list (taskset), under a CPU quota of its
+    own cgroup (a pod's CPU limit), or free (nothing set: the scheduler decides)."""
+
+    def __init__(self, cpus=None, quota=None):
+        self.cpus, self.quota = cpus, quota
+
+    def command(self, name, cmd):
+        cmd = pinned(cmd, self.cpus)
+        if self.quota is not None:
+            cmd = in_cgroup(cmd, quota_cgroup(name, self.quota))
+        return cmd
+
+    def describe(self):
+        if self.quota is not None:
+            return f"CPU quota {self.quota:g} (own cgroup)"
+        if self.cpus is not None:
+            return f"CPU {self.cpus}"
+        return "free"
 
 
 # Threads that do a proxy's background work. Under SCHED_FIFO a thread runs until it blocks,
@@ -82,9 +174,10 @@ def set_realtime(pids, on):
 
 
 def start(name, cmd, workdir, env=None, cpus=None):
-    """Starts a long-running process in its own process group, logging to workdir/name.log."""
-    if cpus is not None:
-        cmd = pinned(cmd, cpus)
+    """Starts a long-running process in its own process group, logging to workdir/name.log.
+    cpus: a CPU list to pin it to (taskset), a Placement, or None (free)."""
+    placement = cpus if isinstance(cpus, Placement) else Placement(cpus=cpus)
+    cmd = placement.command(name, cmd)
     log = open(os.path.join(workdir, f"{name}.log"), "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                             start_new_session=True)
@@ -111,6 +204,7 @@ def stop_all():
             except ProcessLookupError:
                 pass
     STARTED.clear()
+    remove_cgroups()
 
 
 def on_signal(signum, _frame):
@@ -205,17 +299,26 @@ def reset_peak_rss(pids):
             pass  # the peak then covers the process lifetime; still an upper bound
 
 
-def peak_rss_mib(pids):
+def status_mib(pids, field):
+    """A memory figure of /proc/PID/status (VmHWM, VmRSS), summed over pids, in MiB."""
     total_kib = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/status") as f:
                 for line in f:
-                    if line.startswith("VmHWM:"):
+                    if line.startswith(field + ":"):
                         total_kib += int(line.split()[1])
         except OSError:
             pass
     return total_kib / 1024
+
+
+def peak_rss_mib(pids):
+    return status_mib(pids, "VmHWM")
+
+
+def current_rss_mib(pids):
+    return status_mib(pids, "VmRSS")
 
 
 def parse_cpus(spec):
@@ -244,14 +347,16 @@ class Probe:
     the proxy's efficiency alone, bounds closed-loop throughput."""
 
     backend_pid = None  # set once the backend runs
-    sut_cpus = set()  # the CPUs the backend and proxies are pinned to
+    # The CPUs the backend and proxies are pinned to; None when they are not pinned (then the
+    # other-load share of "their" core means nothing and is not reported).
+    sut_cpus = set()
 
     def __init__(self, target):
         self.pids = process_tree(target.proc.pid) if target.proc else []
         reset_peak_rss(self.pids)
         self.cpu_start = cpu_seconds(self.pids)
         self.backend_start = cpu_seconds([Probe.backend_pid])
-        self.core_start = core_busy_seconds(Probe.sut_cpus)
+        self.core_start = core_busy_seconds(Probe.sut_cpus) if Probe.sut_cpus else 0.0
         self.wall_start = time.time()
 
     def finish(self, result, work_units, per=10_000):
@@ -260,9 +365,10 @@ class Probe:
         backend = cpu_seconds([Probe.backend_pid]) - self.backend_start
         used = cpu_seconds(self.pids) - self.cpu_start if self.pids else 0.0
         result["backend_core"] = backend / wall
-        # Whatever else ran on the proxy's core meanwhile (other processes, hypervisor steal).
-        others = core_busy_seconds(Probe.sut_cpus) - self.core_start - backend - used
-        result["other_core"] = max(0.0, others) / wall
+        if Probe.sut_cpus:
+            # Whatever else ran on the proxy's core meanwhile (other processes, hypervisor steal).
+            others = core_busy_seconds(Probe.sut_cpus) - self.core_start - backend - used
+            result["other_core"] = max(0.0, others) / wall
         if self.pids:
             if work_units > 0:
                 result["cpu"] = used / work_units * per

@@ -1,7 +1,7 @@
 """Turns the figures of one `make bench` run into BENCHMARKS.md.
 
 Every figure is the median over rounds with its [min–max] spread, and where it makes sense a
-ratio to nginx (and to haproxy for h2c and gRPC) measured in the same run.
+ratio to nginx (and to haproxy for h2c and gRPC) measured in the same run and the same shape.
 """
 
 import statistics
@@ -9,7 +9,9 @@ import subprocess
 
 NGINX, HAPROXY = "nginx", "haproxy"
 OFF, RING, OTLP = "stitch (trace off)", "stitch (ring)", "stitch (OTLP)"
+DOWN, HOLE = "stitch (collector down)", "stitch (black hole)"
 STITCHES = (OFF, RING, OTLP)
+ORDER = ["direct", NGINX, HAPROXY, OFF, RING, OTLP, DOWN, HOLE]
 
 
 def median(results, target, metric):
@@ -49,27 +51,32 @@ def f_mib(v):
     return f"{v:.1f}"
 
 
+def f_ms(v):
+    return f"{v / 1000:,.1f}"
+
+
 def f_pct(v):
     return f"{v * 100:.0f}%"
 
 
-def table(run, title, note, columns, targets):
+def table(results, title, note, columns, targets):
     """columns: (header, metric, formatter, [reference targets for ratio columns])."""
-    results = run["results"]
     heads = ["target"]
     for head, _, _, refs in columns:
         heads.append(head)
         heads.extend(f"× {ref}" for ref in refs)
-    lines = [f"### {title}", "", note, "", "| " + " | ".join(heads) + " |",
+    workload = columns[0][1].split(".")[0]
+    lines = [f"#### {title}", "", note, "", "| " + " | ".join(heads) + " |",
              "|" + "---|" * len(heads)]
+    shown = 0
     for target in targets:
-        if target not in results:
+        if not any(k.startswith(workload + ".") for k in results.get(target, {})):
             continue
+        shown += 1
         row = [target]
         for _, metric, fmt, refs in columns:
             row.append(spread(results[target].get(metric), fmt))
             row.extend(ratio(results, target, metric, ref) for ref in refs)
-        workload = columns[0][1].split(".")[0]
         errors = median(results, target, f"{workload}.errors")
         failed = results[target].get(f"{workload}.failed")
         if errors and errors > 0.001:
@@ -77,7 +84,7 @@ def table(run, title, note, columns, targets):
         if failed:
             row[1] += f" ⚠ failed in {len(failed)} round(s)"
         lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" if shown else ""
 
 
 def verdict(ok):
@@ -86,77 +93,207 @@ def verdict(ok):
     return "**met**" if ok else "**not met**"
 
 
-def targets_section(run):
-    r = run["results"]
+class Checks:
+    """Target verdicts computed from one shape's results."""
 
-    def m(target, metric):
-        return median(r, target, metric)
+    def __init__(self, results):
+        self.r = results
 
-    def cmp(target, metric, reference, higher_is_better):
-        mine, theirs = m(target, metric), m(reference, metric)
-        if mine is None or theirs is None or theirs == 0:
+    def m(self, target, metric):
+        return median(self.r, target, metric)
+
+    def versus(self, target, metric, reference, limit, higher_is_better=False):
+        mine, theirs = self.m(target, metric), self.m(reference, metric)
+        if mine is None or theirs is None or theirs <= 0:
             return None, "no figure"
         x = mine / theirs
-        ok = x >= 1.0 if higher_is_better else x <= 1.0
-        return ok, f"{x:.2f}× {reference} ({mine:,.3g} vs {theirs:,.3g})"
+        ok = x >= limit if higher_is_better else x <= limit
+        return ok, f"{x:.2f}× {reference} ({mine:,.4g} vs {theirs:,.4g})"
 
-    def cost(target, metric, higher_is_better):
-        mine, base = m(target, metric), m(OFF, metric)
-        if mine is None or base is None or base == 0:
+    def cost(self, target, metric, limit):
+        """Relative increase of a lower-is-better figure over tracing off."""
+        mine, base = self.m(target, metric), self.m(OFF, metric)
+        if mine is None or base is None or base <= 0:
             return None, "no figure"
-        change = (base - mine) / base if higher_is_better else (mine - base) / base
-        figure = f"{change * 100:+.1f}% vs trace off ({mine:,.4g} vs {base:,.4g})"
-        workload = metric.split(".")[0]
-        cpu, cpu_off = m(target, f"{workload}.cpu"), m(OFF, f"{workload}.cpu")
-        if cpu and cpu_off:
-            # The steadier view of the same cost on a shared machine.
-            figure += f"; CPU per request {(cpu - cpu_off) / cpu_off * 100:+.0f}%"
-        return change < 0.10, figure
+        change = (mine - base) / base
+        return change < limit, f"{change * 100:+.1f}% vs trace off ({mine:,.4g} vs {base:,.4g})"
 
-    def bound(target, metric, limit):
-        value = m(target, metric)
+    def within(self, target, metric, reference, limit):
+        mine, theirs = self.m(target, metric), self.m(reference, metric)
+        if mine is None or theirs is None or theirs <= 0:
+            return None, "no figure"
+        change = (mine - theirs) / theirs
+        return change <= limit, f"{change * 100:+.1f}% vs {reference} ({mine:,.0f} vs {theirs:,.0f} µs)"
+
+    def at_most(self, target, metric, reference):
+        mine, theirs = self.m(target, metric), self.m(reference, metric)
+        if mine is None or theirs is None:
+            return None, "no figure"
+        return mine <= theirs, f"{mine:,.0f} vs {theirs:,.0f} ({reference})"
+
+    def bound(self, target, metric, limit):
+        value = self.m(target, metric)
         if value is None:
             return None, "no figure"
         return value <= limit, f"{value:.1f} MiB (limit {limit} MiB)"
 
-    def with_capacity(check, workload):
-        """Closed-loop req/s moves with whatever else runs on the machine; requests per proxy
-        CPU-second (1 / CPU per request) does not, so the verdict shows it beside."""
-        ok, figure = check
-        reference = HAPROXY if workload != "h1" else NGINX
-        mine, theirs = m(RING, f"{workload}.cpu"), m(reference, f"{workload}.cpu")
-        if mine and theirs:
-            figure += f"; per proxy CPU-second: {theirs / mine:.2f}× {reference}"
-        return ok, figure
 
+def issue13_checks(results, workers):
+    c = Checks(results)
+    rss_limit = 20 if workers == 1 else 24
     checks = [
-        ("HTTP/1.1 CPU per request ≤ 1.0× nginx (ring)", cmp(RING, "h1.cpu", NGINX, False)),
-        ("HTTP/1.1 throughput ≥ 1.0× nginx (ring)",
-         with_capacity(cmp(RING, "h1.rps", NGINX, True), "h1")),
-        ("HTTP/1.1 p99 added latency at the fixed rate ≤ 1.0× nginx (ring)",
-         cmp(RING, "latency.added_p99", NGINX, False)),
-        ("h2c throughput ≥ 1.0× haproxy (ring)",
-         with_capacity(cmp(RING, "h2.rps", HAPROXY, True), "h2")),
-        ("gRPC unary throughput ≥ 1.0× haproxy (ring)",
-         with_capacity(cmp(RING, "grpc_unary.rps", HAPROXY, True), "grpc_unary")),
-        ("gRPC streaming throughput ≥ 1.0× haproxy (ring)",
-         with_capacity(cmp(RING, "grpc_stream.rps", HAPROXY, True), "grpc_stream")),
-        ("tracing to the ring costs < 10% of HTTP/1.1 throughput", cost(RING, "h1.rps", True)),
-        ("tracing to the ring costs < 10% of p99", cost(RING, "latency.p99", False)),
-        ("tracing to OTLP costs < 10% of HTTP/1.1 throughput", cost(OTLP, "h1.rps", True)),
-        ("tracing to OTLP costs < 10% of p99", cost(OTLP, "latency.p99", False)),
+        ("HTTP/1 CPU per request ≤ 1.0× nginx (ring)", c.versus(RING, "h1.cpu", NGINX, 1.0)),
+        ("HTTP/1 CPU per request ≤ 1.1× nginx (OTLP)", c.versus(OTLP, "h1.cpu", NGINX, 1.1)),
+        ("h2c CPU per request ≤ 1.0× haproxy (ring)", c.versus(RING, "h2.cpu", HAPROXY, 1.0)),
+        ("gRPC unary CPU per request ≤ 1.0× haproxy (ring)",
+         c.versus(RING, "grpc_unary.cpu", HAPROXY, 1.0)),
+        ("h2c req/s ≥ 1.0× haproxy (ring)", c.versus(RING, "h2.rps", HAPROXY, 1.0, True)),
+        ("gRPC unary req/s ≥ 1.0× haproxy (ring)",
+         c.versus(RING, "grpc_unary.rps", HAPROXY, 1.0, True)),
+        ("ring tracing costs < 5% CPU per request (HTTP/1)", c.cost(RING, "h1.cpu", 0.05)),
+        ("OTLP tracing costs < 10% CPU per request (HTTP/1)", c.cost(OTLP, "h1.cpu", 0.10)),
+        ("added p99 at the fixed rate ≤ 1.0× nginx (ring)",
+         c.versus(RING, "latency.added_p99", NGINX, 1.0)),
+        ("added p99.9 at the fixed rate ≤ 2.0× nginx (ring)",
+         c.versus(RING, "latency.added_p999", NGINX, 2.0)),
     ]
     for name in STITCHES:
-        checks.append((f"peak RSS ≤ 20 MiB at the fixed rate ({name})",
-                       bound(name, "latency.rss_mib", 20)))
+        checks.append((f"peak RSS at the fixed rate ≤ {rss_limit} MiB ({name})",
+                       c.bound(name, "latency.rss_mib", rss_limit)))
     for name in STITCHES:
-        checks.append((f"1 GiB body leaves peak RSS < 32 MiB ({name})",
-                       bound(name, "body.rss_mib", 32)))
-    lines = ["## Issue 6 targets (from this run)", "",
-             "| target | verdict | figure |", "|---|---|---|"]
+        checks.append((f"peak RSS streaming 1 GiB < 32 MiB ({name})",
+                       c.bound(name, "body.rss_mib", 32)))
+    checks.append(("HTTP/1 req/s ≥ 1.0× nginx (ring)", c.versus(RING, "h1.rps", NGINX, 1.0, True)))
+    return checks
+
+
+def issue14_checks(results):
+    c = Checks(results)
+    return [
+        ("added p99.9 at the fixed rate ≤ 2.0× nginx (ring)",
+         c.versus(RING, "latency.added_p999", NGINX, 2.0)),
+        ("collector down: p99 within 10% of the ring's", c.within(DOWN, "latency.p99", RING, 0.10)),
+        ("black-hole collector: p99 within 10% of the ring's",
+         c.within(HOLE, "latency.p99", RING, 0.10)),
+    ]
+
+
+def issue15_checks(results):
+    c = Checks(results)
+    return [
+        ("peak RSS at 5,000 keep-alive clients ≤ 1.0× nginx (trace off)",
+         c.versus(OFF, "many.rss_mib", NGINX, 1.0)),
+        ("peak RSS at 5,000 keep-alive clients ≤ 1.2× nginx (ring)",
+         c.versus(RING, "many.rss_mib", NGINX, 1.2)),
+        ("5,000 idle connections cost ≤ 1.0× nginx's memory (ring)",
+         c.versus(RING, "idle.kib_per_conn", NGINX, 1.0)),
+        ("req/s at 5,000 clients ≥ 1.0× nginx (ring)",
+         c.versus(RING, "many.rps", NGINX, 1.0, True)),
+        ("2 s timeouts at 5,000 clients ≤ nginx's (ring)", c.at_most(RING, "many.timeouts", NGINX)),
+        ("latency sd at 5,000 clients ≤ 1.5× nginx (ring)",
+         c.versus(RING, "many.lat_sd", NGINX, 1.5)),
+    ]
+
+
+def verdict_table(checks):
+    lines = ["| target | verdict | figure |", "|---|---|---|"]
     for name, (ok, figure) in checks:
         lines.append(f"| {name} | {verdict(ok)} | {figure} |")
     return "\n".join(lines) + "\n"
+
+
+def shape_tables(run, shape):
+    results = run["results"].get(shape["key"], {})
+    rate = run["rate"]
+    pinned = shape["key"] == "pinned"
+    proxies = ORDER[1:]
+    parts = []
+    h1_cols = [("req/s", "h1.rps", f_int, [NGINX]),
+               ("CPU s / 10k req", "h1.cpu", f_cpu, [NGINX]),
+               ("peak RSS MiB", "h1.rss_mib", f_mib, [NGINX]),
+               ("proxy CPU", "h1.proxy_core", f_pct, []),
+               ("backend CPU", "h1.backend_core", f_pct, [])]
+    if pinned:
+        h1_cols.append(("other load on core", "h1.other_core", f_pct, []))
+    h1_cols.append(("generator CPU", "h1.gen_cpu_share", f_pct, []))
+    parts.append(table(results, "HTTP/1.1, closed loop (wrk, 1 thread, 50 connections)",
+                       "`proxy CPU` / `backend CPU`: share of one CPU each used"
+                       + ("; `other load on core`: CPU time other processes (and the "
+                          "hypervisor) took on the pinned core meanwhile" if pinned else "")
+                       + "; `generator CPU`: wrk's share of a CPU (near 100% means wrk bounds "
+                       "req/s).", h1_cols, ORDER))
+    realtime = (f"; proxy, backend and both oha run SCHED_FIFO {run['realtime']} (chrt) during "
+                "this workload so other load's scheduling delay does not drown the proxy's"
+                if shape.get("realtime") and run.get("realtime") else
+                "; normal scheduling, as in a pod")
+    parts.append(table(results, f"HTTP/1.1 latency at {rate} req/s, paired (oha, open loop, "
+                       "latency-corrected)",
+                       "added = proxy percentile − percentile of a second oha driving the "
+                       f"backend directly at {rate} req/s in the same window (µs){realtime}.",
+                       [("added p50 µs", "latency.added_p50", f_signed, [NGINX]),
+                        ("added p99 µs", "latency.added_p99", f_signed, [NGINX]),
+                        ("added p99.9 µs", "latency.added_p999", f_signed, [NGINX]),
+                        ("p99 µs", "latency.p99", f_int, []),
+                        ("CPU s / 10k req", "latency.cpu", f_cpu, [NGINX]),
+                        ("peak RSS MiB", "latency.rss_mib", f_mib, [NGINX])], proxies))
+    parts.append(table(results, "h2c, many streams (h2load, 4 connections × 64 streams)",
+                       "nginx forwards h2c to the backend over its HTTP/1.1 keep-alive pool; "
+                       "haproxy and stitch keep HTTP/2 end to end.",
+                       [("req/s", "h2.rps", f_int, [NGINX, HAPROXY]),
+                        ("CPU s / 10k req", "h2.cpu", f_cpu, [NGINX, HAPROXY]),
+                        ("peak RSS MiB", "h2.rss_mib", f_mib, [NGINX, HAPROXY]),
+                        ("proxy CPU", "h2.proxy_core", f_pct, []),
+                        ("generator CPU", "h2.gen_cpu_share", f_pct, [])], ORDER))
+    parts.append(table(results, "gRPC unary (tonic client, 2 connections, 32 concurrent calls)",
+                       "nginx uses `grpc_pass` with a keep-alive pool.",
+                       [("req/s", "grpc_unary.rps", f_int, [NGINX, HAPROXY]),
+                        ("p99 µs", "grpc_unary.p99", f_int, [HAPROXY]),
+                        ("CPU s / 10k req", "grpc_unary.cpu", f_cpu, [NGINX, HAPROXY]),
+                        ("proxy CPU", "grpc_unary.proxy_core", f_pct, []),
+                        ("generator CPU", "grpc_unary.gen_cpu_share", f_pct, [])], ORDER))
+    parts.append(table(results, "gRPC bidirectional streaming (32 streams, ping-pong messages)",
+                       "req/s here is messages echoed per second.",
+                       [("msg/s", "grpc_stream.rps", f_int, [NGINX, HAPROXY]),
+                        ("p99 µs", "grpc_stream.p99", f_int, [HAPROXY]),
+                        ("CPU s / 10k msg", "grpc_stream.cpu", f_cpu, [NGINX, HAPROXY]),
+                        ("proxy CPU", "grpc_stream.proxy_core", f_pct, []),
+                        ("generator CPU", "grpc_stream.gen_cpu_share", f_pct, [])], ORDER))
+    parts.append(table(results, "1 GiB streamed body (curl, HTTP/1.1)",
+                       "Download = backend streams 1 GiB to the client; upload = client PUTs "
+                       "1 GiB that the backend drains. CPU is seconds per GiB moved.",
+                       [("download MB/s", "body.down_mbps", f_int, [NGINX]),
+                        ("upload MB/s", "body.up_mbps", f_int, [NGINX]),
+                        ("peak RSS MiB", "body.rss_mib", f_mib, [NGINX]),
+                        ("CPU s / GiB", "body.cpu", f_cpu, [NGINX])], ORDER))
+    parts.append(table(results, "5,000 concurrent keep-alive clients (wrk, 2 threads, 2 s timeout)",
+                       "`KiB/conn`: (peak RSS − RSS at start) / 5,000; each client "
+                       "connection also holds an upstream connection while its request is in "
+                       "flight. Latency mean ± sd and percentiles in ms.",
+                       [("req/s", "many.rps", f_int, [NGINX]),
+                        ("peak RSS MiB", "many.rss_mib", f_mib, [NGINX]),
+                        ("KiB/conn", "many.kib_per_conn", f_mib, [NGINX]),
+                        ("timeouts", "many.timeouts", f_int, []),
+                        ("mean ms", "many.lat_mean", f_ms, []),
+                        ("sd ms", "many.lat_sd", f_ms, [NGINX]),
+                        ("p99 ms", "many.lat_p99", f_ms, [NGINX]),
+                        ("CPU s / 10k req", "many.cpu", f_cpu, [NGINX])], proxies))
+    parts.append(table(results, "5,000 idle keep-alive connections + 50 active clients",
+                       "Each idle connection made one request first (as a real client leaves "
+                       "it), then stays silent while wrk drives 50 others; `closed` = idle "
+                       "connections the proxy closed meanwhile. Latency in ms.",
+                       [("peak RSS MiB", "idle.rss_mib", f_mib, [NGINX]),
+                        ("KiB/idle conn", "idle.kib_per_conn", f_mib, [NGINX]),
+                        ("closed", "idle.idle_closed", f_int, []),
+                        ("req/s", "idle.rps", f_int, [NGINX]),
+                        ("p50 ms", "idle.lat_p50", f_ms, []),
+                        ("p99 ms", "idle.lat_p99", f_ms, [NGINX])], proxies))
+    return [p for p in parts if p]
+
+
+def describe_evidence(evidence):
+    return "; ".join(f"{name}: " + (", ".join(f"{k} {v:,.0f}" for k, v in counts.items())
+                                    or "no counters")
+                     for name, counts in evidence.items())
 
 
 def git_commit():
@@ -170,99 +307,59 @@ def git_commit():
 
 def write_report(run, path):
     mc = run["machine"]
-    order = ["direct", NGINX, HAPROXY, OFF, RING, OTLP]
-    proxies = order[1:]
-    rate = run["rate"]
+    shapes = run["shapes"]
     header = f"""# Benchmarks
 
 Produced by `{run['command']}` on {run['date']} at commit `{git_commit()}`
 ({run['rounds']} rounds, {run['seconds']} s per measurement, {run['duration_s']} s of
 measuring). Regenerate with `make bench`; method in `scripts/bench/run.py`; profile one workload
 with `scripts/bench/profile.sh h1|h2|grpc off|ring|otlp`; compare builds with
-`scripts/bench/ab.py` (`--floor` adds a bare hyper proxy as the libraries' floor).
+`scripts/bench/ab.py` (`--shape`, `--floor` adds a bare hyper proxy as the libraries' floor).
 
 **Machine**: {mc['nproc']} CPUs ({mc['cpu']}), {mc['memory']}, Linux {mc['kernel']}; load
 average at start {' '.join(mc['loadavg_at_start'])} (the VM is shared: closed-loop req/s can
 swing ±40% between rounds, CPU per request is the steadiest figure).
-**Pinning**: load generators on CPU {run['gen_cpus']}; backend and proxy under test on CPU
-{run['sut_cpus']}; all of them at `nice {run.get('nice', 0)}` so other work on the machine
-yields those cores; each proxy runs one worker (nginx `worker_processes 1`, haproxy `nbthread 1`,
-stitch's tokio runtime sized by its CPU affinity).
 **Tools**: {mc['nginx']}; {mc['haproxy']}; {mc['wrk']}; {mc['h2load']}; {mc['oha']}.
+Everything measured runs at `nice {run.get('nice', 0)}` so other work on the machine yields.
+
+**Shapes** (every round measures each shape in turn, rotating which goes first; within a shape
+every target is started fresh and measured in a rotated order):
+""" + "\n".join(f"- **{s['title']}**: {s['what']}." for s in shapes) + """
 
 Each cell: median over rounds [min–max]. `× nginx` / `× haproxy`: ratio of medians to that
-proxy in this same run (for CPU, latency and RSS lower is better; for throughput higher is).
-CPU is the proxy's utime+stime from `/proc/PID/stat` (all its processes) per 10,000 requests;
-peak RSS is `VmHWM` summed over the proxy's processes, reset at the start of each workload.
+proxy in the same run and shape (for CPU, latency and RSS lower is better; for throughput
+higher is). CPU is the proxy's utime+stime from `/proc/PID/stat` (all its processes and
+threads) per 10,000 requests; peak RSS is `VmHWM` summed over the proxy's processes, reset at
+the start of each workload.
 """
     skipped = run.get("skipped") or {}
     if skipped:
         header += "\n**Skipped targets**: " + "; ".join(
             f"{name}: {why}" for name, why in skipped.items()) + "\n"
-
     tracing = run.get("tracing") or {}
     if tracing:
-        header += ("\n**Tracing evidence** (each stitch's `/traces` and span counters in "
-                   "`/metrics` after the run): ") + \
-            "; ".join(f"{name}: {what}" for name, what in tracing.items()) + "\n"
+        header += ("\n**Tracing evidence** (each stitch's counters in `/metrics` at the end of "
+                   "each round, summed over rounds: requests served, spans exported, spans "
+                   "dropped by reason):\n")
+        for s in shapes:
+            if s["key"] in tracing:
+                header += f"- {s['title']}: {describe_evidence(tracing[s['key']])}\n"
 
-    parts = [header, "## Results", ""]
-    parts.append(table(run, "HTTP/1.1, closed loop (wrk, 1 thread, 50 connections)",
-                       "`proxy core` / `backend core`: share of CPU "
-                       f"{run['sut_cpus']} each used (together near 100% means that core bounds "
-                       "req/s); `other load on core`: CPU time other processes (and the "
-                       "hypervisor) took on that core meanwhile; `generator CPU`: wrk's share of "
-                       "its own core (near 100% means wrk "
-                       "bounds req/s).",
-                       [("req/s", "h1.rps", f_int, [NGINX]),
-                        ("CPU s / 10k req", "h1.cpu", f_cpu, [NGINX]),
-                        ("peak RSS MiB", "h1.rss_mib", f_mib, [NGINX]),
-                        ("proxy core", "h1.proxy_core", f_pct, []),
-                        ("backend core", "h1.backend_core", f_pct, []),
-                        ("other load on core", "h1.other_core", f_pct, []),
-                        ("generator CPU", "h1.gen_cpu_share", f_pct, [])], order))
-    parts.append(table(run, f"HTTP/1.1 latency at {rate} req/s, paired (oha, open loop, "
-                       "latency-corrected)",
-                       "added = proxy percentile − percentile of a second oha driving the "
-                       f"backend directly at {rate} req/s in the same window (µs)"
-                       + (f"; proxy, backend and both oha run SCHED_FIFO {run['realtime']} "
-                          "(chrt) during this workload so other load's scheduling delay does "
-                          "not drown the proxy's." if run.get("realtime") else "."),
-                       [("added p50 µs", "latency.added_p50", f_signed, [NGINX]),
-                        ("added p99 µs", "latency.added_p99", f_signed, [NGINX]),
-                        ("added p99.9 µs", "latency.added_p999", f_signed, [NGINX]),
-                        ("p99 µs", "latency.p99", f_int, []),
-                        ("CPU s / 10k req", "latency.cpu", f_cpu, [NGINX]),
-                        ("peak RSS MiB", "latency.rss_mib", f_mib, [NGINX])], proxies))
-    parts.append(table(run, "h2c, many streams (h2load, 4 connections × 64 streams)",
-                       "nginx forwards h2c to the backend over its HTTP/1.1 keep-alive pool; "
-                       "haproxy and stitch keep HTTP/2 end to end.",
-                       [("req/s", "h2.rps", f_int, [NGINX, HAPROXY]),
-                        ("CPU s / 10k req", "h2.cpu", f_cpu, [NGINX, HAPROXY]),
-                        ("peak RSS MiB", "h2.rss_mib", f_mib, [NGINX, HAPROXY]),
-                        ("proxy core", "h2.proxy_core", f_pct, []),
-                        ("generator CPU", "h2.gen_cpu_share", f_pct, [])], order))
-    parts.append(table(run, "gRPC unary (tonic client, 2 connections, 32 concurrent calls)",
-                       "nginx uses `grpc_pass` with a keep-alive pool.",
-                       [("req/s", "grpc_unary.rps", f_int, [NGINX, HAPROXY]),
-                        ("p99 µs", "grpc_unary.p99", f_int, [HAPROXY]),
-                        ("CPU s / 10k req", "grpc_unary.cpu", f_cpu, [NGINX, HAPROXY]),
-                        ("proxy core", "grpc_unary.proxy_core", f_pct, []),
-                        ("generator CPU", "grpc_unary.gen_cpu_share", f_pct, [])], order))
-    parts.append(table(run, "gRPC bidirectional streaming (32 streams, ping-pong messages)",
-                       "req/s here is messages echoed per second.",
-                       [("msg/s", "grpc_stream.rps", f_int, [NGINX, HAPROXY]),
-                        ("p99 µs", "grpc_stream.p99", f_int, [HAPROXY]),
-                        ("CPU s / 10k msg", "grpc_stream.cpu", f_cpu, [NGINX, HAPROXY]),
-                        ("proxy core", "grpc_stream.proxy_core", f_pct, []),
-                        ("generator CPU", "grpc_stream.gen_cpu_share", f_pct, [])], order))
-    parts.append(table(run, "1 GiB streamed body (curl, HTTP/1.1)",
-                       "Download = backend streams 1 GiB to the client; upload = client PUTs "
-                       "1 GiB that the backend drains. CPU is seconds per GiB moved.",
-                       [("download MB/s", "body.down_mbps", f_int, [NGINX]),
-                        ("upload MB/s", "body.up_mbps", f_int, [NGINX]),
-                        ("peak RSS MiB", "body.rss_mib", f_mib, [NGINX]),
-                        ("CPU s / GiB", "body.cpu", f_cpu, [NGINX])], order))
-    parts.append(targets_section(run))
+    parts = [header]
+    by_key = {s["key"]: s for s in shapes}
+    parts.append("## Targets (from this run)\n")
+    for key, workers in (("limit1", 1), ("unlimited", 2)):
+        if key in by_key:
+            parts.append(f"### Issue 13, shape {by_key[key]['title']}\n")
+            parts.append(verdict_table(issue13_checks(run["results"].get(key, {}), workers)))
+    if "conns" in by_key:
+        parts.append(f"### Issue 15, shape {by_key['conns']['title']}\n")
+        parts.append(verdict_table(issue15_checks(run["results"].get("conns", {}))))
+    if "pinned" in by_key:
+        parts.append(f"### Issue 14, shape {by_key['pinned']['title']}\n")
+        parts.append(verdict_table(issue14_checks(run["results"].get("pinned", {}))))
+    for s in shapes:
+        parts.append(f"## Shape {s['title']}\n\n{s['what']}.\n")
+        parts.extend(shape_tables(run, s))
     with open(path, "w") as f:
         f.write("\n".join(parts))

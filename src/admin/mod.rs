@@ -1,5 +1,6 @@
 //! The admin server: liveness, readiness, Prometheus metrics, the rules in force, recent
-//! traces (JSON and an HTML waterfall) and an OTLP/HTTP receiver.
+//! traces (JSON, or pages with seams and waterfalls: `view`), propagation health and an
+//! OTLP/HTTP receiver.
 //!
 //! It runs on its own listener so probes and scrapes never queue behind proxied traffic.
 //!
@@ -9,13 +10,21 @@
 //! | `GET /ready` | 200 once listeners serve and rules are loaded, 503 otherwise |
 //! | `GET /metrics` | OpenMetrics text from the registry |
 //! | `GET /config` | the JSON the `config_view` hook returns (no secrets) |
-//! | `GET /traces` | recent traces, newest first; `?service=&status=error\|ok&min_duration_ms=&limit=`; HTML waterfall with `Accept: text/html` |
-//! | `GET /traces/{trace_id}` | one trace's spans with its integrity verdict (HTML with `Accept: text/html`) |
+//! | `GET /traces` | recent traces, newest first; `?service=&status=error\|ok&broken=&repaired=&inferred=&min_duration_ms=&limit=`; a page with `Accept: text/html` |
+//! | `GET /traces/{trace_id}` | one trace's spans with its integrity verdict (a page with `Accept: text/html`; `?span=` opens one) |
+//! | `GET /health` | propagation counters since start and over the last minutes (a page, or JSON) |
 //! | `POST /v1/traces` | OTLP/HTTP `ExportTraceServiceRequest`, protobuf or JSON, into the ring |
+//! | `GET /app-probe/{container}/{kind}` | the app's original kubelet probe, performed by stitch (`app_probe`) |
+//! | `POST /shutdown` | loopback clients only: graceful shutdown (a classic-mode Job's last step) |
 
+mod app_probe;
+mod health;
 mod otlp;
+mod shutdown;
 mod traces;
-mod waterfall;
+mod view;
+
+pub use traces::traces_html;
 
 use std::convert::Infallible;
 use std::fmt;
@@ -32,6 +41,8 @@ use tokio::net::TcpListener;
 use crate::shutdown::ShutdownHandle;
 use crate::telemetry::config::RingConfig;
 use crate::telemetry::{Metrics, Telemetry, TraceRing};
+
+pub use app_probe::AppProbeSettings;
 
 /// Largest `POST /v1/traces` body accepted, by default.
 pub(crate) const DEFAULT_MAX_OTLP_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -52,6 +63,12 @@ pub struct AdminState {
     pub ring: TraceRing,
     /// Largest accepted `POST /v1/traces` body.
     pub max_otlp_body_bytes: usize,
+    /// Propagation counters sampled for `/health` (by a task [`serve`] starts).
+    history: health::History,
+    /// The app probes `/app-probe/…` performs (Kubernetes injection).
+    pub app_probes: Arc<AppProbeSettings>,
+    /// What `POST /shutdown` triggers; `None` answers 404.
+    pub shutdown: Option<ShutdownHandle>,
 }
 
 impl fmt::Debug for AdminState {
@@ -73,7 +90,17 @@ impl AdminState {
             metrics: Metrics::new(),
             ring: TraceRing::new(RingConfig::default()),
             max_otlp_body_bytes: DEFAULT_MAX_OTLP_BODY_BYTES,
+            history: health::History::default(),
+            app_probes: Arc::default(),
+            shutdown: None,
         }
+    }
+
+    /// Serves `/app-probe/…` with these probes, and `POST /shutdown` with this handle.
+    pub fn with_pod_hooks(mut self, probes: AppProbeSettings, shutdown: ShutdownHandle) -> Self {
+        self.app_probes = Arc::new(probes);
+        self.shutdown = Some(shutdown);
+        self
     }
 
     /// Serves this pipeline's metrics and ring.
@@ -95,8 +122,14 @@ impl AdminState {
 
 /// Serves the admin endpoints until shutdown.
 pub async fn serve(listener: TcpListener, state: AdminState, shutdown: ShutdownHandle) {
+    let sampler = health::sample(
+        state.metrics.clone(),
+        state.history.clone(),
+        shutdown.clone(),
+    );
+    tokio::spawn(sampler);
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(c) => c,
                 Err(e) => {
@@ -113,7 +146,7 @@ pub async fn serve(listener: TcpListener, state: AdminState, shutdown: ShutdownH
         shutdown.spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, req).await) }
+                async move { Ok::<_, Infallible>(route(&state, req, peer).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             if let Err(e) = builder
@@ -126,7 +159,11 @@ pub async fn serve(listener: TcpListener, state: AdminState, shutdown: ShutdownH
     }
 }
 
-async fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(
+    state: &AdminState,
+    req: Request<Incoming>,
+    peer: std::net::SocketAddr,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     match (&method, path.as_str()) {
@@ -145,11 +182,16 @@ async fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byte
         ),
         (&Method::GET, "/config") => json(StatusCode::OK, &(state.config_view)()),
         (&Method::GET, "/traces") => traces::list(state, &req),
+        (&Method::GET, "/health") => health::page(state, &req),
         (&Method::GET, p) if p.starts_with("/traces/") => {
             traces::one(state, &req, &p["/traces/".len()..])
         }
         (&Method::POST, "/v1/traces") => otlp::receive(state, req).await,
-        (_, "/live" | "/ready" | "/metrics" | "/config" | "/traces" | "/v1/traces") => {
+        (&Method::GET, p) if p.starts_with(crate::config::app_probes::APP_PROBE_PATH_PREFIX) => {
+            app_probe::answer(state, &req).await
+        }
+        (&Method::POST, "/shutdown") => shutdown::request(state, peer),
+        (_, "/live" | "/ready" | "/metrics" | "/config" | "/traces" | "/health" | "/v1/traces") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),

@@ -96,7 +96,9 @@ pub(super) async fn receive(state: &AdminState, req: Request<Incoming>) -> Respo
     let mut accepted = 0u64;
     for group in decoded.resources {
         accepted += group.spans.len() as u64;
-        state.ring.insert(&group.service, group.spans);
+        state
+            .ring
+            .insert_from(&group.service, &group.resource, group.spans);
     }
     state.metrics.otlp_received(format.as_str(), accepted);
     let response = ExportTraceServiceResponse {

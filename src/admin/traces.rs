@@ -1,16 +1,19 @@
-//! `/traces` and `/traces/{trace_id}`: the ring as JSON (or HTML for browsers).
+//! `/traces` and `/traces/{trace_id}`: the ring as JSON (or HTML for browsers, drawn by
+//! [`super::view::traces`]).
 
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 
-use super::{AdminState, json, respond, text, wants_html, waterfall};
+use super::view::traces::{RingFill, list_page, trace_page};
+use super::{AdminState, json, respond, text, view, wants_html};
+use crate::telemetry::TraceRing;
 use crate::telemetry::ring::{StoredSpan, TraceDetail, TraceQuery, TraceSummary};
-use crate::telemetry::span::{SpanStatus, from_hex, to_hex};
+use crate::telemetry::span::{Attribute, SpanStatus, from_hex, to_hex};
 
 const DEFAULT_LIMIT_JSON: usize = 100;
 const DEFAULT_LIMIT_HTML: usize = 20;
@@ -22,18 +25,10 @@ pub(super) fn list(state: &AdminState, req: &Request<Incoming>) -> Response<Full
         Ok(q) => q,
         Err(msg) => return json(StatusCode::BAD_REQUEST, &json!({ "error": msg })),
     };
-    let summaries = state.ring.recent(&query);
     if html {
-        let details: Vec<TraceDetail> = summaries
-            .iter()
-            .filter_map(|s| state.ring.trace(&s.trace_id))
-            .collect();
-        return respond(
-            StatusCode::OK,
-            "text/html; charset=utf-8",
-            waterfall::page("stitch — recent traces", &details, Some(&query)),
-        );
+        return self::html(render_list(&state.ring, &query));
     }
+    let summaries = state.ring.recent(&query);
     json(
         StatusCode::OK,
         &json!({ "traces": summaries.iter().map(summary_json).collect::<Vec<_>>() }),
@@ -48,14 +43,46 @@ pub(super) fn one(state: &AdminState, req: &Request<Incoming>, id: &str) -> Resp
         return text(StatusCode::NOT_FOUND, "trace not in the ring\n");
     };
     if wants_html(req) {
-        let title = format!("stitch — trace {}", to_hex(&trace_id));
-        return respond(
-            StatusCode::OK,
-            "text/html; charset=utf-8",
-            waterfall::page(&title, std::slice::from_ref(&detail), None),
-        );
+        // `?span=ID` opens that span's detail (the permalink every span's detail offers).
+        let open = req
+            .uri()
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .find_map(|p| p.strip_prefix("span="))
+            .and_then(from_hex::<8>);
+        return html(trace_page(&detail, open));
     }
     json(StatusCode::OK, &detail_json(&detail))
+}
+
+/// An HTML page, with the policy that forbids scripts (see [`view`]).
+pub(super) fn html(page: String) -> Response<Full<Bytes>> {
+    let mut resp = respond(StatusCode::OK, "text/html; charset=utf-8", page);
+    resp.headers_mut().insert(
+        http::header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(view::CSP),
+    );
+    resp
+}
+
+fn render_list(ring: &TraceRing, query: &TraceQuery) -> String {
+    let details: Vec<TraceDetail> = ring
+        .recent(query)
+        .iter()
+        .filter_map(|s| ring.trace(&s.trace_id))
+        .collect();
+    let fill = RingFill {
+        spans: ring.span_count(),
+        capacity: ring.capacity(),
+    };
+    list_page(&details, query, fill)
+}
+
+/// The `/traces` page for `raw_query` (the URL's query string, filters as the page's form
+/// sends them) as a browser gets it. Public for the rendering benchmark.
+pub fn traces_html(ring: &TraceRing, raw_query: &str) -> Result<String, String> {
+    Ok(render_list(ring, &parse_query(raw_query, true)?))
 }
 
 fn parse_query(raw: &str, html: bool) -> Result<TraceQuery, String> {
@@ -92,10 +119,22 @@ fn parse_query(raw: &str, html: bool) -> Result<TraceQuery, String> {
                 let n: usize = v.parse().map_err(|_| "limit must be a number")?;
                 q.limit = n.min(MAX_LIMIT);
             }
+            "broken" => q.broken = flag(k, &v)?,
+            "repaired" => q.repaired = flag(k, &v)?,
+            "inferred" => q.inferred_parent = flag(k, &v)?,
             _ => {}
         }
     }
     Ok(q)
+}
+
+/// A checkbox filter: `on` (what a form sends), `1` or `true`; off when empty, `0` or `false`.
+fn flag(name: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "on" | "1" | "true" => Ok(true),
+        "" | "0" | "false" | "off" => Ok(false),
+        _ => Err(format!("{name} must be on or off")),
+    }
 }
 
 /// Decodes a query component (`+` is a space, `%XX` a byte); `None` on bad escapes or UTF-8.
@@ -139,16 +178,19 @@ fn summary_json(s: &TraceSummary) -> Value {
         "duration_ms": millis(s.duration),
         "error": s.error,
         "clean": s.clean,
+        "repaired": s.repaired,
+        "inferred_parent": s.inferred_parent,
     })
 }
 
 fn span_json(s: &StoredSpan) -> Value {
     let span = &s.span;
-    let attributes: Map<String, Value> = span
-        .attributes
-        .iter()
-        .map(|a| (a.key.to_string(), a.value.to_json()))
-        .collect();
+    let object = |attributes: &[Attribute]| -> Map<String, Value> {
+        attributes
+            .iter()
+            .map(|a| (a.key.to_string(), a.value.to_json()))
+            .collect()
+    };
     json!({
         "span_id": to_hex(&span.span_id),
         "parent_span_id": span.parent_span_id.map(|p| to_hex(&p)),
@@ -163,7 +205,8 @@ fn span_json(s: &StoredSpan) -> Value {
             SpanStatus::Error { description } => Some(description.as_ref()),
             _ => None,
         },
-        "attributes": attributes,
+        "attributes": object(&span.attributes),
+        "resource": object(s.resource.attributes()),
     })
 }
 
@@ -195,6 +238,10 @@ mod tests {
         assert!(parse_query("min_duration_ms=1e300", false).is_err());
         assert!(parse_query("min_duration_ms=NaN", false).is_err());
         assert!(parse_query("service=%zz", false).is_err());
+        let checks = parse_query("broken=on&repaired=1&inferred=true", true).expect("flags");
+        assert!(checks.broken && checks.repaired && checks.inferred_parent);
+        assert!(!parse_query("broken=", true).expect("unchecked").broken);
+        assert!(parse_query("broken=maybe", true).is_err());
         assert_eq!(
             parse_query("", true).expect("empty").limit,
             DEFAULT_LIMIT_HTML

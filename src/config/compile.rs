@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use compact_str::CompactString;
 use http::Method;
 use serde_json::{Value, json};
 use serde_saphyr::{Location, MessageFormatter, Spanned};
@@ -16,7 +17,7 @@ use super::model::{DirectionSpec, RuleSpec, RulesFile, SamplingSpec};
 use crate::direction::Direction;
 use crate::propagation::formats::MAX_FORMATS;
 use crate::propagation::template::TemplateFormat;
-use crate::propagation::{Dialect, Formats, Policy, RepairMode};
+use crate::propagation::{Dialect, DialectSet, Formats, Policy, RepairMode};
 
 #[derive(Debug)]
 struct Matcher {
@@ -60,6 +61,9 @@ pub struct CompiledRules {
     routes: Vec<Route>,
     formats: Formats,
     view: Value,
+    /// [`CompiledRules::dialect_list`] of every policy's `inject` set that names a template
+    /// (what most hops write), made once here instead of on each request.
+    inject_labels: Vec<(DialectSet, CompactString)>,
 }
 
 impl Default for CompiledRules {
@@ -81,6 +85,7 @@ impl Default for CompiledRules {
             routes: Vec::new(),
             formats: Formats::default(),
             view,
+            inject_labels: Vec::new(),
         }
     }
 }
@@ -113,6 +118,42 @@ impl CompiledRules {
     /// The name of `dialect` as the rules file spells it (metric labels, logs).
     pub(crate) fn dialect_name(&self, dialect: Dialect) -> &str {
         self.formats.dialect_name(dialect)
+    }
+
+    /// The names of `set` joined with `,` in canonical order (built-ins, then formats), for
+    /// the span attribute `stitch.propagation.injected`. Built-ins only: a static string;
+    /// a policy's `inject` set: the label made at load; anything else (a template dialect
+    /// present on the request that the rule does not inject) is joined here.
+    pub(crate) fn dialect_list(&self, set: DialectSet) -> CompactString {
+        if let Some(label) = set.builtin_label() {
+            return CompactString::const_new(label);
+        }
+        if let Some((_, label)) = self.inject_labels.iter().find(|(s, _)| *s == set) {
+            return label.clone();
+        }
+        let mut out = CompactString::const_new(set.builtins_label());
+        for index in set.template_indexes() {
+            if !out.is_empty() {
+                out.push(',');
+            }
+            out.push_str(self.dialect_name(Dialect::Template(index)));
+        }
+        out
+    }
+
+    fn with_inject_labels(mut self) -> Self {
+        let sets = std::iter::once(&self.defaults)
+            .chain(self.routes.iter().map(|r| &r.policy))
+            .map(|p| DialectSet::of(p.inject.iter().copied()))
+            .filter(|set| set.builtin_label().is_none());
+        let mut labels: Vec<(DialectSet, CompactString)> = Vec::new();
+        for set in sets {
+            if !labels.iter().any(|(s, _)| *s == set) {
+                labels.push((set, self.dialect_list(set)));
+            }
+        }
+        self.inject_labels = labels;
+        self
     }
 
     /// The rules in force as JSON, for the admin `/config` endpoint.
@@ -298,7 +339,9 @@ fn compile(file: &RulesFile, path: &Path) -> Result<CompiledRules, ConfigErrors>
         routes,
         formats,
         view,
-    })
+        inject_labels: Vec::new(),
+    }
+    .with_inject_labels())
 }
 
 fn name_of(d: Dialect, formats: &Formats) -> String {

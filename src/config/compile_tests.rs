@@ -156,3 +156,16 @@ fn bad_enum_value_and_yaml_syntax() {
     let e = one_error("extract: [w3c\n");
     assert!(e.line >= 1, "{e}");
 }
+
+#[test]
+fn dialect_lists_name_sets_in_canonical_order() {
+    let yaml = "formats:\n  jd:\n    headers:\n      jd-trace-id: \"t-{trace_id}\"\n  rq:\n    headers:\n      rq-id: \"{trace_id}\"\ninject: [jd, w3c]\n";
+    let rules = parse_rules(yaml, Path::new("x")).unwrap_or_else(|e| panic!("{e}"));
+    let (jd, rq) = (Dialect::Template(0), Dialect::Template(1));
+    // The policy's own set (precomputed), a set seen only at a seam (joined), built-ins only.
+    let list = |d: &[Dialect]| rules.dialect_list(DialectSet::of(d.iter().copied()));
+    assert_eq!(list(&[jd, Dialect::W3c]), "w3c,jd");
+    assert_eq!(list(&[rq, Dialect::B3, jd]), "b3,jd,rq");
+    assert_eq!(list(&[Dialect::Jaeger, Dialect::W3c]), "w3c,jaeger");
+    assert_eq!(list(&[]), "");
+}

@@ -41,6 +41,9 @@ struct Inner {
     reloads_ok: AtomicU64,
     reloads_error: AtomicU64,
     observer: Mutex<Option<ReloadObserver>>,
+    /// A missing file is not an error: the rules in force stay (built-in defaults until the
+    /// file first appears). For a Kubernetes ConfigMap mounted `optional: true`.
+    optional: bool,
 }
 
 impl std::fmt::Debug for Inner {
@@ -74,14 +77,19 @@ impl ReloadResult {
 impl RulesHandle {
     /// A handle on fixed rules (no file; reloads do nothing).
     pub fn new(rules: CompiledRules) -> RulesHandle {
-        RulesHandle::build(rules, None, None)
+        RulesHandle::build(rules, None, None, false)
     }
 
     /// Loads `path` once; start-up fails with the file's errors when it is invalid.
     pub fn from_file(path: &Path) -> Result<RulesHandle, ConfigErrors> {
         let bytes = std::fs::read(path).ok();
         let rules = load_file(path)?;
-        Ok(RulesHandle::build(rules, Some(path.to_path_buf()), bytes))
+        Ok(RulesHandle::build(
+            rules,
+            Some(path.to_path_buf()),
+            bytes,
+            false,
+        ))
     }
 
     /// `--config` given or not: the file's rules, or the built-in defaults.
@@ -92,7 +100,28 @@ impl RulesHandle {
         }
     }
 
-    fn build(rules: CompiledRules, path: Option<PathBuf>, bytes: Option<Vec<u8>>) -> RulesHandle {
+    /// Like [`RulesHandle::from_file`], but a file that does not exist yet means the built-in
+    /// defaults, and the file is loaded when it appears (and a later disappearance keeps the
+    /// rules in force). An existing but invalid file still fails start-up.
+    pub fn from_file_if_exists(path: &Path) -> Result<RulesHandle, ConfigErrors> {
+        let (rules, bytes) = match std::fs::read(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (CompiledRules::default(), None),
+            read => (load_file(path)?, read.ok()),
+        };
+        Ok(RulesHandle::build(
+            rules,
+            Some(path.to_path_buf()),
+            bytes,
+            true,
+        ))
+    }
+
+    fn build(
+        rules: CompiledRules,
+        path: Option<PathBuf>,
+        bytes: Option<Vec<u8>>,
+        optional: bool,
+    ) -> RulesHandle {
         RulesHandle {
             inner: Arc::new(Inner {
                 rules: ArcSwap::from_pointee(rules),
@@ -104,6 +133,7 @@ impl RulesHandle {
                 reloads_ok: AtomicU64::new(0),
                 reloads_error: AtomicU64::new(0),
                 observer: Mutex::new(None),
+                optional,
             }),
         }
     }
@@ -146,6 +176,11 @@ impl RulesHandle {
                     }
                     Err(e) => ReloadResult::Rejected(e),
                 }
+            }
+            Err(e) if self.inner.optional && e.kind() == std::io::ErrorKind::NotFound => {
+                state.last_attempt = None;
+                tracing::debug!(path = %path.display(), "optional rules file absent; rules in force stay");
+                ReloadResult::Unchanged
             }
             Err(e) => {
                 // A missing file mid-swap is not a new version; forget the last attempt so the
@@ -233,4 +268,44 @@ fn invalid_utf8(path: &Path) -> ConfigErrors {
         column: 0,
         reason: "not UTF-8".to_owned(),
     }])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_optional_file_starts_on_defaults_and_loads_when_it_appears() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("rules.yaml");
+        let handle = RulesHandle::from_file_if_exists(&path).expect("absent is fine");
+        assert_eq!(handle.reload(), ReloadResult::Unchanged);
+        assert_eq!(
+            handle.reloads(),
+            (0, 0),
+            "an absent optional file is not counted"
+        );
+        let defaults = handle.to_json()["rules"].clone();
+
+        std::fs::write(&path, "inject: [b3]\n").expect("write");
+        assert_eq!(handle.reload(), ReloadResult::Applied);
+        let loaded = handle.to_json()["rules"].clone();
+        assert_ne!(loaded, defaults, "the file's rules are in force");
+
+        std::fs::remove_file(&path).expect("remove");
+        assert_eq!(handle.reload(), ReloadResult::Unchanged);
+        assert_eq!(handle.to_json()["rules"], loaded, "the last rules stay");
+    }
+
+    #[test]
+    fn an_optional_file_that_exists_must_be_valid() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("rules.yaml");
+        std::fs::write(&path, "inject: [nope]\n").expect("write");
+        assert!(RulesHandle::from_file_if_exists(&path).is_err());
+        assert!(
+            RulesHandle::from_file(&dir.path().join("absent.yaml")).is_err(),
+            "a required file must exist"
+        );
+    }
 }

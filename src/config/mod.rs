@@ -5,7 +5,10 @@
 //!   first matching rule's policy, plus the template formats the engine takes).
 //! - `handle`: [`RulesHandle`], the `ArcSwap` of the rules in force plus reload bookkeeping.
 //! - [`watch()`]: `notify` watcher on the file's directory and SIGHUP.
+//! - [`app_probes`]: the app probes the admin server performs for the kubelet (set by the
+//!   Kubernetes injector).
 
+pub mod app_probes;
 pub(crate) mod compile;
 pub(crate) mod error;
 pub(crate) mod glob;

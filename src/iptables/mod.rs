@@ -1,7 +1,7 @@
 //! The pod's iptables redirect rules, installed by the init container (`stitch iptables`).
 //!
-//! The rules themselves (and why each exists) are in [`rules`]; [`backend`] finds and runs the
-//! `iptables-restore`/`iptables-save` tools. This file turns flags into a [`rules::Plan`] and
+//! The rules themselves (and why each exists) are in `rules`; `backend` finds and runs the
+//! `iptables-restore`/`iptables-save` tools. This file turns flags into a `rules::Plan` and
 //! drives install, cleanup and dry runs for IPv4 and IPv6.
 //!
 //! Failure leaves the previous state: each family is one atomic `iptables-restore` commit, and

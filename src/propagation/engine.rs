@@ -23,6 +23,7 @@ use smallvec::SmallVec;
 
 use super::b3::{self, B3Value, MultiHeaders};
 use super::context::{Dialect, Parsed, RepairKind, Repairs, TraceContext};
+use super::dialect_set::DialectSet;
 use super::formats::Formats;
 use super::ids::{SpanId, TraceId};
 use super::inflight::{Inflight, InflightGuard, InflightSpan};
@@ -102,6 +103,8 @@ pub struct Outcome {
     pub tracestate_invalid: bool,
     /// Outbound without any context: what the orphan policy did.
     pub orphan: Option<OrphanOutcome>,
+    /// The dialects written on the forwarded request (`inject` plus those present on it).
+    pub injected: DialectSet,
     /// `baggage` broke the spec's limits and was removed.
     pub baggage_dropped: bool,
     /// Inbound only: keeps this server span registered until dropped (end of the response).
@@ -127,6 +130,7 @@ impl Outcome {
             tracestate_dropped: false,
             tracestate_invalid: false,
             orphan: None,
+            injected: DialectSet::default(),
             baggage_dropped: false,
             inflight: None,
         }
@@ -481,7 +485,7 @@ pub(crate) fn propagate_with_root_factor(
             out.tracestate_restored = true;
         }
     }
-    write_dialects(formats, policy, &present, &next, ex.widths, headers);
+    out.injected = write_dialects(formats, policy, &present, &next, ex.widths, headers);
 
     if present.baggage
         && !baggage::within_limits(headers.get_all(&BAGGAGE).iter().map(HeaderValue::as_bytes))
@@ -606,23 +610,30 @@ fn write_dialects(
     next: &TraceContext,
     widths: Widths,
     headers: &mut HeaderMap,
-) {
+) -> DialectSet {
+    let mut written = DialectSet::default();
     let b3_ctx = Widths::apply(widths.b3, next);
-    let wants = |d: Dialect| policy.inject.contains(&d);
-    if present.w3c || wants(Dialect::W3c) {
+    let mut wants = |present: bool, d: Dialect| {
+        let write = present || policy.inject.contains(&d);
+        if write {
+            written.insert(d);
+        }
+        write
+    };
+    if wants(present.w3c, Dialect::W3c) {
         let mut buf = [0u8; w3c::TRACEPARENT_LEN];
         w3c::write_traceparent(next, &mut buf);
         headers.insert(TRACEPARENT.clone(), value(&buf));
     }
-    if present.b3 || wants(Dialect::B3) {
+    if wants(present.b3, Dialect::B3) {
         let mut buf = [0u8; b3::SINGLE_MAX_LEN];
         let len = b3::write_single(&b3_ctx, &mut buf);
         headers.insert(B3.clone(), value(&buf[..len]));
     }
-    if present.b3multi || wants(Dialect::B3Multi) {
+    if wants(present.b3multi, Dialect::B3Multi) {
         b3::write_multi(&b3_ctx, headers);
     }
-    if present.jaeger || wants(Dialect::Jaeger) {
+    if wants(present.jaeger, Dialect::Jaeger) {
         let mut buf = [0u8; jaeger::MAX_LEN];
         let len = jaeger::write(&Widths::apply(widths.jaeger, next), &mut buf);
         headers.insert(UBER_TRACE_ID.clone(), value(&buf[..len]));
@@ -630,7 +641,7 @@ fn write_dialects(
     for (i, format) in formats.as_slice().iter().enumerate() {
         let was_present = i < 64 && present.templates & (1 << i) != 0;
         let index = u16::try_from(i).unwrap_or(u16::MAX);
-        if !(was_present || wants(Dialect::Template(index))) {
+        if !wants(was_present, Dialect::Template(index)) {
             continue;
         }
         let mut buf = [0u8; MAX_RENDERED_LEN];
@@ -639,6 +650,7 @@ fn write_dialects(
             headers.insert(header.name.clone(), value(&buf[..len]));
         }
     }
+    written
 }
 
 #[cfg(test)]

@@ -704,3 +704,23 @@ fn template_writer_fits_its_buffer() {
     run(&rules, Direction::Outbound, &inflight, &mut map);
     assert_eq!(get(&map, "x-big").len(), MAX_RENDERED_LEN);
 }
+
+#[test]
+fn injected_names_the_rules_dialects_and_those_present() {
+    let jd = rules(
+        "inject: [jd]\nformats:\n  jd:\n    headers:\n      jd-trace-id: \"t-{trace_id}-{span_id}-{flags}\"\n",
+    );
+    let inflight = Inflight::default();
+    let mut map = headers(&[("b3", "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1")]);
+    let out = run(&jd, Direction::Inbound, &inflight, &mut map);
+    let written: Vec<Dialect> = out.injected.iter().collect();
+    assert_eq!(written, [Dialect::B3, Dialect::Template(0)]);
+    assert!(map.contains_key("b3") && map.contains_key("jd-trace-id"));
+    assert!(
+        !map.contains_key("traceparent"),
+        "w3c neither present nor injected"
+    );
+    let untraced = rules("rules:\n  - match: { direction: inbound }\n    trace: false\n");
+    let out = run(&untraced, Direction::Inbound, &inflight, &mut headers(&[]));
+    assert!(out.injected.is_empty(), "trace: false writes nothing");
+}

@@ -18,6 +18,7 @@
 pub mod b3;
 pub(crate) mod baggage;
 pub(crate) mod context;
+pub(crate) mod dialect_set;
 pub(crate) mod engine;
 pub(crate) mod formats;
 pub(crate) mod ids;
@@ -29,6 +30,7 @@ pub mod tracestate;
 pub mod w3c;
 
 pub use context::{Dialect, Invalid, RepairKind, RepairMode, Repairs, TRACE_HEADERS, TraceContext};
+pub use dialect_set::DialectSet;
 pub(crate) use engine::propagate_with_root_factor;
 pub use engine::{OrphanOutcome, Outcome, SpanIdentity, propagate};
 pub use formats::Formats;

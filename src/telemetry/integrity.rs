@@ -11,6 +11,7 @@
 //!
 //! A trace is `clean` when it has no finding other than informational ones.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -83,7 +84,12 @@ pub(crate) fn check<'a>(
 ) -> Verdict {
     let mut spans: Vec<&SpanRecord> = spans.into_iter().collect();
     spans.sort_by_key(|s| s.start);
-    let find = |id: &SpanId| spans.iter().find(|s| s.span_id == *id);
+    // An index, not a scan per span: a trace of thousands of spans stays linear.
+    let mut by_id: HashMap<SpanId, &SpanRecord> = HashMap::with_capacity(spans.len());
+    for s in &spans {
+        by_id.entry(s.span_id).or_insert(s);
+    }
+    let find = |id: &SpanId| by_id.get(id);
     let mut findings = Vec::new();
     let mut roots = Vec::new();
     for span in &spans {

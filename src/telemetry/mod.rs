@@ -56,7 +56,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use config::{ExportConfig, Protocol, TelemetryConfig};
 pub use metrics::{ConnectionGuard, Metrics, StatusClass, WireProtocol};
-pub use ring::TraceRing;
+pub use ring::{SpanResource, TraceRing};
 pub use sink::SpanSink;
 pub use span::{AttrValue, Attribute, SpanKind, SpanRecord, SpanStatus};
 

@@ -13,7 +13,12 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::{Span, status::StatusCode};
 
+use super::ring::SpanResource;
 use super::span::{AttrValue, Attribute, SpanKind, SpanRecord, SpanStatus, to_hex};
+
+/// Most resource attributes kept per resource (the rest are dropped: the ring is a
+/// debugging view, and each span there is charged its resource's size).
+pub(crate) const MAX_RESOURCE_ATTRIBUTES: usize = 64;
 
 /// The body encodings the receiver accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +56,8 @@ impl OtlpFormat {
 pub(crate) struct ReceivedSpans {
     /// `service.name` of the resource (`unknown_service` if absent).
     pub service: Arc<str>,
+    /// The resource's other attributes (at most [`MAX_RESOURCE_ATTRIBUTES`]).
+    pub resource: Arc<SpanResource>,
     /// The valid spans.
     pub spans: Vec<SpanRecord>,
 }
@@ -86,16 +93,23 @@ pub(crate) fn decode(format: OtlpFormat, body: &[u8]) -> Result<Decoded, DecodeE
     };
     let mut out = Decoded::default();
     for rs in request.resource_spans {
-        let service = rs
-            .resource
-            .as_ref()
-            .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
+        let attributes = rs.resource.map(|r| r.attributes).unwrap_or_default();
+        let service: Arc<str> = attributes
+            .iter()
+            .find(|kv| kv.key == "service.name")
             .and_then(|kv| kv.value.as_ref())
             .and_then(|v| match &v.value {
                 Some(any_value::Value::StringValue(s)) => Some(s.as_str()),
                 _ => None,
             })
-            .unwrap_or("unknown_service");
+            .unwrap_or("unknown_service")
+            .into();
+        let resource = attributes
+            .into_iter()
+            .filter(|kv| kv.key != "service.name")
+            .take(MAX_RESOURCE_ATTRIBUTES)
+            .filter_map(attribute)
+            .collect();
         let mut spans = Vec::new();
         for ss in rs.scope_spans {
             for span in ss.spans {
@@ -106,7 +120,8 @@ pub(crate) fn decode(format: OtlpFormat, body: &[u8]) -> Result<Decoded, DecodeE
             }
         }
         out.resources.push(ReceivedSpans {
-            service: Arc::from(service),
+            service,
+            resource: Arc::new(SpanResource::new(resource)),
             spans,
         });
     }
@@ -178,7 +193,7 @@ mod tests {
 
     #[test]
     fn json_body_with_hex_ids_and_string_times_decodes() {
-        let body = br#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"orders"}}]},
+        let body = br#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"orders"}},{"key":"host.name","value":{"stringValue":"node-1"}}]},
           "scopeSpans":[{"spans":[
             {"traceId":"0af7651916cd43dd8448eb211c80319c","spanId":"b7ad6b7169203331","parentSpanId":"",
              "name":"GET","kind":2,"startTimeUnixNano":"1700000000000000000","endTimeUnixNano":"1700000000005000000",
@@ -189,6 +204,12 @@ mod tests {
         let d = decode(OtlpFormat::Json, body).expect("valid JSON");
         assert_eq!(d.rejected, 1);
         assert_eq!(&*d.resources[0].service, "orders");
+        let resource = d.resources[0].resource.attributes();
+        assert_eq!(resource.len(), 1, "service.name is not repeated");
+        assert_eq!(
+            (&*resource[0].key, &resource[0].value),
+            ("host.name", &"node-1".into())
+        );
         let s = &d.resources[0].spans[0];
         assert_eq!(to_hex(&s.trace_id), "0af7651916cd43dd8448eb211c80319c");
         assert_eq!(s.parent_span_id, None);

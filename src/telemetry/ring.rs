@@ -13,16 +13,48 @@ use std::time::{Duration, SystemTime};
 use smallvec::SmallVec;
 
 use super::config::RingConfig;
-use super::integrity::{self, Verdict};
-use super::span::{SpanId, SpanRecord, TraceId};
+use super::integrity::{self, Finding, Verdict};
+use super::semconv::{STITCH_PROPAGATION_REPAIRS, STITCH_TRACESTATE_RESTORED};
+use super::span::{Attribute, SpanId, SpanRecord, TraceId};
 
-/// A span in the ring, with the `service.name` of the resource that produced it.
+/// A span in the ring, with the resource that produced it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredSpan {
     /// `service.name` from the producer's resource.
     pub service: Arc<str>,
+    /// The producer's other resource attributes, shared by all its spans (the trace view
+    /// shows them in the span's detail).
+    pub resource: Arc<SpanResource>,
     /// The span itself, shared with the export batch when exporting.
     pub span: Arc<SpanRecord>,
+}
+
+/// Resource attributes of a span producer other than `service.name` (SDK, host, Kubernetes,
+/// `OTEL_RESOURCE_ATTRIBUTES`). Each span in the ring is charged their size, so a producer
+/// with a huge resource fills the byte bound sooner instead of escaping it.
+#[derive(Debug, Default, PartialEq)]
+pub struct SpanResource {
+    attributes: Vec<Attribute>,
+    approx_bytes: usize,
+}
+
+impl SpanResource {
+    /// A resource of these attributes.
+    pub fn new(attributes: Vec<Attribute>) -> Self {
+        let approx_bytes = attributes
+            .iter()
+            .map(|a| a.key.len() + a.value.approx_bytes() + 32)
+            .sum();
+        SpanResource {
+            attributes,
+            approx_bytes,
+        }
+    }
+
+    /// The attributes, in the producer's order.
+    pub fn attributes(&self) -> &[Attribute] {
+        &self.attributes
+    }
 }
 
 /// Which traces `/traces` lists.
@@ -34,6 +66,12 @@ pub struct TraceQuery {
     pub error: Option<bool>,
     /// Only traces at least this long (first start to last end).
     pub min_duration: Option<Duration>,
+    /// Only traces whose integrity verdict is not clean.
+    pub broken: bool,
+    /// Only traces where stitch repaired a header or restored a `tracestate`.
+    pub repaired: bool,
+    /// Only traces with a span whose parent was inferred.
+    pub inferred_parent: bool,
     /// At most this many traces (newest first).
     pub limit: usize,
 }
@@ -59,6 +97,10 @@ pub struct TraceSummary {
     pub error: bool,
     /// The integrity verdict's `clean`.
     pub clean: bool,
+    /// A span carries repairs or a restored `tracestate`.
+    pub repaired: bool,
+    /// A span's parent was inferred.
+    pub inferred_parent: bool,
 }
 
 /// One trace: its spans by start time, and its integrity verdict.
@@ -77,6 +119,7 @@ pub struct TraceDetail {
 pub struct TraceRing {
     inner: Arc<Mutex<RingInner>>,
     config: RingConfig,
+    no_resource: Arc<SpanResource>,
 }
 
 #[derive(Debug, Default)]
@@ -97,7 +140,7 @@ struct Bucket {
 }
 
 impl RingInner {
-    fn push(&mut self, service: &Arc<str>, span: Arc<SpanRecord>) {
+    fn push(&mut self, service: &Arc<str>, resource: &Arc<SpanResource>, span: Arc<SpanRecord>) {
         let (trace_id, span_id) = (span.trace_id, span.span_id);
         let bucket = self.traces.entry(trace_id).or_default();
         if bucket.spans.iter().any(|s| s.span.span_id == span_id) {
@@ -105,9 +148,10 @@ impl RingInner {
         }
         self.seq += 1;
         bucket.last_seq = self.seq;
-        let bytes = span.approx_bytes() + service.len();
+        let bytes = span.approx_bytes() + service.len() + resource.approx_bytes;
         bucket.spans.push(StoredSpan {
             service: Arc::clone(service),
+            resource: Arc::clone(resource),
             span,
         });
         self.arrival.push_back((trace_id, span_id, bytes));
@@ -141,6 +185,7 @@ impl TraceRing {
         TraceRing {
             inner: Arc::new(Mutex::new(RingInner::default())),
             config,
+            no_resource: Arc::default(),
         }
     }
 
@@ -156,11 +201,25 @@ impl TraceRing {
         I: IntoIterator,
         I::Item: Into<Arc<SpanRecord>>,
     {
+        self.insert_from(service, &self.no_resource, spans);
+    }
+
+    /// [`TraceRing::insert`] with the producer's other resource attributes.
+    pub fn insert_from<I>(&self, service: &Arc<str>, resource: &Arc<SpanResource>, spans: I)
+    where
+        I: IntoIterator,
+        I::Item: Into<Arc<SpanRecord>>,
+    {
         let mut inner = self.lock();
         for span in spans {
-            inner.push(service, span.into());
+            inner.push(service, resource, span.into());
         }
         inner.evict(&self.config);
+    }
+
+    /// The most spans the ring keeps.
+    pub fn capacity(&self) -> usize {
+        self.config.max_spans
     }
 
     /// How many spans the ring holds.
@@ -190,6 +249,9 @@ impl TraceRing {
                     .is_none_or(|svc| s.services.iter().any(|x| x == svc))
                     && query.error.is_none_or(|e| s.error == e)
                     && query.min_duration.is_none_or(|d| s.duration >= d)
+                    && (!query.broken || !s.clean)
+                    && (!query.repaired || s.repaired)
+                    && (!query.inferred_parent || s.inferred_parent)
             })
             .take(query.limit)
             .collect()
@@ -246,6 +308,14 @@ impl TraceRing {
             duration: end.duration_since(start).unwrap_or_default(),
             error: bucket.spans.iter().any(|s| s.span.status.is_error()),
             clean: verdict.clean,
+            repaired: bucket.spans.iter().any(|s| {
+                s.span.attr(STITCH_PROPAGATION_REPAIRS).is_some()
+                    || s.span.attr(STITCH_TRACESTATE_RESTORED).is_some()
+            }),
+            inferred_parent: verdict
+                .findings
+                .iter()
+                .any(|f| matches!(f, Finding::InferredParent { .. })),
         })
     }
 }
@@ -352,5 +422,41 @@ mod tests {
             vec![1]
         );
         assert_eq!(q(|q| q.limit = 1).len(), 1);
+
+        // A repaired trace with an inferred parent, and one whose parent never arrived.
+        let mut repaired = span(3, 2, Some(1), 1, 1);
+        repaired.set_attr(STITCH_PROPAGATION_REPAIRS, "b3:upper_case_hex");
+        repaired.set_attr(crate::telemetry::semconv::STITCH_PARENT_INFERRED, true);
+        r.insert(&a, [span(3, 1, None, 0, 5), repaired]);
+        r.insert(&a, [span(4, 2, Some(9), 0, 5)]);
+        assert_eq!(q(|q| q.repaired = true), vec![3]);
+        assert_eq!(q(|q| q.inferred_parent = true), vec![3]);
+        assert_eq!(
+            q(|q| q.broken = true),
+            vec![4],
+            "an inferred parent is not a break"
+        );
+    }
+
+    #[test]
+    fn resources_are_kept_per_span_and_charged_to_the_byte_bound() {
+        let plain = ring(100);
+        let a: Arc<str> = Arc::from("a");
+        let resource = Arc::new(SpanResource::new(vec![Attribute {
+            key: "host.name".into(),
+            value: "x".repeat(4096).into(),
+        }]));
+        plain.insert_from(&a, &resource, [span(1, 1, None, 0, 1)]);
+        let held = plain.trace(&[1; 16]).expect("held");
+        assert_eq!(held.spans[0].resource.attributes()[0].key, "host.name");
+
+        let small = TraceRing::new(RingConfig {
+            max_bytes: 3 * 4096,
+            ..RingConfig::default()
+        });
+        for i in 0..5u8 {
+            small.insert_from(&a, &resource, [span(i, 1, None, 0, 1)]);
+        }
+        assert_eq!(small.span_count(), 2, "each span is charged its resource");
     }
 }

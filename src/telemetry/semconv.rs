@@ -63,6 +63,8 @@ pub(crate) const STITCH_PROPAGATION_CONFLICT: &str = "stitch.propagation.conflic
 pub(crate) const STITCH_TRACESTATE_RESTORED: &str = "stitch.propagation.tracestate_restored";
 /// `stitch.parent.inferred`: true when the parent was inferred for an orphan (never silent).
 pub const STITCH_PARENT_INFERRED: &str = "stitch.parent.inferred";
+/// `stitch.propagation.injected`: comma-separated dialects written on the forwarded request.
+pub const STITCH_PROPAGATION_INJECTED: &str = "stitch.propagation.injected";
 
 /// What the trace layer knows about a request when its head arrives.
 #[derive(Debug, Clone, Copy)]

@@ -26,14 +26,15 @@ use super::config::TelemetryConfig;
 use super::degrade::{Degradation, SamplingFactor};
 use super::export;
 use super::metrics::Metrics;
-use super::ring::TraceRing;
-use super::span::SpanRecord;
+use super::ring::{SpanResource, TraceRing};
+use super::span::{AttrValue, Attribute, SpanRecord};
 
 /// Where the trace layer hands finished spans. Cheap to clone; `record` never blocks.
 #[derive(Debug, Clone)]
 pub struct SpanSink {
     ring: TraceRing,
     service: Arc<str>,
+    resource: Arc<SpanResource>,
     export: Option<mpsc::Sender<Arc<SpanRecord>>>,
     metrics: Metrics,
     factor: SamplingFactor,
@@ -56,7 +57,7 @@ impl SpanSink {
                 }
             }
         }
-        self.ring.insert(&self.service, [span]);
+        self.ring.insert_from(&self.service, &self.resource, [span]);
     }
 
     /// The factor adaptive degradation applies to the root sampling ratio (1.0 when export
@@ -92,6 +93,15 @@ pub(crate) fn start(config: &TelemetryConfig, ring: TraceRing, metrics: Metrics)
     let (control, control_rx) = mpsc::channel(4);
     let factor = SamplingFactor::new(1.0);
     let service: Arc<str> = Arc::from(config.service_name.as_str());
+    // What the exporter sends as the resource, for the ring's span detail.
+    let resource = export::build_resource(config)
+        .iter()
+        .filter(|(key, _)| key.as_str() != "service.name")
+        .map(|(key, value)| Attribute {
+            key: key.to_string().into(),
+            value: AttrValue::from(value.to_string()),
+        })
+        .collect();
     metrics.set_degradation(0, factor.get());
 
     let (tx, intake, export_done) = match start_export(config, &metrics, &factor) {
@@ -121,6 +131,7 @@ pub(crate) fn start(config: &TelemetryConfig, ring: TraceRing, metrics: Metrics)
         sink: SpanSink {
             ring,
             service,
+            resource: Arc::new(SpanResource::new(resource)),
             export: tx,
             metrics,
             factor,

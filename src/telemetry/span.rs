@@ -84,7 +84,7 @@ impl AttrValue {
         }
     }
 
-    fn approx_bytes(&self) -> usize {
+    pub(crate) fn approx_bytes(&self) -> usize {
         match self {
             AttrValue::Str(s) => s.len(),
             _ => 8,

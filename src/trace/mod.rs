@@ -13,7 +13,7 @@
 //! 4. **response head** — status, `grpc-status` of a trailers-only answer, upstream failure;
 //! 5. **end** — at end of stream (trailers included), on a body error, or when the client
 //!    goes away: the span is recorded, the request counted, the in-flight entry released.
-//!    Ending is driven by [`hop::Hop`]'s `Drop`, so no path can forget it.
+//!    Ending is driven by `hop::Hop`'s `Drop`, so no path can forget it.
 
 mod body;
 mod hop;
@@ -27,7 +27,7 @@ use http::request::Parts;
 use http::{Request, Response};
 use tower::{Layer, Service};
 
-pub(crate) use self::body::{ResponseFuture, TracedBody};
+pub use self::body::{ResponseFuture, TracedBody};
 use self::hop::Hop;
 use crate::config::{CompiledRules, RulesHandle};
 use crate::direction::Direction;
@@ -37,7 +37,7 @@ use crate::telemetry::{Metrics, SpanKind, SpanRecord, SpanSink, WireProtocol, se
 
 /// The runtime handles the trace layer needs, shared by every connection.
 #[derive(Debug, Clone)]
-pub(crate) struct TraceHandles {
+pub struct TraceHandles {
     /// The rules in force (hot-reloaded; loaded once per request).
     pub rules: RulesHandle,
     /// In-flight inbound server spans (orphan inference, tracestate restore).
@@ -52,7 +52,7 @@ pub(crate) struct TraceHandles {
 
 /// What the trace layer knows about the connection a request arrived on.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct ConnInfo {
+pub struct ConnInfo {
     /// Which side of the app.
     pub direction: Direction,
     /// The client's address (`client.address` on server spans).
@@ -65,7 +65,7 @@ pub(crate) struct ConnInfo {
 
 /// Builds [`Trace`] services for the requests of one connection.
 #[derive(Debug, Clone)]
-pub(crate) struct TraceLayer {
+pub struct TraceLayer {
     handles: Arc<TraceHandles>,
     conn: ConnInfo,
 }
@@ -74,7 +74,7 @@ impl TraceLayer {
     /// A layer for requests arriving on the connection described by `conn`. The handles are
     /// shared behind one `Arc`: hyper clones the service for every request, and one reference
     /// count is cheaper than the nine inside [`TraceHandles`].
-    pub(crate) fn new(handles: impl Into<Arc<TraceHandles>>, conn: ConnInfo) -> Self {
+    pub fn new(handles: impl Into<Arc<TraceHandles>>, conn: ConnInfo) -> Self {
         TraceLayer {
             handles: handles.into(),
             conn,
@@ -96,7 +96,7 @@ impl<S> Layer<S> for TraceLayer {
 
 /// The trace middleware around an inner (forwarding) service.
 #[derive(Debug, Clone)]
-pub(crate) struct Trace<S> {
+pub struct Trace<S> {
     inner: S,
     handles: Arc<TraceHandles>,
     conn: ConnInfo,
@@ -116,7 +116,7 @@ where
     }
 
     /// The request head's steps, top to bottom; the rest happens in [`ResponseFuture`],
-    /// [`TracedBody`] and [`Hop`]'s `Drop`.
+    /// [`TracedBody`] and `Hop`'s `Drop`.
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let started = Instant::now();
         let start = SystemTime::now();
@@ -271,7 +271,20 @@ impl<S> Trace<S> {
         if id.inferred_parent {
             span.set_attr(semconv::STITCH_PARENT_INFERRED, true);
         }
+        record_injected(&mut span, rules, outcome);
         Some(span)
+    }
+}
+
+/// `stitch.propagation.injected`: the dialects this hop wrote, so the trace view can show
+/// each seam as dialect in → dialects out. The names are copied, not formatted, in the common
+/// cases (see [`CompiledRules::dialect_list`]).
+fn record_injected(span: &mut SpanRecord, rules: &CompiledRules, outcome: &Outcome) {
+    if !outcome.injected.is_empty() {
+        span.push_attr(
+            semconv::STITCH_PROPAGATION_INJECTED,
+            rules.dialect_list(outcome.injected),
+        );
     }
 }
 

@@ -17,10 +17,10 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["main"],
     &["cli"],
-    &["app", "iptables"],
-    &["admin", "proxy"],
+    &["app", "webhook", "hooks"],
+    &["admin", "proxy", "inject"],
     &["trace"],
-    &["config", "telemetry"],
+    &["config", "telemetry", "iptables"],
     &["propagation"],
     &["direction", "grpc", "shutdown", "upstream_failure"],
 ];

@@ -467,6 +467,11 @@ fn assert_tree(c: &Chain, spans: &[S]) {
             Some("w3c"),
             "the extracted dialect is recorded: {s:?}"
         );
+        assert_eq!(
+            attr(s, "stitch.propagation.injected").as_deref(),
+            Some("w3c"),
+            "the dialects written are recorded: {s:?}"
+        );
     }
 
     // The failing gRPC call: both sides carry the status and are errors.

@@ -41,9 +41,23 @@ pub const IPTABLES_FLAGS: [&str; 6] = [
 
 /// stitch as a child process; killed on drop.
 #[derive(Debug)]
-struct StitchProcess {
+pub struct StitchProcess {
     child: Child,
     log: PathBuf,
+}
+
+impl StitchProcess {
+    /// Whether it is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The last lines it logged.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
 }
 
 impl Drop for StitchProcess {
@@ -223,7 +237,7 @@ impl Pod {
             probes.add(&topo.pod, p)?;
         }
 
-        let stitch = start_stitch(&topo.pod)?;
+        let stitch = start_stitch(&topo.pod, &[])?;
         let mut pod = Pod {
             app,
             peer_http,
@@ -267,14 +281,12 @@ impl Pod {
 
     /// The last lines stitch logged, for failure messages.
     pub fn stitch_log(&self) -> String {
-        let text = std::fs::read_to_string(&self.stitch.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(60)..].join("\n")
+        self.stitch.log_tail()
     }
 
     /// Whether stitch is still running.
     pub fn stitch_alive(&mut self) -> bool {
-        matches!(self.stitch.child.try_wait(), Ok(None))
+        self.stitch.alive()
     }
 
     /// Runs the client helper (this test binary, `__client …`) in the pod as the app's UID.
@@ -307,7 +319,8 @@ pub fn client(ns: &Netns, uid: u32, args: &[String]) -> Result<String, String> {
     }
 }
 
-fn start_stitch(pod: &Netns) -> Result<StitchProcess, String> {
+/// Starts stitch in `pod` as its UID with the fixture's listeners and `env` added.
+pub fn start_stitch(pod: &Netns, env: &[(&str, String)]) -> Result<StitchProcess, String> {
     let log = std::env::temp_dir().join(format!("{}-stitch.log", pod.name()));
     let file = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
     let stitch = &super::bins::staged()?.stitch;
@@ -327,6 +340,7 @@ fn start_stitch(pod: &Netns) -> Result<StitchProcess, String> {
             "0.0.0.0:4191",
         ])
         .env("RUST_LOG", "stitch=debug,info")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(file)

@@ -7,6 +7,7 @@
 //! Every wait is bounded by [`DEADLINE`] so a broken proxy fails a test instead of hanging it.
 
 pub mod grpc;
+pub mod k8s;
 pub mod metrics;
 pub mod process;
 pub mod tcp;
@@ -177,6 +178,11 @@ impl Loopback {
     pub async fn start(self) -> StitchUnderTest {
         StitchUnderTest::serve(self.bind().await).await
     }
+
+    /// Binds and starts serving, without waiting for `/ready` (tests of what waits for it).
+    pub async fn launch(self) -> StitchUnderTest {
+        StitchUnderTest::spawn(self.bind().await)
+    }
 }
 
 /// A running in-process stitch; dropping it triggers shutdown.
@@ -200,16 +206,20 @@ impl Drop for StitchUnderTest {
 }
 
 impl StitchUnderTest {
-    /// Runs a bound stitch; returns once `/ready` answers 200 (listeners serving, rules
-    /// watcher installed).
-    pub async fn serve(stitch: Stitch) -> Self {
-        let running = StitchUnderTest {
+    fn spawn(stitch: Stitch) -> Self {
+        StitchUnderTest {
             inbound: stitch.inbound_addr(),
             outbound: stitch.outbound_addrs()[0],
             admin: stitch.admin_addr(),
             shutdown: stitch.shutdown_handle(),
             task: tokio::spawn(stitch.run()),
-        };
+        }
+    }
+
+    /// Runs a bound stitch; returns once `/ready` answers 200 (listeners serving, rules
+    /// watcher installed).
+    pub async fn serve(stitch: Stitch) -> Self {
+        let running = StitchUnderTest::spawn(stitch);
         let admin = running.admin;
         eventually("stitch to be ready", async || {
             http_request(admin, "GET", "/ready", &[], Vec::new())
