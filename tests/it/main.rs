@@ -14,6 +14,7 @@ mod admin_collects_whole_traces;
 mod admin_endpoints;
 mod admin_html_chromium;
 mod config_reload;
+mod detect;
 mod h2_idle;
 mod http1;
 mod http2_grpc;

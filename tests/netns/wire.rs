@@ -199,3 +199,31 @@ pub fn banner_exchange(addr: SocketAddr, bytes: &[u8]) -> io::Result<Vec<u8>> {
     reader.read_to_end(&mut first)?;
     Ok(first)
 }
+
+/// The first flight of an HTTPS client: a real TLS ClientHello, as rustls writes it.
+pub fn client_hello() -> Vec<u8> {
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("peer.example").expect("a DNS name");
+    let mut conn =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("a TLS client");
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).expect("the ClientHello");
+    hello
+}
+
+/// Sends `bytes` and waits, connection open, for as many bytes back (as a TLS client waits
+/// for the ServerHello); returns them and how long they took.
+pub fn first_flight(addr: SocketAddr, bytes: &[u8]) -> io::Result<(Vec<u8>, Duration)> {
+    let mut stream = connect(addr)?;
+    let started = std::time::Instant::now();
+    stream.write_all(bytes)?;
+    let mut back = vec![0u8; bytes.len()];
+    stream.read_exact(&mut back)?;
+    Ok((back, started.elapsed()))
+}
