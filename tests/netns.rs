@@ -6,7 +6,8 @@
 //! `filter` table prove which process opened which connection (see `netns/probes.rs`).
 //!
 //! `netns/app_probe.rs` checks that kubelet probes rewritten by the Kubernetes injector tell
-//! the truth about the app behind stitch.
+//! the truth about the app behind stitch; `netns/admin_access.rs` that the admin server's
+//! data endpoints answer only inside the pod unless `--admin-expose-data` is set.
 //!
 //! Needs root, `ip` (iproute2), `nsenter` (util-linux) and iptables; without root or network
 //! namespaces it prints why and skips. It has its own `main` (`harness = false`) because it
@@ -17,6 +18,7 @@
 #![allow(unreachable_pub)]
 
 mod netns {
+    pub mod admin_access;
     pub mod app_probe;
     pub mod bins;
     pub mod pod;
@@ -77,6 +79,10 @@ const POD_CHECKS: &[PodCheck] = &[
     ),
     ("skipped_ports_and_cidrs_bypass_stitch", skipped_traffic),
     ("admin_port_is_never_redirected", admin_port),
+    (
+        "admin_data_endpoints_answer_loopback_only",
+        netns::admin_access::data_stays_in_the_pod,
+    ),
     ("stitch_own_connections_are_not_looped", not_looped),
     (
         "cleanup_removes_every_rule_and_traffic_flows_directly",
@@ -96,6 +102,10 @@ const STANDALONE: &[Standalone] = &[
     (
         "rewritten_kubelet_probes_follow_the_app_not_stitch",
         netns::app_probe::probes_follow_the_app,
+    ),
+    (
+        "admin_expose_data_opens_the_data_endpoints",
+        netns::admin_access::expose_data_opens_it,
     ),
 ];
 

@@ -13,6 +13,7 @@ mod support;
 mod admin_collects_whole_traces;
 mod admin_endpoints;
 mod admin_html_chromium;
+mod admin_limits;
 mod config_reload;
 mod detect;
 mod h2_idle;

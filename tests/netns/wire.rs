@@ -147,14 +147,30 @@ fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
 
 /// `GET path` with the given extra header lines; returns the status code and the body.
 pub fn http_get(addr: SocketAddr, path: &str, headers: &[String]) -> io::Result<(u16, String)> {
+    http_request(addr, "GET", path, headers, b"")
+}
+
+/// `METHOD path` with the given extra header lines and body (sent with its length); returns
+/// the status code and the body.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[String],
+    body: &[u8],
+) -> io::Result<(u16, String)> {
     let mut stream = connect(addr)?;
-    let mut request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n");
+    if !body.is_empty() {
+        request.push_str(&format!("content-length: {}\r\n", body.len()));
+    }
     for h in headers {
         request.push_str(h);
         request.push_str("\r\n");
     }
     request.push_str("\r\n");
     stream.write_all(request.as_bytes())?;
+    stream.write_all(body)?;
     let mut reader = BufReader::new(stream);
     let head = read_head(&mut reader)?;
     let status = head

@@ -21,12 +21,14 @@ pub struct StitchProcess {
     pub inbound: SocketAddr,
     /// Where its outbound listener is bound.
     pub outbound: SocketAddr,
+    /// Where its admin server is bound.
+    pub admin: SocketAddr,
     /// Every stderr line, as it arrives.
     pub log_lines: mpsc::UnboundedReceiver<String>,
 }
 
 /// Starts the binary in explicit mode to `target` with `extra` flags, and waits until it
-/// logged both proxy listeners.
+/// logged its proxy and admin listeners.
 pub async fn spawn_stitch(target: SocketAddr, extra: &[&str]) -> StitchProcess {
     let mut child = Command::new(env!("CARGO_BIN_EXE_stitch"))
         .args([
@@ -62,10 +64,10 @@ pub async fn spawn_stitch(target: SocketAddr, extra: &[&str]) -> StitchProcess {
             }
         }
     });
-    let (mut inbound, mut outbound) = (None, None);
+    let (mut inbound, mut outbound, mut admin) = (None, None, None);
     let mut seen = Vec::new();
     within("the binary to log its listeners", async {
-        while inbound.is_none() || outbound.is_none() {
+        while inbound.is_none() || outbound.is_none() || admin.is_none() {
             let Some(line) = rx.recv().await else {
                 panic!(
                     "stitch exited before listening; stderr:\n{}",
@@ -76,6 +78,7 @@ pub async fn spawn_stitch(target: SocketAddr, extra: &[&str]) -> StitchProcess {
                 match which.as_str() {
                     "inbound" => inbound = Some(addr),
                     "outbound" => outbound = Some(addr),
+                    "admin" => admin = Some(addr),
                     _ => {}
                 }
             }
@@ -88,6 +91,7 @@ pub async fn spawn_stitch(target: SocketAddr, extra: &[&str]) -> StitchProcess {
         pid,
         inbound: inbound.expect("loop exits only when set"),
         outbound: outbound.expect("loop exits only when set"),
+        admin: admin.expect("loop exits only when set"),
         log_lines: rx,
     }
 }
@@ -125,6 +129,26 @@ impl StitchProcess {
     /// Peak resident set size of the child (`VmHWM`), in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
         read_status_kib(self.pid, "VmHWM:")
+    }
+
+    /// File descriptors the child holds open now.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid))
+            .expect("read /proc/PID/fd")
+            .count()
+    }
+
+    /// CPU time the child has used so far (user + system), from `/proc/PID/stat`.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .expect("read /proc/PID/stat");
+        // Fields after the parenthesised command name; utime and stime are the 14th and 15th
+        // fields overall, in clock ticks (USER_HZ, 100 on Linux).
+        let rest = &stat[stat.rfind(')').expect("a command name") + 2..];
+        let fields: Vec<&str> = rest.split(' ').collect();
+        let ticks: u64 =
+            fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+        Duration::from_millis(ticks * 10)
     }
 }
 
