@@ -8,13 +8,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use crate::support::k8s::{assert_valid, documents, find, render, root};
+use crate::support::process::spawn_listening;
 use base64::Engine as _;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const SERVER_NAME: &str = "stitch-webhook.stitch-system.svc";
@@ -112,41 +112,19 @@ impl ChartWebhook {
 
     /// Starts the real binary with the chart's flags on a loopback port.
     async fn start(&self) -> Running {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_stitch"))
-            .arg("webhook")
-            .args(self.inject_flags())
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--tls-cert")
-            .arg(self.cert_path())
-            .arg("--tls-key")
-            .arg(self.key_path())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("stitch starts");
-        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let addr = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                let Ok(entry) = serde_json::from_str::<Value>(&line) else {
-                    continue;
-                };
-                if entry["fields"]["listener"] == "webhook" {
-                    return entry["fields"]["addr"]
-                        .as_str()
-                        .and_then(|a| a.parse::<SocketAddr>().ok())
-                        .expect("an address");
-                }
-            }
-            panic!("the webhook exited before listening");
-        })
-        .await
-        .expect("the webhook listens within 30s");
-        // Keep draining its log so it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let mut args = vec!["webhook".to_owned()];
+        args.extend(self.inject_flags());
+        args.extend(["--listen".to_owned(), "127.0.0.1:0".to_owned()]);
+        args.extend([
+            "--tls-cert".to_owned(),
+            self.cert_path().display().to_string(),
+        ]);
+        args.extend([
+            "--tls-key".to_owned(),
+            self.key_path().display().to_string(),
+        ]);
+        let (child, addrs, _log) = spawn_listening(&args, &["webhook"]).await;
+        let addr = addrs[0];
         Running {
             _child: child,
             addr,

@@ -1,6 +1,7 @@
 //! The real `stitch` binary as a child process: for signals and for peak-memory readings
 //! that must not include the test's own allocations.
 
+use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
@@ -30,21 +31,42 @@ pub struct StitchProcess {
 /// Starts the binary in explicit mode to `target` with `extra` flags, and waits until it
 /// logged its proxy and admin listeners.
 pub async fn spawn_stitch(target: SocketAddr, extra: &[&str]) -> StitchProcess {
+    let target = target.to_string();
+    let mut args = vec![
+        "run",
+        "--log-format",
+        "json",
+        "--inbound-listen",
+        "127.0.0.1:0",
+        "--outbound-listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--inbound-target",
+        &target,
+    ];
+    args.extend_from_slice(extra);
+    let (child, addrs, log_lines) = spawn_listening(&args, &["inbound", "outbound", "admin"]).await;
+    StitchProcess {
+        pid: child.id().expect("a running child has a pid"),
+        child,
+        inbound: addrs[0],
+        outbound: addrs[1],
+        admin: addrs[2],
+        log_lines,
+    }
+}
+
+/// Starts the binary with `args` (a command that logs JSON) and waits until it logged a
+/// `listening` line for each of `listeners`; returns the child, those listeners' addresses in
+/// the same order, and every stderr line after them. Its stderr is drained for its whole life,
+/// so it never blocks on a full pipe; the child is killed on drop.
+pub async fn spawn_listening<S: AsRef<OsStr>>(
+    args: &[S],
+    listeners: &[&str],
+) -> (Child, Vec<SocketAddr>, mpsc::UnboundedReceiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_stitch"))
-        .args([
-            "run",
-            "--log-format",
-            "json",
-            "--inbound-listen",
-            "127.0.0.1:0",
-            "--outbound-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--inbound-target",
-        ])
-        .arg(target.to_string())
-        .args(extra)
+        .args(args)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -52,48 +74,36 @@ pub async fn spawn_stitch(target: SocketAddr, extra: &[&str]) -> StitchProcess {
         .kill_on_drop(true)
         .spawn()
         .expect("the stitch binary starts");
-    let pid = child.id().expect("a running child has a pid");
     let stderr = child.stderr.take().expect("stderr is piped");
     let (tx, mut rx) = mpsc::unbounded_channel();
-    // Keep draining stderr for the whole life of the child, so it never blocks on a full pipe.
     tokio::spawn(async move {
         let mut lines = BufReader::new(stderr).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            if tx.send(line).is_err() {
-                break;
-            }
+            // Nobody reading any more is fine: the draining goes on.
+            let _ = tx.send(line);
         }
     });
-    let (mut inbound, mut outbound, mut admin) = (None, None, None);
+    let mut found: Vec<Option<SocketAddr>> = vec![None; listeners.len()];
     let mut seen = Vec::new();
     within("the binary to log its listeners", async {
-        while inbound.is_none() || outbound.is_none() || admin.is_none() {
+        while found.iter().any(Option::is_none) {
             let Some(line) = rx.recv().await else {
                 panic!(
                     "stitch exited before listening; stderr:\n{}",
                     seen.join("\n")
                 );
             };
-            if let Some((which, addr)) = parse_listening(&line) {
-                match which.as_str() {
-                    "inbound" => inbound = Some(addr),
-                    "outbound" => outbound = Some(addr),
-                    "admin" => admin = Some(addr),
-                    _ => {}
-                }
+            if let Some((which, addr)) = parse_listening(&line)
+                && let Some(i) = listeners.iter().position(|l| *l == which)
+            {
+                found[i] = Some(addr);
             }
             seen.push(line);
         }
     })
     .await;
-    StitchProcess {
-        child,
-        pid,
-        inbound: inbound.expect("loop exits only when set"),
-        outbound: outbound.expect("loop exits only when set"),
-        admin: admin.expect("loop exits only when set"),
-        log_lines: rx,
-    }
+    let addrs = found.into_iter().flatten().collect();
+    (child, addrs, rx)
 }
 
 /// Parses a `"message":"listening"` JSON log line into (listener, addr).
