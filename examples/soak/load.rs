@@ -35,7 +35,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior, interval, timeout};
 
 use crate::raw_codec::{RawCodec, UNARY_PATH};
-use crate::sessions::{grpc_stream, large_bodies, opaque, sessions, websocket};
+use crate::sessions::{Session, grpc_stream, large_bodies, opaque, sessions, websocket};
 use crate::tally::Tally;
 
 /// Longest wait for any one answer.
@@ -91,40 +91,26 @@ pub(crate) async fn run(targets: Targets, length: Duration, scale: f64, report_e
     spawn(new_connections(targets.inbound, every(15.0), until, t.clone()).boxed());
     spawn(h2c(targets.inbound, every(100.0), until, t.clone()).boxed());
     spawn(grpc_unary(targets.inbound, every(40.0), until, t.clone()).boxed());
-    for _ in 0..2 {
-        spawn(
-            sessions(
-                "grpc_stream",
-                Duration::from_secs(30),
-                every(10.0),
-                until,
-                t.clone(),
-                move |pace, end, t| grpc_stream(targets.inbound, pace, end, t).boxed(),
-            )
-            .boxed(),
+    // Each kind of session twice: (kind, how long one session lasts, the session).
+    let kinds: [(&'static str, u64, Session); 3] = [
+        ("grpc_stream", 30, |a, p, e, t| {
+            grpc_stream(a, p, e, t).boxed()
+        }),
+        ("websocket", 20, |a, p, e, t| websocket(a, p, e, t).boxed()),
+        ("opaque", 10, |a, p, e, t| opaque(a, p, e, t).boxed()),
+    ];
+    for (kind, seconds, session) in kinds.into_iter().chain(kinds) {
+        let length = Duration::from_secs(seconds);
+        let task = sessions(
+            kind,
+            targets.inbound,
+            length,
+            every(10.0),
+            until,
+            t.clone(),
+            session,
         );
-        spawn(
-            sessions(
-                "websocket",
-                Duration::from_secs(20),
-                every(10.0),
-                until,
-                t.clone(),
-                move |pace, end, t| websocket(targets.inbound, pace, end, t).boxed(),
-            )
-            .boxed(),
-        );
-        spawn(
-            sessions(
-                "opaque",
-                Duration::from_secs(10),
-                every(10.0),
-                until,
-                t.clone(),
-                move |pace, end, t| opaque(targets.inbound, pace, end, t).boxed(),
-            )
-            .boxed(),
-        );
+        spawn(task.boxed());
     }
     spawn(large_bodies(targets.inbound, every(1.0 / 3.0), until, t).boxed());
 
@@ -178,31 +164,44 @@ pub(crate) fn empty() -> Body {
     Full::new(Bytes::new()).boxed()
 }
 
+/// Sends `req` on `send` once the connection is ready; the answer's head.
+pub(crate) async fn send_h1(
+    send: &mut http1::SendRequest<Body>,
+    req: Request<Body>,
+) -> Result<http::Response<hyper::body::Incoming>, String> {
+    send.ready().await.map_err(|e| format!("connection: {e}"))?;
+    send.send_request(req)
+        .await
+        .map_err(|e| format!("request: {e}"))
+}
+
 /// Sends `req` on `send` and reads the whole answer; fails unless 200 (and `want`, if given).
 pub(crate) async fn exchange(
     send: &mut http1::SendRequest<Body>,
     req: Request<Body>,
     want: Option<&[u8]>,
 ) -> Result<(), String> {
-    let answer = async {
-        send.ready().await.map_err(|e| format!("connection: {e}"))?;
-        let resp = send
-            .send_request(req)
-            .await
-            .map_err(|e| format!("request: {e}"))?;
-        let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("body: {e}"))?;
-        check(status, &body.to_bytes(), want)
-    };
+    let answer = async { read_answer(send_h1(send, req).await?, want).await };
     timeout(ANSWER_TIMEOUT, answer)
         .await
         .map_err(|_| "no answer in time".to_owned())?
 }
 
+/// Reads a whole answer and checks it.
+async fn read_answer(
+    resp: http::Response<hyper::body::Incoming>,
+    want: Option<&[u8]>,
+) -> Result<(), String> {
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?;
+    check(status, &body.to_bytes(), want)
+}
+
+/// Fails unless 200 (and `want` as the body, if given).
 fn check(status: StatusCode, body: &[u8], want: Option<&[u8]>) -> Result<(), String> {
     if status != StatusCode::OK {
         return Err(format!(
@@ -395,13 +394,7 @@ async fn h2c(addr: SocketAddr, every: Duration, until: Instant, tally: Arc<Tally
                     .send_request(req)
                     .await
                     .map_err(|e| format!("request: {e}"))?;
-                let status = resp.status();
-                let body = resp
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| format!("body: {e}"))?;
-                check(status, &body.to_bytes(), Some(crate::OK_BODY))
+                read_answer(resp, Some(crate::OK_BODY)).await
             };
             let result = timeout(ANSWER_TIMEOUT, answer)
                 .await

@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::load::{
-    ANSWER_TIMEOUT, Body, connect, empty, exchange, grpc_request, pace, reuse, traceparent,
+    ANSWER_TIMEOUT, Body, connect, empty, exchange, grpc_request, pace, reuse, send_h1, traceparent,
 };
 use crate::raw_codec::{RawCodec, STREAM_PATH};
 use crate::tally::Tally;
@@ -27,17 +27,20 @@ use crate::tally::Tally;
 /// Size of each large body, both ways.
 const LARGE_BODY: u64 = 8 * 1024 * 1024;
 
+/// One session of a kind: to `addr`, a message every `every` until `end`, each counted.
+pub(crate) type Session =
+    fn(SocketAddr, Duration, Instant, Arc<Tally>) -> BoxFuture<'static, Result<(), String>>;
+
 /// Opens one session after another (each lasting `length`, or to the end) until `until`.
-pub(crate) async fn sessions<F>(
+pub(crate) async fn sessions(
     kind: &'static str,
+    addr: SocketAddr,
     length: Duration,
     every: Duration,
     until: Instant,
     tally: Arc<Tally>,
-    session: F,
-) where
-    F: Fn(Duration, Instant, Arc<Tally>) -> BoxFuture<'static, Result<(), String>>,
-{
+    session: Session,
+) {
     let session_kind = match kind {
         "grpc_stream" => "grpc_stream_session",
         "websocket" => "websocket_session",
@@ -45,7 +48,7 @@ pub(crate) async fn sessions<F>(
     };
     while Instant::now() < until {
         let end = (Instant::now() + length).min(until);
-        let result = session(every, end, tally.clone()).await;
+        let result = session(addr, every, end, tally.clone()).await;
         if result.is_err() {
             // Not at once again: a refused connection would otherwise spin.
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -233,11 +236,7 @@ async fn download(send: &mut http1::SendRequest<Body>, addr: SocketAddr) -> Resu
         .body(empty())
         .expect("a valid request");
     let answer = async {
-        send.ready().await.map_err(|e| format!("connection: {e}"))?;
-        let resp = send
-            .send_request(req)
-            .await
-            .map_err(|e| format!("request: {e}"))?;
+        let resp = send_h1(send, req).await?;
         if resp.status() != StatusCode::OK {
             return Err(format!("status {}", resp.status()));
         }

@@ -109,7 +109,10 @@ def fit(points):
 
 def flatness(points, floor):
     """(drift over the window, residual sd, flat?): flat when the drift the slope implies over
-    the window is within three residual sds, or below `floor` (the unit's noise)."""
+    the window is within three residual sds, or below `floor` (the unit's noise); `None`
+    when the run is too short to have three readings after warm-up."""
+    if len(points) < 3:
+        return 0.0, 0.0, None
     slope, sd = fit(points)
     window = points[-1][0] - points[0][0] if len(points) > 1 else 0.0
     drift = slope * window
@@ -327,8 +330,8 @@ def report(run, command):
              "every minute. Method and what each check means: `scripts/bench/soak.py`; the "
              "mix: `examples/soak/load.rs`.", "",
              "| check | verdict | figure |", "|---|---|---|"]
-    lines += [f"| {name} | **{'met' if good else 'not met'}** | {figure} |"
-              for name, good, figure in checks]
+    verdicts = {True: "**met**", False: "**not met**", None: "not measured (run too short)"}
+    lines += [f"| {name} | {verdicts[good]} | {figure} |" for name, good, figure in checks]
     lines += ["", "| kind | ok | failed | first failures |", "|---|---|---|---|"]
     for kind, c in kinds.items():
         samples = "; ".join(c["samples"])[:200].replace("|", "\\|")
