@@ -442,11 +442,11 @@ def w_slowloris(args, target, _direct):
     timeout, so closing and reconnecting tricklers happen inside it."""
     if target.name not in SLOWLORIS_TARGETS:
         return None
-    probe = Probe(target)
     rc, out, _ = run_generator(oha_cmd(args, target.h1), args.seconds + 20, args.gen)
     if rc != 0:
         raise RuntimeError(f"oha failed: {out[-300:]}")
     baseline = parse_oha(out)
+    probe = Probe(target)  # CPU and peak RSS of the loaded window only
     window = max(12, args.seconds)
     holder = subprocess.Popen(
         [sys.executable, "-B", os.path.join(HERE, "trickle_clients.py"), str(target.h1),
