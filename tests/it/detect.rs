@@ -91,7 +91,8 @@ async fn a_trickling_http_client_is_closed_with_408_and_never_reaches_the_app() 
     let trickle = async {
         for byte in request.as_bytes() {
             if client.write_all(&[*byte]).await.is_err() {
-                break;
+                // Closed (and gone) before we read the end: what we read so far is the answer.
+                return;
             }
             // Read whatever came back meanwhile; the end of the stream ends the trickle.
             let mut chunk = [0u8; 256];
