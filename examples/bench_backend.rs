@@ -14,6 +14,8 @@
 //! Usage: `bench_backend 127.0.0.1:PORT [worker_threads]` (threads default to the CPUs it may
 //! run on, so `taskset -c 1` gives one worker).
 
+#[path = "bench_common/grpc_echo.rs"]
+mod grpc_echo;
 #[path = "bench_common/raw_codec.rs"]
 mod raw_codec;
 
@@ -26,8 +28,6 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tonic::body::Body;
-
-use raw_codec::{RawCodec, STREAM_PATH, UNARY_PATH};
 
 /// About the size of a small JSON API answer.
 const SMALL_BODY: &[u8] =
@@ -80,7 +80,7 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     if is_grpc {
-        return Ok(grpc(req).await);
+        return Ok(grpc_echo::grpc_echo(req).await);
     }
     if let Some(len) = req.uri().path().strip_prefix("/bytes/") {
         return Ok(match len.parse::<u64>() {
@@ -126,25 +126,6 @@ async fn drain(mut body: Incoming) -> u64 {
         }
     }
     received
-}
-
-async fn grpc(req: Request<Incoming>) -> Response<Body> {
-    let mut server = tonic::server::Grpc::new(RawCodec);
-    match req.uri().path() {
-        UNARY_PATH => {
-            let echo = tower::service_fn(|r: tonic::Request<Bytes>| async move {
-                Ok::<_, tonic::Status>(tonic::Response::new(r.into_inner()))
-            });
-            server.unary(echo, req).await
-        }
-        STREAM_PATH => {
-            let echo = tower::service_fn(|r: tonic::Request<tonic::Streaming<Bytes>>| async move {
-                Ok::<_, tonic::Status>(tonic::Response::new(r.into_inner()))
-            });
-            server.streaming(echo, req).await
-        }
-        _ => tonic::Status::unimplemented("unknown method").into_http(),
-    }
 }
 
 fn status(code: StatusCode) -> Response<Body> {

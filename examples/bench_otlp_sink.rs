@@ -8,7 +8,11 @@
 //! export cost (conversion, encoding, sending) is the same against this sink. Every export
 //! still completes, so spans dropped by stitch stay visible in its own counters.
 //!
-//! Usage: `bench_otlp_sink 127.0.0.1:PORT`.
+//! With `--count-spans` (for `make soak`, not the benchmark) it decodes each export and prints
+//! `spans N` on stdout before answering, so the spans of every incarnation of a collector that
+//! is stopped and started again add up exactly: a span stitch counts as exported was printed.
+//!
+//! Usage: `bench_otlp_sink 127.0.0.1:PORT [--count-spans]`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -25,6 +29,9 @@ use hyper_util::rt::TokioIo;
 struct Stats {
     requests: AtomicU64,
     bytes: AtomicU64,
+    /// Spans decoded, when counting.
+    spans: AtomicU64,
+    count_spans: bool,
 }
 
 fn main() -> std::io::Result<()> {
@@ -33,15 +40,19 @@ fn main() -> std::io::Result<()> {
         .unwrap_or_default()
         .parse()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let count_spans = std::env::args().any(|a| a == "--count-spans");
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(serve(listen))
+        .block_on(serve(listen, count_spans))
 }
 
-async fn serve(listen: SocketAddr) -> std::io::Result<()> {
+async fn serve(listen: SocketAddr, count_spans: bool) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    let stats = Arc::new(Stats::default());
+    let stats = Arc::new(Stats {
+        count_spans,
+        ..Stats::default()
+    });
     loop {
         let (stream, _) = listener.accept().await?;
         let stats = stats.clone();
@@ -62,11 +73,25 @@ async fn handle(
         (&Method::POST, "/v1/traces") => {
             let mut body = req.into_body();
             let mut received = 0u64;
+            let mut kept = Vec::new();
             while let Some(frame) = body.frame().await {
                 match frame {
-                    Ok(frame) => received += frame.data_ref().map_or(0, |d| d.len() as u64),
+                    Ok(frame) => {
+                        let data = frame.data_ref().map_or(&[][..], |d| &d[..]);
+                        received += data.len() as u64;
+                        if stats.count_spans {
+                            kept.extend_from_slice(data);
+                        }
+                    }
                     Err(_) => return Ok(status(StatusCode::BAD_REQUEST)),
                 }
+            }
+            if stats.count_spans {
+                let Some(spans) = count_spans(&kept) else {
+                    return Ok(status(StatusCode::BAD_REQUEST));
+                };
+                stats.spans.fetch_add(spans, Ordering::Relaxed);
+                println!("spans {spans}");
             }
             stats.requests.fetch_add(1, Ordering::Relaxed);
             stats.bytes.fetch_add(received, Ordering::Relaxed);
@@ -79,14 +104,29 @@ async fn handle(
         }
         (&Method::GET, "/stats") => {
             let json = format!(
-                "{{\"requests\":{},\"bytes\":{}}}\n",
+                "{{\"requests\":{},\"bytes\":{},\"spans\":{}}}\n",
                 stats.requests.load(Ordering::Relaxed),
-                stats.bytes.load(Ordering::Relaxed)
+                stats.bytes.load(Ordering::Relaxed),
+                stats.spans.load(Ordering::Relaxed)
             );
             Ok(Response::new(Full::new(Bytes::from(json))))
         }
         _ => Ok(status(StatusCode::NOT_FOUND)),
     }
+}
+
+/// Spans in an uncompressed protobuf `ExportTraceServiceRequest` (stitch sends them so unless
+/// `OTEL_EXPORTER_OTLP_COMPRESSION` is set), or `None` if it does not decode.
+fn count_spans(body: &[u8]) -> Option<u64> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    let request = <ExportTraceServiceRequest as prost::Message>::decode(body).ok()?;
+    let spans = request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len() as u64)
+        .sum();
+    Some(spans)
 }
 
 fn status(code: StatusCode) -> Response<Full<Bytes>> {

@@ -39,6 +39,8 @@ pub struct Settings {
     pub outbound_listen: Vec<SocketAddr>,
     /// Admin server address.
     pub admin_listen: SocketAddr,
+    /// Serve the admin server's data endpoints beyond loopback (`--admin-expose-data`).
+    pub admin_expose_data: bool,
     /// Explicit inbound mode: every inbound connection goes to this `host:port`.
     pub inbound_target: Option<String>,
     /// `service.name` of the spans; `None` keeps the telemetry config's (`OTEL_SERVICE_NAME`,
@@ -87,6 +89,7 @@ impl Default for Settings {
                 SocketAddr::from((Ipv6Addr::LOCALHOST, 4140)),
             ],
             admin_listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 4191)),
+            admin_expose_data: false,
             inbound_target: None,
             service_name: None,
             opaque_ports: Vec::new(),
@@ -309,6 +312,7 @@ impl Stitch {
         let admin_state = crate::admin::AdminState::new(ready.clone())
             .with_telemetry(&telemetry)
             .with_pod_hooks(settings.app_probes.clone(), shutdown.clone())
+            .exposing_data(settings.admin_expose_data)
             .with_config_view({
                 let rules = rules.clone();
                 let exporter = telemetry.config_view();

@@ -71,6 +71,10 @@ pub(crate) struct RunArgs {
     /// Admin HTTP server (health, metrics, rules, traces).
     #[arg(long, env = "STITCH_ADMIN_LISTEN", default_value = "0.0.0.0:4191")]
     admin_listen: SocketAddr,
+    /// Serve /traces, /config, /health and POST /v1/traces to clients beyond loopback (a
+    /// central stitch collecting other instances' spans); off: loopback only.
+    #[arg(long, env = "STITCH_ADMIN_EXPOSE_DATA")]
+    admin_expose_data: bool,
     /// Explicit mode: send every inbound connection here instead of its original destination.
     #[arg(long, env = "STITCH_INBOUND_TARGET")]
     inbound_target: Option<String>,
@@ -145,6 +149,7 @@ impl RunArgs {
                 self.outbound_listen
             },
             admin_listen: self.admin_listen,
+            admin_expose_data: self.admin_expose_data,
             inbound_target: self.inbound_target,
             service_name: self.service_name,
             opaque_ports: self.opaque_ports,

@@ -6,7 +6,8 @@
 //! `filter` table prove which process opened which connection (see `netns/probes.rs`).
 //!
 //! `netns/app_probe.rs` checks that kubelet probes rewritten by the Kubernetes injector tell
-//! the truth about the app behind stitch.
+//! the truth about the app behind stitch; `netns/admin_access.rs` that the admin server's
+//! data endpoints answer only inside the pod unless `--admin-expose-data` is set.
 //!
 //! Needs root, `ip` (iproute2), `nsenter` (util-linux) and iptables; without root or network
 //! namespaces it prints why and skips. It has its own `main` (`harness = false`) because it
@@ -17,6 +18,7 @@
 #![allow(unreachable_pub)]
 
 mod netns {
+    pub mod admin_access;
     pub mod app_probe;
     pub mod bins;
     pub mod pod;
@@ -71,8 +73,16 @@ const POD_CHECKS: &[PodCheck] = &[
         trace_context_both_ways,
     ),
     ("opaque_tcp_passes_untouched_through_stitch", opaque_tcp),
+    (
+        "a_tls_client_hello_reaches_the_peer_without_the_detect_timeout",
+        tls_without_waiting,
+    ),
     ("skipped_ports_and_cidrs_bypass_stitch", skipped_traffic),
     ("admin_port_is_never_redirected", admin_port),
+    (
+        "admin_data_endpoints_answer_loopback_only",
+        netns::admin_access::data_stays_in_the_pod,
+    ),
     ("stitch_own_connections_are_not_looped", not_looped),
     (
         "cleanup_removes_every_rule_and_traffic_flows_directly",
@@ -92,6 +102,10 @@ const STANDALONE: &[Standalone] = &[
     (
         "rewritten_kubelet_probes_follow_the_app_not_stitch",
         netns::app_probe::probes_follow_the_app,
+    ),
+    (
+        "admin_expose_data_opens_the_data_endpoints",
+        netns::admin_access::expose_data_opens_it,
     ),
 ];
 
@@ -254,7 +268,8 @@ fn iptables_installed() -> Result<(), String> {
 // ---------------------------------------------------------------- the client helper
 
 /// `__client http ADDR PATH [HEADER…]` prints `STATUS BODY`; `echo ADDR HEX` and
-/// `banner ADDR HEX` print what came back as hex; `read ADDR` prints what the server sent.
+/// `banner ADDR HEX` print what came back as hex; `read ADDR` prints what the server sent;
+/// `tls-hello ADDR` sends a TLS ClientHello to an echo server and prints `MILLIS HEX`.
 fn client_main(argv: &[String]) -> ExitCode {
     let result = (|| -> Result<String, String> {
         let mode = argv.first().ok_or("no mode")?;
@@ -283,6 +298,17 @@ fn client_main(argv: &[String]) -> ExitCode {
             "read" => {
                 let back = wire::exchange(addr, b"").map_err(io)?;
                 Ok(String::from_utf8_lossy(&back).into_owned())
+            }
+            "tls-hello" => {
+                let hello = wire::client_hello();
+                let (back, took) = wire::first_flight(addr, &hello).map_err(io)?;
+                if back != hello {
+                    return Err(format!(
+                        "the ClientHello came back changed: {}",
+                        to_hex(&back)
+                    ));
+                }
+                Ok(format!("{} {}", took.as_millis(), to_hex(&back)))
             }
             other => Err(format!("unknown mode {other}")),
         }
@@ -466,6 +492,32 @@ fn opaque_tcp(pod: &mut Pod) -> Outcome {
     ensure!(
         pod.count("stitch_to_peer_banner_v4")? >= 1,
         "the server-first connection did not go through stitch"
+    );
+    Ok(())
+}
+
+/// An HTTPS client's first flight through the transparent outbound path reaches the peer at
+/// once: its first byte (`0x16`) cannot be HTTP, so detection does not wait for the pod's
+/// 5 s `--detect-timeout` ([`pod::DETECT_TIMEOUT`]).
+fn tls_without_waiting(pod: &mut Pod) -> Outcome {
+    let through_stitch = pod.count("stitch_to_peer_echo_v4")?;
+    let echo = sock(PEER_V4, PEER_ECHO).to_string();
+    let reply = pod.app_client(&args(&["tls-hello", &echo]))?;
+    let millis: u64 = reply
+        .split(' ')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .ok_or_else(|| format!("the client said {reply:?}"))?;
+    // A generous bound, half the detect timeout: it only tells deciding on the first byte
+    // from waiting the timeout out.
+    ensure!(
+        millis < 2500,
+        "the ClientHello took {millis} ms to come back (detect timeout {:?})",
+        pod::DETECT_TIMEOUT
+    );
+    ensure!(
+        pod.count("stitch_to_peer_echo_v4")? > through_stitch,
+        "the TLS connection did not go through stitch"
     );
     Ok(())
 }

@@ -167,15 +167,21 @@ def issue13_checks(results, workers):
     return checks
 
 
-def issue14_checks(results):
+def issue14_checks(results, limit1_results=None):
     c = Checks(results)
-    return [
+    checks = [
         ("added p99.9 at the fixed rate ≤ 2.0× nginx (ring)",
          c.versus(RING, "latency.added_p999", NGINX, 2.0)),
         ("collector down: p99 within 10% of the ring's", c.within(DOWN, "latency.p99", RING, 0.10)),
         ("black-hole collector: p99 within 10% of the ring's",
          c.within(HOLE, "latency.p99", RING, 0.10)),
     ]
+    if limit1_results is not None:
+        ratio = Checks(limit1_results).m(RING, "slowloris.p99_ratio")
+        checks.append(("CPU limit 1: p99 with 500 trickling clients ≤ 3× its baseline (ring)",
+                       (None, "no figure") if ratio is None else
+                       (ratio <= 3.0, f"{ratio:.2f}× (median over rounds)")))
+    return checks
 
 
 def issue15_checks(results):
@@ -287,6 +293,17 @@ def shape_tables(run, shape):
                         ("req/s", "idle.rps", f_int, [NGINX]),
                         ("p50 ms", "idle.lat_p50", f_ms, []),
                         ("p99 ms", "idle.lat_p99", f_ms, [NGINX])], proxies))
+    parts.append(table(results, f"500 clients trickling a request head at 1 byte/s, while "
+                       f"oha runs at {rate} req/s",
+                       "`base p99`: oha alone just before; `p99`: oha (12 s) while the "
+                       "tricklers run (a closed one reconnects at once); `closed`/`408`: "
+                       "trickling connections the proxy closed, and answered 408 first. In ms.",
+                       [("base p99 ms", "slowloris.base_p99", f_ms, []),
+                        ("p99 ms", "slowloris.p99", f_ms, [NGINX]),
+                        ("p99 / base", "slowloris.p99_ratio", lambda v: f"{v:.2f}×", []),
+                        ("closed", "slowloris.trickle_closed", f_int, []),
+                        ("408", "slowloris.trickle_408", f_int, []),
+                        ("CPU s / 10k req", "slowloris.cpu", f_cpu, [NGINX])], proxies))
     return [p for p in parts if p]
 
 
@@ -357,9 +374,26 @@ the start of each workload.
         parts.append(verdict_table(issue15_checks(run["results"].get("conns", {}))))
     if "pinned" in by_key:
         parts.append(f"### Issue 14, shape {by_key['pinned']['title']}\n")
-        parts.append(verdict_table(issue14_checks(run["results"].get("pinned", {}))))
+        limit1 = run["results"].get("limit1") if "limit1" in by_key else None
+        parts.append(verdict_table(issue14_checks(run["results"].get("pinned", {}), limit1)))
     for s in shapes:
         parts.append(f"## Shape {s['title']}\n\n{s['what']}.\n")
         parts.extend(shape_tables(run, s))
+    parts.append(soak_section(path))
     with open(path, "w") as f:
         f.write("\n".join(parts))
+
+
+def soak_section(path):
+    """The Soak section `make soak` wrote into the report earlier (kept: a bench run does not
+    measure it), or a pointer to it."""
+    try:
+        with open(path) as f:
+            current = f.read()
+    except FileNotFoundError:
+        current = ""
+    begin, end = "<!-- soak:begin -->", "<!-- soak:end -->"
+    if begin in current and end in current:
+        return begin + current.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
+    return ("## Soak\n\nNot run yet: `make soak` (scripts/bench/soak.py) writes this section "
+            "(10 minutes of mixed traffic through one stitch; `SOAK_SECONDS` shortens it).\n")

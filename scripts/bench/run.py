@@ -29,6 +29,9 @@ Workloads (per target per round):
   h2       h2load, h2c prior knowledge, many streams         -> req/s, proxy CPU s / 10k req
   grpc     bench_grpc_load unary and bidi streaming          -> req/s (msg/s), CPU s / 10k
   body     1 GiB download and 1 GiB upload with curl         -> MB/s, peak RSS, CPU s / GiB
+  slowloris  (limit1; nginx, haproxy, stitch ring) oha at the fixed rate alone, then again
+           while 500 clients trickle a request head at 1 byte/s (trickle_clients.py; closed
+           ones reconnect)                                   -> p99 against its own baseline
 
 Proxy CPU is utime+stime from /proc/PID/stat (all processes of the proxy); peak RSS is the sum
 of VmHWM after resetting it (`echo 5 > /proc/PID/clear_refs`) at the start of each workload.
@@ -100,7 +103,8 @@ def shapes(args):
     known = {
         "limit1": Shape("limit1", "(a) CPU limit 1", limit1[1] + "; load generators and "
                         "backend free; nginx 1 worker, haproxy 1 thread, stitch sizes itself "
-                        "from the quota", None, None, limit1[0], 1, common, False),
+                        "from the quota", None, None, limit1[0], 1, common + ["slowloris"],
+                        False),
         # Many connections on freshly started proxies (memory per connection is measured from
         # the RSS at start, which earlier workloads would have raised), placed as in limit1:
         # a CPU limit of one is where a pod's memory limit bites hardest.
@@ -428,6 +432,48 @@ def parse_wrk(out):
     return figures
 
 
+TRICKLERS = 500
+SLOWLORIS_TARGETS = ("nginx", "haproxy", "stitch (ring)")
+
+
+def w_slowloris(args, target, _direct):
+    """p99 of normal requests at the fixed rate, alone and then while 500 clients trickle
+    request heads at one byte a second. The loaded window outlasts stitch's 10 s header-read
+    timeout, so closing and reconnecting tricklers happen inside it."""
+    if target.name not in SLOWLORIS_TARGETS:
+        return None
+    rc, out, _ = run_generator(oha_cmd(args, target.h1), args.seconds + 20, args.gen)
+    if rc != 0:
+        raise RuntimeError(f"oha failed: {out[-300:]}")
+    baseline = parse_oha(out)
+    probe = Probe(target)  # CPU and peak RSS of the loaded window only
+    window = max(12, args.seconds)
+    holder = subprocess.Popen(
+        [sys.executable, "-B", os.path.join(HERE, "trickle_clients.py"), str(target.h1),
+         str(TRICKLERS), str(window + 1)], stdout=subprocess.PIPE, text=True,
+        start_new_session=True)
+    procs.STARTED.append(holder)
+    try:
+        if holder.stdout.readline().strip() != "ready":
+            raise RuntimeError("the trickling clients did not get ready")
+        loaded_args = argparse.Namespace(**{**vars(args), "seconds": window})
+        rc, out, gen_share = run_generator(oha_cmd(loaded_args, target.h1), window + 20,
+                                           args.gen)
+        trickled = json.loads(holder.stdout.readline())
+    finally:
+        holder.wait(timeout=90)
+        procs.STARTED.remove(holder)
+    if rc != 0:
+        raise RuntimeError(f"oha failed: {out[-300:]}")
+    loaded = parse_oha(out)
+    result = {"base_p99": baseline["p99"], "p99": loaded["p99"],
+              "p99_ratio": loaded["p99"] / max(baseline["p99"], 1.0),
+              "trickle_opened": trickled["opened"], "trickle_closed": trickled["closed_by_proxy"],
+              "trickle_408": trickled["answered_408"], "errors": 1 - loaded["ok"],
+              "gen_cpu_share": gen_share}
+    return probe.finish(result, loaded["rps"] * window)
+
+
 MANY = 5000
 
 
@@ -608,7 +654,7 @@ def main():
     parser.add_argument("--shapes", default="limit1,unlimited,pinned,conns",
                         help="comma-separated: limit1, unlimited, pinned, conns (module doc)")
     parser.add_argument("--workloads",
-                        default="h1,latency,h2,grpc_unary,grpc_stream,body,many,idle",
+                        default="h1,latency,h2,grpc_unary,grpc_stream,body,many,idle,slowloris",
                         help="comma-separated subset of the workloads")
     parser.add_argument("--gen-cpus", default="0",
                         help="taskset CPUs of the load generators (pinned shape)")
@@ -645,7 +691,7 @@ def main():
     workloads = {"h1": w_h1, "latency": w_latency, "h2": w_h2,
                  "grpc_unary": grpc_workload("unary"), "grpc_stream": grpc_workload("stream"),
                  "body": lambda a, t, d: w_body(a, t, d, upload_file),
-                 "many": w_many, "idle": w_idle}
+                 "many": w_many, "idle": w_idle, "slowloris": w_slowloris}
     workloads = {k: v for k, v in workloads.items() if k in args.workloads.split(",")}
     if shutil.which("oha") is None:
         print("  oha not found: the latency workload is skipped", flush=True)

@@ -2,31 +2,36 @@
 //! traces (JSON, or pages with seams and waterfalls: `view`), propagation health and an
 //! OTLP/HTTP receiver.
 //!
-//! It runs on its own listener so probes and scrapes never queue behind proxied traffic.
+//! It runs on its own listener so probes and scrapes never queue behind proxied traffic, with
+//! limits of its own (`server`: connection cap with idle eviction, idle and header timeouts,
+//! accept backoff). The data-bearing endpoints answer loopback clients only unless
+//! `--admin-expose-data` is set (`access`).
 //!
 //! | route | answer |
 //! | --- | --- |
 //! | `GET /live` | 200 while the process serves |
 //! | `GET /ready` | 200 once listeners serve and rules are loaded, 503 otherwise |
 //! | `GET /metrics` | OpenMetrics text from the registry |
-//! | `GET /config` | the JSON the `config_view` hook returns (no secrets) |
-//! | `GET /traces` | recent traces, newest first; `?service=&status=error\|ok&broken=&repaired=&inferred=&min_duration_ms=&limit=`; a page with `Accept: text/html` |
-//! | `GET /traces/{trace_id}` | one trace's spans with its integrity verdict (a page with `Accept: text/html`; `?span=` opens one) |
-//! | `GET /health` | propagation counters since start and over the last minutes (a page, or JSON) |
-//! | `POST /v1/traces` | OTLP/HTTP `ExportTraceServiceRequest`, protobuf or JSON, into the ring |
+//! | `GET /config` (data) | the JSON the `config_view` hook returns (no secrets) |
+//! | `GET /traces` (data) | recent traces, newest first; `?service=&status=error\|ok&broken=&repaired=&inferred=&min_duration_ms=&limit=`; a page with `Accept: text/html` |
+//! | `GET /traces/{trace_id}` (data) | one trace's spans with its integrity verdict (a page with `Accept: text/html`; `?span=` opens one) |
+//! | `GET /health` (data) | propagation counters since start and over the last minutes (a page, or JSON) |
+//! | `POST /v1/traces` (data) | OTLP/HTTP `ExportTraceServiceRequest`, protobuf or JSON, into the ring |
 //! | `GET /app-probe/{container}/{kind}` | the app's original kubelet probe, performed by stitch (`app_probe`) |
 //! | `POST /shutdown` | loopback clients only: graceful shutdown (a classic-mode Job's last step) |
 
+mod access;
 mod app_probe;
 mod health;
 mod otlp;
+mod server;
 mod shutdown;
 mod traces;
 mod view;
 
+pub use server::AdminLimits;
 pub use traces::traces_html;
 
-use std::convert::Infallible;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,7 +40,6 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 use crate::shutdown::ShutdownHandle;
@@ -44,7 +48,7 @@ use crate::telemetry::{Metrics, Telemetry, TraceRing};
 
 pub use app_probe::AppProbeSettings;
 
-/// Largest `POST /v1/traces` body accepted, by default.
+/// Largest `POST /v1/traces` body accepted, by default, before and after decompression.
 pub(crate) const DEFAULT_MAX_OTLP_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// The hook `/config` calls for the rules in force (filled by the app from the rules handle).
@@ -61,8 +65,12 @@ pub struct AdminState {
     pub metrics: Metrics,
     /// The ring `/traces` reads and `/v1/traces` writes.
     pub ring: TraceRing,
-    /// Largest accepted `POST /v1/traces` body.
+    /// Largest accepted `POST /v1/traces` body, before and after decompression.
     pub max_otlp_body_bytes: usize,
+    /// Serve the data-bearing endpoints to clients beyond loopback (`--admin-expose-data`).
+    pub expose_data: bool,
+    /// Connection cap, idle timeout, HTTP/2 streams.
+    pub limits: AdminLimits,
     /// Propagation counters sampled for `/health` (by a task [`serve`] starts).
     history: health::History,
     /// The app probes `/app-probe/…` performs (Kubernetes injection).
@@ -75,6 +83,7 @@ impl fmt::Debug for AdminState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdminState")
             .field("ready", &self.ready)
+            .field("expose_data", &self.expose_data)
             .field("ring_spans", &self.ring.span_count())
             .finish_non_exhaustive()
     }
@@ -90,6 +99,8 @@ impl AdminState {
             metrics: Metrics::new(),
             ring: TraceRing::new(RingConfig::default()),
             max_otlp_body_bytes: DEFAULT_MAX_OTLP_BODY_BYTES,
+            expose_data: false,
+            limits: AdminLimits::default(),
             history: health::History::default(),
             app_probes: Arc::default(),
             shutdown: None,
@@ -100,6 +111,12 @@ impl AdminState {
     pub fn with_pod_hooks(mut self, probes: AppProbeSettings, shutdown: ShutdownHandle) -> Self {
         self.app_probes = Arc::new(probes);
         self.shutdown = Some(shutdown);
+        self
+    }
+
+    /// Serves the data-bearing endpoints to every client (`true`), or to loopback only.
+    pub fn exposing_data(mut self, expose: bool) -> Self {
+        self.expose_data = expose;
         self
     }
 
@@ -128,35 +145,7 @@ pub async fn serve(listener: TcpListener, state: AdminState, shutdown: ShutdownH
         shutdown.clone(),
     );
     tokio::spawn(sampler);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::debug!(error = %e, "admin accept failed");
-                    continue;
-                }
-            },
-            _ = shutdown.triggered() => return,
-        };
-        let state = state.clone();
-        // Tracked like every long-lived task, though nobody drains the admin server: it stops
-        // after the proxy has drained, and a scraper's keep-alive connection ends with the
-        // process.
-        shutdown.spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, req, peer).await) }
-            });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(error = %e, "admin connection ended with an error");
-            }
-        });
-    }
+    server::accept_loop(listener, state, shutdown).await;
 }
 
 async fn route(
@@ -166,6 +155,13 @@ async fn route(
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
+    if !access::allows(&path, peer, state.expose_data) {
+        tracing::debug!(%peer, %path, "refused a data endpoint to a client beyond loopback");
+        return text(
+            StatusCode::FORBIDDEN,
+            "this endpoint answers loopback clients only (kubectl port-forward); start stitch with --admin-expose-data to serve it to others\n",
+        );
+    }
     match (&method, path.as_str()) {
         (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
         (&Method::GET, "/ready") => {

@@ -19,7 +19,7 @@ pub(super) fn request(state: &AdminState, peer: SocketAddr) -> Response<Full<Byt
     let Some(shutdown) = &state.shutdown else {
         return text(StatusCode::NOT_FOUND, "not found\n");
     };
-    if !peer.ip().to_canonical().is_loopback() {
+    if !super::access::is_loopback(peer) {
         tracing::warn!(%peer, "refused POST /shutdown from outside the pod");
         return text(
             StatusCode::FORBIDDEN,

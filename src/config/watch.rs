@@ -4,7 +4,8 @@
 //! Kubernetes ConfigMap volume swaps a `..data` symlink to a new timestamped directory, neither
 //! of which fires on a watch of the old file's inode. Any event in the directory schedules a
 //! reload after a short settle delay (coalescing the bursts one save produces); the reload
-//! itself ignores unchanged bytes.
+//! itself ignores unchanged bytes. Everything that touches the filesystem runs on the watch
+//! thread or the blocking pool, never on an async worker.
 
 use std::io;
 use std::path::PathBuf;
@@ -19,9 +20,10 @@ use super::handle::RulesHandle;
 /// How long to wait after the first event for the rest of its burst.
 const SETTLE: Duration = Duration::from_millis(100);
 
-/// Keeps the watcher (and the SIGHUP listener) alive; dropping it stops watching.
+/// Keeps the watch thread (and the SIGHUP listener) alive; dropping it stops watching.
 pub struct WatchGuard {
-    _watcher: notify::RecommendedWatcher,
+    /// Tells the watch thread to stop (dropping it does too).
+    stop: mpsc::Sender<Wake>,
     sighup: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -33,42 +35,61 @@ impl std::fmt::Debug for WatchGuard {
 
 impl Drop for WatchGuard {
     fn drop(&mut self) {
+        let _ = self.stop.send(Wake::Stop);
         if let Some(task) = self.sighup.take() {
             task.abort();
         }
     }
 }
 
+/// What wakes the watch thread.
+#[derive(Debug, Clone, Copy)]
+enum Wake {
+    /// Something changed in the watched directory.
+    Changed,
+    /// The guard was dropped.
+    Stop,
+}
+
 /// Watches `path` and reloads `handle` on changes (edits, renames, ConfigMap symlink swaps)
 /// and, when called inside a tokio runtime, on SIGHUP.
+///
+/// Returns at once: installing the watch touches the filesystem and the re-read after it
+/// reads and parses the file, so both run on the watch thread, never on an async worker. A
+/// watch that cannot be installed is logged there (the rules stay as loaded: degraded, not
+/// fatal). Whatever changes after this call is seen, by the watch or by that re-read.
 pub fn watch(path: PathBuf, handle: RulesHandle) -> io::Result<WatchGuard> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let (tx, rx) = mpsc::channel::<()>();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
-            // The reload thread may be gone during shutdown; nothing to do then.
-            let _ = tx.send(());
-        }
-    })
-    .map_err(io::Error::other)?;
-    watcher
-        .watch(&dir, RecursiveMode::NonRecursive)
-        .map_err(io::Error::other)?;
-    // A change between the start-up load and this point (a ConfigMap updated while the pod
-    // starts) raised no event we could see: read the file once now. Same bytes: a no-op.
-    handle.reload();
-
+    let (tx, rx) = mpsc::channel::<Wake>();
+    let events = tx.clone();
     let reloader = handle.clone();
     thread::Builder::new()
         .name("stitch-rules-watch".to_owned())
         .spawn(move || {
-            // Ends when the watcher (and with it the sender) is dropped.
-            while rx.recv().is_ok() {
+            let _watcher = match install(&dir, events) {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the rules file; changes need a restart or SIGHUP");
+                    return;
+                }
+            };
+            // A change between the start-up load and the watch (a ConfigMap updated while the
+            // pod starts) raised no event we could see: read the file once now. Same bytes: a
+            // no-op.
+            reloader.reload();
+            // Ends when the guard is dropped.
+            while let Ok(Wake::Changed) = rx.recv() {
                 thread::sleep(SETTLE);
-                while rx.try_recv().is_ok() {}
+                let mut stop = false;
+                while let Ok(wake) = rx.try_recv() {
+                    stop |= matches!(wake, Wake::Stop);
+                }
+                if stop {
+                    return;
+                }
                 reloader.reload();
             }
         })?;
@@ -80,10 +101,22 @@ pub fn watch(path: PathBuf, handle: RulesHandle) -> io::Result<WatchGuard> {
         }
         Err(_) => None,
     };
-    Ok(WatchGuard {
-        _watcher: watcher,
-        sighup,
-    })
+    Ok(WatchGuard { stop: tx, sighup })
+}
+
+/// A directory watch whose events wake the watch thread.
+fn install(
+    dir: &std::path::Path,
+    events: mpsc::Sender<Wake>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            // The watch thread may be gone during shutdown; nothing to do then.
+            let _ = events.send(Wake::Changed);
+        }
+    })?;
+    watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    Ok(watcher)
 }
 
 /// Reloads `handle` on every SIGHUP. Must run inside a tokio runtime. The handler is installed

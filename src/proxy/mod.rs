@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! accept ─► destination (SO_ORIGINAL_DST | --inbound-target | per request)
-//!        ─► detect (h2 preface | HTTP/1 request line | opaque)
+//!        ─► detect (h2 preface | HTTP/1 request head | opaque | closed: head too slow)
 //!        ─► http::server (hyper) ─► trace::TraceLayer ─► http::forward ─► pool ─► upstream
 //!        └► opaque::relay ─► upstream
 //! ```
@@ -243,7 +243,8 @@ impl Proxy {
     }
 
     /// The protocol and the bytes read to learn it (replayed to whoever serves the
-    /// connection); a declared opaque port skips detection. `None` when the client failed.
+    /// connection); a declared opaque port skips detection. `None` when the client failed or
+    /// its request head stalled (then it was answered `408` where possible and closed).
     async fn detect(
         &self,
         stream: &mut TcpStream,
@@ -261,11 +262,19 @@ impl Proxy {
             metrics.detected("skipped", started.elapsed());
             return Some((Protocol::Opaque, BytesMut::new()));
         }
-        let max_bytes = self.config.server.max_header_bytes;
-        match detect::detect(stream, self.config.detect_timeout, max_bytes).await {
-            Ok(found) => {
-                metrics.detected(found.0.as_str(), started.elapsed());
-                Some(found)
+        let limits = detect::DetectLimits {
+            silence: self.config.detect_timeout,
+            head: self.config.server.header_read_timeout,
+            max_bytes: self.config.server.max_header_bytes,
+        };
+        match detect::detect(stream, limits).await {
+            Ok((outcome, prefix)) => {
+                metrics.detected(outcome.as_str(), started.elapsed());
+                if let detect::Outcome::HeadTimeout { http1 } = outcome {
+                    tracing::debug!(%direction, %client, "request head incomplete at the header-read timeout; closing");
+                    detect::close_stalled(stream, http1).await;
+                }
+                Some((outcome.protocol()?, prefix))
             }
             Err(e) => {
                 metrics.detected("error", started.elapsed());

@@ -99,6 +99,51 @@ async fn configmap_symlink_swap() {
     .await;
 }
 
+/// `watch` is called on an async worker at start-up, so it must not read the file itself: a
+/// FIFO stands in for a slow filesystem (opening it blocks until a writer comes). `watch`
+/// returns at once; the re-read after installing the watch happens on the watch thread and
+/// applies what the writer then sends.
+#[test]
+fn watch_reads_the_file_on_its_own_thread_never_the_callers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("stitch.yaml");
+    write(&path, "inject: [w3c]\n");
+    let handle = RulesHandle::from_file(&path).expect("valid");
+    let fifo = dir.path().join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    fs::rename(&fifo, &path).expect("the FIFO replaces the rules file");
+
+    let (returned_tx, returned) = std::sync::mpsc::channel();
+    let (watch_path, watch_handle) = (path.clone(), handle.clone());
+    std::thread::spawn(move || {
+        let guard = watch(watch_path, watch_handle).expect("watch");
+        let _ = returned_tx.send(guard);
+    });
+    let _guard = returned
+        .recv_timeout(crate::support::DEADLINE)
+        .expect("watch() returned while the file could not be read yet");
+
+    // The watch thread is waiting to read: give it the new rules, then a regular file again.
+    let mut writer = fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open the FIFO for writing");
+    std::io::Write::write_all(&mut writer, b"inject: [b3]\n").expect("write the FIFO");
+    drop(writer);
+    let regular = dir.path().join("regular.yaml");
+    write(&regular, "inject: [b3]\n");
+    fs::rename(&regular, &path).expect("a regular file again");
+    let deadline = std::time::Instant::now() + crate::support::DEADLINE;
+    while inject_of(&handle) != [Dialect::B3] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watch thread never applied what it read"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn reload_is_validated_and_idempotent() {
     let dir = tempfile::tempdir().expect("tempdir");

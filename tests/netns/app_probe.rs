@@ -112,7 +112,8 @@ fn expect(topo: &Topology, kind: &str, status: u16, when: &str) -> Result<(), St
     Ok(())
 }
 
-fn wait_ready(topo: &Topology, stitch: &mut StitchProcess) -> Result<(), String> {
+/// Waits until stitch in `topo`'s pod answers `/ready` on loopback.
+pub fn wait_ready(topo: &Topology, stitch: &mut StitchProcess) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if !stitch.alive() {

@@ -28,6 +28,8 @@ pub const PEER_BANNER: u16 = 9002;
 pub const PEER_SKIPPED: u16 = 9003;
 /// stitch's admin port.
 pub const ADMIN: u16 = 4191;
+/// The pod's `--detect-timeout`: long, so a client that waited for it shows.
+pub const DETECT_TIMEOUT: &str = "5s";
 
 /// The flags the fixture passes to `stitch iptables`.
 pub const IPTABLES_FLAGS: [&str; 6] = [
@@ -237,7 +239,10 @@ impl Pod {
             probes.add(&topo.pod, p)?;
         }
 
-        let stitch = start_stitch(&topo.pod, &[])?;
+        let stitch = start_stitch(
+            &topo.pod,
+            &[("STITCH_DETECT_TIMEOUT", DETECT_TIMEOUT.to_owned())],
+        )?;
         let mut pod = Pod {
             app,
             peer_http,

@@ -147,14 +147,30 @@ fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
 
 /// `GET path` with the given extra header lines; returns the status code and the body.
 pub fn http_get(addr: SocketAddr, path: &str, headers: &[String]) -> io::Result<(u16, String)> {
+    http_request(addr, "GET", path, headers, b"")
+}
+
+/// `METHOD path` with the given extra header lines and body (sent with its length); returns
+/// the status code and the body.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[String],
+    body: &[u8],
+) -> io::Result<(u16, String)> {
     let mut stream = connect(addr)?;
-    let mut request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n");
+    if !body.is_empty() {
+        request.push_str(&format!("content-length: {}\r\n", body.len()));
+    }
     for h in headers {
         request.push_str(h);
         request.push_str("\r\n");
     }
     request.push_str("\r\n");
     stream.write_all(request.as_bytes())?;
+    stream.write_all(body)?;
     let mut reader = BufReader::new(stream);
     let head = read_head(&mut reader)?;
     let status = head
@@ -198,4 +214,32 @@ pub fn banner_exchange(addr: SocketAddr, bytes: &[u8]) -> io::Result<Vec<u8>> {
     writer.shutdown(Shutdown::Write)?;
     reader.read_to_end(&mut first)?;
     Ok(first)
+}
+
+/// The first flight of an HTTPS client: a real TLS ClientHello, as rustls writes it.
+pub fn client_hello() -> Vec<u8> {
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("peer.example").expect("a DNS name");
+    let mut conn =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("a TLS client");
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).expect("the ClientHello");
+    hello
+}
+
+/// Sends `bytes` and waits, connection open, for as many bytes back (as a TLS client waits
+/// for the ServerHello); returns them and how long they took.
+pub fn first_flight(addr: SocketAddr, bytes: &[u8]) -> io::Result<(Vec<u8>, Duration)> {
+    let mut stream = connect(addr)?;
+    let started = std::time::Instant::now();
+    stream.write_all(bytes)?;
+    let mut back = vec![0u8; bytes.len()];
+    stream.read_exact(&mut back)?;
+    Ok((back, started.elapsed()))
 }

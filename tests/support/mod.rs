@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod process;
 pub mod tcp;
 pub mod telemetry;
+pub mod tls;
 pub mod trace;
 pub mod upstream;
 pub mod wire;

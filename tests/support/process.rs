@@ -22,12 +22,14 @@ pub struct StitchProcess {
     pub inbound: SocketAddr,
     /// Where its outbound listener is bound.
     pub outbound: SocketAddr,
+    /// Where its admin server is bound.
+    pub admin: SocketAddr,
     /// Every stderr line, as it arrives.
     pub log_lines: mpsc::UnboundedReceiver<String>,
 }
 
 /// Starts the binary in explicit mode to `target` with `extra` flags, and waits until it
-/// logged both proxy listeners.
+/// logged its proxy and admin listeners.
 pub async fn spawn_stitch(target: SocketAddr, extra: &[&str]) -> StitchProcess {
     let target = target.to_string();
     let mut args = vec![
@@ -44,12 +46,13 @@ pub async fn spawn_stitch(target: SocketAddr, extra: &[&str]) -> StitchProcess {
         &target,
     ];
     args.extend_from_slice(extra);
-    let (child, addrs, log_lines) = spawn_listening(&args, &["inbound", "outbound"]).await;
+    let (child, addrs, log_lines) = spawn_listening(&args, &["inbound", "outbound", "admin"]).await;
     StitchProcess {
         pid: child.id().expect("a running child has a pid"),
         child,
         inbound: addrs[0],
         outbound: addrs[1],
+        admin: addrs[2],
         log_lines,
     }
 }
@@ -136,6 +139,26 @@ impl StitchProcess {
     /// Peak resident set size of the child (`VmHWM`), in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
         read_status_kib(self.pid, "VmHWM:")
+    }
+
+    /// File descriptors the child holds open now.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid))
+            .expect("read /proc/PID/fd")
+            .count()
+    }
+
+    /// CPU time the child has used so far (user + system), from `/proc/PID/stat`.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .expect("read /proc/PID/stat");
+        // Fields after the parenthesised command name; utime and stime are the 14th and 15th
+        // fields overall, in clock ticks (USER_HZ, 100 on Linux).
+        let rest = &stat[stat.rfind(')').expect("a command name") + 2..];
+        let fields: Vec<&str> = rest.split(' ').collect();
+        let ticks: u64 =
+            fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+        Duration::from_millis(ticks * 10)
     }
 }
 
