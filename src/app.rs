@@ -4,6 +4,13 @@
 //! [`Stitch`] is the one entry point for both the binary and the integration tests, so the
 //! tests exercise exactly what production runs (tests bind port 0 and read the bound
 //! addresses back).
+//!
+//! The proxy listeners are served by [`workers`]: threads with a runtime each, as many as
+//! [`Settings::workers`] says ([`cpus`] decides it for the binary). The admin server, the rules
+//! watcher and the telemetry tasks stay on the caller's runtime, never on a proxy worker.
+
+pub mod cpus;
+mod workers;
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -20,10 +27,13 @@ use crate::propagation::Inflight;
 use crate::proxy::addrs::Target;
 use crate::proxy::http::pool::PoolSettings;
 use crate::proxy::http::server::ServerLimits;
-use crate::proxy::{Proxy, ProxyConfig, ProxyHandles};
+use crate::proxy::{ProxyConfig, ProxyHandles};
 use crate::shutdown::ShutdownHandle;
 use crate::telemetry::{Telemetry, TelemetryConfig};
 use crate::trace::TraceHandles;
+
+use self::cpus::{WorkerCount, WorkersReason};
+use self::workers::{SharedListener, Workers};
 
 /// Everything `stitch run` can be told, as plain data (CLI flags and env vars map onto it).
 #[derive(Debug, Clone)]
@@ -76,6 +86,9 @@ pub struct Settings {
     pub telemetry: TelemetryConfig,
     /// The app's kubelet probes the admin server performs (set by the Kubernetes injector).
     pub app_probes: crate::admin::AppProbeSettings,
+    /// How many proxy workers (threads with a runtime each) serve the listeners, and why:
+    /// the CLI sizes it by the CPUs stitch may use ([`cpus::decide`]); the default is one.
+    pub workers: WorkerCount,
 }
 
 impl Default for Settings {
@@ -106,6 +119,7 @@ impl Default for Settings {
             record_url_query: false,
             telemetry: TelemetryConfig::default(),
             app_probes: Default::default(),
+            workers: WorkerCount::fixed(std::num::NonZeroUsize::MIN, WorkersReason::Settings),
         }
     }
 }
@@ -161,6 +175,13 @@ impl StartError {
     fn bind(what: &str, addr: SocketAddr, e: io::Error) -> Self {
         StartError {
             what: format!("cannot bind the {what} listener on {addr}: {e}"),
+            source: Some(e),
+        }
+    }
+
+    fn listener(direction: Direction, e: io::Error) -> Self {
+        StartError {
+            what: format!("cannot hand the {direction} listener to the workers: {e}"),
             source: Some(e),
         }
     }
@@ -275,10 +296,9 @@ impl Stitch {
         self.shutdown.clone()
     }
 
-    /// Serves until shutdown is triggered, then stops accepting, lets in-flight requests
-    /// finish within the drain deadline, flushes spans, and returns. Connections still open at
-    /// the deadline are not closed here: they end with the runtime (the binary drops it right
-    /// after this returns).
+    /// Serves until shutdown is triggered, then stops accepting on every worker, lets in-flight
+    /// requests finish within the drain deadline, closes the connections still open at the
+    /// deadline (each worker's runtime ends), flushes spans, and returns.
     pub async fn run(self) -> Result<(), StartError> {
         let Stitch {
             settings,
@@ -340,17 +360,48 @@ impl Stitch {
             metrics: telemetry.metrics(),
             record_query: settings.record_url_query,
         };
-        let proxy = Arc::new(Proxy::new(
-            settings.proxy_config(own_addrs),
-            ProxyHandles::new(trace),
-        ));
+        let config = settings.proxy_config(own_addrs);
+        let handles = ProxyHandles::new(trace);
+        let mut shared = Vec::new();
         for (listener, direction) in std::iter::once((inbound, Direction::Inbound))
             .chain(outbound.into_iter().map(|l| (l, Direction::Outbound)))
         {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(listener = %direction, %addr, "listening");
             }
-            shutdown.spawn(proxy.clone().serve(listener, direction, shutdown.clone()));
+            shared.push(SharedListener {
+                listener: listener
+                    .into_std()
+                    .map_err(|e| StartError::listener(direction, e))?,
+                direction,
+                permits: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
+            });
+        }
+        let count = settings.workers;
+        let workers = match Workers::start(count.count, &config, &handles, shared, &shutdown).await
+        {
+            Ok(w) => w,
+            Err(e) => {
+                admin_stop.trigger();
+                return Err(StartError {
+                    what: format!("cannot start the proxy workers: {e}"),
+                    source: Some(e),
+                });
+            }
+        };
+        handles.trace.metrics.set_workers(count.count.get());
+        match count.reason {
+            WorkersReason::CgroupQuota { millicpus } => tracing::info!(
+                workers = count.count.get(),
+                reason = count.reason.as_str(),
+                quota_cpus = millicpus as f64 / 1000.0,
+                "proxy workers started"
+            ),
+            reason => tracing::info!(
+                workers = count.count.get(),
+                reason = reason.as_str(),
+                "proxy workers started"
+            ),
         }
         ready.store(true, Ordering::Release);
 
@@ -359,8 +410,10 @@ impl Stitch {
         if shutdown.drain(settings.drain_timeout).await {
             tracing::info!("drained");
         } else {
-            tracing::warn!(deadline = ?settings.drain_timeout, "drain deadline passed; remaining connections end with the process");
+            tracing::warn!(deadline = ?settings.drain_timeout, "drain deadline passed; closing the remaining connections");
         }
+        // Ends every worker's runtime: what the drain left open is closed on every worker.
+        workers.stop().await;
         // Spans of the drained requests go out before exit.
         admin_stop.trigger();
         let _ = admin_task.await;

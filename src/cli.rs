@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::app::{Settings, Stitch};
+use crate::app::{Settings, Stitch, cpus};
 
 /// Top-level command line.
 #[derive(Debug, Parser)]
@@ -131,6 +131,15 @@ pub(crate) struct RunArgs {
     #[arg(long, env = crate::config::app_probes::APP_PROBES_ENV, hide = true,
           value_parser = crate::config::app_probes::parse_app_probes)]
     app_probes: Option<crate::config::app_probes::AppProbes>,
+    /// Proxy workers: threads with an event loop, connections and upstream pool each
+    /// [default: the CPUs stitch may use (affinity mask, cgroup cpu.max quota rounded up), or 2
+    /// with no CPU limit].
+    #[arg(long, env = "STITCH_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: Option<u16>,
+    /// Where `/proc/self/cgroup`, `/sys/fs/cgroup` and the online CPU list are read (tests
+    /// point it at a fake tree).
+    #[arg(long, env = "STITCH_CPU_FILES_ROOT", hide = true, default_value = "/")]
+    cpu_files_root: PathBuf,
     /// The pod's IP (downward API), where app probes are sent.
     #[arg(long, env = "POD_IP", hide = true)]
     pod_ip: Option<std::net::IpAddr>,
@@ -171,6 +180,11 @@ impl RunArgs {
                 probes: self.app_probes.unwrap_or_default(),
                 pod_ip: self.pod_ip,
             },
+            workers: cpus::decide(
+                self.workers
+                    .and_then(|n| std::num::NonZeroUsize::new(usize::from(n))),
+                cpus::read_limits(&self.cpu_files_root),
+            ),
         }
     }
 }
@@ -199,16 +213,13 @@ pub fn main() -> ExitCode {
 }
 
 fn run(settings: Settings) -> ExitCode {
-    // One usable core (CPU affinity or a cgroup quota of one CPU, the usual sidecar limit):
-    // the single-threaded scheduler, which skips the work-stealing machinery and its atomics
-    // (about 9% less CPU per request in `scripts/bench/ab.py`). More cores: one worker each.
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut builder = if cores == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-    };
-    let runtime = match builder.enable_all().build() {
+    // This runtime hosts the admin server, the rules watcher, signals and the span intake;
+    // the proxy listeners are served by worker threads with runtimes of their own
+    // (`app::workers`), so one thread is enough here.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");

@@ -15,6 +15,7 @@ pub mod http;
 pub(crate) mod io;
 pub(crate) mod opaque;
 pub(crate) mod orig_dst;
+pub(crate) mod placement;
 pub(crate) mod selfloop;
 
 use std::net::SocketAddr;
@@ -23,7 +24,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use self::addrs::{OwnAddrs, Target};
 use self::detect::Protocol;
@@ -31,6 +33,7 @@ use self::http::forward::{Destination, Forward};
 use self::http::pool::{Pool, PoolSettings};
 use self::http::server::ServerLimits;
 use self::io::{ByteCounts, ProxyIo};
+use self::placement::{Handoff, Load, Seat};
 use self::selfloop::OwnConnections;
 use crate::direction::Direction;
 use crate::shutdown::ShutdownHandle;
@@ -106,15 +109,18 @@ impl Proxy {
     }
 
     /// Accepts connections on `listener` until shutdown; each is served on its own task
-    /// (tracked, so shutdown can wait for it). A sidecar never stops accepting on errors:
-    /// they are logged and the loop backs off briefly (e.g. out of file descriptors).
+    /// (tracked, so shutdown can wait for it), here or — when this worker is clearly busier
+    /// than another — on that worker (`placement`). `permits` is the listener's connection
+    /// limit, shared by every worker accepting on it. A sidecar never stops accepting on
+    /// errors: they are logged and the loop backs off briefly (e.g. out of file descriptors).
     pub(crate) async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
         direction: Direction,
+        permits: Arc<Semaphore>,
+        seat: Seat,
         shutdown: ShutdownHandle,
     ) {
-        let permits = Arc::new(Semaphore::new(self.config.max_connections));
         loop {
             // Waiting for a permit first leaves excess connections in the kernel backlog.
             let permit = tokio::select! {
@@ -135,13 +141,87 @@ impl Proxy {
                 },
                 _ = shutdown.triggered() => return,
             };
-            let this = self.clone();
-            let conn_shutdown = shutdown.clone();
-            shutdown.spawn(async move {
-                this.handle(stream, client, direction, conn_shutdown).await;
-                drop(permit);
-            });
+            let (worker, load) = seat.place();
+            if worker == seat.index() {
+                self.clone()
+                    .spawn_connection(stream, client, direction, permit, load, &shutdown);
+                continue;
+            }
+            // Out of this worker's reactor, into the other's (two epoll_ctl calls).
+            let stream = match stream.into_std() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(%direction, %client, error = %e, "cannot hand the connection to another worker; closing it");
+                    continue;
+                }
+            };
+            let handoff = Handoff {
+                stream,
+                client,
+                direction,
+                permit,
+                load,
+            };
+            if seat.hand_off(worker, handoff).is_err() {
+                tracing::debug!(%direction, %client, worker, "the chosen worker has stopped; closing the connection");
+            }
         }
+    }
+
+    /// Serves the connections other workers hand to this one until shutdown, then those
+    /// already queued (accepted means answered).
+    pub(crate) async fn serve_handoffs(
+        self: Arc<Self>,
+        mut queue: UnboundedReceiver<Handoff>,
+        shutdown: ShutdownHandle,
+    ) {
+        loop {
+            let handoff = tokio::select! {
+                h = queue.recv() => match h {
+                    Some(h) => h,
+                    None => return,
+                },
+                _ = shutdown.triggered() => break,
+            };
+            self.clone().take_handoff(handoff, &shutdown);
+        }
+        queue.close();
+        while let Ok(handoff) = queue.try_recv() {
+            self.clone().take_handoff(handoff, &shutdown);
+        }
+    }
+
+    fn take_handoff(self: Arc<Self>, handoff: Handoff, shutdown: &ShutdownHandle) {
+        let Handoff {
+            stream,
+            client,
+            direction,
+            permit,
+            load,
+        } = handoff;
+        match TcpStream::from_std(stream) {
+            Ok(stream) => self.spawn_connection(stream, client, direction, permit, load, shutdown),
+            Err(e) => {
+                tracing::debug!(%direction, %client, error = %e, "cannot take over a handed-off connection; closing it")
+            }
+        }
+    }
+
+    /// Serves one accepted connection on its own tracked task of the current worker.
+    fn spawn_connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        client: SocketAddr,
+        direction: Direction,
+        permit: OwnedSemaphorePermit,
+        load: Load,
+        shutdown: &ShutdownHandle,
+    ) {
+        let conn_shutdown = shutdown.clone();
+        shutdown.spawn(async move {
+            self.handle(stream, client, direction, conn_shutdown).await;
+            drop((permit, load));
+        });
     }
 
     /// One client connection: destination, detection, then HTTP or the opaque relay.

@@ -24,6 +24,7 @@
 //! - `stitch_export_degradation_level` (0 = healthy), `stitch_root_sampling_factor`
 //! - `stitch_otlp_received_spans_total{format}`, `stitch_otlp_rejected_requests_total`
 //! - `stitch_config_reloads_total{result}`
+//! - `stitch_workers`, `stitch_worker_connections_total{worker}` (`worker` is `0`..N-1)
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -207,6 +208,8 @@ struct Inner {
     otlp_received: Family<L1, Counter>,
     otlp_rejected: Counter,
     config_reloads: Family<L1, Counter>,
+    workers: Gauge,
+    worker_connections: Family<[(&'static str, String); 1], Counter>,
     interned: Mutex<Vec<&'static str>>,
 }
 
@@ -417,6 +420,19 @@ impl Metrics {
             config_reloads.clone(),
         );
 
+        let workers = Gauge::default();
+        registry.register(
+            "stitch_workers",
+            "Proxy workers (threads, each with its own runtime and upstream pool)",
+            workers.clone(),
+        );
+        let worker_connections = Family::<[(&'static str, String); 1], Counter>::default();
+        registry.register(
+            "stitch_worker_connections",
+            "Client connections served, by the worker that served them",
+            worker_connections.clone(),
+        );
+
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -445,6 +461,8 @@ impl Metrics {
                 otlp_received,
                 otlp_rejected,
                 config_reloads,
+                workers,
+                worker_connections,
                 interned: Mutex::new(Vec::new()),
             }),
         }
@@ -480,6 +498,22 @@ impl Metrics {
         let gauge = self.inner.open_connections[d].clone();
         gauge.inc();
         ConnectionGuard { gauge }
+    }
+
+    /// Sets how many proxy workers run (once, at start-up).
+    pub fn set_workers(&self, count: usize) {
+        self.inner
+            .workers
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// The connection counter of worker `index`, resolved once per worker so counting a
+    /// connection is one atomic add.
+    pub(crate) fn worker_connections(&self, index: usize) -> Counter {
+        self.inner
+            .worker_connections
+            .get_or_create(&[("worker", index.to_string())])
+            .clone()
     }
 
     /// Adds proxied body bytes: `request` from the client, `response` back to it.

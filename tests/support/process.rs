@@ -31,6 +31,17 @@ pub struct StitchProcess {
 /// Starts the binary in explicit mode to `target` with `extra` flags, and waits until it
 /// logged its proxy and admin listeners.
 pub async fn spawn_stitch(target: SocketAddr, extra: &[&str]) -> StitchProcess {
+    spawn_stitch_with(target, extra, &[], &[]).await
+}
+
+/// [`spawn_stitch`] with the binary started through `wrapper` (e.g. `taskset -c 0`, empty for
+/// none) and `env` added to its environment.
+pub async fn spawn_stitch_with(
+    target: SocketAddr,
+    extra: &[&str],
+    wrapper: &[&str],
+    env: &[(&str, &str)],
+) -> StitchProcess {
     let target = target.to_string();
     let mut args = vec![
         "run",
@@ -46,7 +57,17 @@ pub async fn spawn_stitch(target: SocketAddr, extra: &[&str]) -> StitchProcess {
         &target,
     ];
     args.extend_from_slice(extra);
-    let (child, addrs, log_lines) = spawn_listening(&args, &["inbound", "outbound", "admin"]).await;
+    let mut command = match wrapper.split_first() {
+        Some((program, wrapper_args)) => {
+            let mut c = Command::new(program);
+            c.args(wrapper_args).arg(env!("CARGO_BIN_EXE_stitch"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_stitch")),
+    };
+    command.args(&args).envs(env.iter().copied());
+    let (child, addrs, log_lines) =
+        spawn_command_listening(command, &["inbound", "outbound", "admin"]).await;
     StitchProcess {
         pid: child.id().expect("a running child has a pid"),
         child,
@@ -65,8 +86,17 @@ pub async fn spawn_listening<S: AsRef<OsStr>>(
     args: &[S],
     listeners: &[&str],
 ) -> (Child, Vec<SocketAddr>, mpsc::UnboundedReceiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stitch"))
-        .args(args)
+    let mut command = Command::new(env!("CARGO_BIN_EXE_stitch"));
+    command.args(args);
+    spawn_command_listening(command, listeners).await
+}
+
+/// [`spawn_listening`] for a prepared command (a wrapper, extra environment).
+async fn spawn_command_listening(
+    mut command: Command,
+    listeners: &[&str],
+) -> (Child, Vec<SocketAddr>, mpsc::UnboundedReceiver<String>) {
+    let mut child = command
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
