@@ -89,6 +89,9 @@ pub struct Settings {
     /// How many proxy workers (threads with a runtime each) serve the listeners, and why:
     /// the CLI sizes it by the CPUs stitch may use ([`cpus::decide`]); the default is one.
     pub workers: WorkerCount,
+    /// A worker clearly busier than another hands it the connections it accepts (on by
+    /// default; off only to measure what that buys).
+    pub worker_handoff: bool,
 }
 
 impl Default for Settings {
@@ -120,6 +123,7 @@ impl Default for Settings {
             telemetry: TelemetryConfig::default(),
             app_probes: Default::default(),
             workers: WorkerCount::fixed(std::num::NonZeroUsize::MIN, WorkersReason::Settings),
+            worker_handoff: true,
         }
     }
 }
@@ -378,7 +382,15 @@ impl Stitch {
             });
         }
         let count = settings.workers;
-        let workers = match Workers::start(count.count, &config, &handles, shared, &shutdown).await
+        let workers = match Workers::start(
+            count.count,
+            &config,
+            &handles,
+            settings.worker_handoff,
+            shared,
+            &shutdown,
+        )
+        .await
         {
             Ok(w) => w,
             Err(e) => {

@@ -136,6 +136,11 @@ pub(crate) struct RunArgs {
     /// with no CPU limit].
     #[arg(long, env = "STITCH_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
+    /// `false`: each worker keeps the connections it accepts, however busy (for measuring
+    /// what handing them to the least-loaded worker buys).
+    #[arg(long, env = "STITCH_WORKER_HANDOFF", hide = true, default_value_t = true,
+          action = clap::ArgAction::Set)]
+    worker_handoff: bool,
     /// Where `/proc/self/cgroup`, `/sys/fs/cgroup` and the online CPU list are read (tests
     /// point it at a fake tree).
     #[arg(long, env = "STITCH_CPU_FILES_ROOT", hide = true, default_value = "/")]
@@ -185,6 +190,7 @@ impl RunArgs {
                     .and_then(|n| std::num::NonZeroUsize::new(usize::from(n))),
                 cpus::read_limits(&self.cpu_files_root),
             ),
+            worker_handoff: self.worker_handoff,
         }
     }
 }

@@ -44,15 +44,17 @@ pub(crate) struct Workers {
 }
 
 impl Workers {
-    /// Starts `count` workers serving `listeners`; returns once every worker is accepting.
+    /// Starts `count` workers serving `listeners` (`handoff` off: each keeps what it
+    /// accepts); returns once every worker is accepting.
     pub(crate) async fn start(
         count: NonZeroUsize,
         config: &ProxyConfig,
         handles: &ProxyHandles,
+        handoff: bool,
         listeners: Vec<SharedListener>,
         shutdown: &ShutdownHandle,
     ) -> io::Result<Workers> {
-        let (team, queues) = Team::new(count.get(), &handles.trace.metrics);
+        let (team, queues) = Team::new(count.get(), handoff, &handles.trace.metrics);
         let mut workers = Workers {
             stop: CancellationToken::new(),
             stopped: Vec::with_capacity(count.get()),

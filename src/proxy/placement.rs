@@ -51,12 +51,15 @@ struct Member {
 #[derive(Debug)]
 pub(crate) struct Team {
     members: Box<[Member]>,
+    /// Off: every worker keeps what it accepts (only for measuring what hand-off buys).
+    handoff: bool,
 }
 
 impl Team {
     /// A team of `workers`, with each worker's receiving end of its hand-off queue (in order).
     pub(crate) fn new(
         workers: usize,
+        handoff: bool,
         metrics: &Metrics,
     ) -> (Arc<Team>, Vec<UnboundedReceiver<Handoff>>) {
         let (members, queues) = (0..workers.max(1))
@@ -73,6 +76,7 @@ impl Team {
         (
             Arc::new(Team {
                 members: members.into_boxed_slice(),
+                handoff,
             }),
             queues,
         )
@@ -108,7 +112,7 @@ impl Seat {
         let members = &self.team.members;
         let mine = members[self.index].open.load(Ordering::Relaxed);
         let mut target = self.index;
-        if mine > 0 && members.len() > 1 {
+        if mine > 0 && self.team.handoff && members.len() > 1 {
             let (least, load) = members
                 .iter()
                 .enumerate()
@@ -160,7 +164,7 @@ mod tests {
 
     #[test]
     fn a_second_connection_goes_to_the_idle_worker_whoever_accepts_it() {
-        let (team, _queues) = Team::new(2, &Metrics::new());
+        let (team, _queues) = Team::new(2, true, &Metrics::new());
         let (first, _a) = team.seat(0).place();
         assert_eq!(first, 0, "an idle worker keeps what it accepts");
         let (second, _b) = team.seat(0).place();
@@ -171,7 +175,7 @@ mod tests {
 
     #[test]
     fn closing_gives_the_load_back_and_small_differences_stay_put() {
-        let (team, _queues) = Team::new(2, &Metrics::new());
+        let (team, _queues) = Team::new(2, true, &Metrics::new());
         let seat = team.seat(0);
         let held: Vec<Load> = (0..32).map(|_| seat.place().1).collect();
         let on_one = held.iter().filter(|l| l.index == 1).count();
@@ -182,7 +186,7 @@ mod tests {
         drop(held);
         assert_eq!(seat.place().0, 0, "every load was given back");
 
-        let (team, _queues) = Team::new(2, &Metrics::new());
+        let (team, _queues) = Team::new(2, true, &Metrics::new());
         let (a, b) = (team.seat(0), team.seat(1));
         let mut held: Vec<Load> = (0..17).map(|_| b.place().1).collect();
         held.extend((0..19).map(|_| a.place().1));
@@ -195,7 +199,7 @@ mod tests {
 
     #[test]
     fn a_gone_worker_gives_the_connection_back() {
-        let (team, queues) = Team::new(2, &Metrics::new());
+        let (team, queues) = Team::new(2, true, &Metrics::new());
         drop(queues);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let stream =
@@ -214,5 +218,12 @@ mod tests {
         };
         assert!(seat.hand_off(1, handoff).is_err());
         assert_eq!(team.members[0].open.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn without_hand_off_a_worker_keeps_what_it_accepts() {
+        let (team, _queues) = Team::new(2, false, &Metrics::new());
+        let held: Vec<Load> = (0..3).map(|_| team.seat(0).place().1).collect();
+        assert!(held.iter().all(|l| l.index == 0));
     }
 }
