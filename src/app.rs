@@ -5,7 +5,7 @@
 //! tests exercise exactly what production runs (tests bind port 0 and read the bound
 //! addresses back).
 //!
-//! The proxy listeners are served by [`workers`]: threads with a runtime each, as many as
+//! The proxy listeners are served by `workers`: threads with a runtime each, as many as
 //! [`Settings::workers`] says ([`cpus`] decides it for the binary). The admin server, the rules
 //! watcher and the telemetry tasks stay on the caller's runtime, never on a proxy worker.
 
