@@ -15,9 +15,10 @@
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
-/// Workers with no CPU limit: two served `wrk -c2` at about 1.8× the requests/s of one on a
-/// two-CPU machine, and more only add upstream pools and memory for a single app's traffic
-/// (see ARCHITECTURE.md, "Thread per core").
+/// Workers with no CPU limit: on a two-CPU machine two served more requests/s than one
+/// (`wrk -c2` +16%, `-c50` +9%, medians of 5) and four no more than two while adding threads,
+/// upstream pools and memory; one app's traffic rarely needs more (ARCHITECTURE.md, "How many
+/// workers").
 pub const DEFAULT_WORKERS: usize = 2;
 
 /// The worker count and what decided it (logged at start-up).
