@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::upstream::HttpUpstream;
 use crate::support::wire::roundtrip;
-use crate::support::{self, Loopback, h2_client, within};
+use crate::support::{self, Loopback, StitchUnderTest, h2_client, within};
 
 /// Sends `request` through a fresh stitch in front of a fresh upstream; asserts stitch answered
 /// `400` with `Connection: close`, forwarded nothing, and counted `reason`.
@@ -149,38 +149,45 @@ async fn bare_lf_line_endings_reach_the_app_as_crlf() {
     assert!(text.contains("\r\nX-Bare: lf\r\n"), "head: {text:?}");
 }
 
-#[tokio::test]
-async fn h2_host_disagreeing_with_authority_is_refused() {
-    let up = HttpUpstream::start().await;
-    let stitch = Loopback::to(up.addr).start().await;
-    let (mut client, _conn) = h2_client(stitch.inbound).await;
-    let req = http::Request::get(format!("http://{}/", up.addr))
-        .header(http::header::HOST, "elsewhere.example")
-        .body(Full::new(Bytes::new()))
-        .expect("valid request");
+/// Sends `req` over HTTP/2 to `via` (a listener of `stitch`); asserts the `400`, that nothing
+/// reached `up` and that `reason` was counted.
+async fn h2_refused(
+    stitch: &StitchUnderTest,
+    via: std::net::SocketAddr,
+    up: &HttpUpstream,
+    req: http::Request<Full<Bytes>>,
+    reason: &str,
+) {
+    let (mut client, _conn) = h2_client(via).await;
     let resp = within("h2 response", client.send_request(req))
         .await
         .expect("stitch answers");
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-    assert_rejected_and_counted(&up, stitch.admin, "host_authority_mismatch").await;
+    assert_rejected_and_counted(up, stitch.admin, reason).await;
+}
+
+#[tokio::test]
+async fn h2_host_disagreeing_with_authority_is_refused() {
+    let up = HttpUpstream::start().await;
+    let stitch = Loopback::to(up.addr).start().await;
+    let req = http::Request::get(format!("http://{}/", up.addr))
+        .header(http::header::HOST, "elsewhere.example")
+        .body(Full::new(Bytes::new()))
+        .expect("valid request");
+    h2_refused(&stitch, stitch.inbound, &up, req, "host_authority_mismatch").await;
 }
 
 #[tokio::test]
 async fn h2_outbound_request_without_authority_is_refused() {
     let up = HttpUpstream::start().await;
     let stitch = Loopback::new().start().await;
-    let (mut client, _conn) = h2_client(stitch.outbound).await;
     // Origin-form URI: hyper sends no `:authority`; `host` names the upstream, which RFC 9113
     // §8.3.1 does not let a router use in its place.
     let req = http::Request::get("/")
         .header(http::header::HOST, up.addr.to_string())
         .body(Full::new(Bytes::new()))
         .expect("valid request");
-    let resp = within("h2 response", client.send_request(req))
-        .await
-        .expect("stitch answers");
-    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-    assert_rejected_and_counted(&up, stitch.admin, "missing_authority").await;
+    h2_refused(&stitch, stitch.outbound, &up, req, "missing_authority").await;
 }
 
 #[tokio::test]
