@@ -42,10 +42,13 @@
 pub mod config;
 pub(crate) mod degrade;
 pub(crate) mod export;
+mod export_retry;
 pub(crate) mod integrity;
 pub(crate) mod metrics;
+mod otlp_encode;
 pub(crate) mod receive;
 pub(crate) mod ring;
+mod ring_shards;
 pub mod semconv;
 mod sink;
 pub mod span;
