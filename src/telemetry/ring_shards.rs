@@ -41,6 +41,7 @@ pub(crate) const STEAL_BATCH: usize = 64;
 /// here (the inbound span and the app's outbound call), so those need no allocation.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Bucket {
+    /// In arrival order.
     pub(crate) spans: SmallVec<[StoredSpan; 2]>,
     /// Arrival stamp of the latest span (nanoseconds since the ring was made, unique within
     /// the shard, comparable across shards).
@@ -50,6 +51,7 @@ pub(crate) struct Bucket {
 /// One shard: traces by id, and the arrival order for eviction.
 #[derive(Debug, Default)]
 pub(crate) struct Shard {
+    /// What the readers copy out.
     pub(crate) traces: HashMap<TraceId, Bucket>,
     arrival: VecDeque<Arrival>,
     spans: usize,
