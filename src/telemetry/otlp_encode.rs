@@ -38,6 +38,8 @@ pub(crate) struct OtlpEncoder {
     /// `ScopeSpans.scope` (field 1), encoded once.
     scope_field: Vec<u8>,
     buf: BytesMut,
+    /// Each span's encoded length, computed once per batch (the total needs them first).
+    span_lens: Vec<usize>,
 }
 
 impl OtlpEncoder {
@@ -61,6 +63,7 @@ impl OtlpEncoder {
             resource_field,
             scope_field,
             buf: BytesMut::new(),
+            span_lens: Vec::new(),
         }
     }
 
@@ -70,11 +73,10 @@ impl OtlpEncoder {
     where
         I: IntoIterator<Item = &'a SpanRecord> + Clone,
     {
-        let spans_len: usize = spans
-            .clone()
-            .into_iter()
-            .map(|s| len_field_len(2, span_len(s)))
-            .sum();
+        self.span_lens.clear();
+        self.span_lens
+            .extend(spans.clone().into_iter().map(span_len));
+        let spans_len: usize = self.span_lens.iter().map(|&l| len_field_len(2, l)).sum();
         let scope_spans_len = self.scope_field.len() + spans_len;
         let resource_spans_len = self.resource_field.len() + len_field_len(2, scope_spans_len);
         let total = len_field_len(1, resource_spans_len);
@@ -89,9 +91,9 @@ impl OtlpEncoder {
         put_tag(buf, 2, LEN);
         encode_varint(scope_spans_len as u64, buf);
         buf.put_slice(&self.scope_field);
-        for span in spans {
+        for (span, &len) in spans.into_iter().zip(&self.span_lens) {
             put_tag(buf, 2, LEN);
-            encode_varint(span_len(span) as u64, buf);
+            encode_varint(len as u64, buf);
             put_span(buf, span);
         }
         debug_assert_eq!(buf.len(), total);
