@@ -32,6 +32,7 @@ mod streaming_memory;
 mod telemetry_blackhole_e2e;
 mod telemetry_chain_e2e;
 mod telemetry_degradation;
+mod telemetry_export_transport;
 mod telemetry_otlp_export;
 mod telemetry_tls_export;
 mod trace_chain;
