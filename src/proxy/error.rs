@@ -108,6 +108,30 @@ impl ForwardError {
         self.retryable
     }
 
+    /// Whether the exchange failed because the client's request body is malformed (a chunk
+    /// size that overflows, a bad chunk line): the client's fault, answered `400`, not an
+    /// upstream failure. hyper reports it as a user body error whose cause is the decoder's
+    /// `InvalidData` / `InvalidInput`; a client that went away mid-body is `UnexpectedEof`.
+    pub(crate) fn is_malformed_request_body(&self) -> bool {
+        let Cause::Http(e) = &self.cause else {
+            return false;
+        };
+        if !e.is_user() {
+            return false;
+        }
+        let mut source = Error::source(e);
+        while let Some(s) = source {
+            if let Some(io) = s.downcast_ref::<io::Error>() {
+                return matches!(
+                    io.kind(),
+                    io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput
+                );
+            }
+            source = s.source();
+        }
+        false
+    }
+
     /// The status stitch answers with: 504 when the upstream did not answer the connect in
     /// time, 502 otherwise.
     pub(crate) fn status(&self) -> StatusCode {

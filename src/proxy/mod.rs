@@ -270,7 +270,12 @@ impl Proxy {
                     .replaying(prefix)
                     .counted(counts.clone());
                 let trace = TraceLayer::new(self.handles.trace.clone(), conn);
-                let forward = Forward::new(self.pool.clone(), destination, protocol);
+                let forward = Forward::new(
+                    self.pool.clone(),
+                    destination,
+                    protocol,
+                    self.handles.trace.metrics.clone(),
+                );
                 let limits = &self.config.server;
                 if http2 {
                     http::server::serve_http2(io, &counts, trace, forward, limits, shutdown).await;

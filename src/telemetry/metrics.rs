@@ -16,6 +16,7 @@
 //! - `stitch_propagation_repairs_total{dialect,kind}`
 //! - `stitch_propagation_conflicts_total{winner,loser}`
 //! - `stitch_propagation_orphans_total{outcome}`
+//! - `stitch_requests_rejected_total{reason}`
 //! - `stitch_propagation_tracestate_restores_total`
 //! - `stitch_propagation_invalid_headers_total{dialect}`
 //! - `stitch_propagation_baggage_dropped_total`
@@ -196,6 +197,7 @@ struct Inner {
     repairs: Family<L2, Counter>,
     conflicts: Family<L2, Counter>,
     orphans: Family<L1, Counter>,
+    rejected: Family<L1, Counter>,
     tracestate_restores: Counter,
     invalid_headers: Family<L1, Counter>,
     baggage_dropped: Counter,
@@ -339,6 +341,12 @@ impl Metrics {
             "Requests whose dialects disagreed, by winning and losing dialect",
             conflicts.clone(),
         );
+        let rejected = Family::<L1, Counter>::default();
+        registry.register(
+            "stitch_requests_rejected",
+            "Requests stitch answered 400 without forwarding (HTTP/1 Host and framing rules, HTTP/2 authority rules), by reason",
+            rejected.clone(),
+        );
         let orphans = Family::<L1, Counter>::default();
         registry.register(
             "stitch_propagation_orphans",
@@ -449,6 +457,7 @@ impl Metrics {
                 repairs,
                 conflicts,
                 orphans,
+                rejected,
                 tracestate_restores,
                 invalid_headers,
                 baggage_dropped,
@@ -569,6 +578,14 @@ impl Metrics {
         self.inner
             .orphans
             .get_or_create(&[("outcome", outcome)])
+            .inc();
+    }
+
+    /// Counts a request refused with `400` before forwarding, by its reason label.
+    pub fn request_rejected(&self, reason: &'static str) {
+        self.inner
+            .rejected
+            .get_or_create(&[("reason", reason)])
             .inc();
     }
 

@@ -35,17 +35,22 @@
 //! ```
 //!
 //! Files, in the order a span travels: `span` (the record), `semconv` (names, attributes,
-//! error rule), `sink` (ring insert, export queue, batching, export thread), `export` (OTLP
-//! conversion and transports), `degrade` (the circuit breaker), `ring` and `integrity` (the
-//! embedded trace view), `receive` (the OTLP/HTTP receiver's decoding), `metrics`, `config`.
+//! error rule), `sink` (ring insert, export queue, batching, export thread), `otlp_encode`
+//! (OTLP protobuf straight from the records), `export` (the gRPC and HTTP transports) and
+//! `export_retry` (backoff and throttling), `degrade` (the circuit breaker), `ring`,
+//! `ring_shards` (one shard per writer thread) and `integrity` (the embedded trace view),
+//! `receive` (the OTLP/HTTP receiver's decoding), `metrics`, `config`.
 
 pub mod config;
 pub(crate) mod degrade;
 pub(crate) mod export;
+mod export_retry;
 pub(crate) mod integrity;
 pub(crate) mod metrics;
+mod otlp_encode;
 pub(crate) mod receive;
 pub(crate) mod ring;
+mod ring_shards;
 pub mod semconv;
 mod sink;
 pub mod span;

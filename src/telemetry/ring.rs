@@ -2,20 +2,22 @@
 //!
 //! Spans (stitch's own, and those received on `POST /v1/traces`) are grouped by trace id
 //! and bounded by span count and approximate bytes; the oldest-arrived span is evicted
-//! first. A std `Mutex` guards it. The request path inserts (when a hop ends: a map lookup,
-//! a push and at most a few evictions), so the admin views copy out the `Arc`s they need
-//! under the lock and do their sorting, grouping and integrity checks after releasing it.
+//! first. The storage is sharded by writer thread ([`super::ring_shards`]): the request path
+//! inserts into its own thread's shard (when a hop ends: a map lookup, a push and at most a
+//! few evictions) without a lock every worker shares; the admin views lock one shard at a
+//! time, copy out the `Arc`s they need, merge the shards' pieces of each trace and do their
+//! sorting, grouping and integrity checks after releasing the locks.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-
-use smallvec::SmallVec;
 
 use super::config::RingConfig;
 use super::integrity::{self, Finding, Verdict};
+use super::ring_shards::{Bucket, Shard, Shards};
 use super::semconv::{STITCH_PROPAGATION_REPAIRS, STITCH_TRACESTATE_RESTORED};
-use super::span::{Attribute, SpanId, SpanRecord, TraceId};
+use super::span::{Attribute, SpanRecord, TraceId};
 
 /// A span in the ring, with the resource that produced it.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +51,11 @@ impl SpanResource {
             attributes,
             approx_bytes,
         }
+    }
+
+    /// What each span of this producer is charged against the ring's byte bound.
+    pub(crate) fn approx_bytes(&self) -> usize {
+        self.approx_bytes
     }
 
     /// The attributes, in the producer's order.
@@ -117,81 +124,43 @@ pub struct TraceDetail {
 /// Shared handle to the ring. Cloning is cheap.
 #[derive(Debug, Clone)]
 pub struct TraceRing {
-    inner: Arc<Mutex<RingInner>>,
+    shards: Arc<Shards>,
     config: RingConfig,
     no_resource: Arc<SpanResource>,
 }
 
-#[derive(Debug, Default)]
-struct RingInner {
-    traces: HashMap<TraceId, Bucket>,
-    arrival: VecDeque<(TraceId, SpanId, usize)>,
-    spans: usize,
-    bytes: usize,
-    seq: u64,
-}
-
-/// The spans of one trace. Most traces a sidecar sees have one or two hops here (the
-/// inbound span and the app's outbound call), so those need no allocation of their own.
-#[derive(Debug, Default, Clone)]
-struct Bucket {
-    spans: SmallVec<[StoredSpan; 2]>,
-    last_seq: u64,
-}
-
-impl RingInner {
-    fn push(&mut self, service: &Arc<str>, resource: &Arc<SpanResource>, span: Arc<SpanRecord>) {
-        let (trace_id, span_id) = (span.trace_id, span.span_id);
-        let bucket = self.traces.entry(trace_id).or_default();
-        if bucket.spans.iter().any(|s| s.span.span_id == span_id) {
-            return;
-        }
-        self.seq += 1;
-        bucket.last_seq = self.seq;
-        let bytes = span.approx_bytes() + service.len() + resource.approx_bytes;
-        bucket.spans.push(StoredSpan {
-            service: Arc::clone(service),
-            resource: Arc::clone(resource),
-            span,
-        });
-        self.arrival.push_back((trace_id, span_id, bytes));
-        self.spans += 1;
-        self.bytes += bytes;
-    }
-
-    /// Drops the oldest-arrived spans until both bounds hold.
-    fn evict(&mut self, config: &RingConfig) {
-        while self.spans > config.max_spans || self.bytes > config.max_bytes {
-            let Some((trace_id, span_id, bytes)) = self.arrival.pop_front() else {
-                break;
-            };
-            self.spans -= 1;
-            self.bytes -= bytes;
-            if let Some(bucket) = self.traces.get_mut(&trace_id) {
-                if let Some(pos) = bucket.spans.iter().position(|s| s.span.span_id == span_id) {
-                    bucket.spans.remove(pos);
-                }
-                if bucket.spans.is_empty() {
-                    self.traces.remove(&trace_id);
-                }
-            }
-        }
-    }
-}
-
 impl TraceRing {
-    /// An empty ring with these bounds.
+    /// An empty ring with these bounds, sharded by writer thread (one shard per CPU stitch may
+    /// use; one for small rings).
     pub fn new(config: RingConfig) -> Self {
+        TraceRing::with_shards(Shards::new(&config), config)
+    }
+
+    /// An empty ring of exactly `count` shards (tests of the merged views).
+    #[cfg(test)]
+    pub(crate) fn with_shard_count(config: RingConfig, count: usize) -> Self {
+        TraceRing::with_shards(Shards::with_count(count).without_slack(), config)
+    }
+
+    fn with_shards(shards: Shards, config: RingConfig) -> Self {
         TraceRing {
-            inner: Arc::new(Mutex::new(RingInner::default())),
+            shards: Arc::new(shards),
             config,
             no_resource: Arc::default(),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, RingInner> {
-        // A panic while holding the lock leaves consistent-enough data for a debug view.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    /// Records one of stitch's own finished spans into the calling thread's shard: no lock
+    /// shared with other workers in the common case. Its span id is fresh, so only that
+    /// shard is checked for a duplicate (a copy received back over OTLP arrives later and is
+    /// caught by [`TraceRing::insert_from`]).
+    pub(crate) fn record(
+        &self,
+        service: &Arc<str>,
+        resource: &Arc<SpanResource>,
+        span: Arc<SpanRecord>,
+    ) {
+        self.shards.insert(&self.config, service, resource, [span]);
     }
 
     /// Adds spans of one service. A span id already held for its trace is ignored (stitch
@@ -204,17 +173,20 @@ impl TraceRing {
         self.insert_from(service, &self.no_resource, spans);
     }
 
-    /// [`TraceRing::insert`] with the producer's other resource attributes.
+    /// [`TraceRing::insert`] with the producer's other resource attributes. Every shard is
+    /// checked for duplicates (one lock at a time): O(shards) per span.
     pub fn insert_from<I>(&self, service: &Arc<str>, resource: &Arc<SpanResource>, spans: I)
     where
         I: IntoIterator,
         I::Item: Into<Arc<SpanRecord>>,
     {
-        let mut inner = self.lock();
-        for span in spans {
-            inner.push(service, resource, span.into());
+        let mut spans: Vec<Arc<SpanRecord>> = spans.into_iter().map(Into::into).collect();
+        if self.shards.count() > 1 {
+            self.shards.retain_unseen(&mut spans);
         }
-        inner.evict(&self.config);
+        if !spans.is_empty() {
+            self.shards.insert(&self.config, service, resource, spans);
+        }
     }
 
     /// The most spans the ring keeps.
@@ -224,21 +196,13 @@ impl TraceRing {
 
     /// How many spans the ring holds.
     pub fn span_count(&self) -> usize {
-        self.lock().spans
+        self.shards.each(Shard::span_count).into_iter().sum()
     }
 
     /// Traces, most recently updated first, filtered.
     pub fn recent(&self, query: &TraceQuery) -> Vec<TraceSummary> {
-        // Copy out (reference counts only), then release the lock before the real work.
-        let mut buckets: Vec<(TraceId, Bucket)> = {
-            let inner = self.lock();
-            inner
-                .traces
-                .iter()
-                .map(|(id, b)| (*id, b.clone()))
-                .collect()
-        };
-        buckets.sort_by_key(|b| std::cmp::Reverse(b.1.last_seq));
+        let mut buckets = self.merged_buckets();
+        buckets.sort_by_key(|b| std::cmp::Reverse(b.1.last_stamp));
         buckets
             .iter()
             .filter_map(|(id, b)| self.summarise(*id, b))
@@ -259,10 +223,20 @@ impl TraceRing {
 
     /// One trace with its verdict.
     pub fn trace(&self, trace_id: &TraceId) -> Option<TraceDetail> {
-        let inner = self.lock();
-        let bucket = inner.traces.get(trace_id)?;
-        let mut spans = bucket.spans.to_vec();
-        drop(inner);
+        let mut spans: Vec<StoredSpan> = Vec::new();
+        self.shards.each(|shard| {
+            if let Some(bucket) = shard.traces.get(trace_id) {
+                for span in &bucket.spans {
+                    // A copy received back over OTLP may sit in another shard.
+                    if !spans.iter().any(|s| s.span.span_id == span.span.span_id) {
+                        spans.push(span.clone());
+                    }
+                }
+            }
+        });
+        if spans.is_empty() {
+            return None;
+        }
         spans.sort_by_key(|s| s.span.start);
         let verdict = integrity::check(
             spans.iter().map(|s| &*s.span),
@@ -273,6 +247,43 @@ impl TraceRing {
             spans,
             verdict,
         })
+    }
+
+    /// Every trace's buckets merged over the shards: copied out one shard at a time
+    /// (reference counts only), so the sorting, grouping and integrity checks run unlocked.
+    fn merged_buckets(&self) -> Vec<(TraceId, Bucket)> {
+        let mut per_shard = self.shards.each(|shard| {
+            shard
+                .traces
+                .iter()
+                .map(|(id, b)| (*id, b.clone()))
+                .collect::<Vec<_>>()
+        });
+        if per_shard.len() == 1 {
+            return per_shard.pop().unwrap_or_default();
+        }
+        let mut merged: HashMap<TraceId, Bucket> = HashMap::new();
+        for (id, bucket) in per_shard.into_iter().flatten() {
+            match merged.entry(id) {
+                Entry::Vacant(v) => {
+                    v.insert(bucket);
+                }
+                Entry::Occupied(mut o) => {
+                    let held = o.get_mut();
+                    held.last_stamp = held.last_stamp.max(bucket.last_stamp);
+                    for span in bucket.spans {
+                        if !held
+                            .spans
+                            .iter()
+                            .any(|s| s.span.span_id == span.span.span_id)
+                        {
+                            held.spans.push(span);
+                        }
+                    }
+                }
+            }
+        }
+        merged.into_iter().collect()
     }
 
     fn summarise(&self, trace_id: TraceId, bucket: &Bucket) -> Option<TraceSummary> {
@@ -323,6 +334,7 @@ impl TraceRing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::ring_shards::STEAL_BATCH;
     use crate::telemetry::span::{SpanKind, SpanStatus};
 
     fn span(trace: u8, id: u8, parent: Option<u8>, start_ms: u64, dur_ms: u64) -> SpanRecord {
@@ -435,6 +447,109 @@ mod tests {
             q(|q| q.broken = true),
             vec![4],
             "an inferred parent is not a break"
+        );
+    }
+
+    /// Runs `f` on a thread of its own (and so, usually, another home shard) and waits.
+    fn on_thread(f: impl FnOnce() + Send + 'static) {
+        std::thread::spawn(f).join().expect("writer thread");
+    }
+
+    #[test]
+    fn shards_written_by_several_threads_read_as_one_ring() {
+        let sharded = TraceRing::with_shard_count(RingConfig::default(), 4);
+        let single = TraceRing::with_shard_count(RingConfig::default(), 1);
+        let a: Arc<str> = Arc::from("a");
+        // Trace 1's three spans come from three threads; a received copy of one is ignored.
+        let writes: Vec<(u8, u8, Option<u8>, u64)> = vec![
+            (1, 1, None, 0),
+            (2, 1, None, 1),
+            (1, 2, Some(1), 2),
+            (3, 1, None, 3),
+            (1, 3, Some(2), 4),
+        ];
+        for ring in [&sharded, &single] {
+            for &(trace, id, parent, start) in &writes {
+                let (ring, a) = (ring.clone(), Arc::clone(&a));
+                on_thread(move || {
+                    let s = Arc::new(span(trace, id, parent, start, 10));
+                    ring.record(&a, &Arc::default(), s);
+                });
+            }
+            ring.insert(&a, [span(1, 2, Some(1), 2, 10)]);
+        }
+        assert_eq!(sharded.span_count(), 5);
+        let ids = |r: &TraceRing| {
+            r.recent(&all())
+                .iter()
+                .map(|s| (s.trace_id[0], s.span_count, s.root_name.clone(), s.clean))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&sharded), ids(&single), "same list, same order");
+        assert_eq!(ids(&sharded)[0].0, 1, "trace 1 was updated last");
+        let detail = sharded.trace(&[1; 16]).expect("trace 1");
+        assert_eq!(
+            detail
+                .spans
+                .iter()
+                .map(|s| s.span.span_id[0])
+                .collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert_eq!(
+            detail.verdict,
+            single.trace(&[1; 16]).expect("trace 1").verdict
+        );
+    }
+
+    #[test]
+    fn sharded_ring_keeps_the_total_bound_and_evicts_the_oldest_anywhere() {
+        let r = TraceRing::with_shard_count(
+            RingConfig {
+                max_spans: 1000,
+                ..RingConfig::default()
+            },
+            4,
+        );
+        let a: Arc<str> = Arc::from("a");
+        let writers: Vec<_> = (0..4u8)
+            .map(|t| {
+                let (r, a) = (r.clone(), Arc::clone(&a));
+                std::thread::spawn(move || {
+                    for i in 0..5000u32 {
+                        let mut s = span(t, 1, None, 0, 1);
+                        s.trace_id[4..8].copy_from_slice(&i.to_be_bytes());
+                        r.record(&a, &Arc::default(), Arc::new(s));
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().expect("writer");
+        }
+        let held = r.span_count();
+        assert!(
+            (1000 - 4 * STEAL_BATCH..=1000).contains(&held),
+            "held {held}"
+        );
+
+        // A later writer's spans replace the older ones, wherever those are.
+        let later = r.clone();
+        on_thread(move || {
+            for i in 0..1000u32 {
+                let mut s = span(9, 1, None, 0, 1);
+                s.trace_id[4..8].copy_from_slice(&i.to_be_bytes());
+                later.record(&a, &Arc::default(), Arc::new(s));
+            }
+        });
+        let list = r.recent(&TraceQuery {
+            limit: 2000,
+            ..all()
+        });
+        assert!(list.len() <= 1000);
+        assert!(
+            list.iter().all(|s| s.trace_id[0] == 9),
+            "only the newest writer's spans are left"
         );
     }
 

@@ -18,7 +18,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use opentelemetry_sdk::trace::SpanExporter;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -46,8 +45,12 @@ impl SpanSink {
     /// (`stitch_spans_dropped_total{reason="queue_full"}`).
     pub fn record(&self, span: impl Into<Arc<SpanRecord>>) {
         let span = span.into();
+        // The ring first: a copy of this span received back over OTLP (stitch exporting to
+        // itself) must find the original there.
+        self.ring
+            .record(&self.service, &self.resource, Arc::clone(&span));
         if let Some(tx) = &self.export {
-            match tx.try_send(Arc::clone(&span)) {
+            match tx.try_send(span) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     self.metrics.spans_dropped("queue_full", 1)
@@ -57,7 +60,6 @@ impl SpanSink {
                 }
             }
         }
-        self.ring.insert_from(&self.service, &self.resource, [span]);
     }
 
     /// The factor adaptive degradation applies to the root sampling ratio (1.0 when export
@@ -94,12 +96,12 @@ pub(crate) fn start(config: &TelemetryConfig, ring: TraceRing, metrics: Metrics)
     let factor = SamplingFactor::new(1.0);
     let service: Arc<str> = Arc::from(config.service_name.as_str());
     // What the exporter sends as the resource, for the ring's span detail.
-    let resource = export::build_resource(config)
-        .iter()
-        .filter(|(key, _)| key.as_str() != "service.name")
+    let resource = export::resource_attributes(config)
+        .into_iter()
+        .filter(|(key, _)| key != "service.name")
         .map(|(key, value)| Attribute {
-            key: key.to_string().into(),
-            value: AttrValue::from(value.to_string()),
+            key: key.into(),
+            value: AttrValue::from(value),
         })
         .collect();
     metrics.set_degradation(0, factor.get());
@@ -154,7 +156,7 @@ fn start_export(
 ) -> Option<(mpsc::Sender<ExportJob>, oneshot::Receiver<()>)> {
     let export = config.export.clone()?;
     let (endpoint, protocol) = (export.endpoint.clone(), export.protocol.as_str());
-    let resource = export::build_resource(config);
+    let resource = export::resource_attributes(config);
     let (export_tx, export_rx) = mpsc::channel(config.export_backlog_batches.max(1));
     let (done_tx, done_rx) = oneshot::channel();
     let (setup_tx, setup_rx) = std::sync::mpsc::sync_channel(1);
@@ -235,6 +237,14 @@ struct Intake {
     pending: Vec<Arc<SpanRecord>>,
 }
 
+/// While spans keep coming, the intake empties the queue on this period instead of being
+/// woken by every span: a wake-up per request cost the request path a task schedule and poll
+/// (about 1,000 instructions), a drain every 5 ms costs nothing per span. The queue
+/// (`OTEL_BSP_MAX_QUEUE_SIZE`, 2048 by default) overflows only above 400k spans/s. When a
+/// drain finds the queue empty, the intake waits for the next span again (an idle sidecar has
+/// no timer running but the batch ticker).
+const BUSY_DRAIN_PERIOD: Duration = Duration::from_millis(5);
+
 impl Intake {
     async fn run(mut self) {
         let mut buf = Vec::with_capacity(self.batch_max);
@@ -242,9 +252,12 @@ impl Intake {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Dropping the `Telemetry` handle must not stop the pipeline while sinks live on.
         let mut controlled = true;
+        let busy_drain = tokio::time::sleep(BUSY_DRAIN_PERIOD);
+        tokio::pin!(busy_drain);
+        let mut busy = false;
         loop {
             tokio::select! {
-                n = self.rx.recv_many(&mut buf, self.batch_max) => {
+                n = self.rx.recv_many(&mut buf, self.batch_max), if !busy => {
                     if n == 0 {
                         break;
                     }
@@ -252,6 +265,19 @@ impl Intake {
                     if self.pending.len() >= self.batch_max {
                         self.ship();
                     }
+                    busy = true;
+                    busy_drain.as_mut().reset(tokio::time::Instant::now() + BUSY_DRAIN_PERIOD);
+                }
+                () = &mut busy_drain, if busy => {
+                    let (taken, closed) = self.drain(&mut buf);
+                    if self.pending.len() >= self.batch_max {
+                        self.ship();
+                    }
+                    if closed {
+                        break;
+                    }
+                    busy = taken > 0;
+                    busy_drain.as_mut().reset(tokio::time::Instant::now() + BUSY_DRAIN_PERIOD);
                 }
                 _ = ticker.tick() => self.ship(),
                 ctl = self.control.recv(), if controlled => {
@@ -272,11 +298,19 @@ impl Intake {
         self.ship();
     }
 
-    fn drain(&mut self, buf: &mut Vec<Arc<SpanRecord>>) {
-        while let Ok(span) = self.rx.try_recv() {
-            buf.push(span);
-        }
+    /// Takes what the queue holds without waiting: how many spans, and whether every sender
+    /// is gone.
+    fn drain(&mut self, buf: &mut Vec<Arc<SpanRecord>>) -> (usize, bool) {
+        let closed = loop {
+            match self.rx.try_recv() {
+                Ok(span) => buf.push(span),
+                Err(mpsc::error::TryRecvError::Empty) => break false,
+                Err(mpsc::error::TryRecvError::Disconnected) => break true,
+            }
+        };
+        let taken = buf.len();
         self.take(buf);
+        (taken, closed)
     }
 
     fn take(&mut self, buf: &mut Vec<Arc<SpanRecord>>) {
@@ -307,7 +341,7 @@ impl Intake {
 }
 
 struct ExportTask {
-    exporter: opentelemetry_otlp::SpanExporter,
+    exporter: export::Exporter,
     budget: Duration,
     metrics: Metrics,
     degradation: Degradation,
@@ -316,7 +350,6 @@ struct ExportTask {
 
 impl ExportTask {
     async fn run(mut self, mut rx: mpsc::Receiver<ExportJob>) {
-        let scope = export::scope();
         while let Some(job) = rx.recv().await {
             match job {
                 ExportJob::Barrier(ack) => {
@@ -324,22 +357,15 @@ impl ExportTask {
                 }
                 ExportJob::Batch(spans) => {
                     let n = spans.len() as u64;
-                    let data = spans
-                        .into_iter()
-                        .map(|s| export::to_span_data(&s, &scope))
-                        .collect();
                     let result =
-                        tokio::time::timeout(self.budget, self.exporter.export(data)).await;
+                        tokio::time::timeout(self.budget, self.exporter.export(&spans)).await;
                     match result {
                         Ok(Ok(())) => self.succeeded(n),
-                        Ok(Err(e)) => self.failed(n, &e.to_string()),
+                        Ok(Err(e)) => self.failed(n, &e),
                         Err(_) => self.failed(n, "export deadline passed"),
                     }
                 }
             }
-        }
-        if let Err(e) = self.exporter.shutdown_with_timeout(Duration::from_secs(1)) {
-            tracing::debug!(error = %e, "OTLP exporter shutdown");
         }
     }
 

@@ -175,6 +175,8 @@ async fn proxy_scrape() -> String {
     let response = out
         .send_request(
             http::Request::get(format!("http://{}/pay", upstream.addr))
+                // RFC 9112 §3.2: Host accompanies an absolute-form target too.
+                .header("host", upstream.addr.to_string())
                 .body(Full::new(Bytes::new()))
                 .expect("request"),
         )

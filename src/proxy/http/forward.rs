@@ -10,15 +10,19 @@ use std::task::{Context, Poll};
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::body::{ProxyBody, UpstreamBody};
 use super::headers::{self, Keep};
 use super::pool::Pool;
+use super::request_body::{FIRST_FRAME_WINDOW, RequestBody, peek_first_frame};
+use super::validate::{self, Rejection};
 use crate::proxy::addrs::Target;
 use crate::proxy::detect::Protocol;
 use crate::proxy::error::{ForwardError, ForwardErrorKind};
+use crate::telemetry::Metrics;
 use crate::upstream_failure::UpstreamFailure;
 
 /// Where the requests of one client connection go.
@@ -38,23 +42,44 @@ pub(crate) struct Forward {
     pool: Arc<Pool>,
     destination: Destination,
     protocol: Protocol,
+    metrics: Metrics,
 }
 
 impl Forward {
-    /// A forwarder for a connection speaking `protocol` (HTTP/1 or HTTP/2, kept end to end).
-    pub(crate) fn new(pool: Arc<Pool>, destination: Destination, protocol: Protocol) -> Self {
+    /// A forwarder for a connection speaking `protocol` (HTTP/1 or HTTP/2, kept end to end);
+    /// `metrics` counts the requests it refuses.
+    pub(crate) fn new(
+        pool: Arc<Pool>,
+        destination: Destination,
+        protocol: Protocol,
+        metrics: Metrics,
+    ) -> Self {
         Forward {
             pool,
             destination,
             protocol,
+            metrics,
         }
     }
 
     async fn forward(self, req: Request<Incoming>) -> Response<ProxyBody> {
         let grpc = crate::grpc::is_grpc(req.headers());
+        let checked = match self.protocol {
+            Protocol::Http2 => {
+                validate::check_http2(&req, matches!(self.destination, Destination::PerRequest))
+            }
+            _ => validate::check_http1(&req),
+        };
+        if let Err(why) = checked {
+            return self.reject(grpc, why);
+        }
         let target = match self.target_of(&req) {
             Ok(t) => t,
             Err(why) => return local_error(grpc, StatusCode::BAD_REQUEST, why),
+        };
+        let req = match self.read_ahead(req).await {
+            Ok(req) => req,
+            Err(_) => return self.reject(grpc, Rejection::MalformedBody),
         };
         let result = match self.protocol {
             Protocol::Http2 => self.forward_h2(&target, req).await,
@@ -62,6 +87,7 @@ impl Forward {
         };
         match result {
             Ok(resp) => resp,
+            Err(e) if e.is_malformed_request_body() => self.reject(grpc, Rejection::MalformedBody),
             Err(e) => {
                 if e.kind() == ForwardErrorKind::Loop {
                     tracing::warn!(%target, error = %e, "refused a request addressed to stitch itself (forwarding loop)");
@@ -75,6 +101,43 @@ impl Forward {
                 resp
             }
         }
+    }
+
+    /// Holds a request whose body framing can break (HTTP/1 chunked, HTTP/2 with
+    /// `content-length`) until its first body frame, at most [`FIRST_FRAME_WINDOW`]: a body
+    /// broken from its first bytes is then refused before anything reaches the upstream.
+    /// Other bodies go out untouched.
+    async fn read_ahead(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<Request<RequestBody>, hyper::Error> {
+        let framed = match self.protocol {
+            Protocol::Http2 => req.headers().contains_key(header::CONTENT_LENGTH),
+            _ => req.headers().contains_key(header::TRANSFER_ENCODING),
+        };
+        let (parts, body) = req.into_parts();
+        let body = if framed && !body.is_end_stream() {
+            peek_first_frame(body, FIRST_FRAME_WINDOW).await?
+        } else {
+            RequestBody::new(body)
+        };
+        Ok(Request::from_parts(parts, body))
+    }
+
+    /// Answers `400` for a request that breaks a protocol rule (and, on HTTP/1, closes the
+    /// connection: its framing can no longer be trusted); nothing was forwarded.
+    fn reject(&self, grpc: bool, why: Rejection) -> Response<ProxyBody> {
+        tracing::debug!(
+            reason = why.as_str(),
+            "refused a malformed request with 400"
+        );
+        self.metrics.request_rejected(why.as_str());
+        let mut resp = local_error(grpc, StatusCode::BAD_REQUEST, why.message());
+        if self.protocol != Protocol::Http2 {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
     }
 
     fn target_of(&self, req: &Request<Incoming>) -> Result<Target, &'static str> {
@@ -105,21 +168,8 @@ impl Forward {
     async fn forward_h1(
         &self,
         target: &Target,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
     ) -> Result<Response<ProxyBody>, ForwardError> {
-        if headers::has_ambiguous_framing(req.headers()) {
-            tracing::debug!(
-                "rejected a request with ambiguous framing (Content-Length with Transfer-Encoding)"
-            );
-            let mut resp = local_error(
-                false,
-                StatusCode::BAD_REQUEST,
-                "stitch: ambiguous request framing (RFC 9112 §6.3)",
-            );
-            resp.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return Ok(resp);
-        }
         let connect = req.method() == Method::CONNECT;
         if connect && matches!(self.destination, Destination::PerRequest) {
             return self.tunnel(target, req).await;
@@ -152,7 +202,7 @@ impl Forward {
     async fn forward_h2(
         &self,
         target: &Target,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
     ) -> Result<Response<ProxyBody>, ForwardError> {
         headers::strip_hop_by_hop(
             req.headers_mut(),
@@ -174,7 +224,7 @@ impl Forward {
     async fn tunnel(
         &self,
         target: &Target,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> Result<Response<ProxyBody>, ForwardError> {
         let mut upstream = self.pool.connect_tcp(target).await?;
         let on_upgrade = hyper::upgrade::on(req);
@@ -200,7 +250,7 @@ impl Forward {
     async fn upgrade(
         &self,
         target: &Target,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
     ) -> Result<Response<ProxyBody>, ForwardError> {
         let client_upgrade = hyper::upgrade::on(&mut req);
         let connect = req.method() == Method::CONNECT;
@@ -244,7 +294,7 @@ impl Forward {
 /// Rewrites an absolute-form target (`GET http://host/p?q`) to origin-form (`/p?q`) for the
 /// next hop, with `Host` set to the URI's authority as RFC 9112 §3.2.2 requires of a proxy.
 /// An origin-form target is left exactly as received.
-fn to_origin_form(req: &mut Request<Incoming>) {
+fn to_origin_form<B>(req: &mut Request<B>) {
     let Some(authority) = req.uri().authority().cloned() else {
         return;
     };

@@ -86,25 +86,6 @@ pub(crate) fn wants_upgrade(headers: &HeaderMap) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// Whether the request framing is ambiguous (RFC 9112 §6.3): `Transfer-Encoding` together
-/// with `Content-Length`, or `Content-Length` values that disagree. Such a request is a
-/// request-smuggling vector and is never forwarded.
-pub(crate) fn has_ambiguous_framing(headers: &HeaderMap) -> bool {
-    let mut lengths = headers
-        .get_all(header::CONTENT_LENGTH)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .map(|v| v.trim_ascii());
-    let first = lengths.next();
-    if first.is_some() && headers.contains_key(header::TRANSFER_ENCODING) {
-        return true;
-    }
-    match first {
-        Some(first) => lengths.any(|other| other != first),
-        None => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,28 +139,6 @@ mod tests {
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["connection"], "upgrade");
         assert_eq!(h["te"], "trailers");
-    }
-
-    #[test]
-    fn framing_ambiguity_is_detected() {
-        assert!(has_ambiguous_framing(&map(&[
-            ("content-length", "5"),
-            ("transfer-encoding", "chunked")
-        ])));
-        assert!(has_ambiguous_framing(&map(&[
-            ("content-length", "5"),
-            ("content-length", "6")
-        ])));
-        assert!(has_ambiguous_framing(&map(&[("content-length", "5, 6")])));
-        assert!(!has_ambiguous_framing(&map(&[
-            ("content-length", "5"),
-            ("content-length", "5")
-        ])));
-        assert!(!has_ambiguous_framing(&map(&[(
-            "transfer-encoding",
-            "chunked"
-        )])));
-        assert!(!has_ambiguous_framing(&map(&[])));
     }
 
     #[test]

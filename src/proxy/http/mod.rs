@@ -9,4 +9,6 @@ pub(crate) mod body;
 pub(crate) mod forward;
 pub mod headers;
 pub(crate) mod pool;
+pub(crate) mod request_body;
 pub(crate) mod server;
+pub(crate) mod validate;

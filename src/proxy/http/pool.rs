@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
+use super::request_body::RequestBody;
 use crate::proxy::addrs::{OwnAddrs, Target};
 use crate::proxy::error::ForwardError;
 use crate::proxy::selfloop::{OwnConnections, Tracked};
@@ -39,13 +40,13 @@ pub(crate) struct Pool {
 
 #[derive(Debug)]
 struct Idle {
-    tx: http1::SendRequest<Incoming>,
+    tx: http1::SendRequest<RequestBody>,
     since: Instant,
 }
 
 #[derive(Debug, Default)]
 struct H2Entry {
-    tx: Option<http2::SendRequest<Incoming>>,
+    tx: Option<http2::SendRequest<RequestBody>>,
     last_used: Option<Instant>,
 }
 
@@ -54,7 +55,7 @@ struct H2Entry {
 pub(crate) struct Checkin {
     pool: Arc<Pool>,
     target: Target,
-    tx: http1::SendRequest<Incoming>,
+    tx: http1::SendRequest<RequestBody>,
 }
 
 impl Checkin {
@@ -106,7 +107,7 @@ impl Pool {
     pub(crate) async fn send_h1(
         self: &Arc<Self>,
         target: &Target,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Checkin), ForwardError> {
         // A pooled connection may have been closed by the upstream just now; hyper then hands
         // the unsent request back and it goes out on a fresh connection instead.
@@ -136,7 +137,7 @@ impl Pool {
     pub(crate) async fn send_upgrade(
         &self,
         target: &Target,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, ForwardError> {
         let mut tx = self.handshake_h1(target, true).await?;
         tx.send_request(req).await.map_err(sent)
@@ -146,13 +147,13 @@ impl Pool {
     pub(crate) async fn send_h2(
         &self,
         target: &Target,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, ForwardError> {
         let mut tx = self.checkout_h2(target).await?;
         tx.send_request(req).await.map_err(sent)
     }
 
-    fn checkin(self: &Arc<Self>, target: &Target, tx: http1::SendRequest<Incoming>) -> Checkin {
+    fn checkin(self: &Arc<Self>, target: &Target, tx: http1::SendRequest<RequestBody>) -> Checkin {
         Checkin {
             pool: self.clone(),
             target: target.clone(),
@@ -160,7 +161,7 @@ impl Pool {
         }
     }
 
-    async fn checkout_h1(&self, target: &Target) -> Option<http1::SendRequest<Incoming>> {
+    async fn checkout_h1(&self, target: &Target) -> Option<http1::SendRequest<RequestBody>> {
         loop {
             let candidate = {
                 let mut idle = self.h1_idle.lock().expect("pool lock poisoned");
@@ -184,7 +185,7 @@ impl Pool {
         &self,
         target: &Target,
         upgrades: bool,
-    ) -> Result<http1::SendRequest<Incoming>, ForwardError> {
+    ) -> Result<http1::SendRequest<RequestBody>, ForwardError> {
         let stream = self.connect_tcp(target).await?;
         let (tx, conn) = http1::Builder::new()
             .preserve_header_case(true)
@@ -210,7 +211,7 @@ impl Pool {
     async fn checkout_h2(
         &self,
         target: &Target,
-    ) -> Result<http2::SendRequest<Incoming>, ForwardError> {
+    ) -> Result<http2::SendRequest<RequestBody>, ForwardError> {
         let entry = {
             let mut map = self.h2.lock().expect("pool lock poisoned");
             map.entry(target.clone()).or_default().clone()

@@ -1,0 +1,305 @@
+//! OTLP protobuf encoding straight from [`SpanRecord`]s into one reused buffer.
+//!
+//! The export used to convert each record into the SDK's `SpanData` (a copy of every string),
+//! then into `opentelemetry-proto`'s generated structs (another copy), then encode those: about
+//! 3 µs and dozens of allocations per span. Here a batch is written as the wire format of an
+//! `ExportTraceServiceRequest` directly: the resource and scope are encoded once when the
+//! exporter starts, each span's length is computed from the record, then the span is written
+//! — no allocation per span, and the buffer keeps its capacity from batch to batch.
+//!
+//! The bytes decode to what the SDK path produced for the same spans (the tests compare
+//! them field by field): `flags` carries the sampled bit and the OTLP "is remote" bits
+//! (a server span's parent is remote), `status` is always present, ids and times as OTLP
+//! defines them (`opentelemetry/proto/trace/v1/trace.proto`).
+
+use std::time::SystemTime;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use prost::encoding::{encode_varint, encoded_len_varint};
+
+use super::span::{AttrValue, Attribute, SpanKind, SpanRecord, SpanStatus};
+
+// Wire types.
+const VARINT: u32 = 0;
+const FIXED64: u32 = 1;
+const LEN: u32 = 2;
+const FIXED32: u32 = 5;
+
+/// W3C sampled flag, plus OTLP's `SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK`.
+const FLAGS_LOCAL_PARENT: u32 = 0x01 | 0x100;
+/// The same with `SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK`.
+const FLAGS_REMOTE_PARENT: u32 = FLAGS_LOCAL_PARENT | 0x200;
+
+/// Encodes batches of spans of one resource and scope into OTLP protobuf, reusing its buffer.
+#[derive(Debug)]
+pub(crate) struct OtlpEncoder {
+    /// `ResourceSpans.resource` (field 1), encoded once.
+    resource_field: Vec<u8>,
+    /// `ScopeSpans.scope` (field 1), encoded once.
+    scope_field: Vec<u8>,
+    buf: BytesMut,
+    /// Each span's encoded length, computed once per batch (the total needs them first).
+    span_lens: Vec<usize>,
+}
+
+impl OtlpEncoder {
+    /// An encoder for spans of this resource (`service.name` first, as built by the exporter)
+    /// and of stitch's instrumentation scope.
+    pub(crate) fn new(resource: &[(String, String)]) -> Self {
+        let mut attrs = Vec::new();
+        for (key, value) in resource {
+            put_key_value_str(&mut attrs, 1, key, value);
+        }
+        let mut resource_field = Vec::new();
+        put_len_field(&mut resource_field, 1, &attrs);
+
+        let mut scope = Vec::new();
+        put_str_field(&mut scope, 1, SCOPE_NAME);
+        put_str_field(&mut scope, 2, SCOPE_VERSION);
+        let mut scope_field = Vec::new();
+        put_len_field(&mut scope_field, 1, &scope);
+
+        OtlpEncoder {
+            resource_field,
+            scope_field,
+            buf: BytesMut::new(),
+            span_lens: Vec::new(),
+        }
+    }
+
+    /// Encodes one `ExportTraceServiceRequest` holding `spans`. The returned `Bytes` shares
+    /// the encoder's buffer; once it is dropped the next batch reuses the allocation.
+    pub(crate) fn encode<'a, I>(&mut self, spans: I) -> Bytes
+    where
+        I: IntoIterator<Item = &'a SpanRecord> + Clone,
+    {
+        self.span_lens.clear();
+        self.span_lens
+            .extend(spans.clone().into_iter().map(span_len));
+        let spans_len: usize = self.span_lens.iter().map(|&l| len_field_len(2, l)).sum();
+        let scope_spans_len = self.scope_field.len() + spans_len;
+        let resource_spans_len = self.resource_field.len() + len_field_len(2, scope_spans_len);
+        let total = len_field_len(1, resource_spans_len);
+
+        // Reclaims the previous batch's allocation when its `Bytes` is gone.
+        self.buf.clear();
+        self.buf.reserve(total);
+        let buf = &mut self.buf;
+        put_tag(buf, 1, LEN);
+        encode_varint(resource_spans_len as u64, buf);
+        buf.put_slice(&self.resource_field);
+        put_tag(buf, 2, LEN);
+        encode_varint(scope_spans_len as u64, buf);
+        buf.put_slice(&self.scope_field);
+        for (span, &len) in spans.into_iter().zip(&self.span_lens) {
+            put_tag(buf, 2, LEN);
+            encode_varint(len as u64, buf);
+            put_span(buf, span);
+        }
+        debug_assert_eq!(buf.len(), total);
+        buf.split().freeze()
+    }
+}
+
+/// The instrumentation scope of stitch's spans.
+pub(crate) const SCOPE_NAME: &str = "stitch";
+/// The scope's version: stitch's own.
+pub(crate) const SCOPE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+fn kind_code(kind: SpanKind) -> u64 {
+    match kind {
+        SpanKind::Internal => 1,
+        SpanKind::Server => 2,
+        SpanKind::Client => 3,
+        SpanKind::Producer => 4,
+        SpanKind::Consumer => 5,
+    }
+}
+
+fn flags(span: &SpanRecord) -> u32 {
+    // A server span's parent is the caller's (remote) span.
+    if span.kind == SpanKind::Server && span.parent_span_id.is_some() {
+        FLAGS_REMOTE_PARENT
+    } else {
+        FLAGS_LOCAL_PARENT
+    }
+}
+
+fn nanos(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// `(status code, message)` as `Status` encodes them.
+fn status(span: &SpanRecord) -> (u64, &str) {
+    match &span.status {
+        SpanStatus::Unset => (0, ""),
+        SpanStatus::Ok => (1, ""),
+        SpanStatus::Error { description } => (2, description),
+    }
+}
+
+fn span_len(span: &SpanRecord) -> usize {
+    let mut len = bytes_field_len(1, span.trace_id.len()) + bytes_field_len(2, span.span_id.len());
+    if let Some(parent) = &span.parent_span_id {
+        len += bytes_field_len(4, parent.len());
+    }
+    len += str_field_len(5, &span.name);
+    len += 1 + encoded_len_varint(kind_code(span.kind)); // kind (6)
+    len += non_zero(nanos(span.start), 1 + 8); // start_time_unix_nano (7)
+    len += non_zero(nanos(span.end), 1 + 8); // end_time_unix_nano (8)
+    len += span
+        .attributes
+        .iter()
+        .map(|a| len_field_len(9, key_value_len(a)))
+        .sum::<usize>();
+    len += len_field_len(15, status_len(span));
+    len + 2 + 4 // flags (16): a two-byte tag and a fixed32
+}
+
+fn put_span(buf: &mut BytesMut, span: &SpanRecord) {
+    put_bytes_field(buf, 1, &span.trace_id);
+    put_bytes_field(buf, 2, &span.span_id);
+    if let Some(parent) = &span.parent_span_id {
+        put_bytes_field(buf, 4, parent);
+    }
+    put_str_field(buf, 5, &span.name);
+    put_tag(buf, 6, VARINT);
+    encode_varint(kind_code(span.kind), buf);
+    for (field, t) in [(7, span.start), (8, span.end)] {
+        let n = nanos(t);
+        if n != 0 {
+            put_tag(buf, field, FIXED64);
+            buf.put_u64_le(n);
+        }
+    }
+    for a in &span.attributes {
+        put_tag(buf, 9, LEN);
+        encode_varint(key_value_len(a) as u64, buf);
+        put_key_value(buf, a);
+    }
+    put_tag(buf, 15, LEN);
+    encode_varint(status_len(span) as u64, buf);
+    let (code, message) = status(span);
+    if !message.is_empty() {
+        put_str_field(buf, 2, message);
+    }
+    if code != 0 {
+        put_tag(buf, 3, VARINT);
+        encode_varint(code, buf);
+    }
+    put_tag(buf, 16, FIXED32);
+    buf.put_u32_le(flags(span));
+}
+
+fn status_len(span: &SpanRecord) -> usize {
+    let (code, message) = status(span);
+    let mut len = 0;
+    if !message.is_empty() {
+        len += str_field_len(2, message);
+    }
+    if code != 0 {
+        len += 1 + encoded_len_varint(code);
+    }
+    len
+}
+
+/// `AnyValue`'s body: one member of its `oneof`, always written (even a zero or `false`).
+fn any_value_len(value: &AttrValue) -> usize {
+    match value {
+        AttrValue::Str(s) => len_field_len(1, s.len()),
+        AttrValue::Bool(_) => 2,
+        AttrValue::Int(i) => 1 + encoded_len_varint(*i as u64),
+        AttrValue::F64(_) => 1 + 8,
+    }
+}
+
+fn key_value_len(a: &Attribute) -> usize {
+    str_field_len(1, &a.key) + len_field_len(2, any_value_len(&a.value))
+}
+
+fn put_key_value(buf: &mut impl BufMut, a: &Attribute) {
+    put_str_field(buf, 1, &a.key);
+    put_tag(buf, 2, LEN);
+    encode_varint(any_value_len(&a.value) as u64, buf);
+    match &a.value {
+        AttrValue::Str(s) => {
+            // A oneof member is written even when empty.
+            put_tag(buf, 1, LEN);
+            encode_varint(s.len() as u64, buf);
+            buf.put_slice(s.as_bytes());
+        }
+        AttrValue::Bool(b) => {
+            put_tag(buf, 2, VARINT);
+            buf.put_u8(u8::from(*b));
+        }
+        AttrValue::Int(i) => {
+            put_tag(buf, 3, VARINT);
+            encode_varint(*i as u64, buf);
+        }
+        AttrValue::F64(f) => {
+            put_tag(buf, 4, FIXED64);
+            buf.put_f64_le(*f);
+        }
+    }
+}
+
+/// A `KeyValue` with a string value, as field `field` of the enclosing message.
+fn put_key_value_str(buf: &mut Vec<u8>, field: u32, key: &str, value: &str) {
+    let attr = Attribute {
+        key: key.to_owned().into(),
+        value: AttrValue::text(value),
+    };
+    put_tag(buf, field, LEN);
+    encode_varint(key_value_len(&attr) as u64, buf);
+    put_key_value(buf, &attr);
+}
+
+fn non_zero(value: u64, len: usize) -> usize {
+    if value == 0 { 0 } else { len }
+}
+
+fn tag_len(field: u32) -> usize {
+    encoded_len_varint(u64::from(field << 3))
+}
+
+fn put_tag(buf: &mut impl BufMut, field: u32, wire_type: u32) {
+    encode_varint(u64::from((field << 3) | wire_type), buf);
+}
+
+fn len_field_len(field: u32, len: usize) -> usize {
+    tag_len(field) + encoded_len_varint(len as u64) + len
+}
+
+/// A proto3 string field: absent when empty.
+fn str_field_len(field: u32, s: &str) -> usize {
+    if s.is_empty() {
+        0
+    } else {
+        len_field_len(field, s.len())
+    }
+}
+
+fn bytes_field_len(field: u32, len: usize) -> usize {
+    len_field_len(field, len)
+}
+
+fn put_str_field(buf: &mut impl BufMut, field: u32, s: &str) {
+    if !s.is_empty() {
+        put_bytes_field(buf, field, s.as_bytes());
+    }
+}
+
+fn put_bytes_field(buf: &mut impl BufMut, field: u32, bytes: &[u8]) {
+    put_tag(buf, field, LEN);
+    encode_varint(bytes.len() as u64, buf);
+    buf.put_slice(bytes);
+}
+
+fn put_len_field(buf: &mut Vec<u8>, field: u32, body: &[u8]) {
+    put_bytes_field(buf, field, body);
+}
+
+#[cfg(test)]
+#[path = "otlp_encode_tests.rs"]
+mod tests;
