@@ -164,6 +164,13 @@ impl RulesHandle {
             Ok(bytes) if state.last_attempt.as_deref() == Some(&bytes[..]) => {
                 ReloadResult::Unchanged
             }
+            // A writer that truncates then writes (`std::fs::write`, `cp`, a shell `>`) is seen
+            // here between the two; an empty file is not a version to apply (it would put the
+            // defaults in force for a moment). `{}` is how a file asks for the defaults.
+            Ok(bytes) if bytes.is_empty() => {
+                tracing::debug!(path = %path.display(), "rules file is empty (being written?); rules in force stay");
+                ReloadResult::Unchanged
+            }
             Ok(bytes) => {
                 let parsed = String::from_utf8(bytes.clone())
                     .map_err(|_| invalid_utf8(path))
@@ -273,6 +280,24 @@ fn invalid_utf8(path: &Path) -> ConfigErrors {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_file_mid_write_is_not_applied_and_not_counted() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("rules.yaml");
+        std::fs::write(&path, "inject: [w3c]\n").expect("write rules");
+        let handle = RulesHandle::from_file(&path).expect("valid rules");
+        let before = handle.load_full();
+        std::fs::write(&path, "").expect("truncate");
+        assert!(matches!(handle.reload(), ReloadResult::Unchanged));
+        assert!(
+            Arc::ptr_eq(&before, &handle.load_full()),
+            "rules in force stay"
+        );
+        std::fs::write(&path, "inject: [w3c, b3]\n").expect("rewrite rules");
+        assert!(matches!(handle.reload(), ReloadResult::Applied));
+        assert_eq!(handle.reloads(), (1, 0), "one write, one reload counted");
+    }
 
     #[test]
     fn an_optional_file_starts_on_defaults_and_loads_when_it_appears() {
