@@ -13,6 +13,7 @@ pub(crate) mod detect;
 pub(crate) mod error;
 pub mod http;
 pub(crate) mod io;
+pub(crate) mod lease;
 pub(crate) mod opaque;
 pub(crate) mod orig_dst;
 pub(crate) mod selfloop;
@@ -23,14 +24,15 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use self::addrs::{OwnAddrs, Target};
 use self::detect::Protocol;
 use self::http::forward::{Destination, Forward};
 use self::http::pool::{Pool, PoolSettings};
 use self::http::server::ServerLimits;
-use self::io::{ByteCounts, ProxyIo};
+use self::io::ProxyIo;
+use self::lease::ConnectionLease;
 use self::selfloop::OwnConnections;
 use crate::direction::Direction;
 use crate::shutdown::ShutdownHandle;
@@ -138,25 +140,32 @@ impl Proxy {
             let this = self.clone();
             let conn_shutdown = shutdown.clone();
             shutdown.spawn(async move {
-                this.handle(stream, client, direction, conn_shutdown).await;
-                drop(permit);
+                this.handle(stream, client, direction, conn_shutdown, permit)
+                    .await;
             });
         }
     }
 
-    /// One client connection: destination, detection, then HTTP or the opaque relay.
+    /// One client connection: destination, detection, then HTTP or the opaque relay. The
+    /// `permit` goes into the connection's lease, which the client socket carries into a
+    /// tunnel if the connection becomes one.
     async fn handle(
         &self,
         mut stream: TcpStream,
         client: SocketAddr,
         direction: Direction,
         shutdown: ShutdownHandle,
+        permit: OwnedSemaphorePermit,
     ) {
         let _ = stream.set_nodelay(true);
         let Ok(local) = stream.local_addr() else {
             return;
         };
-        let _open = self.handles.trace.metrics.connection_opened(direction);
+        let lease = Arc::new(ConnectionLease::new(
+            permit,
+            &self.handles.trace.metrics,
+            direction,
+        ));
         let Some(destination) = self.destination(&stream, client, local, direction) else {
             return;
         };
@@ -169,7 +178,11 @@ impl Proxy {
         tracing::trace!(%direction, %client, protocol = protocol.as_str(), "detected");
         match protocol {
             Protocol::Opaque => {
-                self.relay_opaque(stream, prefix, client, direction, destination)
+                let Destination::Fixed(target) = destination else {
+                    tracing::debug!(%client, "non-HTTP connection to the explicit outbound proxy has no destination; closing it");
+                    return;
+                };
+                self.relay_opaque(stream, prefix, lease, direction, target, &shutdown)
                     .await
             }
             // Served here rather than in a helper: this future is polled for every request on
@@ -185,25 +198,20 @@ impl Proxy {
                     },
                     http2,
                 };
-                let counts = Arc::new(ByteCounts::default());
+                // The detection prefix was read before counting started; it is replayed through
+                // the counter, so every client byte is counted exactly once (in the lease).
                 let io = ProxyIo::new(stream)
                     .replaying(prefix)
-                    .counted(counts.clone());
+                    .counted(lease.clone());
                 let trace = TraceLayer::new(self.handles.trace.clone(), conn);
-                let forward = Forward::new(self.pool.clone(), destination, protocol);
+                let forward = Forward::new(self.pool.clone(), destination, protocol, &shutdown);
                 let limits = &self.config.server;
                 if http2 {
-                    http::server::serve_http2(io, &counts, trace, forward, limits, shutdown).await;
+                    let activity = lease.counts();
+                    http::server::serve_http2(io, activity, trace, forward, limits, shutdown).await;
                 } else {
                     http::server::serve_http1(io, trace, forward, limits, shutdown).await;
                 }
-                let (read, written) = counts.get();
-                // The detection prefix was read before counting started; it is replayed through
-                // the counter, so every client byte is counted exactly once.
-                self.handles
-                    .trace
-                    .metrics
-                    .bytes_transferred(direction, read, written);
             }
         }
     }
@@ -284,19 +292,17 @@ impl Proxy {
         }
     }
 
-    /// Copies bytes both ways to the connection's fixed destination.
+    /// Copies bytes both ways to the connection's fixed destination (until the drain's
+    /// deadline at the latest).
     async fn relay_opaque(
         &self,
         stream: TcpStream,
         prefix: BytesMut,
-        client: SocketAddr,
+        lease: Arc<ConnectionLease>,
         direction: Direction,
-        destination: Destination,
+        target: Target,
+        shutdown: &ShutdownHandle,
     ) {
-        let Destination::Fixed(target) = destination else {
-            tracing::debug!(%client, "non-HTTP connection to the explicit outbound proxy has no destination; closing it");
-            return;
-        };
         let upstream = match self.pool.connect_tcp(&target).await {
             Ok(u) => u,
             Err(e) => {
@@ -305,11 +311,8 @@ impl Proxy {
         };
         let metrics = &self.handles.trace.metrics;
         metrics.opaque_connection(direction);
-        match opaque::relay(stream, prefix, upstream).await {
-            Ok((sent, received)) => metrics.bytes_transferred(direction, sent, received),
-            Err(e) => {
-                tracing::debug!(%direction, %target, error = %e, "opaque connection ended with an error")
-            }
+        if let Err(e) = opaque::relay(stream, prefix, lease, upstream, shutdown).await {
+            tracing::debug!(%direction, %target, error = %e, "opaque connection ended with an error")
         }
     }
 }

@@ -39,3 +39,4 @@ mod trace_dialects;
 mod trace_reload;
 mod trace_w3c;
 mod transparency;
+mod tunnels;

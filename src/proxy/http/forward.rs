@@ -19,6 +19,8 @@ use super::pool::Pool;
 use crate::proxy::addrs::Target;
 use crate::proxy::detect::Protocol;
 use crate::proxy::error::{ForwardError, ForwardErrorKind};
+use crate::proxy::opaque;
+use crate::shutdown::ShutdownHandle;
 use crate::upstream_failure::UpstreamFailure;
 
 /// Where the requests of one client connection go.
@@ -38,15 +40,23 @@ pub(crate) struct Forward {
     pool: Arc<Pool>,
     destination: Destination,
     protocol: Protocol,
+    /// Tunnels are spawned on its tracker (the drain waits for them) and close at its deadline.
+    shutdown: ShutdownHandle,
 }
 
 impl Forward {
     /// A forwarder for a connection speaking `protocol` (HTTP/1 or HTTP/2, kept end to end).
-    pub(crate) fn new(pool: Arc<Pool>, destination: Destination, protocol: Protocol) -> Self {
+    pub(crate) fn new(
+        pool: Arc<Pool>,
+        destination: Destination,
+        protocol: Protocol,
+        shutdown: &ShutdownHandle,
+    ) -> Self {
         Forward {
             pool,
             destination,
             protocol,
+            shutdown: shutdown.clone(),
         }
     }
 
@@ -171,6 +181,10 @@ impl Forward {
     }
 
     /// `CONNECT host:port` to the explicit proxy: connect, answer 200, copy bytes both ways.
+    ///
+    /// The tunnel is a task of the drain's, and the client socket it takes over from hyper
+    /// carries the connection's lease (permit, open-connection count, byte counters), so a
+    /// tunnel is accounted for like the connection it was until it closes.
     async fn tunnel(
         &self,
         target: &Target,
@@ -178,12 +192,12 @@ impl Forward {
     ) -> Result<Response<ProxyBody>, ForwardError> {
         let mut upstream = self.pool.connect_tcp(target).await?;
         let on_upgrade = hyper::upgrade::on(req);
-        tokio::spawn(async move {
+        let shutdown = self.shutdown.clone();
+        self.shutdown.spawn(async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
                     let mut client = TokioIo::new(upgraded);
-                    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await
-                    {
+                    if let Err(e) = opaque::splice(&mut client, &mut upstream, &shutdown).await {
                         tracing::debug!(error = %e, "CONNECT tunnel ended with an error");
                     }
                 }
@@ -196,7 +210,8 @@ impl Forward {
     }
 
     /// A protocol switch (WebSocket): forward the request on a dedicated connection; on 101,
-    /// join the two upgraded connections into a byte tunnel.
+    /// join the two upgraded connections into a byte tunnel (tracked and accounted for as in
+    /// [`Forward::tunnel`]).
     async fn upgrade(
         &self,
         target: &Target,
@@ -216,13 +231,14 @@ impl Forward {
             ));
         }
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
-        tokio::spawn(async move {
+        let shutdown = self.shutdown.clone();
+        self.shutdown.spawn(async move {
             let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
                 Ok(both) => both,
                 Err(e) => return tracing::debug!(error = %e, "protocol switch failed"),
             };
             let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            if let Err(e) = opaque::splice(&mut client, &mut upstream, &shutdown).await {
                 tracing::debug!(error = %e, "upgraded tunnel ended with an error");
             }
         });
