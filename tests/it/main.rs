@@ -27,6 +27,7 @@ mod layering;
 mod lifecycle;
 mod limits;
 mod opaque;
+mod pool_edges;
 mod propagation_props;
 mod streaming_memory;
 mod telemetry_blackhole_e2e;
