@@ -9,8 +9,8 @@
 //! the pool, and waiting for an idle pooled connection would hold the drain for nothing.
 //! CONNECT and Upgrade tunnels and opaque relays are tracked, and have no end of their own a
 //! drain could wait for: they also watch `ShutdownHandle::deadline_passed` and close when
-//! the drain gives up, so stitch never leaves a byte relay running after its drain (an
-//! embedding runtime may outlive `run`).
+//! the drain gives up, as do HTTP connections still busy then, so stitch leaves nothing
+//! serving after its drain (an embedding runtime may outlive `run`).
 //!
 //! A leaf: the proxy, the admin server and the process wiring all take it, and it imports
 //! nothing of stitch's.

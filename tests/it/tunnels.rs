@@ -23,8 +23,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::support::metrics::{metric, scrape};
 use crate::support::process::spawn_stitch;
 use crate::support::tcp::{EOF_MARKER, echo_server};
+use crate::support::upstream::HttpUpstream;
 use crate::support::wire::Wire;
-use crate::support::{DEADLINE, Loopback, eventually, listener, within};
+use crate::support::{DEADLINE, Loopback, eventually, get, h1_client, listener, within};
 
 /// A hyper HTTP/1 server: `Upgrade: echo` is answered `101` and the connection then echoes
 /// raw bytes until the client's EOF; anything else gets `200 plain`.
@@ -327,4 +328,30 @@ async fn sigterm_with_an_open_tunnel_exits_within_the_drain_timeout() {
         "the drain waited for the tunnel until the deadline ({:?} after SIGTERM)",
         signalled.elapsed()
     );
+}
+
+#[tokio::test]
+async fn the_drain_deadline_also_closes_an_http_connection_whose_request_never_ends() {
+    let up = HttpUpstream::start().await;
+    let stitch = Loopback::to(up.addr)
+        .with(|s| s.drain_timeout = Duration::from_secs(1))
+        .start()
+        .await;
+    let mut client = h1_client(stitch.inbound).await;
+    // `/slow` waits for a gate this test never opens.
+    let in_flight = tokio::spawn(client.send_request(get(up.addr, "/slow")));
+    up.wait_for(1).await;
+    stitch.shutdown.trigger();
+    let answer = within("the stuck request to end with the drain", in_flight)
+        .await
+        .expect("task");
+    assert!(
+        answer.is_err(),
+        "the connection was closed at the deadline, not answered: {answer:?}"
+    );
+    let mut stitch = stitch;
+    within("run() to return after the drain", &mut stitch.task)
+        .await
+        .expect("task")
+        .expect("run() returns Ok");
 }
