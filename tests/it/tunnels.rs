@@ -278,8 +278,9 @@ async fn connect_tunnel_counts_as_open_and_its_bytes_are_counted_exactly() {
 #[tokio::test]
 async fn the_drain_waits_for_an_open_tunnel_and_closes_it_at_the_deadline() {
     let backend = UpgradeBackend::start().await;
+    // Long enough for the echo below on a loaded machine: the tunnel must still be open then.
     let stitch = Loopback::to(backend.addr)
-        .with(|s| s.drain_timeout = Duration::from_secs(1))
+        .with(|s| s.drain_timeout = Duration::from_secs(3))
         .start()
         .await;
     let mut tunnel = Tunnel::upgrade(stitch.inbound, backend.addr).await;
@@ -302,13 +303,14 @@ async fn the_drain_waits_for_an_open_tunnel_and_closes_it_at_the_deadline() {
 #[tokio::test]
 async fn sigterm_with_an_open_tunnel_exits_within_the_drain_timeout() {
     let backend = UpgradeBackend::start().await;
-    let mut stitch = spawn_stitch(backend.addr, &["--drain-timeout", "2s"]).await;
+    // 3 s: long enough for the echo below on a loaded machine.
+    let mut stitch = spawn_stitch(backend.addr, &["--drain-timeout", "3s"]).await;
     let mut tunnel = Tunnel::upgrade(stitch.inbound, backend.addr).await;
     tunnel.echo(b"before SIGTERM").await;
     let signalled = Instant::now();
     stitch.terminate();
     tunnel.echo(b"while draining").await;
-    // Generous against the 2 s deadline on a shared machine; without the deadline the tunnel
+    // Generous against the 3 s deadline on a shared machine; without the deadline the tunnel
     // would hold the drain for ever.
     let code = stitch.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(code, Some(0), "a clean exit after the drain");
