@@ -198,6 +198,7 @@ mod tests {
             permit,
             &Metrics::new(),
             Direction::Inbound,
+            crate::shutdown::ShutdownHandle::default(),
         ))
     }
 

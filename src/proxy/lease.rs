@@ -1,6 +1,7 @@
 //! What one accepted client connection holds until its socket closes: its `--max-connections`
-//! permit, its place in `stitch_open_connections`, and the count of its bytes, reported to
-//! `stitch_request_bytes_total` / `stitch_response_bytes_total` when the lease is dropped.
+//! permit, its place in `stitch_open_connections`, the count of its bytes, reported to
+//! `stitch_request_bytes_total` / `stitch_response_bytes_total` when the lease is dropped, and
+//! the drain it belongs to (its tunnels are spawned there and close at its deadline).
 //!
 //! The lease travels inside the client's [`super::io::ProxyIo`] (behind an `Arc`, which the
 //! byte counters needed anyway), so it lives exactly as long as the socket does, whoever holds
@@ -12,6 +13,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::io::ByteCounts;
 use crate::direction::Direction;
+use crate::shutdown::ShutdownHandle;
 use crate::telemetry::{ConnectionGuard, Metrics};
 
 /// A client connection's claim on stitch's capacity and accounting (see the module doc).
@@ -20,22 +22,28 @@ pub(crate) struct ConnectionLease {
     counts: ByteCounts,
     direction: Direction,
     metrics: Metrics,
+    /// Kept here so that a request reaches it through the lease's `Arc` (one count per
+    /// connection) rather than cloning it (its cancellation tokens take a lock to clone).
+    shutdown: ShutdownHandle,
     _open: ConnectionGuard,
     _permit: OwnedSemaphorePermit,
 }
 
 impl ConnectionLease {
     /// Counts the connection as open in `metrics` until the lease is dropped, and holds
-    /// `permit` (one of its listener's `--max-connections`) as long.
+    /// `permit` (one of its listener's `--max-connections`) as long; `shutdown` is the drain
+    /// the connection belongs to.
     pub(crate) fn new(
         permit: OwnedSemaphorePermit,
         metrics: &Metrics,
         direction: Direction,
+        shutdown: ShutdownHandle,
     ) -> Self {
         ConnectionLease {
             counts: ByteCounts::default(),
             direction,
             metrics: metrics.clone(),
+            shutdown,
             _open: metrics.connection_opened(direction),
             _permit: permit,
         }
@@ -44,6 +52,11 @@ impl ConnectionLease {
     /// The connection's byte counters (the client's [`super::io::ProxyIo`] adds to them).
     pub(crate) fn counts(&self) -> &ByteCounts {
         &self.counts
+    }
+
+    /// The drain the connection belongs to.
+    pub(crate) fn shutdown(&self) -> &ShutdownHandle {
+        &self.shutdown
     }
 }
 
@@ -70,7 +83,12 @@ mod tests {
         let metrics = Metrics::new();
         let permits = Arc::new(Semaphore::new(1));
         let permit = permits.clone().try_acquire_owned().expect("a free permit");
-        let lease = ConnectionLease::new(permit, &metrics, Direction::Inbound);
+        let lease = ConnectionLease::new(
+            permit,
+            &metrics,
+            Direction::Inbound,
+            ShutdownHandle::default(),
+        );
         lease.counts().add_read(7);
         lease.counts().add_written(11);
         let text = metrics.encode();

@@ -165,7 +165,9 @@ impl Proxy {
             permit,
             &self.handles.trace.metrics,
             direction,
+            shutdown,
         ));
+        let shutdown = lease.shutdown();
         let Some(destination) = self.destination(&stream, client, local, direction) else {
             return;
         };
@@ -182,7 +184,7 @@ impl Proxy {
                     tracing::debug!(%client, "non-HTTP connection to the explicit outbound proxy has no destination; closing it");
                     return;
                 };
-                self.relay_opaque(stream, prefix, lease, direction, target, &shutdown)
+                self.relay_opaque(stream, prefix, lease, direction, target)
                     .await
             }
             // Served here rather than in a helper: this future is polled for every request on
@@ -204,7 +206,7 @@ impl Proxy {
                     .replaying(prefix)
                     .counted(lease.clone());
                 let trace = TraceLayer::new(self.handles.trace.clone(), conn);
-                let forward = Forward::new(self.pool.clone(), destination, protocol, &shutdown);
+                let forward = Forward::new(self.pool.clone(), destination, protocol, &lease);
                 let limits = &self.config.server;
                 if http2 {
                     let activity = lease.counts();
@@ -301,7 +303,6 @@ impl Proxy {
         lease: Arc<ConnectionLease>,
         direction: Direction,
         target: Target,
-        shutdown: &ShutdownHandle,
     ) {
         let upstream = match self.pool.connect_tcp(&target).await {
             Ok(u) => u,
@@ -311,7 +312,7 @@ impl Proxy {
         };
         let metrics = &self.handles.trace.metrics;
         metrics.opaque_connection(direction);
-        if let Err(e) = opaque::relay(stream, prefix, lease, upstream, shutdown).await {
+        if let Err(e) = opaque::relay(stream, prefix, lease, upstream).await {
             tracing::debug!(%direction, %target, error = %e, "opaque connection ended with an error")
         }
     }

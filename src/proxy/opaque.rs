@@ -20,16 +20,17 @@ use crate::shutdown::ShutdownHandle;
 const BUFFER_BYTES: usize = 16 * 1024;
 
 /// Relays an opaque client connection (starting with the bytes read during detection) to
-/// `upstream`; its bytes are counted in the client's `lease`.
+/// `upstream`; its bytes are counted in the client's `lease`, whose drain it belongs to.
 pub(crate) async fn relay(
     client: TcpStream,
     prefix: BytesMut,
     lease: Arc<ConnectionLease>,
     mut upstream: Tracked,
-    shutdown: &ShutdownHandle,
 ) -> io::Result<()> {
-    let mut client = ProxyIo::new(client).replaying(prefix).counted(lease);
-    splice(&mut client, &mut upstream, shutdown).await
+    let mut client = ProxyIo::new(client)
+        .replaying(prefix)
+        .counted(lease.clone());
+    splice(&mut client, &mut upstream, lease.shutdown()).await
 }
 
 /// Copies between `client` and `upstream` until both directions have ended, or until the

@@ -19,8 +19,8 @@ use super::pool::Pool;
 use crate::proxy::addrs::Target;
 use crate::proxy::detect::Protocol;
 use crate::proxy::error::{ForwardError, ForwardErrorKind};
+use crate::proxy::lease::ConnectionLease;
 use crate::proxy::opaque;
-use crate::shutdown::ShutdownHandle;
 use crate::upstream_failure::UpstreamFailure;
 
 /// Where the requests of one client connection go.
@@ -40,8 +40,9 @@ pub(crate) struct Forward {
     pool: Arc<Pool>,
     destination: Destination,
     protocol: Protocol,
-    /// Tunnels are spawned on its tracker (the drain waits for them) and close at its deadline.
-    shutdown: ShutdownHandle,
+    /// The client connection's lease: tunnels are spawned on its drain (which waits for them)
+    /// and close at the drain's deadline.
+    lease: Arc<ConnectionLease>,
 }
 
 impl Forward {
@@ -50,13 +51,13 @@ impl Forward {
         pool: Arc<Pool>,
         destination: Destination,
         protocol: Protocol,
-        shutdown: &ShutdownHandle,
+        lease: &Arc<ConnectionLease>,
     ) -> Self {
         Forward {
             pool,
             destination,
             protocol,
-            shutdown: shutdown.clone(),
+            lease: lease.clone(),
         }
     }
 
@@ -192,12 +193,13 @@ impl Forward {
     ) -> Result<Response<ProxyBody>, ForwardError> {
         let mut upstream = self.pool.connect_tcp(target).await?;
         let on_upgrade = hyper::upgrade::on(req);
-        let shutdown = self.shutdown.clone();
-        self.shutdown.spawn(async move {
+        let lease = self.lease.clone();
+        self.lease.shutdown().spawn(async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
                     let mut client = TokioIo::new(upgraded);
-                    if let Err(e) = opaque::splice(&mut client, &mut upstream, &shutdown).await {
+                    let shutdown = lease.shutdown();
+                    if let Err(e) = opaque::splice(&mut client, &mut upstream, shutdown).await {
                         tracing::debug!(error = %e, "CONNECT tunnel ended with an error");
                     }
                 }
@@ -231,14 +233,14 @@ impl Forward {
             ));
         }
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
-        let shutdown = self.shutdown.clone();
-        self.shutdown.spawn(async move {
+        let lease = self.lease.clone();
+        self.lease.shutdown().spawn(async move {
             let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
                 Ok(both) => both,
                 Err(e) => return tracing::debug!(error = %e, "protocol switch failed"),
             };
             let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-            if let Err(e) = opaque::splice(&mut client, &mut upstream, &shutdown).await {
+            if let Err(e) = opaque::splice(&mut client, &mut upstream, lease.shutdown()).await {
                 tracing::debug!(error = %e, "upgraded tunnel ended with an error");
             }
         });

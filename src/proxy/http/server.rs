@@ -37,7 +37,7 @@ pub(crate) async fn serve_http1<I>(
     trace: TraceLayer,
     forward: Forward,
     limits: &ServerLimits,
-    shutdown: ShutdownHandle,
+    shutdown: &ShutdownHandle,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -57,7 +57,7 @@ pub(crate) async fn serve_http1<I>(
         r = conn.as_mut() => r,
         _ = shutdown.triggered() => {
             conn.as_mut().graceful_shutdown();
-            until_deadline(conn, &shutdown).await
+            until_deadline(conn, shutdown).await
         }
     };
     if let Err(e) = result {
@@ -72,7 +72,7 @@ pub(crate) async fn serve_http2<I>(
     trace: TraceLayer,
     forward: Forward,
     limits: &ServerLimits,
-    shutdown: ShutdownHandle,
+    shutdown: &ShutdownHandle,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -93,7 +93,7 @@ pub(crate) async fn serve_http2<I>(
             r = conn.as_mut() => break r,
             _ = shutdown.triggered() => {
                 conn.as_mut().graceful_shutdown();
-                break until_deadline(conn, &shutdown).await;
+                break until_deadline(conn, shutdown).await;
             }
             _ = check.tick() => {
                 let now = activity.get();
