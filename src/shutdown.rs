@@ -6,9 +6,11 @@
 //! (or wind down gracefully) once `ShutdownHandle::triggered` resolves; the owner then
 //! [`ShutdownHandle::drain`]s. Tasks that end by themselves when their owner goes are spawned
 //! plainly: an upstream connection's driver ends with its last sender, the pool's reaper with
-//! the pool, and waiting for an idle pooled connection would hold the drain for nothing. So do
-//! CONNECT and Upgrade tunnels, whose client connection has already ended as far as the HTTP
-//! server is concerned.
+//! the pool, and waiting for an idle pooled connection would hold the drain for nothing.
+//! CONNECT and Upgrade tunnels and opaque relays are tracked, and have no end of their own a
+//! drain could wait for: they also watch `ShutdownHandle::deadline_passed` and close when
+//! the drain gives up, as do HTTP connections still busy then, so stitch leaves nothing
+//! serving after its drain (an embedding runtime may outlive `run`).
 //!
 //! A leaf: the proxy, the admin server and the process wiring all take it, and it imports
 //! nothing of stitch's.
@@ -25,6 +27,8 @@ use tokio_util::task::TaskTracker;
 #[derive(Debug, Clone, Default)]
 pub struct ShutdownHandle {
     token: CancellationToken,
+    /// Cancelled when a drain's deadline passes with tasks still running.
+    deadline: CancellationToken,
     tracker: TaskTracker,
 }
 
@@ -37,6 +41,12 @@ impl ShutdownHandle {
     /// Resolves once shutdown was triggered.
     pub(crate) async fn triggered(&self) {
         self.token.cancelled().await
+    }
+
+    /// Resolves once a drain gave up on its deadline: tasks that would otherwise run on
+    /// (byte tunnels) close now.
+    pub(crate) async fn deadline_passed(&self) {
+        self.deadline.cancelled().await
     }
 
     /// Whether shutdown was triggered (tests of the endpoints that trigger it).
@@ -55,14 +65,18 @@ impl ShutdownHandle {
     }
 
     /// Waits until every tracked task has finished, at most `deadline`; `false` when the
-    /// deadline passed first (the remaining tasks are then dropped with the runtime). Call it
-    /// after [`ShutdownHandle::trigger`]: tracked tasks that never stop would hold it to the
-    /// deadline.
+    /// deadline passed first: then `ShutdownHandle::deadline_passed` resolves, so tunnels
+    /// close, and what is left ends with the runtime. Call it after
+    /// [`ShutdownHandle::trigger`]: tracked tasks that never stop would hold it to the deadline.
     pub async fn drain(&self, deadline: Duration) -> bool {
         self.tracker.close();
-        tokio::time::timeout(deadline, self.tracker.wait())
+        let drained = tokio::time::timeout(deadline, self.tracker.wait())
             .await
-            .is_ok()
+            .is_ok();
+        if !drained {
+            self.deadline.cancel();
+        }
+        drained
     }
 
     /// Triggers shutdown on the first SIGTERM or SIGINT (spawns a watcher task, untracked: it
@@ -123,5 +137,32 @@ mod tests {
             !shutdown.drain(Duration::from_millis(20)).await,
             "a task that never stops is given up on"
         );
+    }
+
+    #[tokio::test]
+    async fn tasks_watching_the_deadline_end_when_the_drain_gives_up() {
+        let shutdown = ShutdownHandle::default();
+        let tunnel = shutdown.clone();
+        let task = shutdown.spawn(async move { tunnel.deadline_passed().await });
+        shutdown.trigger();
+        assert!(
+            !shutdown.drain(Duration::from_millis(20)).await,
+            "the tunnel outlives the deadline"
+        );
+        tokio::time::timeout(Duration::from_secs(15), task)
+            .await
+            .expect("the tunnel ends once the deadline passed")
+            .expect("task");
+    }
+
+    #[tokio::test]
+    async fn a_drain_that_finishes_in_time_passes_no_deadline() {
+        let shutdown = ShutdownHandle::default();
+        shutdown.trigger();
+        assert!(
+            shutdown.drain(Duration::from_secs(15)).await,
+            "nothing to wait for"
+        );
+        assert!(!shutdown.deadline.is_cancelled());
     }
 }

@@ -11,6 +11,7 @@ use std::error::Error;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -57,6 +58,8 @@ enum Cause {
     Http(hyper::Error),
     After(Duration),
     Own(SocketAddr),
+    /// One failure several requests waited for (a shared HTTP/2 connect).
+    Shared(Arc<ForwardError>),
 }
 
 impl ForwardError {
@@ -88,6 +91,12 @@ impl ForwardError {
     /// back, so not a byte of it reached the upstream and it may go out on another connection.
     pub(crate) fn upstream(e: hyper::Error, unsent: bool) -> Self {
         ForwardError::new(ForwardErrorKind::UpstreamReset, unsent, Cause::Http(e))
+    }
+
+    /// `e`, which several requests waited for (a shared HTTP/2 connection attempt), as this
+    /// request's error: the same kind, retry flag and text for each of them.
+    pub(crate) fn shared(e: Arc<ForwardError>) -> Self {
+        ForwardError::new(e.kind, e.retryable, Cause::Shared(e))
     }
 
     fn new(kind: ForwardErrorKind, retryable: bool, cause: Cause) -> Self {
@@ -151,6 +160,7 @@ impl ForwardError {
 impl fmt::Display for ForwardError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.kind, &self.cause) {
+            (_, Cause::Shared(e)) => e.fmt(f),
             (ForwardErrorKind::ConnectTimeout, Cause::After(t)) => {
                 write!(f, "upstream connect timed out after {t:?}")
             }
@@ -171,6 +181,7 @@ impl Error for ForwardError {
         match &self.cause {
             Cause::Io(e) => Some(e),
             Cause::Http(e) => Some(e),
+            Cause::Shared(e) => e.source(),
             Cause::After(_) | Cause::Own(_) => None,
         }
     }
@@ -236,6 +247,29 @@ mod tests {
             assert_eq!(e.is_retryable(), retryable, "{kind}");
             assert_eq!(e.source().is_some(), has_source, "{kind}");
             assert_eq!(e.with_cause().to_string(), text);
+        }
+    }
+
+    #[test]
+    fn a_shared_failure_reads_the_same_for_every_request_that_waited() {
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        for original in [
+            ForwardError::connect(refused),
+            ForwardError::connect_timeout(Duration::from_millis(200)),
+        ] {
+            let text = original.with_cause().to_string();
+            let (kind, status, retryable) =
+                (original.kind(), original.status(), original.is_retryable());
+            let original = Arc::new(original);
+            for e in [
+                ForwardError::shared(original.clone()),
+                ForwardError::shared(original.clone()),
+            ] {
+                assert_eq!(e.kind(), kind);
+                assert_eq!(e.status(), status);
+                assert_eq!(e.is_retryable(), retryable);
+                assert_eq!(e.with_cause().to_string(), text);
+            }
         }
     }
 }

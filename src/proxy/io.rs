@@ -3,9 +3,10 @@
 //!
 //! - a client connection replays the bytes protocol detection read ([`ProxyIo::replaying`])
 //!   before reading the socket again, so no byte is lost or reordered;
-//! - an HTTP client connection counts the bytes read and written ([`ProxyIo::counted`]):
-//!   hyper owns the I/O object while it serves, so the counters live behind an `Arc` and are
-//!   read once the connection has ended;
+//! - a client connection counts the bytes read and written ([`ProxyIo::counted`]) into its
+//!   [`ConnectionLease`]: hyper owns the I/O object while it serves (and hands it to a tunnel
+//!   after an upgrade), so the lease lives behind an `Arc` and reports the bytes when the last
+//!   holder drops it, i.e. when the socket closes;
 //! - an upstream connection stays in the self-loop registry while it is open
 //!   ([`super::selfloop::OwnConnections::track`]).
 
@@ -18,9 +19,10 @@ use std::task::{Context, Poll};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::lease::ConnectionLease;
 use super::selfloop::Registration;
 
-/// Bytes read from and written to one client connection.
+/// Bytes read from and written to one client connection (kept in its [`ConnectionLease`]).
 #[derive(Debug, Default)]
 pub(crate) struct ByteCounts {
     read: AtomicU64,
@@ -36,13 +38,15 @@ impl ByteCounts {
         )
     }
 
+    /// Adds `n` bytes read from the client.
     #[inline]
-    fn add_read(&self, n: usize) {
+    pub(crate) fn add_read(&self, n: usize) {
         self.read.fetch_add(n as u64, Ordering::Relaxed);
     }
 
+    /// Adds `n` bytes written to the client.
     #[inline]
-    fn add_written(&self, n: usize) {
+    pub(crate) fn add_written(&self, n: usize) {
         self.written.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
@@ -54,8 +58,8 @@ pub(crate) struct ProxyIo<I> {
     inner: I,
     /// Bytes already read from `inner` (during detection), handed out first.
     replay: BytesMut,
-    /// Where the bytes through this stream are counted, if anywhere.
-    counts: Option<Arc<ByteCounts>>,
+    /// The client connection's lease, whose counters count the bytes through this stream.
+    counts: Option<Arc<ConnectionLease>>,
     /// The self-loop registry entry of an upstream connection; removed when this is dropped.
     _registration: Option<Registration>,
 }
@@ -77,9 +81,10 @@ impl<I> ProxyIo<I> {
         self
     }
 
-    /// Counts every byte read (the replayed ones included) and written into `counts`.
-    pub(crate) fn counted(mut self, counts: Arc<ByteCounts>) -> Self {
-        self.counts = Some(counts);
+    /// Counts every byte read (the replayed ones included) and written into the lease's
+    /// counters, and holds the lease for as long as the stream lives.
+    pub(crate) fn counted(mut self, lease: Arc<ConnectionLease>) -> Self {
+        self.counts = Some(lease);
         self
     }
 
@@ -91,8 +96,8 @@ impl<I> ProxyIo<I> {
 
     #[inline]
     fn count_written(&self, polled: &Poll<io::Result<usize>>) {
-        if let (Some(counts), Poll::Ready(Ok(n))) = (&self.counts, polled) {
-            counts.add_written(*n);
+        if let (Some(lease), Poll::Ready(Ok(n))) = (&self.counts, polled) {
+            lease.counts().add_written(*n);
         }
     }
 }
@@ -115,12 +120,14 @@ impl<I: AsyncRead + Unpin> AsyncRead for ProxyIo<I> {
             this.replay_into(buf);
             return Poll::Ready(Ok(()));
         }
-        let Some(counts) = &this.counts else {
+        let Some(lease) = &this.counts else {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         };
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        counts.add_read(buf.filled().len().saturating_sub(before));
+        lease
+            .counts()
+            .add_read(buf.filled().len().saturating_sub(before));
         polled
     }
 }
@@ -132,8 +139,8 @@ impl<I> ProxyIo<I> {
         let n = self.replay.len().min(buf.remaining());
         buf.put_slice(&self.replay[..n]);
         self.replay.advance(n);
-        if let Some(counts) = &self.counts {
-            counts.add_read(n);
+        if let Some(lease) = &self.counts {
+            lease.counts().add_read(n);
         }
     }
 }
@@ -180,31 +187,44 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for ProxyIo<I> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::direction::Direction;
+    use crate::telemetry::Metrics;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn lease() -> Arc<ConnectionLease> {
+        let permits = Arc::new(tokio::sync::Semaphore::new(1));
+        let permit = permits.try_acquire_owned().expect("a free permit");
+        Arc::new(ConnectionLease::new(
+            permit,
+            &Metrics::new(),
+            Direction::Inbound,
+            crate::shutdown::ShutdownHandle::default(),
+        ))
+    }
 
     #[tokio::test]
     async fn both_directions_are_counted() {
         let (a, mut b) = tokio::io::duplex(64);
-        let counts = Arc::new(ByteCounts::default());
-        let mut io = ProxyIo::new(a).counted(counts.clone());
+        let lease = lease();
+        let mut io = ProxyIo::new(a).counted(lease.clone());
         io.write_all(b"hello").await.unwrap();
         b.write_all(b"abc").await.unwrap();
         let mut got = [0u8; 3];
         io.read_exact(&mut got).await.unwrap();
-        assert_eq!(counts.get(), (3, 5));
+        assert_eq!(lease.counts().get(), (3, 5));
     }
 
     #[tokio::test]
     async fn replayed_bytes_come_first_and_are_counted_once() {
         let (a, mut b) = tokio::io::duplex(64);
-        let counts = Arc::new(ByteCounts::default());
+        let lease = lease();
         let mut io = ProxyIo::new(a)
             .replaying(BytesMut::from(&b"GET / HT"[..]))
-            .counted(counts.clone());
+            .counted(lease.clone());
         b.write_all(b"TP/1.1\r\n").await.unwrap();
         let mut got = [0u8; 16];
         io.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"GET / HTTP/1.1\r\n");
-        assert_eq!(counts.get(), (16, 0));
+        assert_eq!(lease.counts().get(), (16, 0));
     }
 }

@@ -13,6 +13,7 @@ pub(crate) mod detect;
 pub(crate) mod error;
 pub mod http;
 pub(crate) mod io;
+pub(crate) mod lease;
 pub(crate) mod opaque;
 pub(crate) mod orig_dst;
 pub(crate) mod placement;
@@ -32,7 +33,8 @@ use self::detect::Protocol;
 use self::http::forward::{Destination, Forward};
 use self::http::pool::{Pool, PoolSettings};
 use self::http::server::ServerLimits;
-use self::io::{ByteCounts, ProxyIo};
+use self::io::ProxyIo;
+use self::lease::ConnectionLease;
 use self::placement::{Handoff, Load, Seat};
 use self::selfloop::OwnConnections;
 use crate::direction::Direction;
@@ -219,24 +221,36 @@ impl Proxy {
     ) {
         let conn_shutdown = shutdown.clone();
         shutdown.spawn(async move {
-            self.handle(stream, client, direction, conn_shutdown).await;
-            drop((permit, load));
+            self.handle(stream, client, direction, conn_shutdown, permit)
+                .await;
+            // The worker's load counts the connection until stitch is done with it here; a
+            // tunnel it became lives on under its lease (permit, gauge, bytes, drain).
+            drop(load);
         });
     }
 
-    /// One client connection: destination, detection, then HTTP or the opaque relay.
+    /// One client connection: destination, detection, then HTTP or the opaque relay. The
+    /// `permit` goes into the connection's lease, which the client socket carries into a
+    /// tunnel if the connection becomes one.
     async fn handle(
         &self,
         mut stream: TcpStream,
         client: SocketAddr,
         direction: Direction,
         shutdown: ShutdownHandle,
+        permit: OwnedSemaphorePermit,
     ) {
         let _ = stream.set_nodelay(true);
         let Ok(local) = stream.local_addr() else {
             return;
         };
-        let _open = self.handles.trace.metrics.connection_opened(direction);
+        let lease = Arc::new(ConnectionLease::new(
+            permit,
+            &self.handles.trace.metrics,
+            direction,
+            shutdown,
+        ));
+        let shutdown = lease.shutdown();
         let Some(destination) = self.destination(&stream, client, local, direction) else {
             return;
         };
@@ -249,7 +263,11 @@ impl Proxy {
         tracing::trace!(%direction, %client, protocol = protocol.as_str(), "detected");
         match protocol {
             Protocol::Opaque => {
-                self.relay_opaque(stream, prefix, client, direction, destination)
+                let Destination::Fixed(target) = destination else {
+                    tracing::debug!(%client, "non-HTTP connection to the explicit outbound proxy has no destination; closing it");
+                    return;
+                };
+                self.relay_opaque(stream, prefix, lease, direction, target)
                     .await
             }
             // Served here rather than in a helper: this future is polled for every request on
@@ -265,30 +283,26 @@ impl Proxy {
                     },
                     http2,
                 };
-                let counts = Arc::new(ByteCounts::default());
+                // The detection prefix was read before counting started; it is replayed through
+                // the counter, so every client byte is counted exactly once (in the lease).
                 let io = ProxyIo::new(stream)
                     .replaying(prefix)
-                    .counted(counts.clone());
+                    .counted(lease.clone());
                 let trace = TraceLayer::new(self.handles.trace.clone(), conn);
                 let forward = Forward::new(
                     self.pool.clone(),
                     destination,
                     protocol,
                     self.handles.trace.metrics.clone(),
+                    &lease,
                 );
                 let limits = &self.config.server;
                 if http2 {
-                    http::server::serve_http2(io, &counts, trace, forward, limits, shutdown).await;
+                    let activity = lease.counts();
+                    http::server::serve_http2(io, activity, trace, forward, limits, shutdown).await;
                 } else {
                     http::server::serve_http1(io, trace, forward, limits, shutdown).await;
                 }
-                let (read, written) = counts.get();
-                // The detection prefix was read before counting started; it is replayed through
-                // the counter, so every client byte is counted exactly once.
-                self.handles
-                    .trace
-                    .metrics
-                    .bytes_transferred(direction, read, written);
             }
         }
     }
@@ -369,19 +383,16 @@ impl Proxy {
         }
     }
 
-    /// Copies bytes both ways to the connection's fixed destination.
+    /// Copies bytes both ways to the connection's fixed destination (until the drain's
+    /// deadline at the latest).
     async fn relay_opaque(
         &self,
         stream: TcpStream,
         prefix: BytesMut,
-        client: SocketAddr,
+        lease: Arc<ConnectionLease>,
         direction: Direction,
-        destination: Destination,
+        target: Target,
     ) {
-        let Destination::Fixed(target) = destination else {
-            tracing::debug!(%client, "non-HTTP connection to the explicit outbound proxy has no destination; closing it");
-            return;
-        };
         let upstream = match self.pool.connect_tcp(&target).await {
             Ok(u) => u,
             Err(e) => {
@@ -390,11 +401,8 @@ impl Proxy {
         };
         let metrics = &self.handles.trace.metrics;
         metrics.opaque_connection(direction);
-        match opaque::relay(stream, prefix, upstream).await {
-            Ok((sent, received)) => metrics.bytes_transferred(direction, sent, received),
-            Err(e) => {
-                tracing::debug!(%direction, %target, error = %e, "opaque connection ended with an error")
-            }
+        if let Err(e) = opaque::relay(stream, prefix, lease, upstream).await {
+            tracing::debug!(%direction, %target, error = %e, "opaque connection ended with an error")
         }
     }
 }

@@ -22,6 +22,8 @@ use super::validate::{self, Rejection};
 use crate::proxy::addrs::Target;
 use crate::proxy::detect::Protocol;
 use crate::proxy::error::{ForwardError, ForwardErrorKind};
+use crate::proxy::lease::ConnectionLease;
+use crate::proxy::opaque;
 use crate::telemetry::Metrics;
 use crate::upstream_failure::UpstreamFailure;
 
@@ -43,6 +45,9 @@ pub(crate) struct Forward {
     destination: Destination,
     protocol: Protocol,
     metrics: Metrics,
+    /// The client connection's lease: tunnels are spawned on its drain (which waits for them)
+    /// and close at the drain's deadline.
+    lease: Arc<ConnectionLease>,
 }
 
 impl Forward {
@@ -53,12 +58,14 @@ impl Forward {
         destination: Destination,
         protocol: Protocol,
         metrics: Metrics,
+        lease: &Arc<ConnectionLease>,
     ) -> Self {
         Forward {
             pool,
             destination,
             protocol,
             metrics,
+            lease: lease.clone(),
         }
     }
 
@@ -221,6 +228,10 @@ impl Forward {
     }
 
     /// `CONNECT host:port` to the explicit proxy: connect, answer 200, copy bytes both ways.
+    ///
+    /// The tunnel is a task of the drain's, and the client socket it takes over from hyper
+    /// carries the connection's lease (permit, open-connection count, byte counters), so a
+    /// tunnel is accounted for like the connection it was until it closes.
     async fn tunnel(
         &self,
         target: &Target,
@@ -228,12 +239,13 @@ impl Forward {
     ) -> Result<Response<ProxyBody>, ForwardError> {
         let mut upstream = self.pool.connect_tcp(target).await?;
         let on_upgrade = hyper::upgrade::on(req);
-        tokio::spawn(async move {
+        let lease = self.lease.clone();
+        self.lease.shutdown().spawn(async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
                     let mut client = TokioIo::new(upgraded);
-                    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await
-                    {
+                    let shutdown = lease.shutdown();
+                    if let Err(e) = opaque::splice(&mut client, &mut upstream, shutdown).await {
                         tracing::debug!(error = %e, "CONNECT tunnel ended with an error");
                     }
                 }
@@ -246,7 +258,8 @@ impl Forward {
     }
 
     /// A protocol switch (WebSocket): forward the request on a dedicated connection; on 101,
-    /// join the two upgraded connections into a byte tunnel.
+    /// join the two upgraded connections into a byte tunnel (tracked and accounted for as in
+    /// [`Forward::tunnel`]).
     async fn upgrade(
         &self,
         target: &Target,
@@ -266,13 +279,14 @@ impl Forward {
             ));
         }
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
-        tokio::spawn(async move {
+        let lease = self.lease.clone();
+        self.lease.shutdown().spawn(async move {
             let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
                 Ok(both) => both,
                 Err(e) => return tracing::debug!(error = %e, "protocol switch failed"),
             };
             let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            if let Err(e) = opaque::splice(&mut client, &mut upstream, lease.shutdown()).await {
                 tracing::debug!(error = %e, "upgraded tunnel ended with an error");
             }
         });

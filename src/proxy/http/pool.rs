@@ -1,15 +1,22 @@
 //! Upstream connections: HTTP/1 connections are pooled per target and reused one request at a
-//! time; HTTP/2 keeps one multiplexed connection per target (created single-flight, so a burst
-//! of concurrent streams shares one connection instead of racing to open many).
+//! time; HTTP/2 keeps one multiplexed connection per target, created single-flight: a burst of
+//! concurrent streams shares one connection attempt instead of racing to open many, and its
+//! outcome — the connection or the failure — reaches every stream waiting for it at once. A
+//! failed attempt is forgotten, so the next stream tries again.
+//!
+//! The maps sit behind std mutexes held for a lookup, a push or a pop (never across an
+//! `.await`); a lock poisoned by a panic elsewhere is recovered ([`lock`]) rather than
+//! turned into a panic on the request path.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::sync::watch;
 
 use super::request_body::RequestBody;
 use crate::proxy::addrs::{OwnAddrs, Target};
@@ -35,7 +42,7 @@ pub(crate) struct Pool {
     own: OwnAddrs,
     own_connections: OwnConnections,
     h1_idle: Mutex<HashMap<Target, Vec<Idle>>>,
-    h2: Mutex<HashMap<Target, Arc<tokio::sync::Mutex<H2Entry>>>>,
+    h2: Mutex<HashMap<Target, H2Entry>>,
 }
 
 #[derive(Debug)]
@@ -44,10 +51,29 @@ struct Idle {
     since: Instant,
 }
 
-#[derive(Debug, Default)]
+/// A target's HTTP/2 connection, or the attempt to open it.
+#[derive(Debug)]
 struct H2Entry {
-    tx: Option<http2::SendRequest<RequestBody>>,
-    last_used: Option<Instant>,
+    slot: H2Slot,
+    last_used: Instant,
+}
+
+#[derive(Debug)]
+enum H2Slot {
+    /// Open (or closed since: the next stream that finds it closed starts a new attempt).
+    Ready(http2::SendRequest<RequestBody>),
+    /// Being opened by a task of its own; every stream for the target waits for its outcome.
+    Connecting(watch::Receiver<Option<H2Outcome>>),
+}
+
+/// What a connection attempt ends with, shared by every stream that waited for it.
+type H2Outcome = Result<http2::SendRequest<RequestBody>, Arc<ForwardError>>;
+
+/// Locks `mutex`, recovering it if a panic poisoned it: every critical section in this file is
+/// a lookup, insert, push, pop or `retain`, which leave the maps consistent wherever they
+/// stopped, so the data behind a poisoned lock is still sound.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Hands an HTTP/1 connection back to its pool once its response was read to the end.
@@ -64,7 +90,7 @@ impl Checkin {
         if self.tx.is_closed() {
             return;
         }
-        let mut idle = self.pool.h1_idle.lock().expect("pool lock poisoned");
+        let mut idle = lock(&self.pool.h1_idle);
         let list = idle.entry(self.target).or_default();
         if list.len() < MAX_IDLE_PER_TARGET {
             list.push(Idle {
@@ -145,7 +171,7 @@ impl Pool {
 
     /// Sends an HTTP/2 request on the target's shared connection.
     pub(crate) async fn send_h2(
-        &self,
+        self: &Arc<Self>,
         target: &Target,
         req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, ForwardError> {
@@ -164,7 +190,7 @@ impl Pool {
     async fn checkout_h1(&self, target: &Target) -> Option<http1::SendRequest<RequestBody>> {
         loop {
             let candidate = {
-                let mut idle = self.h1_idle.lock().expect("pool lock poisoned");
+                let mut idle = lock(&self.h1_idle);
                 // An emptied list stays (the reaper removes it) so that check-in does not
                 // allocate a new one each time the pool of a busy target runs dry.
                 idle.get_mut(target)?.pop()?
@@ -208,21 +234,94 @@ impl Pool {
         Ok(tx)
     }
 
+    /// The target's HTTP/2 connection: the open one, or the outcome of the attempt in flight
+    /// (started here when there is none).
     async fn checkout_h2(
+        self: &Arc<Self>,
+        target: &Target,
+    ) -> Result<http2::SendRequest<RequestBody>, ForwardError> {
+        let mut attempt = {
+            let mut map = lock(&self.h2);
+            let now = Instant::now();
+            // `get_mut` first: the common case (an open connection) does not clone the key.
+            match map.get_mut(target) {
+                Some(entry) => {
+                    entry.last_used = now;
+                    match &entry.slot {
+                        H2Slot::Ready(tx) if !tx.is_closed() => return Ok(tx.clone()),
+                        H2Slot::Connecting(outcome) => outcome.clone(),
+                        H2Slot::Ready(_) => {
+                            let outcome = self.start_h2(target);
+                            entry.slot = H2Slot::Connecting(outcome.clone());
+                            outcome
+                        }
+                    }
+                }
+                None => {
+                    let outcome = self.start_h2(target);
+                    let slot = H2Slot::Connecting(outcome.clone());
+                    map.insert(
+                        target.clone(),
+                        H2Entry {
+                            slot,
+                            last_used: now,
+                        },
+                    );
+                    outcome
+                }
+            }
+        };
+        let outcome = match attempt.wait_for(Option::is_some).await {
+            Ok(outcome) => outcome.clone(),
+            // The attempt's task ended without an outcome: its runtime is shutting down.
+            Err(_) => None,
+        };
+        match outcome {
+            Some(Ok(tx)) => Ok(tx),
+            Some(Err(e)) => Err(ForwardError::shared(e)),
+            None => Err(ForwardError::connect(std::io::Error::other(
+                "the upstream HTTP/2 connection attempt was abandoned",
+            ))),
+        }
+    }
+
+    /// Starts a connection attempt to `target`; its outcome arrives on the returned channel.
+    fn start_h2(self: &Arc<Self>, target: &Target) -> watch::Receiver<Option<H2Outcome>> {
+        let (done, outcome) = watch::channel(None);
+        tokio::spawn(self.clone().connect_h2(target.clone(), done));
+        outcome
+    }
+
+    /// One connection attempt, on a task of its own so that it ends (and its outcome reaches
+    /// every waiting stream) even when the stream that started it is cancelled. A failure is
+    /// forgotten once told: the next stream tries again.
+    async fn connect_h2(self: Arc<Self>, target: Target, done: watch::Sender<Option<H2Outcome>>) {
+        let outcome = self.handshake_h2(&target).await.map_err(Arc::new);
+        {
+            let mut map = lock(&self.h2);
+            match &outcome {
+                Ok(tx) => {
+                    let now = Instant::now();
+                    map.entry(target)
+                        .and_modify(|e| e.slot = H2Slot::Ready(tx.clone()))
+                        .or_insert_with(|| H2Entry {
+                            slot: H2Slot::Ready(tx.clone()),
+                            last_used: now,
+                        });
+                }
+                Err(e) => {
+                    tracing::debug!(%target, error = %e.with_cause(), "upstream HTTP/2 connect failed; failing the streams waiting for it");
+                    map.remove(&target);
+                }
+            }
+        }
+        done.send_replace(Some(outcome));
+    }
+
+    async fn handshake_h2(
         &self,
         target: &Target,
     ) -> Result<http2::SendRequest<RequestBody>, ForwardError> {
-        let entry = {
-            let mut map = self.h2.lock().expect("pool lock poisoned");
-            map.entry(target.clone()).or_default().clone()
-        };
-        let mut entry = entry.lock().await;
-        entry.last_used = Some(Instant::now());
-        if let Some(tx) = &entry.tx
-            && !tx.is_closed()
-        {
-            return Ok(tx.clone());
-        }
         let stream = self.connect_tcp(target).await?;
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -234,35 +333,22 @@ impl Pool {
                 tracing::debug!(error = %e, "upstream h2 connection ended with an error");
             }
         });
-        entry.tx = Some(tx.clone());
         Ok(tx)
     }
 
     /// Closes idle connections past the idle timeout, and forgets closed ones.
     fn reap(&self) {
         let timeout = self.settings.idle_timeout;
-        self.h1_idle
-            .lock()
-            .expect("pool lock poisoned")
-            .retain(|_, list| {
-                list.retain(|i| !i.tx.is_closed() && i.since.elapsed() <= timeout);
-                !list.is_empty()
-            });
-        self.h2
-            .lock()
-            .expect("pool lock poisoned")
-            .retain(|_, entry| {
-                // An entry being connected right now is locked: keep it.
-                let Ok(mut e) = entry.try_lock() else {
-                    return true;
-                };
-                let idle = e.last_used.is_none_or(|t| t.elapsed() > timeout);
-                if idle || e.tx.as_ref().is_some_and(|tx| tx.is_closed()) {
-                    e.tx = None;
-                    return Arc::strong_count(entry) > 1;
-                }
-                true
-            });
+        lock(&self.h1_idle).retain(|_, list| {
+            list.retain(|i| !i.tx.is_closed() && i.since.elapsed() <= timeout);
+            !list.is_empty()
+        });
+        lock(&self.h2).retain(|_, entry| match &entry.slot {
+            // Its task will store the outcome.
+            H2Slot::Connecting(_) => true,
+            // Dropping the sender closes the connection once the streams still open end.
+            H2Slot::Ready(tx) => !tx.is_closed() && entry.last_used.elapsed() <= timeout,
+        });
     }
 }
 
@@ -289,5 +375,86 @@ async fn reap_idle(pool: std::sync::Weak<Pool>) {
             Some(p) => p.reap(),
             None => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::error::ForwardErrorKind;
+
+    fn pool() -> Arc<Pool> {
+        Pool::new(
+            PoolSettings {
+                connect_timeout: Duration::from_secs(5),
+                idle_timeout: Duration::from_secs(60),
+            },
+            OwnAddrs::new(Vec::new()),
+            OwnConnections::default(),
+        )
+    }
+
+    /// Poisons `mutex` the way a panic elsewhere would: a thread panics while holding it.
+    fn poison<T: Send>(mutex: &Mutex<T>) {
+        std::thread::scope(|s| {
+            let _ = s
+                .spawn(|| {
+                    let _held = mutex.lock();
+                    panic!("poisoning the pool's lock on purpose");
+                })
+                .join();
+        });
+        assert!(mutex.is_poisoned());
+    }
+
+    /// A loopback address nothing listens on: connects are refused at once.
+    fn refused_target() -> Target {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+        Target::Addr(listener.local_addr().expect("bound"))
+    }
+
+    #[tokio::test]
+    async fn poisoned_locks_are_recovered_on_the_request_path() {
+        let pool = pool();
+        poison(&pool.h1_idle);
+        poison(&pool.h2);
+        let target = refused_target();
+        assert!(
+            pool.checkout_h1(&target).await.is_none(),
+            "no idle connection"
+        );
+        let e = pool
+            .checkout_h2(&target)
+            .await
+            .expect_err("nothing listens there");
+        assert_eq!(e.kind(), ForwardErrorKind::Connect);
+        pool.reap();
+        assert!(
+            lock(&pool.h2).is_empty(),
+            "the failed attempt was forgotten"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_h2_attempt_fails_every_waiting_checkout_and_is_forgotten() {
+        let pool = pool();
+        let target = refused_target();
+        let waiting: Vec<_> = (0..8)
+            .map(|_| {
+                let (pool, target) = (pool.clone(), target.clone());
+                tokio::spawn(async move { pool.checkout_h2(&target).await })
+            })
+            .collect();
+        for stream in waiting {
+            let e = stream
+                .await
+                .expect("task")
+                .expect_err("nothing listens there");
+            assert_eq!(e.kind(), ForwardErrorKind::Connect);
+        }
+        assert!(
+            lock(&pool.h2).is_empty(),
+            "a failure is not kept: the next stream tries again"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! Serves one client connection with hyper, HTTP/1 or HTTP/2, through the service stack, and
-//! ends it gracefully (HTTP/2 GOAWAY, HTTP/1 close after the in-flight response) on shutdown.
+//! ends it gracefully (HTTP/2 GOAWAY, HTTP/1 close after the in-flight response) on shutdown;
+//! a connection still open when the drain's deadline passes is closed.
 
 use std::time::Duration;
 
@@ -36,7 +37,7 @@ pub(crate) async fn serve_http1<I>(
     trace: TraceLayer,
     forward: Forward,
     limits: &ServerLimits,
-    shutdown: ShutdownHandle,
+    shutdown: &ShutdownHandle,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -56,7 +57,7 @@ pub(crate) async fn serve_http1<I>(
         r = conn.as_mut() => r,
         _ = shutdown.triggered() => {
             conn.as_mut().graceful_shutdown();
-            conn.await
+            until_deadline(conn, shutdown).await
         }
     };
     if let Err(e) = result {
@@ -71,7 +72,7 @@ pub(crate) async fn serve_http2<I>(
     trace: TraceLayer,
     forward: Forward,
     limits: &ServerLimits,
-    shutdown: ShutdownHandle,
+    shutdown: &ShutdownHandle,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -92,7 +93,7 @@ pub(crate) async fn serve_http2<I>(
             r = conn.as_mut() => break r,
             _ = shutdown.triggered() => {
                 conn.as_mut().graceful_shutdown();
-                break conn.await;
+                break until_deadline(conn, shutdown).await;
             }
             _ = check.tick() => {
                 let now = activity.get();
@@ -108,5 +109,20 @@ pub(crate) async fn serve_http2<I>(
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "HTTP/2 connection ended with an error");
+    }
+}
+
+/// Lets a connection that was asked to shut down gracefully finish, until the drain's deadline
+/// at the latest (then it is dropped, which closes it).
+async fn until_deadline<F: Future<Output = hyper::Result<()>>>(
+    conn: F,
+    shutdown: &ShutdownHandle,
+) -> hyper::Result<()> {
+    tokio::select! {
+        r = conn => r,
+        _ = shutdown.deadline_passed() => {
+            tracing::debug!("closing a client connection at the drain deadline");
+            Ok(())
+        }
     }
 }
