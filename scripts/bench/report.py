@@ -294,6 +294,7 @@ def conns_tables(results):
                        "connection also holds an upstream connection while its request is in "
                        "flight. Latency mean ± sd and percentiles in ms.",
                        [("req/s", "many.rps", f_int, [NGINX]),
+                        ("RSS at start MiB", "many.rss_start_mib", f_mib, []),
                         ("peak RSS MiB", "many.rss_mib", f_mib, [NGINX]),
                         ("KiB/conn", "many.kib_per_conn", f_mib, [NGINX]),
                         ("timeouts", "many.timeouts", f_int, []),
@@ -306,7 +307,8 @@ def conns_tables(results):
                        "Each idle connection made one request first (as a real client leaves "
                        "it), then stays silent while wrk drives 50 others; `closed` = idle "
                        "connections the proxy closed meanwhile. Latency in ms.",
-                       [("peak RSS MiB", "idle.rss_mib", f_mib, [NGINX]),
+                       [("RSS at start MiB", "idle.rss_start_mib", f_mib, []),
+                        ("peak RSS MiB", "idle.rss_mib", f_mib, [NGINX]),
                         ("KiB/idle conn", "idle.kib_per_conn", f_mib, [NGINX]),
                         ("closed", "idle.idle_closed", f_int, []),
                         ("req/s", "idle.rps", f_int, [NGINX]),

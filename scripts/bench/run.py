@@ -502,6 +502,7 @@ def w_many(args, target, _direct):
         if key in w:
             result[f"lat_{key}"] = w[key]
     result = probe.finish(result, w["requests"])
+    result["rss_start_mib"] = target.rss_start_mib
     result["kib_per_conn"] = (result["rss_mib"] - target.rss_start_mib) * 1024 / MANY
     return result
 
@@ -536,6 +537,7 @@ def w_idle(args, target, _direct):
         if key in w:
             result[f"lat_{key}"] = w[key]
     result = probe.finish(result, w["requests"])
+    result["rss_start_mib"] = target.rss_start_mib
     result["kib_per_conn"] = (result["rss_mib"] - target.rss_start_mib) * 1024 / MANY
     return result
 
@@ -679,6 +681,9 @@ def main():
     args = parser.parse_args()
     if args.only == "many-connections":
         args.shapes, args.workloads = "conns", "idle,many"
+        if args.command == "make bench":
+            args.command = f'make bench BENCH_ARGS="{" ".join(sys.argv[1:])}"'.replace(
+                f"--bin-dir {args.bin_dir} ", "")
 
     procs.NICENESS[0] = args.nice if os.geteuid() == 0 else 0
     # 5,000 clients and as many upstream connections: every process started inherits this.
