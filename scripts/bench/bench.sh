@@ -9,7 +9,9 @@
 #    no limit, pinned), measures in rotated rounds
 #    (bounded: --budget seconds, default 1800), kills all it started, and writes BENCHMARKS.md.
 #
-# Extra arguments go to run.py, e.g. `make bench BENCH_ARGS="--rounds 1 --seconds 2"`.
+# Extra arguments go to run.py, e.g. `make bench BENCH_ARGS="--rounds 1 --seconds 2"`;
+# `BENCH_ARGS="--only many-connections"` runs the 5,000-connection workloads alone and replaces
+# only that section of BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="$HOME/.cargo/bin:/usr/sbin:/sbin:$PATH"
@@ -36,6 +38,12 @@ if ! command -v oha >/dev/null; then
     cargo install oha --locked
   fi
 fi
+
+# 5,000 clients, as many upstream connections and the load generators' own sockets: raise the
+# descriptor limit as far as allowed (root may go past the hard limit); run.py and everything it
+# starts inherit it.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+echo "bench: descriptor limit $(ulimit -n)"
 
 echo "bench: building stitch and the benchmark helpers (release)"
 cargo build --release --bin stitch --example bench_backend --example bench_grpc_load \

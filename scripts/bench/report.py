@@ -271,28 +271,6 @@ def shape_tables(run, shape):
                         ("upload MB/s", "body.up_mbps", f_int, [NGINX]),
                         ("peak RSS MiB", "body.rss_mib", f_mib, [NGINX]),
                         ("CPU s / GiB", "body.cpu", f_cpu, [NGINX])], ORDER))
-    parts.append(table(results, "5,000 concurrent keep-alive clients (wrk, 2 threads, 2 s timeout)",
-                       "`KiB/conn`: (peak RSS − RSS at start) / 5,000; each client "
-                       "connection also holds an upstream connection while its request is in "
-                       "flight. Latency mean ± sd and percentiles in ms.",
-                       [("req/s", "many.rps", f_int, [NGINX]),
-                        ("peak RSS MiB", "many.rss_mib", f_mib, [NGINX]),
-                        ("KiB/conn", "many.kib_per_conn", f_mib, [NGINX]),
-                        ("timeouts", "many.timeouts", f_int, []),
-                        ("mean ms", "many.lat_mean", f_ms, []),
-                        ("sd ms", "many.lat_sd", f_ms, [NGINX]),
-                        ("p99 ms", "many.lat_p99", f_ms, [NGINX]),
-                        ("CPU s / 10k req", "many.cpu", f_cpu, [NGINX])], proxies))
-    parts.append(table(results, "5,000 idle keep-alive connections + 50 active clients",
-                       "Each idle connection made one request first (as a real client leaves "
-                       "it), then stays silent while wrk drives 50 others; `closed` = idle "
-                       "connections the proxy closed meanwhile. Latency in ms.",
-                       [("peak RSS MiB", "idle.rss_mib", f_mib, [NGINX]),
-                        ("KiB/idle conn", "idle.kib_per_conn", f_mib, [NGINX]),
-                        ("closed", "idle.idle_closed", f_int, []),
-                        ("req/s", "idle.rps", f_int, [NGINX]),
-                        ("p50 ms", "idle.lat_p50", f_ms, []),
-                        ("p99 ms", "idle.lat_p99", f_ms, [NGINX])], proxies))
     parts.append(table(results, f"500 clients trickling a request head at 1 byte/s, while "
                        f"oha runs at {rate} req/s",
                        "`base p99`: oha alone just before; `p99`: oha (12 s) while the "
@@ -304,6 +282,39 @@ def shape_tables(run, shape):
                         ("closed", "slowloris.trickle_closed", f_int, []),
                         ("408", "slowloris.trickle_408", f_int, []),
                         ("CPU s / 10k req", "slowloris.cpu", f_cpu, [NGINX])], proxies))
+    return [p for p in parts if p]
+
+
+def conns_tables(results):
+    """The tables of the many-connections workloads (idle first: that is the order run)."""
+    proxies = ORDER[1:]
+    parts = []
+    parts.append(table(results, "5,000 concurrent keep-alive clients (wrk, 2 threads, 2 s timeout)",
+                       "`KiB/conn`: (peak RSS − RSS at start) / 5,000; each client "
+                       "connection also holds an upstream connection while its request is in "
+                       "flight. Latency mean ± sd and percentiles in ms.",
+                       [("req/s", "many.rps", f_int, [NGINX]),
+                        ("RSS at start MiB", "many.rss_start_mib", f_mib, []),
+                        ("peak RSS MiB", "many.rss_mib", f_mib, [NGINX]),
+                        ("KiB/conn", "many.kib_per_conn", f_mib, [NGINX]),
+                        ("timeouts", "many.timeouts", f_int, []),
+                        ("mean ms", "many.lat_mean", f_ms, []),
+                        ("p50 ms", "many.lat_p50", f_ms, []),
+                        ("sd ms", "many.lat_sd", f_ms, [NGINX]),
+                        ("p99 ms", "many.lat_p99", f_ms, [NGINX]),
+                        ("CPU s / 10k req", "many.cpu", f_cpu, [NGINX])], proxies))
+    parts.append(table(results, "5,000 idle keep-alive connections + 50 active clients",
+                       "Each idle connection made one request first (as a real client leaves "
+                       "it), then stays silent while wrk drives 50 others; `closed` = idle "
+                       "connections the proxy closed meanwhile. Latency in ms.",
+                       [("RSS at start MiB", "idle.rss_start_mib", f_mib, []),
+                        ("peak RSS MiB", "idle.rss_mib", f_mib, [NGINX]),
+                        ("KiB/idle conn", "idle.kib_per_conn", f_mib, [NGINX]),
+                        ("closed", "idle.idle_closed", f_int, []),
+                        ("req/s", "idle.rps", f_int, [NGINX]),
+                        ("p50 ms", "idle.lat_p50", f_ms, []),
+                        ("p99 ms", "idle.lat_p99", f_ms, [NGINX])], proxies))
+    parts.reverse()
     return [p for p in parts if p]
 
 
@@ -370,18 +381,82 @@ the start of each workload.
             parts.append(f"### Issue 13, shape {by_key[key]['title']}\n")
             parts.append(verdict_table(issue13_checks(run["results"].get(key, {}), workers)))
     if "conns" in by_key:
-        parts.append(f"### Issue 15, shape {by_key['conns']['title']}\n")
-        parts.append(verdict_table(issue15_checks(run["results"].get("conns", {}))))
+        parts.append("### Issue 15: see [Many connections](#many-connections)\n")
     if "pinned" in by_key:
         parts.append(f"### Issue 14, shape {by_key['pinned']['title']}\n")
         limit1 = run["results"].get("limit1") if "limit1" in by_key else None
         parts.append(verdict_table(issue14_checks(run["results"].get("pinned", {}), limit1)))
     for s in shapes:
+        if s["key"] == "conns":
+            continue  # its own section, below
         parts.append(f"## Shape {s['title']}\n\n{s['what']}.\n")
         parts.extend(shape_tables(run, s))
+    parts.append(conns_section(run) if "conns" in by_key else kept_section(path, CONNS_MARKS))
     parts.append(soak_section(path))
     with open(path, "w") as f:
         f.write("\n".join(parts))
+
+
+CONNS_MARKS = ("<!-- conns:begin -->", "<!-- conns:end -->")
+
+
+def conns_section(run):
+    """The Many connections section: the `conns` shape's tables and the issue 15 verdicts,
+    between markers so `run.py --only many-connections` can replace it alone."""
+    shape = next(s for s in run["shapes"] if s["key"] == "conns")
+    results = run["results"].get("conns", {})
+    head = f"""{CONNS_MARKS[0]}
+## Many connections
+
+Produced by `{run['command']}` on {run['date']} at commit `{git_commit()}` ({run['rounds']}
+round(s), {run['seconds']} s per measurement); runs alone with
+`make bench BENCH_ARGS="--only many-connections"`. Shape {shape['title']}: {shape['what']}.
+Before measuring, every target serves 2 s of wrk (8 connections), so the stitch ring
+(4,096 spans) is full and its memory is in the RSS at start; `KiB/conn` is (peak RSS − RSS
+at start) / 5,000, so it is the connections' own cost. What a connection costs inside stitch
+and why: ARCHITECTURE.md, "What a connection costs".
+
+### Issue 15 targets (from this run)
+
+"""
+    return head + verdict_table(issue15_checks(results)) + "\n" + "\n".join(
+        conns_tables(results)) + CONNS_MARKS[1] + "\n"
+
+
+def write_conns_section(run, path):
+    """Replaces only the Many connections section of the report at `path` (appended before
+    the Soak section when the report has none yet)."""
+    try:
+        with open(path) as f:
+            current = f.read()
+    except FileNotFoundError:
+        current = "# Benchmarks\n"
+    begin, end = CONNS_MARKS
+    section = conns_section(run)
+    if begin in current and end in current:
+        before, rest = current.split(begin, 1)
+        current = before + section.rstrip("\n") + rest.split(end, 1)[1]
+    elif "<!-- soak:begin -->" in current:
+        before, rest = current.split("<!-- soak:begin -->", 1)
+        current = before + section + "\n<!-- soak:begin -->" + rest
+    else:
+        current = current.rstrip("\n") + "\n\n" + section
+    with open(path, "w") as f:
+        f.write(current)
+
+
+def kept_section(path, marks):
+    """A marked section of the report at `path` as it is (a run that does not measure it keeps
+    it), or an empty string."""
+    try:
+        with open(path) as f:
+            current = f.read()
+    except FileNotFoundError:
+        return ""
+    begin, end = marks
+    if begin in current and end in current:
+        return begin + current.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
+    return ""
 
 
 def soak_section(path):

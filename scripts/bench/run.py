@@ -58,7 +58,7 @@ import urllib.request
 sys.dont_write_bytecode = True  # keep scripts/bench free of __pycache__
 import procs  # noqa: E402
 from procs import Probe, run_generator, spawn_generator, start, wait_generators  # noqa: E402
-from report import describe_evidence, write_report  # noqa: E402,F401
+from report import describe_evidence, write_conns_section, write_report  # noqa: E402,F401
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Loopback requests must never go through a proxy named in the caller's environment.
@@ -298,8 +298,11 @@ def add_evidence(total, evidence):
             mine[key] = mine.get(key, 0) + value
 
 
-def check_targets(targets):
-    """Waits until every target answers a plain GET with the backend's own body."""
+def check_targets(targets, fill_ring=False):
+    """Waits until every target answers a plain GET with the backend's own body. With
+    `fill_ring`, each proxy then serves 2 s of wrk (8 connections, far more requests than the
+    4,096 spans stitch's ring keeps), so its RSS at start includes a full ring and warm
+    allocator: what many connections add is then theirs alone."""
     expected = None
     deadline = time.time() + 15
     for target in targets:
@@ -324,6 +327,9 @@ def check_targets(targets):
     for target in targets:
         if not target.problem and target.proc and target.proc.poll() is not None:
             target.problem = f"exited with code {target.proc.returncode} (see its log)"
+        if target.proc and fill_ring and not target.problem:
+            run_generator(["wrk", "-t", "1", "-c", "8", "-d", "2s",
+                           f"http://127.0.0.1:{target.h1}/fill"], 20, None)
         if target.proc:
             target.rss_start_mib = procs.current_rss_mib(procs.process_tree(target.proc.pid))
         print(f"  {target.name:20} {'OK' if not target.problem else 'SKIPPED: ' + target.problem}",
@@ -496,6 +502,7 @@ def w_many(args, target, _direct):
         if key in w:
             result[f"lat_{key}"] = w[key]
     result = probe.finish(result, w["requests"])
+    result["rss_start_mib"] = target.rss_start_mib
     result["kib_per_conn"] = (result["rss_mib"] - target.rss_start_mib) * 1024 / MANY
     return result
 
@@ -530,6 +537,7 @@ def w_idle(args, target, _direct):
         if key in w:
             result[f"lat_{key}"] = w[key]
     result = probe.finish(result, w["requests"])
+    result["rss_start_mib"] = target.rss_start_mib
     result["kib_per_conn"] = (result["rss_mib"] - target.rss_start_mib) * 1024 / MANY
     return result
 
@@ -608,7 +616,7 @@ def run_shape_round(args, shape, rnd, workdir, workloads, results, evidence):
     print(f"round {rnd + 1}/{args.rounds}, shape {shape.title}", flush=True)
     try:
         targets, collector_stats_url = start_targets(args, workdir, shape)
-        check_targets(targets)
+        check_targets(targets, fill_ring=shape.key == "conns")
         direct = targets[0]
         if direct.problem:
             raise SystemExit(f"the backend does not answer: {direct.problem}")
@@ -665,9 +673,17 @@ def main():
     parser.add_argument("--realtime", type=int, default=10,
                         help="SCHED_FIFO priority for the latency workload of the pinned shape, "
                              "0 = off (root only)")
+    parser.add_argument("--only", choices=["many-connections"],
+                        help="many-connections: the conns shape's workloads alone; replaces "
+                             "only the Many connections section of --out")
     parser.add_argument("--out", default="BENCHMARKS.md")
     parser.add_argument("--command", default="make bench", help="recorded in the report")
     args = parser.parse_args()
+    if args.only == "many-connections":
+        args.shapes, args.workloads = "conns", "idle,many"
+        if args.command == "make bench":
+            args.command = f'make bench BENCH_ARGS="{" ".join(sys.argv[1:])}"'.replace(
+                f"--bin-dir {args.bin_dir} ", "")
 
     procs.NICENESS[0] = args.nice if os.geteuid() == 0 else 0
     # 5,000 clients and as many upstream connections: every process started inherits this.
@@ -726,7 +742,10 @@ def main():
                "skipped": skipped, "tracing": evidence, "results": results}
         with open(os.path.join(workdir, "results.json"), "w") as f:
             json.dump(run, f, indent=1)
-        write_report(run, args.out)
+        if args.only:
+            write_conns_section(run, args.out)
+        else:
+            write_report(run, args.out)
         print(f"wrote {args.out} (raw figures: {workdir}/results.json)", flush=True)
     finally:
         procs.stop_all()

@@ -30,7 +30,7 @@
 use std::io;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
@@ -41,6 +41,13 @@ const HTTP1_VERSION: &[u8] = b"HTTP/1.";
 /// What a client whose head stalled is told before the connection closes.
 const REQUEST_TIMEOUT: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+/// Most bytes one read asks for while detecting. They are read straight into the prefix
+/// buffer on the heap: a 1 KiB array in this future made every connection's task 1 KiB
+/// larger for its whole life (the task is sized for its largest state), detection over or not.
+const READ_CHUNK: usize = 1024;
+/// A prefix buffer with more spare room than this is copied to one of its own size before it is
+/// handed on: the connection keeps it (for the replay) as long as it lives.
+const SPARE_KEPT: usize = 64;
 /// How long a stalled connection is drained after the `408`, so the client reads the answer
 /// instead of a reset caused by its own unread bytes (what nginx calls a lingering close).
 const LINGER: Duration = Duration::from_millis(500);
@@ -127,10 +134,28 @@ pub(crate) async fn detect<I>(io: &mut I, limits: DetectLimits) -> io::Result<(O
 where
     I: AsyncRead + Unpin,
 {
+    let (outcome, buf) = read_until_decided(io, limits).await?;
+    Ok((outcome, fitted(buf)))
+}
+
+/// `buf` in an allocation of its own size when reads left it with spare room: a few bytes
+/// copied once per connection instead of up to [`READ_CHUNK`] idle bytes held for its life.
+fn fitted(buf: BytesMut) -> BytesMut {
+    if buf.capacity() - buf.len() > SPARE_KEPT {
+        BytesMut::from(&buf[..])
+    } else {
+        buf
+    }
+}
+
+/// The read loop of [`detect`].
+async fn read_until_decided<I>(io: &mut I, limits: DetectLimits) -> io::Result<(Outcome, BytesMut)>
+where
+    I: AsyncRead + Unpin,
+{
     let accepted = Instant::now();
     let mut buf = BytesMut::new();
     let mut sniffer = Sniffer::default();
-    let mut chunk = [0u8; 1024];
     loop {
         match sniffer.feed(&buf) {
             Verdict::Http1Head => return Ok((Outcome::Http1, buf)),
@@ -148,10 +173,12 @@ where
             } else {
                 limits.head
             };
-        let want = chunk.len().min(limits.max_bytes - buf.len());
-        match tokio::time::timeout_at(deadline, io.read(&mut chunk[..want])).await {
+        let want = READ_CHUNK.min(limits.max_bytes - buf.len());
+        buf.reserve(want);
+        let mut room = (&mut buf).limit(want);
+        match tokio::time::timeout_at(deadline, io.read_buf(&mut room)).await {
             Ok(Ok(0)) => return Ok((sniffer.cut_short(), buf)),
-            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(e),
             Err(_elapsed) if buf.is_empty() => return Ok((Outcome::Silent, buf)),
             Err(_elapsed) => {

@@ -249,3 +249,22 @@ async fn a_stalled_http1_client_reads_408_then_the_end() {
     client.read_to_end(&mut answer).await.unwrap();
     assert_eq!(answer, REQUEST_TIMEOUT);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_prefix_kept_for_the_connection_life_is_no_larger_than_its_bytes() {
+    let (mut a, mut b) = tokio::io::duplex(4096);
+    let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    b.write_all(head).await.unwrap();
+    let (outcome, buf) = detect(&mut a, PATIENT).await.unwrap();
+    assert_eq!(outcome, Outcome::Http1);
+    assert_eq!(&buf[..], head);
+    // Each read reserves READ_CHUNK; the connection replays (and holds) the prefix, so the
+    // spare room must have been given back.
+    assert!(
+        buf.capacity() - buf.len() <= SPARE_KEPT,
+        "capacity {} for {} bytes",
+        buf.capacity(),
+        buf.len()
+    );
+    drop(b);
+}

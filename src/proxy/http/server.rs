@@ -66,6 +66,10 @@ pub(crate) async fn serve_http1<I>(
 }
 
 /// Serves HTTP/2 (prior knowledge) on `io`; on shutdown sends GOAWAY and lets open streams end.
+///
+/// The connection's state lives in a box of its own. A connection task is as large as the
+/// largest thing it may await, and h2's connection state is much larger than hyper's HTTP/1
+/// one: inline, every HTTP/1 and opaque connection would carry HTTP/2's size for its life.
 pub(crate) async fn serve_http2<I>(
     io: I,
     activity: &ByteCounts,
@@ -73,6 +77,23 @@ pub(crate) async fn serve_http2<I>(
     forward: Forward,
     limits: &ServerLimits,
     shutdown: &ShutdownHandle,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    Box::pin(serve_http2_boxed(
+        io, activity, trace, forward, limits, shutdown,
+    ))
+    .await;
+}
+
+/// [`serve_http2`]'s body, polled behind its box.
+async fn serve_http2_boxed<I>(
+    io: I,
+    activity: &ByteCounts,
+    trace: TraceLayer,
+    forward: Forward,
+    limits: &ServerLimits,
+    shutdown: ShutdownHandle,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
