@@ -93,7 +93,7 @@ async fn serve_http2_boxed<I>(
     trace: TraceLayer,
     forward: Forward,
     limits: &ServerLimits,
-    shutdown: ShutdownHandle,
+    shutdown: &ShutdownHandle,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
