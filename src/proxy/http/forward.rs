@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 
 use super::body::{ProxyBody, UpstreamBody};
 use super::headers::{self, Keep};
-use super::pool::Pool;
+use super::pool::{Checkin, Pool};
 use super::request_body::{FIRST_FRAME_WINDOW, RequestBody, peek_first_frame};
 use super::validate::{self, Rejection};
 use crate::proxy::addrs::Target;
@@ -69,29 +69,131 @@ impl Forward {
         }
     }
 
-    async fn forward(self, req: Request<Incoming>) -> Response<ProxyBody> {
-        let grpc = crate::grpc::is_grpc(req.headers());
+    /// Checks the request and names its upstream; `Err` is the answer stitch writes itself
+    /// (nothing is forwarded). Synchronous, so a refused request costs no forwarding future.
+    fn admit(&self, req: &Request<Incoming>, grpc: bool) -> Result<Target, Response<ProxyBody>> {
         let checked = match self.protocol {
             Protocol::Http2 => {
-                validate::check_http2(&req, matches!(self.destination, Destination::PerRequest))
+                validate::check_http2(req, matches!(self.destination, Destination::PerRequest))
             }
-            _ => validate::check_http1(&req),
+            _ => validate::check_http1(req),
         };
         if let Err(why) = checked {
-            return self.reject(grpc, why);
+            return Err(self.reject(grpc, why));
         }
-        let target = match self.target_of(&req) {
-            Ok(t) => t,
-            Err(why) => return local_error(grpc, StatusCode::BAD_REQUEST, why),
+        self.target_of(req)
+            .map_err(|why| local_error(grpc, StatusCode::BAD_REQUEST, why))
+    }
+
+    /// Whether the request's body framing can break (HTTP/1 chunked, HTTP/2 with
+    /// `content-length`) and the body is not already over: such a request is held for its
+    /// first body frame ([`Forward::read_ahead_then_send`]).
+    fn needs_read_ahead(&self, req: &Request<Incoming>) -> bool {
+        let framed = match self.protocol {
+            Protocol::Http2 => req.headers().contains_key(header::CONTENT_LENGTH),
+            _ => req.headers().contains_key(header::TRANSFER_ENCODING),
         };
-        let req = match self.read_ahead(req).await {
-            Ok(req) => req,
-            Err(_) => return self.reject(grpc, Rejection::MalformedBody),
+        framed && !req.body().is_end_stream()
+    }
+
+    /// Holds the request until its first body frame, at most [`FIRST_FRAME_WINDOW`], so a body
+    /// broken from its first bytes is refused before anything reaches the upstream; then sends
+    /// it. A future of its own (boxed apart from [`Forward::send`]'s) so that the timer and the
+    /// frame held do not enlarge every other request's future.
+    async fn read_ahead_then_send(
+        self,
+        grpc: bool,
+        target: Target,
+        req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        let (parts, body) = req.into_parts();
+        match peek_first_frame(body, FIRST_FRAME_WINDOW).await {
+            Ok(body) => {
+                self.send(grpc, target, Request::from_parts(parts, body))
+                    .await
+            }
+            Err(_) => Ok(self.reject(grpc, Rejection::MalformedBody)),
+        }
+    }
+
+    /// Sends an admitted request upstream and turns a failure into the response for it. This
+    /// is the future every forwarded request keeps while in flight, so it is kept small: the
+    /// request is prepared before the future exists, the future holds it once (an `async fn`
+    /// would hold its argument twice), and the rare paths (CONNECT tunnel, protocol switch)
+    /// are boxed where they start.
+    fn send(
+        self,
+        grpc: bool,
+        target: Target,
+        mut req: Request<RequestBody>,
+    ) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send {
+        let exchange = match self.protocol {
+            Protocol::Http2 => {
+                headers::strip_hop_by_hop(
+                    req.headers_mut(),
+                    Keep {
+                        upgrade: false,
+                        te_trailers: true,
+                    },
+                );
+                Exchange::Http2
+            }
+            _ => self.prepare_h1(&mut req),
         };
-        let result = match self.protocol {
-            Protocol::Http2 => self.forward_h2(&target, req).await,
-            _ => self.forward_h1(&target, req).await,
-        };
+        async move {
+            let result = match exchange {
+                Exchange::Http1 => self
+                    .pool
+                    .send_h1(&target, req)
+                    .await
+                    .map(|(resp, checkin)| from_upstream(resp, Some(checkin))),
+                Exchange::Http2 => self
+                    .pool
+                    .send_h2(&target, req)
+                    .await
+                    .map(|resp| from_upstream(resp, None)),
+                Exchange::Tunnel => Box::pin(self.tunnel(&target, req)).await,
+                Exchange::Upgrade => Box::pin(self.upgrade(&target, req)).await,
+            };
+            Ok(self.answer(grpc, &target, result))
+        }
+    }
+
+    /// Prepares an HTTP/1 request for the next hop (origin-form, HTTP/1.1, hop-by-hop headers
+    /// dropped) and says how it goes there.
+    fn prepare_h1(&self, req: &mut Request<RequestBody>) -> Exchange {
+        let connect = req.method() == Method::CONNECT;
+        if connect && matches!(self.destination, Destination::PerRequest) {
+            return Exchange::Tunnel;
+        }
+        // A CONNECT addressed through a fixed destination belongs to the app behind it.
+        let upgrade = connect || headers::wants_upgrade(req.headers());
+        if !connect {
+            to_origin_form(req);
+        }
+        *req.version_mut() = Version::HTTP_11;
+        headers::strip_hop_by_hop(
+            req.headers_mut(),
+            Keep {
+                upgrade,
+                te_trailers: false,
+            },
+        );
+        if upgrade {
+            Exchange::Upgrade
+        } else {
+            Exchange::Http1
+        }
+    }
+
+    /// The response for the outcome of a forwarded request: the upstream's, or the error
+    /// stitch writes for a failure (502/504, gRPC `UNAVAILABLE`, 400 for a malformed body).
+    fn answer(
+        &self,
+        grpc: bool,
+        target: &Target,
+        result: Result<Response<ProxyBody>, ForwardError>,
+    ) -> Response<ProxyBody> {
         match result {
             Ok(resp) => resp,
             Err(e) if e.is_malformed_request_body() => self.reject(grpc, Rejection::MalformedBody),
@@ -108,27 +210,6 @@ impl Forward {
                 resp
             }
         }
-    }
-
-    /// Holds a request whose body framing can break (HTTP/1 chunked, HTTP/2 with
-    /// `content-length`) until its first body frame, at most [`FIRST_FRAME_WINDOW`]: a body
-    /// broken from its first bytes is then refused before anything reaches the upstream.
-    /// Other bodies go out untouched.
-    async fn read_ahead(
-        &self,
-        req: Request<Incoming>,
-    ) -> Result<Request<RequestBody>, hyper::Error> {
-        let framed = match self.protocol {
-            Protocol::Http2 => req.headers().contains_key(header::CONTENT_LENGTH),
-            _ => req.headers().contains_key(header::TRANSFER_ENCODING),
-        };
-        let (parts, body) = req.into_parts();
-        let body = if framed && !body.is_end_stream() {
-            peek_first_frame(body, FIRST_FRAME_WINDOW).await?
-        } else {
-            RequestBody::new(body)
-        };
-        Ok(Request::from_parts(parts, body))
     }
 
     /// Answers `400` for a request that breaks a protocol rule (and, on HTTP/1, closes the
@@ -170,61 +251,6 @@ impl Forward {
                     .ok_or("stitch: the request's authority is not a valid host:port")
             }
         }
-    }
-
-    async fn forward_h1(
-        &self,
-        target: &Target,
-        mut req: Request<RequestBody>,
-    ) -> Result<Response<ProxyBody>, ForwardError> {
-        let connect = req.method() == Method::CONNECT;
-        if connect && matches!(self.destination, Destination::PerRequest) {
-            return self.tunnel(target, req).await;
-        }
-        // A CONNECT addressed through a fixed destination belongs to the app behind it.
-        let upgrade = connect || headers::wants_upgrade(req.headers());
-        if !connect {
-            to_origin_form(&mut req);
-        }
-        *req.version_mut() = Version::HTTP_11;
-        headers::strip_hop_by_hop(
-            req.headers_mut(),
-            Keep {
-                upgrade,
-                te_trailers: false,
-            },
-        );
-        if upgrade {
-            return self.upgrade(target, req).await;
-        }
-        let (resp, checkin) = self.pool.send_h1(target, req).await?;
-        let (mut parts, body) = resp.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers, Keep::default());
-        Ok(Response::from_parts(
-            parts,
-            ProxyBody::Upstream(UpstreamBody::new(body, Some(checkin))),
-        ))
-    }
-
-    async fn forward_h2(
-        &self,
-        target: &Target,
-        mut req: Request<RequestBody>,
-    ) -> Result<Response<ProxyBody>, ForwardError> {
-        headers::strip_hop_by_hop(
-            req.headers_mut(),
-            Keep {
-                upgrade: false,
-                te_trailers: true,
-            },
-        );
-        let resp = self.pool.send_h2(target, req).await?;
-        let (mut parts, body) = resp.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers, Keep::default());
-        Ok(Response::from_parts(
-            parts,
-            ProxyBody::Upstream(UpstreamBody::new(body, None)),
-        ))
     }
 
     /// `CONNECT host:port` to the explicit proxy: connect, answer 200, copy bytes both ways.
@@ -271,12 +297,7 @@ impl Forward {
         let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS
             || connect && resp.status().is_success();
         if !switched {
-            let (mut parts, body) = resp.into_parts();
-            headers::strip_hop_by_hop(&mut parts.headers, Keep::default());
-            return Ok(Response::from_parts(
-                parts,
-                ProxyBody::Upstream(UpstreamBody::new(body, None)),
-            ));
+            return Ok(from_upstream(resp, None));
         }
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
         let lease = self.lease.clone();
@@ -303,6 +324,27 @@ impl Forward {
             ProxyBody::Upstream(UpstreamBody::new(body, None)),
         ))
     }
+}
+
+/// How a request goes upstream.
+enum Exchange {
+    /// On a pooled HTTP/1 connection.
+    Http1,
+    /// On the target's shared HTTP/2 connection.
+    Http2,
+    /// `CONNECT` to the explicit proxy: stitch opens the tunnel itself.
+    Tunnel,
+    /// A protocol switch (or a `CONNECT` for the app behind a fixed destination), on a
+    /// connection of its own.
+    Upgrade,
+}
+
+/// The upstream's response as stitch returns it: hop-by-hop headers dropped, the body streamed
+/// (and, for a pooled HTTP/1 connection, `checkin` returning it once the body is read).
+fn from_upstream(resp: Response<Incoming>, checkin: Option<Checkin>) -> Response<ProxyBody> {
+    let (mut parts, body) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, Keep::default());
+    Response::from_parts(parts, ProxyBody::Upstream(UpstreamBody::new(body, checkin)))
 }
 
 /// Rewrites an absolute-form target (`GET http://host/p?q`) to origin-form (`/p?q`) for the
@@ -378,15 +420,54 @@ impl tower::Service<Request<Incoming>> for Forward {
         Poll::Ready(Ok(()))
     }
 
+    /// Refusals are answered here, without a forwarding future; a forwarded request gets one
+    /// boxed future, [`Forward::send`]'s (or, held for its first body frame,
+    /// [`Forward::read_ahead_then_send`]'s).
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let grpc = crate::grpc::is_grpc(req.headers());
+        let target = match self.admit(&req, grpc) {
+            Ok(target) => target,
+            Err(refused) => return Box::pin(std::future::ready(Ok(refused))),
+        };
         let this = self.clone();
-        Box::pin(async move { Ok(this.forward(req).await) })
+        if this.needs_read_ahead(&req) {
+            return Box::pin(this.read_ahead_then_send(grpc, target, req));
+        }
+        Box::pin(this.send(grpc, target, req.map(RequestBody::new)))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The size of the future `make` returns, without running it (or building its arguments).
+    fn future_size<A, B, C, D, F: Future>(_make: fn(A, B, C, D) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// One of these futures is allocated per request in flight, so its size is memory per busy
+    /// connection (issue 15). An `async fn` future is as large as the largest state it may
+    /// await: before the rare paths (tunnel, upgrade, read-ahead, connect and handshake) were
+    /// boxed and the request stopped being held once per `async fn` level, it was 3,784 bytes
+    /// (debug build). It is about 1,000 now, most of it the request held three times: by this
+    /// future, by the pool's and by hyper's `try_send_request` (which keeps it to hand back).
+    /// A size bound, not a timing one: it fails when a change makes the common path carry a
+    /// large state again.
+    #[test]
+    fn the_per_request_future_stays_small() {
+        let common = future_size(Forward::send);
+        let read_ahead = future_size(Forward::read_ahead_then_send);
+        println!("forwarding future: {common} bytes; with the read-ahead: {read_ahead} bytes");
+        assert!(
+            common <= 1024,
+            "the forwarding future grew to {common} bytes"
+        );
+        assert!(
+            read_ahead <= 1536,
+            "the read-ahead future grew to {read_ahead} bytes"
+        );
+    }
 
     #[test]
     fn grpc_messages_are_percent_encoded() {

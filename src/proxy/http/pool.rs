@@ -130,32 +130,39 @@ impl Pool {
 
     /// Sends an HTTP/1 request on a pooled connection (or a new one) and returns the response
     /// with the hand-back that returns the connection once the body is read.
-    pub(crate) async fn send_h1(
+    ///
+    /// Not an `async fn`: the future holds the request once, not twice (argument and local), as
+    /// it is part of every in-flight request's future.
+    pub(crate) fn send_h1(
         self: &Arc<Self>,
         target: &Target,
         mut req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Checkin), ForwardError> {
-        // A pooled connection may have been closed by the upstream just now; hyper then hands
-        // the unsent request back and it goes out on a fresh connection instead.
-        while let Some(mut tx) = self.checkout_h1(target).await {
-            match tx.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, self.checkin(target, tx))),
-                Err(mut e) => {
-                    let unsent = e.take_message();
-                    let error = ForwardError::upstream(e.into_error(), unsent.is_some());
-                    match unsent {
-                        Some(request) if error.is_retryable() => {
-                            tracing::debug!(%target, error = %error.with_cause(), "pooled connection failed before the request was sent; sending it on another");
-                            req = request;
+    ) -> impl Future<Output = Result<(Response<Incoming>, Checkin), ForwardError>> + Send {
+        async move {
+            // A pooled connection may have been closed by the upstream just now; hyper then
+            // hands the unsent request back and it goes out on a fresh connection instead.
+            while let Some(mut tx) = self.checkout_h1(target).await {
+                match tx.try_send_request(req).await {
+                    Ok(resp) => return Ok((resp, self.checkin(target, tx))),
+                    Err(mut e) => {
+                        let unsent = e.take_message();
+                        let error = ForwardError::upstream(e.into_error(), unsent.is_some());
+                        match unsent {
+                            Some(request) if error.is_retryable() => {
+                                tracing::debug!(%target, error = %error.with_cause(), "pooled connection failed before the request was sent; sending it on another");
+                                req = request;
+                            }
+                            _ => return Err(error),
                         }
-                        _ => return Err(error),
                     }
                 }
             }
+            // Boxed: the connect and handshake states would otherwise size the future of
+            // every request, most of which find a pooled connection.
+            let mut tx = Box::pin(self.handshake_h1(target, false)).await?;
+            let resp = tx.send_request(req).await.map_err(sent)?;
+            Ok((resp, self.checkin(target, tx)))
         }
-        let mut tx = self.handshake_h1(target, false).await?;
-        let resp = tx.send_request(req).await.map_err(sent)?;
-        Ok((resp, self.checkin(target, tx)))
     }
 
     /// Sends an HTTP/1 request that asks for a protocol switch on a dedicated connection,
@@ -169,14 +176,17 @@ impl Pool {
         tx.send_request(req).await.map_err(sent)
     }
 
-    /// Sends an HTTP/2 request on the target's shared connection.
-    pub(crate) async fn send_h2(
+    /// Sends an HTTP/2 request on the target's shared connection (not an `async fn`, as
+    /// [`Pool::send_h1`] is not).
+    pub(crate) fn send_h2(
         self: &Arc<Self>,
         target: &Target,
         req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, ForwardError> {
-        let mut tx = self.checkout_h2(target).await?;
-        tx.send_request(req).await.map_err(sent)
+    ) -> impl Future<Output = Result<Response<Incoming>, ForwardError>> + Send {
+        async move {
+            let mut tx = self.checkout_h2(target).await?;
+            tx.send_request(req).await.map_err(sent)
+        }
     }
 
     fn checkin(self: &Arc<Self>, target: &Target, tx: http1::SendRequest<RequestBody>) -> Checkin {
@@ -271,12 +281,8 @@ impl Pool {
                 }
             }
         };
-        let outcome = match attempt.wait_for(Option::is_some).await {
-            Ok(outcome) => outcome.clone(),
-            // The attempt's task ended without an outcome: its runtime is shutting down.
-            Err(_) => None,
-        };
-        match outcome {
+        // Boxed: only the streams that find no open connection wait here.
+        match Box::pin(wait_for_h2(&mut attempt)).await {
             Some(Ok(tx)) => Ok(tx),
             Some(Err(e)) => Err(ForwardError::shared(e)),
             None => Err(ForwardError::connect(std::io::Error::other(
@@ -349,6 +355,15 @@ impl Pool {
             // Dropping the sender closes the connection once the streams still open end.
             H2Slot::Ready(tx) => !tx.is_closed() && entry.last_used.elapsed() <= timeout,
         });
+    }
+}
+
+/// The outcome of a connection attempt, once there is one (`None` when the attempt's task ended
+/// without one: its runtime is shutting down).
+async fn wait_for_h2(attempt: &mut watch::Receiver<Option<H2Outcome>>) -> Option<H2Outcome> {
+    match attempt.wait_for(Option::is_some).await {
+        Ok(outcome) => outcome.clone(),
+        Err(_) => None,
     }
 }
 

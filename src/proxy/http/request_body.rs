@@ -21,7 +21,9 @@ pub(crate) const FIRST_FRAME_WINDOW: Duration = Duration::from_millis(50);
 /// The client's request body, with the frame read ahead (if any) replayed first.
 #[derive(Debug)]
 pub(crate) struct RequestBody {
-    first: Option<Frame<Bytes>>,
+    /// Boxed: the request is held by value in every in-flight request's future, and a frame
+    /// (up to a trailer map) would triple the body's size for the few requests read ahead.
+    first: Option<Box<Frame<Bytes>>>,
     inner: Incoming,
 }
 
@@ -40,7 +42,7 @@ pub(crate) async fn peek_first_frame(
     window: Duration,
 ) -> Result<RequestBody, hyper::Error> {
     let first = match tokio::time::timeout(window, inner.frame()).await {
-        Ok(Some(frame)) => Some(frame?),
+        Ok(Some(frame)) => Some(Box::new(frame?)),
         Ok(None) | Err(_) => None,
     };
     Ok(RequestBody { first, inner })
@@ -55,7 +57,7 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         if let Some(frame) = self.first.take() {
-            return Poll::Ready(Some(Ok(frame)));
+            return Poll::Ready(Some(Ok(*frame)));
         }
         Pin::new(&mut self.inner).poll_frame(cx)
     }
