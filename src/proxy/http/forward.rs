@@ -69,20 +69,25 @@ impl Forward {
         }
     }
 
-    /// Checks the request and names its upstream; `Err` is the answer stitch writes itself
+    /// Checks the request and names its upstream; `Err` says why stitch answers it itself
     /// (nothing is forwarded). Synchronous, so a refused request costs no forwarding future.
-    fn admit(&self, req: &Request<Incoming>, grpc: bool) -> Result<Target, Response<ProxyBody>> {
+    fn admit(&self, req: &Request<Incoming>) -> Result<Target, Refusal> {
         let checked = match self.protocol {
             Protocol::Http2 => {
                 validate::check_http2(req, matches!(self.destination, Destination::PerRequest))
             }
             _ => validate::check_http1(req),
         };
-        if let Err(why) = checked {
-            return Err(self.reject(grpc, why));
+        checked.map_err(Refusal::Malformed)?;
+        self.target_of(req).map_err(Refusal::NoUpstream)
+    }
+
+    /// The answer to a request [`Forward::admit`] refused.
+    fn refuse(&self, grpc: bool, why: Refusal) -> Response<ProxyBody> {
+        match why {
+            Refusal::Malformed(why) => self.reject(grpc, why),
+            Refusal::NoUpstream(why) => local_error(grpc, StatusCode::BAD_REQUEST, why),
         }
-        self.target_of(req)
-            .map_err(|why| local_error(grpc, StatusCode::BAD_REQUEST, why))
     }
 
     /// Whether the request's body framing can break (HTTP/1 chunked, HTTP/2 with
@@ -326,6 +331,14 @@ impl Forward {
     }
 }
 
+/// Why a request is answered by stitch without being forwarded.
+enum Refusal {
+    /// It breaks a protocol rule (`400`, and on HTTP/1 the connection closes).
+    Malformed(Rejection),
+    /// It names no valid upstream (`400`).
+    NoUpstream(&'static str),
+}
+
 /// How a request goes upstream.
 enum Exchange {
     /// On a pooled HTTP/1 connection.
@@ -425,9 +438,9 @@ impl tower::Service<Request<Incoming>> for Forward {
     /// [`Forward::read_ahead_then_send`]'s).
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
         let grpc = crate::grpc::is_grpc(req.headers());
-        let target = match self.admit(&req, grpc) {
+        let target = match self.admit(&req) {
             Ok(target) => target,
-            Err(refused) => return Box::pin(std::future::ready(Ok(refused))),
+            Err(why) => return Box::pin(std::future::ready(Ok(self.refuse(grpc, why)))),
         };
         let this = self.clone();
         if this.needs_read_ahead(&req) {

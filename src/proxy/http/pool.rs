@@ -133,6 +133,10 @@ impl Pool {
     ///
     /// Not an `async fn`: the future holds the request once, not twice (argument and local), as
     /// it is part of every in-flight request's future.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would hold the request twice in every in-flight request's future"
+    )]
     pub(crate) fn send_h1(
         self: &Arc<Self>,
         target: &Target,
@@ -178,6 +182,10 @@ impl Pool {
 
     /// Sends an HTTP/2 request on the target's shared connection (not an `async fn`, as
     /// [`Pool::send_h1`] is not).
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would hold the request twice in every in-flight request's future"
+    )]
     pub(crate) fn send_h2(
         self: &Arc<Self>,
         target: &Target,
