@@ -9,7 +9,9 @@
 //! [`Settings::workers`] says ([`cpus`] decides it for the binary). The admin server, the rules
 //! watcher and the telemetry tasks stay on the caller's runtime, never on a proxy worker.
 
+mod cgroup;
 pub mod cpus;
+pub mod memory;
 mod workers;
 
 use std::io;
@@ -33,6 +35,7 @@ use crate::telemetry::{Telemetry, TelemetryConfig};
 use crate::trace::TraceHandles;
 
 use self::cpus::{WorkerCount, WorkersReason};
+use self::memory::CapReason;
 use self::workers::{SharedListener, Workers};
 
 /// Everything `stitch run` can be told, as plain data (CLI flags and env vars map onto it).
@@ -70,8 +73,12 @@ pub struct Settings {
     pub max_header_bytes: usize,
     /// Most header fields in one request head.
     pub max_headers: usize,
-    /// Most concurrent client connections per listener.
+    /// Most concurrent client connections per direction (inbound; outbound, all its
+    /// listeners together).
     pub max_connections: usize,
+    /// What decided `max_connections` (the CLI derives it from the memory limit:
+    /// [`memory::decide`]); logged at start-up and shown at `/config`.
+    pub max_connections_reason: CapReason,
     /// HTTP/2 concurrent streams per client connection.
     pub h2_max_concurrent_streams: u32,
     /// An HTTP/2 client connection silent this long gets GOAWAY.
@@ -115,7 +122,8 @@ impl Default for Settings {
             upstream_idle_timeout: Duration::from_secs(90),
             max_header_bytes: 64 * 1024,
             max_headers: 100,
-            max_connections: 10_000,
+            max_connections: memory::NO_LIMIT_CONNECTIONS,
+            max_connections_reason: CapReason::Settings,
             h2_max_concurrent_streams: 256,
             h2_idle_timeout: Duration::from_secs(600),
             drain_timeout: Duration::from_secs(30),
@@ -340,10 +348,12 @@ impl Stitch {
             .with_config_view({
                 let rules = rules.clone();
                 let exporter = telemetry.config_view();
+                let limits = limits_view(&settings);
                 move || {
                     let mut view = rules.to_json();
                     if let Some(map) = view.as_object_mut() {
                         map.insert("telemetry".to_owned(), exporter.clone());
+                        map.insert("limits".to_owned(), limits.clone());
                     }
                     view
                 }
@@ -367,6 +377,10 @@ impl Stitch {
         let config = settings.proxy_config(own_addrs);
         let handles = ProxyHandles::new(trace);
         let mut shared = Vec::new();
+        // One cap per direction: the outbound IPv4 and IPv6 listeners are one front door of
+        // the app's, and their connections cost the same memory.
+        let inbound_permits = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+        let outbound_permits = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
         for (listener, direction) in std::iter::once((inbound, Direction::Inbound))
             .chain(outbound.into_iter().map(|l| (l, Direction::Outbound)))
         {
@@ -378,7 +392,10 @@ impl Stitch {
                     .into_std()
                     .map_err(|e| StartError::listener(direction, e))?,
                 direction,
-                permits: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
+                permits: match direction {
+                    Direction::Inbound => inbound_permits.clone(),
+                    Direction::Outbound => outbound_permits.clone(),
+                },
             });
         }
         let count = settings.workers;
@@ -415,6 +432,7 @@ impl Stitch {
                 "proxy workers started"
             ),
         }
+        log_connection_cap(&settings);
         ready.store(true, Ordering::Release);
 
         shutdown.triggered().await;
@@ -436,6 +454,33 @@ impl Stitch {
 
 /// Watches the rules file (edits, renames, ConfigMap symlink swaps) and SIGHUP. A watcher that
 /// cannot start leaves the rules as loaded: degraded, not fatal.
+/// The `limits` object of `/config`: the connection cap per direction and what decided it.
+fn limits_view(settings: &Settings) -> serde_json::Value {
+    serde_json::json!({
+        "max_connections": settings.max_connections,
+        "max_connections_reason": settings.max_connections_reason.as_str(),
+        "memory_limit_bytes": settings.max_connections_reason.limit_bytes(),
+    })
+}
+
+/// Says at start-up how many connections each direction serves at once and why.
+fn log_connection_cap(settings: &Settings) {
+    let reason = settings.max_connections_reason;
+    match reason.limit_bytes() {
+        Some(limit) => tracing::info!(
+            max_connections = settings.max_connections,
+            reason = reason.as_str(),
+            memory_limit_mib = limit as f64 / f64::from(1u32 << 20),
+            "connection cap per direction"
+        ),
+        None => tracing::info!(
+            max_connections = settings.max_connections,
+            reason = reason.as_str(),
+            "connection cap per direction"
+        ),
+    }
+}
+
 fn watch_rules(path: PathBuf, rules: &RulesHandle) -> Option<crate::config::WatchGuard> {
     match crate::config::watch(path, rules.clone()) {
         Ok(guard) => Some(guard),

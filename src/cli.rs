@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::app::{Settings, Stitch, cpus};
+use crate::app::{Settings, Stitch, cpus, memory};
 
 /// Top-level command line.
 #[derive(Debug, Parser)]
@@ -107,9 +107,11 @@ pub(crate) struct RunArgs {
     /// Most header fields accepted in one request head.
     #[arg(long, env = "STITCH_MAX_HEADERS", default_value_t = 100)]
     max_headers: usize,
-    /// Most client connections served at once per listener; further ones wait in the backlog.
-    #[arg(long, env = "STITCH_MAX_CONNECTIONS", default_value_t = 10_000)]
-    max_connections: usize,
+    /// Most client connections served at once per direction (inbound; outbound, all its
+    /// listeners together); further ones wait in the backlog [default: derived from the cgroup
+    /// memory limit so the pod is never OOM-killed (see the README), or 10000 with no limit].
+    #[arg(long, env = "STITCH_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: Option<u32>,
     /// HTTP/2 streams one client connection may have open at once.
     #[arg(long, env = "STITCH_H2_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
     h2_max_concurrent_streams: u32,
@@ -141,8 +143,8 @@ pub(crate) struct RunArgs {
     #[arg(long, env = "STITCH_WORKER_HANDOFF", hide = true, default_value_t = true,
           action = clap::ArgAction::Set)]
     worker_handoff: bool,
-    /// Where `/proc/self/cgroup`, `/sys/fs/cgroup` and the online CPU list are read (tests
-    /// point it at a fake tree).
+    /// Where `/proc/self/cgroup`, `/sys/fs/cgroup` (CPU quota, memory limit) and the online CPU
+    /// list are read (tests point it at a fake tree).
     #[arg(long, env = "STITCH_CPU_FILES_ROOT", hide = true, default_value = "/")]
     cpu_files_root: PathBuf,
     /// The pod's IP (downward API), where app probes are sent.
@@ -153,6 +155,12 @@ pub(crate) struct RunArgs {
 impl RunArgs {
     fn into_settings(self) -> Settings {
         let defaults = Settings::default();
+        let ring_spans = self.ring_spans as usize;
+        let cap = memory::decide(
+            self.max_connections.map(|n| n as usize),
+            memory::memory_limit(&self.cpu_files_root),
+            ring_spans,
+        );
         Settings {
             config: self.config,
             config_optional: self.config_optional,
@@ -173,7 +181,8 @@ impl RunArgs {
             upstream_idle_timeout: self.upstream_idle_timeout,
             max_header_bytes: self.max_header_bytes,
             max_headers: self.max_headers,
-            max_connections: self.max_connections,
+            max_connections: cap.per_direction,
+            max_connections_reason: cap.reason,
             h2_max_concurrent_streams: self.h2_max_concurrent_streams,
             h2_idle_timeout: self.h2_idle_timeout,
             drain_timeout: self.drain_timeout,

@@ -13,7 +13,7 @@
 //! The files are read under a root that is `/` in production and a fake tree in tests.
 
 use std::num::NonZeroUsize;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Workers with no CPU limit: on a two-CPU machine two served more requests/s than one
 /// (`wrk -c2` +16%, `-c50` +9%, medians of 5) and four no more than two while adding threads,
@@ -164,31 +164,12 @@ fn count_cpu_list(text: &str) -> Option<usize> {
     (total > 0).then_some(total)
 }
 
-/// The tightest `cpu.max` from the process's cgroup (v2: the `0::` line of
-/// `/proc/self/cgroup`) up to the hierarchy's root: a limit on a parent (a pod's cgroup above
-/// the container's) binds too. Inside a cgroup namespace the path is `/` and the file at
-/// the root is the container's own.
+/// The tightest `cpu.max` of the process's cgroup and its ancestors.
 fn cgroup_quota(root: &Path) -> Option<CpuQuota> {
-    let membership = std::fs::read_to_string(root.join("proc/self/cgroup")).ok()?;
-    let path = membership
-        .lines()
-        .find_map(|line| line.strip_prefix("0::"))?
-        .trim();
-    let hierarchy = root.join("sys/fs/cgroup");
-    let mut dir: PathBuf = hierarchy.join(path.trim_start_matches('/'));
-    let mut tightest: Option<CpuQuota> = None;
-    loop {
-        if let Some(q) = std::fs::read_to_string(dir.join("cpu.max"))
-            .ok()
-            .and_then(|text| CpuQuota::parse(&text))
-            && tightest.is_none_or(|t| q.millicpus() < t.millicpus())
-        {
-            tightest = Some(q);
-        }
-        if dir == hierarchy || !dir.pop() || !dir.starts_with(&hierarchy) {
-            return tightest;
-        }
-    }
+    super::cgroup::up_the_hierarchy(root, "cpu.max")
+        .iter()
+        .filter_map(|text| CpuQuota::parse(text))
+        .min_by_key(|q| q.millicpus())
 }
 
 #[cfg(test)]

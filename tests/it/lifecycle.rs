@@ -52,10 +52,7 @@ async fn shutdown_lets_the_in_flight_request_finish_and_refuses_new_connections(
     assert_eq!(resp.status(), 200);
     assert_eq!(collect_body(resp.into_body()).await.0, "slow done");
     let mut stitch = stitch;
-    within("run() to return after the drain", &mut stitch.task)
-        .await
-        .expect("task")
-        .expect("run() returns Ok");
+    stitch.run_returns("run() to return after the drain").await;
 }
 
 #[tokio::test]

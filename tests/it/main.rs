@@ -15,6 +15,7 @@ mod admin_endpoints;
 mod admin_html_chromium;
 mod admin_limits;
 mod config_reload;
+mod connection_cap;
 mod detect;
 mod h2_idle;
 mod http1;

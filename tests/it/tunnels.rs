@@ -294,10 +294,7 @@ async fn the_drain_waits_for_an_open_tunnel_and_closes_it_at_the_deadline() {
         .expect_closed_within(DEADLINE, "the tunnel closed at the drain deadline")
         .await;
     let mut stitch = stitch;
-    within("run() to return after the drain", &mut stitch.task)
-        .await
-        .expect("task")
-        .expect("run() returns Ok");
+    stitch.run_returns("run() to return after the drain").await;
 }
 
 #[tokio::test]
@@ -352,8 +349,5 @@ async fn the_drain_deadline_also_closes_an_http_connection_whose_request_never_e
         "the connection was closed at the deadline, not answered: {answer:?}"
     );
     let mut stitch = stitch;
-    within("run() to return after the drain", &mut stitch.task)
-        .await
-        .expect("task")
-        .expect("run() returns Ok");
+    stitch.run_returns("run() to return after the drain").await;
 }

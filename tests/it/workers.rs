@@ -8,25 +8,16 @@ use std::time::Duration;
 use stitch::app::cpus::{WorkerCount, WorkersReason};
 
 use crate::support::metrics::{metric, scrape};
-use crate::support::process::{StitchProcess, spawn_stitch_with, wait_refused};
+use crate::support::process::{
+    StitchProcess, fake_root, log_fields, spawn_stitch_with, wait_refused,
+};
 use crate::support::upstream::HttpUpstream;
 use crate::support::wire::Wire;
-use crate::support::{DEADLINE, Loopback, StitchUnderTest, eventually, http_request, within};
+use crate::support::{DEADLINE, Loopback, StitchUnderTest, eventually, http_request};
 
 /// The `proxy workers started` log line of a child stitch, as JSON fields.
 async fn workers_line(stitch: &mut StitchProcess) -> serde_json::Value {
-    within("the workers log line", async {
-        loop {
-            let line = stitch.log_lines.recv().await.expect("stitch is running");
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
-            };
-            if v["fields"]["message"] == "proxy workers started" {
-                return v["fields"].clone();
-            }
-        }
-    })
-    .await
+    log_fields(stitch, "proxy workers started").await
 }
 
 /// CPUs in this test process's affinity mask (the child inherits it).
@@ -68,19 +59,15 @@ async fn an_affinity_mask_of_one_cpu_gives_one_worker() {
 
 #[tokio::test]
 async fn a_cgroup_quota_of_one_and_a_half_cpus_gives_two_workers() {
-    let root = tempfile::tempdir().expect("temp dir");
-    let write = |rel: &str, text: &str| {
-        let file = root.path().join(rel);
-        std::fs::create_dir_all(file.parent().expect("a parent")).expect("mkdir");
-        std::fs::write(file, text).expect("write");
-    };
-    write("proc/self/cgroup", "0::/kubepods/pod-a/stitch\n");
-    write("sys/fs/cgroup/cpu.max", "max 100000\n");
-    write(
-        "sys/fs/cgroup/kubepods/pod-a/stitch/cpu.max",
-        "150000 100000\n",
-    );
-    write("sys/devices/system/cpu/online", "0-63\n");
+    let root = fake_root(&[
+        ("proc/self/cgroup", "0::/kubepods/pod-a/stitch\n"),
+        ("sys/fs/cgroup/cpu.max", "max 100000\n"),
+        (
+            "sys/fs/cgroup/kubepods/pod-a/stitch/cpu.max",
+            "150000 100000\n",
+        ),
+        ("sys/devices/system/cpu/online", "0-63\n"),
+    ]);
     let root_dir = root.path().to_str().expect("a UTF-8 temp path");
     let up = HttpUpstream::start().await;
     let mut stitch =
@@ -209,10 +196,7 @@ async fn one_shutdown_drains_requests_in_flight_on_every_worker() {
         assert_eq!((resp.status, resp.text()), (200, "slow done".to_owned()));
     }
     let mut stitch = stitch;
-    within("run() to return after the drain", &mut stitch.task)
-        .await
-        .expect("task")
-        .expect("run() returns Ok");
+    stitch.run_returns("run() to return after the drain").await;
 }
 
 #[tokio::test]
@@ -228,10 +212,9 @@ async fn the_drain_deadline_closes_what_is_left_on_every_worker() {
     );
     stitch.shutdown.trigger();
     let mut stitch = stitch;
-    within("run() to return at the drain deadline", &mut stitch.task)
-        .await
-        .expect("task")
-        .expect("run() returns Ok");
+    stitch
+        .run_returns("run() to return at the drain deadline")
+        .await;
     // The gate never opens: only stitch ending each worker's runtime closes these.
     for wire in &mut clients {
         wire.expect_closed_within(DEADLINE, "a client connection left at the deadline")

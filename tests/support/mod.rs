@@ -217,6 +217,14 @@ impl StitchUnderTest {
         }
     }
 
+    /// Waits for `Stitch::run` to return `Ok` (after a shutdown), within the deadline.
+    pub async fn run_returns(&mut self, what: &str) {
+        within(what, &mut self.task)
+            .await
+            .expect("the run task did not panic")
+            .expect("run() returns Ok");
+    }
+
     /// Runs a bound stitch; returns once `/ready` answers 200 (listeners serving, rules
     /// watcher installed).
     pub async fn serve(stitch: Stitch) -> Self {

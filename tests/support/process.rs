@@ -214,3 +214,31 @@ pub async fn wait_refused(addr: SocketAddr) {
     })
     .await
 }
+
+/// The fields of the first JSON log line of `stitch` whose message is `message`.
+pub async fn log_fields(stitch: &mut StitchProcess, message: &str) -> serde_json::Value {
+    super::within(&format!("the log line `{message}`"), async {
+        loop {
+            let line = stitch.log_lines.recv().await.expect("stitch is running");
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if v["fields"]["message"] == message {
+                return v["fields"].clone();
+            }
+        }
+    })
+    .await
+}
+
+/// A fake `/` for the hidden `STITCH_CPU_FILES_ROOT`: each `(path, contents)` written under a
+/// temporary directory (cgroup files, the online CPU list).
+pub fn fake_root(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let root = tempfile::tempdir().expect("temp dir");
+    for (rel, text) in files {
+        let file = root.path().join(rel);
+        std::fs::create_dir_all(file.parent().expect("a parent")).expect("mkdir");
+        std::fs::write(file, text).expect("write");
+    }
+    root
+}
