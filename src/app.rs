@@ -248,7 +248,7 @@ impl Stitch {
         let inbound = bind_inbound(settings.inbound_listen).await?;
         let mut outbound = Vec::new();
         for &addr in &settings.outbound_listen {
-            match TcpListener::bind(addr).await {
+            match listen(addr) {
                 Ok(l) => outbound.push(l),
                 // The default pair includes [::1]; a kernel without IPv6 only loses that one.
                 Err(e) if addr.is_ipv6() && outbound_is_default(&settings, addr) => {
@@ -420,7 +420,7 @@ impl Stitch {
         };
         handles.trace.metrics.set_workers(count.count.get());
         match count.reason {
-            WorkersReason::CgroupQuota { millicpus } => tracing::info!(
+            WorkersReason::CgroupQuota { millicpus, .. } => tracing::info!(
                 workers = count.count.get(),
                 reason = count.reason.as_str(),
                 quota_cpus = millicpus as f64 / 1000.0,
@@ -497,15 +497,32 @@ fn outbound_is_default(settings: &Settings, addr: SocketAddr) -> bool {
 
 /// Binds the inbound listener; the dual-stack default falls back to IPv4 where the kernel
 /// has no IPv6.
+/// Clients beyond the connection cap wait in the listen backlog. The kernel caps it at
+/// `net.core.somaxconn` (4096 by default since Linux 5.4); tokio's default of 1024 made a burst
+/// of 10,000 clients overflow it, and a handshake completed while the queue is full is dropped:
+/// the client believes it is connected, and after the SYN-ACK retries (about a minute) its
+/// request fails with a reset (BENCHMARKS.md, "Under a memory limit").
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a proxy listener with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as tokio's `bind` does).
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 async fn bind_inbound(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    match TcpListener::bind(addr).await {
+    match listen(addr) {
         Ok(l) => Ok(l),
         Err(e) if addr == Settings::default().inbound_listen => {
             let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port()));
             tracing::info!(error = %e, %v4, "no IPv6; inbound listens on IPv4 only");
-            TcpListener::bind(v4)
-                .await
-                .map_err(|e| StartError::bind("inbound", v4, e))
+            listen(v4).map_err(|e| StartError::bind("inbound", v4, e))
         }
         Err(e) => Err(StartError::bind("inbound", addr, e)),
     }

@@ -100,6 +100,51 @@ def quota_cgroup(name, cpus):
     return path
 
 
+CGROUP_V1_MEMORY = "/sys/fs/cgroup/memory"
+
+
+def memory_cgroup(name, limit_bytes):
+    """Creates a cgroup whose memory limit is `limit_bytes` (a pod's `limits.memory`: the
+    kernel reclaims, then OOM-kills inside it); returns (its directory, 'v1' or 'v2')."""
+    if os.path.exists(os.path.join(CGROUP_V1_MEMORY, "memory.limit_in_bytes")):
+        path = os.path.join(CGROUP_V1_MEMORY, f"stitch-bench-{os.getpid()}-{name}")
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, "memory.limit_in_bytes"), "w") as f:
+            f.write(str(limit_bytes))
+        kind = "v1"
+    else:
+        try:
+            with open(os.path.join(CGROUP_V2, "cgroup.subtree_control"), "w") as f:
+                f.write("+memory")
+        except OSError:
+            pass  # already enabled, or the kernel says why at the next write
+        path = os.path.join(CGROUP_V2, f"stitch-bench-{os.getpid()}-{name}-mem")
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, "memory.max"), "w") as f:
+            f.write(str(limit_bytes))
+        kind = "v2"
+    CGROUPS.append(path)
+    return path, kind
+
+
+def memory_figures(path, kind):
+    """(peak usage in bytes or None, OOM kills) of a memory cgroup made by memory_cgroup."""
+    def read(name):
+        try:
+            with open(os.path.join(path, name)) as f:
+                return f.read()
+        except OSError:
+            return ""
+    peak = read("memory.max_usage_in_bytes" if kind == "v1" else "memory.peak").strip()
+    events = read("memory.oom_control" if kind == "v1" else "memory.events")
+    kills = 0
+    for line in events.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "oom_kill":
+            kills = int(value)
+    return (int(peak) if peak.isdigit() else None), kills
+
+
 def in_cgroup(cmd, path):
     """cmd started inside the cgroup at path (the shell moves itself there, then execs)."""
     return ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', path] + cmd
@@ -122,13 +167,16 @@ class Placement:
     """Where a measured process runs: pinned to a CPU list (taskset), under a CPU quota of its
     own cgroup (a pod's CPU limit), or free (nothing set: the scheduler decides)."""
 
-    def __init__(self, cpus=None, quota=None):
+    def __init__(self, cpus=None, quota=None, memory=None):
         self.cpus, self.quota = cpus, quota
+        self.memory = memory  # (directory, kind) of a memory cgroup from memory_cgroup
 
     def command(self, name, cmd):
         cmd = pinned(cmd, self.cpus)
         if self.quota is not None:
             cmd = in_cgroup(cmd, quota_cgroup(name, self.quota))
+        if self.memory is not None:
+            cmd = in_cgroup(cmd, self.memory[0])
         return cmd
 
     def describe(self):

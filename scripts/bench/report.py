@@ -392,12 +392,14 @@ the start of each workload.
         parts.append(f"## Shape {s['title']}\n\n{s['what']}.\n")
         parts.extend(shape_tables(run, s))
     parts.append(conns_section(run) if "conns" in by_key else kept_section(path, CONNS_MARKS))
+    parts.append(kept_section(path, MEMLIMIT_MARKS))
     parts.append(soak_section(path))
     with open(path, "w") as f:
         f.write("\n".join(parts))
 
 
 CONNS_MARKS = ("<!-- conns:begin -->", "<!-- conns:end -->")
+MEMLIMIT_MARKS = ("<!-- memlimit:begin -->", "<!-- memlimit:end -->")  # memory_limit.py
 
 
 def conns_section(run):

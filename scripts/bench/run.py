@@ -58,7 +58,7 @@ import urllib.request
 sys.dont_write_bytecode = True  # keep scripts/bench free of __pycache__
 import procs  # noqa: E402
 from procs import Probe, run_generator, spawn_generator, start, wait_generators  # noqa: E402
-from report import describe_evidence, write_conns_section, write_report  # noqa: E402,F401
+from report import describe_evidence, git_commit, write_conns_section, write_report  # noqa: E402,F401
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Loopback requests must never go through a proxy named in the caller's environment.
@@ -652,6 +652,18 @@ def run_shape_round(args, shape, rnd, workdir, workloads, results, evidence):
         procs.stop_all()
 
 
+def measure_memory_limit(args, workdir):
+    """The memory-limit workload (memory_limit.py), written as its own section of the report."""
+    import memory_limit
+    results = memory_limit.run_all(args.bin_dir, workdir)
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    memory_limit.write_section(args.out, memory_limit.section(results, args.command, date,
+                                                              git_commit()))
+    with open(os.path.join(workdir, "memory-limit.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"wrote the memory-limit section of {args.out}", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bin-dir", required=True, help="cargo's release dir (stitch, examples/)")
@@ -673,12 +685,16 @@ def main():
     parser.add_argument("--realtime", type=int, default=10,
                         help="SCHED_FIFO priority for the latency workload of the pinned shape, "
                              "0 = off (root only)")
-    parser.add_argument("--only", choices=["many-connections"],
+    parser.add_argument("--only", choices=["many-connections", "memory-limit"],
                         help="many-connections: the conns shape's workloads alone; replaces "
-                             "only the Many connections section of --out")
+                             "only the Many connections section of --out. memory-limit: "
+                             "10,000 clients against stitch under a 64 MiB limit "
+                             "(memory_limit.py); replaces only its section")
     parser.add_argument("--out", default="BENCHMARKS.md")
     parser.add_argument("--command", default="make bench", help="recorded in the report")
     args = parser.parse_args()
+    if args.only == "memory-limit" and args.command == "make bench":
+        args.command = 'make bench BENCH_ARGS="--only memory-limit"'
     if args.only == "many-connections":
         args.shapes, args.workloads = "conns", "idle,many"
         if args.command == "make bench":
@@ -713,6 +729,13 @@ def main():
         print("  oha not found: the latency workload is skipped", flush=True)
         workloads.pop("latency", None)
     print(f"stitch bench: logs in {workdir}", flush=True)
+    if args.only == "memory-limit":
+        try:
+            measure_memory_limit(args, workdir)
+        finally:
+            procs.stop_all()
+            os.remove(upload_file)
+        return
     try:
         results, evidence, skipped = {}, {}, {}
         began = time.time()
@@ -747,6 +770,9 @@ def main():
         else:
             write_report(run, args.out)
         print(f"wrote {args.out} (raw figures: {workdir}/results.json)", flush=True)
+        if not args.only:
+            procs.stop_all()
+            measure_memory_limit(args, workdir)
     finally:
         procs.stop_all()
         os.remove(upload_file)

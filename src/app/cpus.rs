@@ -1,8 +1,8 @@
 //! How many proxy workers to run: the CPUs stitch may use, never the node's core count.
 //!
 //! In order: `--workers` / `STITCH_WORKERS`; else the tighter of the CPU affinity mask (when it
-//! leaves out some online CPUs: `taskset`, a cpuset, a static CPU manager) and the cgroup v2
-//! `cpu.max` quota rounded up (1.5 CPUs → 2 workers: with 1 the quota's half CPU would go
+//! leaves out some online CPUs: `taskset`, a cpuset, a static CPU manager) and the cgroup
+//! CPU quota (v2 `cpu.max`, else v1 `cpu.cfs_quota_us` / `cpu.cfs_period_us`) rounded up (1.5 CPUs → 2 workers: with 1 the quota's half CPU would go
 //! unused, and a worker is idle rather than busy-waiting when the quota throttles it); else,
 //! with no limit at all, [`DEFAULT_WORKERS`] capped by the affinity mask.
 //!
@@ -14,6 +14,8 @@
 
 use std::num::NonZeroUsize;
 use std::path::Path;
+
+use super::cgroup::CgroupVersion;
 
 /// Workers with no CPU limit: on a two-CPU machine two served more requests/s than one
 /// (`wrk -c2` +16%, `-c50` +9%, medians of 5) and four no more than two while adding threads,
@@ -39,10 +41,12 @@ pub enum WorkersReason {
     Settings,
     /// The CPU affinity mask allows this many of the online CPUs.
     Affinity,
-    /// The cgroup v2 `cpu.max` quota, in thousandths of a CPU, rounded up to whole workers.
+    /// The cgroup CPU quota, in thousandths of a CPU, rounded up to whole workers.
     CgroupQuota {
         /// The quota in thousandths of a CPU (1500 = 1.5 CPUs).
         millicpus: u64,
+        /// Which cgroup version set it.
+        version: CgroupVersion,
     },
     /// No CPU limit: [`DEFAULT_WORKERS`], or fewer when fewer CPUs are online.
     NoLimit,
@@ -55,7 +59,14 @@ impl WorkersReason {
             WorkersReason::Flag => "--workers",
             WorkersReason::Settings => "settings",
             WorkersReason::Affinity => "cpu affinity",
-            WorkersReason::CgroupQuota { .. } => "cgroup cpu.max quota, rounded up",
+            WorkersReason::CgroupQuota {
+                version: CgroupVersion::V2,
+                ..
+            } => "cgroup cpu.max quota, rounded up",
+            WorkersReason::CgroupQuota {
+                version: CgroupVersion::V1,
+                ..
+            } => "cgroup v1 cpu.cfs_quota_us, rounded up",
             WorkersReason::NoLimit => "no cpu limit: the default",
         }
     }
@@ -68,11 +79,12 @@ impl WorkerCount {
     }
 }
 
-/// A cgroup v2 CPU bandwidth limit: `quota_us` of CPU time every `period_us`.
+/// A cgroup CPU bandwidth limit: `quota_us` of CPU time every `period_us`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CpuQuota {
     quota_us: u64,
     period_us: u64,
+    version: CgroupVersion,
 }
 
 impl CpuQuota {
@@ -84,6 +96,21 @@ impl CpuQuota {
         (quota_us > 0 && period_us > 0).then_some(CpuQuota {
             quota_us,
             period_us,
+            version: CgroupVersion::V2,
+        })
+    }
+
+    /// Reads a v1 cgroup directory's `cpu.cfs_quota_us` (`-1`: no limit) and
+    /// `cpu.cfs_period_us`.
+    fn read_v1(dir: &Path) -> Option<CpuQuota> {
+        let read = |file: &str| std::fs::read_to_string(dir.join(file)).ok();
+        let quota_us: i64 = read("cpu.cfs_quota_us")?.trim().parse().ok()?;
+        let period_us: u64 = read("cpu.cfs_period_us")?.trim().parse().ok()?;
+        let quota_us = u64::try_from(quota_us).ok()?;
+        (quota_us > 0 && period_us > 0).then_some(CpuQuota {
+            quota_us,
+            period_us,
+            version: CgroupVersion::V1,
         })
     }
 
@@ -104,7 +131,7 @@ pub struct CpuLimits {
     pub affinity: Option<usize>,
     /// CPUs online on the node.
     pub online: Option<usize>,
-    /// The tightest `cpu.max` of the process's cgroup and its ancestors.
+    /// The tightest CPU quota of the process's cgroup and its ancestors.
     pub quota: Option<CpuQuota>,
 }
 
@@ -132,12 +159,14 @@ pub fn decide(flag: Option<NonZeroUsize>, limits: CpuLimits) -> WorkerCount {
         (Some(mask), Some(online)) if mask < online => Some(mask),
         _ => None,
     };
-    let quota_limit = limits.quota.map(|q| (q.cpus_rounded_up(), q.millicpus()));
+    let quota_limit = limits
+        .quota
+        .map(|q| (q.cpus_rounded_up(), q.millicpus(), q.version));
     let (count, reason) = match (affinity_limit, quota_limit) {
-        (Some(mask), Some((quota, _))) if mask < quota => (mask, WorkersReason::Affinity),
-        (_, Some((quota, millicpus))) => (
+        (Some(mask), Some((quota, ..))) if mask < quota => (mask, WorkersReason::Affinity),
+        (_, Some((quota, millicpus, version))) => (
             limits.affinity.map_or(quota, |mask| quota.min(mask)),
-            WorkersReason::CgroupQuota { millicpus },
+            WorkersReason::CgroupQuota { millicpus, version },
         ),
         (Some(mask), None) => (mask, WorkersReason::Affinity),
         (None, None) => (
@@ -164,12 +193,18 @@ fn count_cpu_list(text: &str) -> Option<usize> {
     (total > 0).then_some(total)
 }
 
-/// The tightest `cpu.max` of the process's cgroup and its ancestors.
+/// The tightest CPU quota of the process's cgroup and its ancestors: v2 `cpu.max`, else v1.
 fn cgroup_quota(root: &Path) -> Option<CpuQuota> {
-    super::cgroup::up_the_hierarchy(root, "cpu.max")
+    let v2 = super::cgroup::up_the_hierarchy(root, "cpu.max")
         .iter()
         .filter_map(|text| CpuQuota::parse(text))
-        .min_by_key(|q| q.millicpus())
+        .min_by_key(|q| q.millicpus());
+    v2.or_else(|| {
+        super::cgroup::v1_dirs(root, "cpu")
+            .iter()
+            .filter_map(|dir| CpuQuota::read_v1(dir))
+            .min_by_key(|q| q.millicpus())
+    })
 }
 
 #[cfg(test)]
@@ -208,7 +243,13 @@ mod tests {
         let root = fake_root("0-63\n", "/", &[("", "150000 100000\n")]);
         let count = decide(None, files_of(&root, 64));
         assert_eq!(count.count, n(2));
-        assert_eq!(count.reason, WorkersReason::CgroupQuota { millicpus: 1500 });
+        assert_eq!(
+            count.reason,
+            WorkersReason::CgroupQuota {
+                millicpus: 1500,
+                version: CgroupVersion::V2
+            }
+        );
     }
 
     #[test]
@@ -225,7 +266,13 @@ mod tests {
         );
         let count = decide(None, files_of(&root, 64));
         assert_eq!(count.count, n(1));
-        assert_eq!(count.reason, WorkersReason::CgroupQuota { millicpus: 1000 });
+        assert_eq!(
+            count.reason,
+            WorkersReason::CgroupQuota {
+                millicpus: 1000,
+                version: CgroupVersion::V2
+            }
+        );
     }
 
     #[test]
@@ -253,7 +300,13 @@ mod tests {
         let tight = fake_root("0-7", "/", &[("", "50000 100000")]);
         let count = decide(None, files_of(&tight, 3));
         assert_eq!(count.count, n(1));
-        assert_eq!(count.reason, WorkersReason::CgroupQuota { millicpus: 500 });
+        assert_eq!(
+            count.reason,
+            WorkersReason::CgroupQuota {
+                millicpus: 500,
+                version: CgroupVersion::V2
+            }
+        );
     }
 
     #[test]
@@ -261,7 +314,13 @@ mod tests {
         let root = fake_root("0-1", "/", &[("", "400000 100000")]);
         let count = decide(None, files_of(&root, 2));
         assert_eq!(count.count, n(2));
-        assert_eq!(count.reason, WorkersReason::CgroupQuota { millicpus: 4000 });
+        assert_eq!(
+            count.reason,
+            WorkersReason::CgroupQuota {
+                millicpus: 4000,
+                version: CgroupVersion::V2
+            }
+        );
     }
 
     #[test]
@@ -269,6 +328,46 @@ mod tests {
         let root = fake_root("0-63", "/", &[("", "100000 100000")]);
         let count = decide(Some(n(5)), files_of(&root, 1));
         assert_eq!((count.count, count.reason), (n(5), WorkersReason::Flag));
+    }
+
+    #[test]
+    fn a_v1_cfs_quota_is_read_when_v2_has_none() {
+        let files = |quota: &'static str| {
+            [
+                ("sys/devices/system/cpu/online", "0-7"),
+                (
+                    "proc/self/mountinfo",
+                    "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n",
+                ),
+                ("proc/self/cgroup", "3:cpu,cpuacct:/kubepods/pod-a\n0::/\n"),
+                ("sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us", "-1\n"),
+                ("sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us", "100000\n"),
+                (
+                    "sys/fs/cgroup/cpu,cpuacct/kubepods/pod-a/cpu.cfs_quota_us",
+                    quota,
+                ),
+                (
+                    "sys/fs/cgroup/cpu,cpuacct/kubepods/pod-a/cpu.cfs_period_us",
+                    "100000\n",
+                ),
+            ]
+        };
+        let limited = super::super::cgroup::tests::tree(&files("150000\n"));
+        let count = decide(None, files_of(&limited, 8));
+        assert_eq!(count.count, n(2), "1.5 CPUs round up");
+        assert_eq!(
+            count.reason,
+            WorkersReason::CgroupQuota {
+                millicpus: 1500,
+                version: CgroupVersion::V1
+            }
+        );
+        assert_eq!(
+            count.reason.as_str(),
+            "cgroup v1 cpu.cfs_quota_us, rounded up"
+        );
+        let unlimited = super::super::cgroup::tests::tree(&files("-1\n"));
+        assert_eq!(read_limits(unlimited.path()).quota, None);
     }
 
     #[test]

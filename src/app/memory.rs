@@ -2,8 +2,9 @@
 //! memory limit queues clients in the listen backlog instead of being OOM-killed (which would
 //! drop every connection of the app behind it at once).
 //!
-//! In order: `--max-connections` / `STITCH_MAX_CONNECTIONS`; else, under a cgroup v2
-//! `memory.max` (the tightest of the process's cgroup and its ancestors),
+//! In order: `--max-connections` / `STITCH_MAX_CONNECTIONS`; else, under a cgroup memory limit
+//! (v2 `memory.max`, else v1 `memory.limit_in_bytes`; the tightest of the process's cgroup and
+//! its ancestors),
 //!
 //! ```text
 //! connections = (limit − BASE_BYTES − ring_spans × SPAN_BYTES) / CONNECTION_BYTES
@@ -17,6 +18,8 @@
 //! ARCHITECTURE.md, "What a connection costs").
 
 use std::path::Path;
+
+use super::cgroup::CgroupVersion;
 
 /// Per direction when no memory limit applies (and the flag is not given).
 pub const NO_LIMIT_CONNECTIONS: usize = 10_000;
@@ -59,10 +62,12 @@ pub enum CapReason {
     Flag,
     /// Set in [`crate::app::Settings`] by whoever built them (in-process use, tests).
     Settings,
-    /// Derived from the cgroup `memory.max` (bytes).
+    /// Derived from the cgroup memory limit.
     MemoryLimit {
         /// The limit in bytes.
         limit_bytes: u64,
+        /// Which cgroup version set it.
+        version: CgroupVersion,
     },
     /// No memory limit: [`NO_LIMIT_CONNECTIONS`].
     NoLimit,
@@ -74,7 +79,14 @@ impl CapReason {
         match self {
             CapReason::Flag => "--max-connections",
             CapReason::Settings => "settings",
-            CapReason::MemoryLimit { .. } => "cgroup memory.max",
+            CapReason::MemoryLimit {
+                version: CgroupVersion::V2,
+                ..
+            } => "cgroup memory.max",
+            CapReason::MemoryLimit {
+                version: CgroupVersion::V1,
+                ..
+            } => "cgroup v1 memory.limit_in_bytes",
             CapReason::NoLimit => "no memory limit: the default",
         }
     }
@@ -82,30 +94,68 @@ impl CapReason {
     /// The memory limit that decided the cap, if one did.
     pub fn limit_bytes(self) -> Option<u64> {
         match self {
-            CapReason::MemoryLimit { limit_bytes } => Some(limit_bytes),
+            CapReason::MemoryLimit { limit_bytes, .. } => Some(limit_bytes),
             _ => None,
         }
     }
 }
 
-/// The tightest `memory.max` of the process's cgroup and its ancestors, read under `root`
-/// (`/` in production); `None` when there is none (`max`, no cgroup v2, unreadable).
-pub fn memory_limit(root: &Path) -> Option<u64> {
-    super::cgroup::up_the_hierarchy(root, "memory.max")
+/// A cgroup memory limit and the version of the file that set it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryLimit {
+    /// The limit in bytes.
+    pub bytes: u64,
+    /// Where it was read.
+    pub version: CgroupVersion,
+}
+
+/// cgroup v1 writes "no limit" as the largest page-aligned counter (`9223372036854771712` with
+/// 4 KiB pages); anything this large is no limit.
+const V1_UNLIMITED: u64 = 1 << 62;
+
+/// The tightest memory limit of the process's cgroup and its ancestors, read under `root`
+/// (`/` in production): v2 `memory.max`, else v1 `memory.limit_in_bytes`; `None` when there
+/// is none (`max`, no cgroup, unreadable).
+pub fn memory_limit(root: &Path) -> Option<MemoryLimit> {
+    let v2 = super::cgroup::up_the_hierarchy(root, "memory.max")
         .iter()
         .filter_map(|text| text.trim().parse::<u64>().ok())
+        .min();
+    if let Some(bytes) = v2 {
+        return Some(MemoryLimit {
+            bytes,
+            version: CgroupVersion::V2,
+        });
+    }
+    super::cgroup::v1_dirs(root, "memory")
+        .iter()
+        .filter_map(|dir| std::fs::read_to_string(dir.join("memory.limit_in_bytes")).ok())
+        .filter_map(|text| text.trim().parse::<u64>().ok())
+        .filter(|&bytes| bytes < V1_UNLIMITED)
         .min()
+        .map(|bytes| MemoryLimit {
+            bytes,
+            version: CgroupVersion::V1,
+        })
 }
 
 /// The cap: the flag, else the memory formula shared by the directions, else the default.
-pub fn decide(flag: Option<usize>, memory_limit: Option<u64>, ring_spans: usize) -> ConnectionCap {
+pub fn decide(
+    flag: Option<usize>,
+    memory_limit: Option<MemoryLimit>,
+    ring_spans: usize,
+) -> ConnectionCap {
     if let Some(n) = flag {
         return ConnectionCap {
             per_direction: n.max(1),
             reason: CapReason::Flag,
         };
     }
-    let Some(limit) = memory_limit else {
+    let Some(MemoryLimit {
+        bytes: limit,
+        version,
+    }) = memory_limit
+    else {
         return ConnectionCap {
             per_direction: NO_LIMIT_CONNECTIONS,
             reason: CapReason::NoLimit,
@@ -116,7 +166,10 @@ pub fn decide(flag: Option<usize>, memory_limit: Option<u64>, ring_spans: usize)
     let total = usize::try_from(budget / CONNECTION_BYTES).unwrap_or(usize::MAX);
     ConnectionCap {
         per_direction: (total / DIRECTIONS).clamp(MIN_PER_DIRECTION, NO_LIMIT_CONNECTIONS),
-        reason: CapReason::MemoryLimit { limit_bytes: limit },
+        reason: CapReason::MemoryLimit {
+            limit_bytes: limit,
+            version,
+        },
     }
 }
 
@@ -125,6 +178,13 @@ mod tests {
     use super::*;
 
     const MIB: u64 = 1 << 20;
+
+    fn v2(bytes: u64) -> Option<MemoryLimit> {
+        Some(MemoryLimit {
+            bytes,
+            version: CgroupVersion::V2,
+        })
+    }
 
     fn fake_root(path: &str, memory_max: &[(&str, &str)]) -> tempfile::TempDir {
         let root = tempfile::tempdir().expect("temp dir");
@@ -143,7 +203,7 @@ mod tests {
     #[test]
     fn the_readme_example_of_64_mib_gives_the_formula() {
         // (64 − 24 − 4096 × 2 KiB = 8) MiB = 32 MiB over 48 KiB = 682, two directions: 341.
-        let cap = decide(None, Some(64 * MIB), 4096);
+        let cap = decide(None, v2(64 * MIB), 4096);
         assert_eq!(cap.per_direction, 341);
         assert_eq!(cap.reason.limit_bytes(), Some(64 * MIB));
         let total = 2 * cap.per_direction as u64;
@@ -163,7 +223,45 @@ mod tests {
                 ("kubepods/pod-a/stitch", "268435456\n"),
             ],
         );
-        assert_eq!(memory_limit(root.path()), Some(128 * MIB));
+        assert_eq!(memory_limit(root.path()), v2(128 * MIB));
+    }
+
+    #[test]
+    fn a_v1_limit_is_read_when_v2_has_none_and_v1_unlimited_is_no_limit() {
+        let mountinfo = "35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
+                         41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
+        let files = |pod_limit: &'static str| {
+            [
+                ("proc/self/mountinfo", mountinfo),
+                ("proc/self/cgroup", "4:memory:/kubepods/pod-a/c\n0::/\n"),
+                (
+                    "sys/fs/cgroup/memory/memory.limit_in_bytes",
+                    "9223372036854771712\n",
+                ),
+                (
+                    "sys/fs/cgroup/memory/kubepods/pod-a/memory.limit_in_bytes",
+                    pod_limit,
+                ),
+                (
+                    "sys/fs/cgroup/memory/kubepods/pod-a/c/memory.limit_in_bytes",
+                    "9223372036854771712\n",
+                ),
+            ]
+        };
+        let limited = super::super::cgroup::tests::tree(&files("67108864\n"));
+        let limit = memory_limit(limited.path());
+        assert_eq!(
+            limit,
+            Some(MemoryLimit {
+                bytes: 64 * MIB,
+                version: CgroupVersion::V1
+            })
+        );
+        let cap = decide(None, limit, 4096);
+        assert_eq!(cap.per_direction, 341, "the same formula as v2");
+        assert_eq!(cap.reason.as_str(), "cgroup v1 memory.limit_in_bytes");
+        let unlimited = super::super::cgroup::tests::tree(&files("9223372036854771712\n"));
+        assert_eq!(memory_limit(unlimited.path()), None);
     }
 
     #[test]
@@ -180,14 +278,14 @@ mod tests {
 
     #[test]
     fn the_flag_wins_and_tiny_or_huge_limits_are_clamped() {
-        assert_eq!(decide(Some(7), Some(64 * MIB), 4096).per_direction, 7);
+        assert_eq!(decide(Some(7), v2(64 * MIB), 4096).per_direction, 7);
         assert_eq!(decide(Some(7), None, 4096).reason, CapReason::Flag);
         assert_eq!(
-            decide(None, Some(16 * MIB), 4096).per_direction,
+            decide(None, v2(16 * MIB), 4096).per_direction,
             MIN_PER_DIRECTION
         );
         assert_eq!(
-            decide(None, Some(64 << 30), 4096).per_direction,
+            decide(None, v2(64 << 30), 4096).per_direction,
             NO_LIMIT_CONNECTIONS
         );
     }

@@ -75,3 +75,82 @@ async fn the_flag_overrides_the_memory_limit_and_no_limit_keeps_the_default() {
         "{line}"
     );
 }
+
+/// A real memory cgroup of 64 MiB (v1 `memory.limit_in_bytes` or v2 `memory.max`, whichever
+/// this kernel offers to root), removed when dropped.
+struct MemoryCgroup {
+    dir: std::path::PathBuf,
+    reason: &'static str,
+}
+
+impl MemoryCgroup {
+    fn create(limit: u64) -> Result<MemoryCgroup, String> {
+        let name = format!("stitch-test-{}", std::process::id());
+        let v1 = std::path::Path::new("/sys/fs/cgroup/memory");
+        let (dir, file, reason) = if v1.join("memory.limit_in_bytes").exists() {
+            (
+                v1.join(&name),
+                "memory.limit_in_bytes",
+                "cgroup v1 memory.limit_in_bytes",
+            )
+        } else {
+            let v2 = std::path::Path::new("/sys/fs/cgroup");
+            // Enabling the controller for children fails harmlessly when it already is.
+            let _ = std::fs::write(v2.join("cgroup.subtree_control"), "+memory");
+            (v2.join(&name), "memory.max", "cgroup memory.max")
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+        let cgroup = MemoryCgroup { dir, reason };
+        std::fs::write(cgroup.dir.join(file), limit.to_string())
+            .map_err(|e| format!("cannot set {file}: {e}"))?;
+        Ok(cgroup)
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        // The last process may still be exiting: the kernel refuses until it is gone.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+/// The same formula under a real cgroup, as a pod's container runs: stitch started inside a
+/// 64 MiB memory cgroup reads the limit itself (v1 on this kernel family, v2 elsewhere).
+#[tokio::test]
+async fn a_real_64_mib_memory_cgroup_gives_the_same_cap() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: creating a memory cgroup needs root");
+        return;
+    }
+    let cgroup = match MemoryCgroup::create(64 << 20) {
+        Ok(c) => c,
+        Err(why) => {
+            eprintln!("skipped: no writable memory cgroup controller here ({why})");
+            return;
+        }
+    };
+    let dir = cgroup.dir.to_str().expect("a UTF-8 cgroup path");
+    let up = HttpUpstream::start().await;
+    let wrapper = [
+        "sh",
+        "-c",
+        r#"echo $$ > "$0/cgroup.procs" && exec "$@""#,
+        dir,
+    ];
+    let mut stitch = spawn_stitch_with(up.addr, &[], &wrapper, &[]).await;
+    let line = log_fields(&mut stitch, "connection cap per direction").await;
+    assert_eq!(line["max_connections"], 341, "{line}");
+    assert_eq!(line["reason"], cgroup.reason, "{line}");
+    let config = fetch_json(stitch.admin, "/config").await;
+    assert_eq!(
+        config["limits"]["memory_limit_bytes"], 67_108_864u64,
+        "{config}"
+    );
+    let _ = stitch.child.start_kill();
+    let _ = stitch.child.wait().await;
+}
