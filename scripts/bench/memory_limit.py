@@ -22,12 +22,12 @@ import sys
 import time
 
 import procs
+import report
 import run
 
 LIMIT_BYTES = 64 << 20
 CLIENTS = 10_000
 CLIENT_TIMEOUT_S = 120
-MARKS = ("<!-- memlimit:begin -->", "<!-- memlimit:end -->")
 MIB = 1 << 20
 
 
@@ -114,7 +114,7 @@ def section(results, command, date, commit):
     table = ["| check | verdict | figure |", "|---|---|---|"] + [
         f"| {name} | {'**met**' if ok else '**not met**'} | {figure} |"
         for name, ok, figure in verdicts(results[0])]
-    return f"""{MARKS[0]}
+    return f"""{report.MEMLIMIT_MARKS[0]}
 ## Under a memory limit
 
 Produced by `{command}` on {date} at commit `{commit}`. stitch in a cgroup of its own
@@ -130,25 +130,10 @@ contrast: the same limit with the cap set by hand above what the memory holds.
 | stitch | cap per direction (why) | ok | failed | refused | waiting | flood took s | cgroup peak MiB | OOM kills | running after | stitch counted (inbound, by status class) |
 |---|---|---|---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
-{MARKS[1]}
+{report.MEMLIMIT_MARKS[1]}
 """
 
 
 def write_section(path, text):
-    """Replaces the section in the report (before the Soak section when it has none yet)."""
-    try:
-        with open(path) as f:
-            current = f.read()
-    except FileNotFoundError:
-        current = "# Benchmarks\n"
-    begin, end = MARKS
-    if begin in current and end in current:
-        before, rest = current.split(begin, 1)
-        current = before + text.rstrip("\n") + rest.split(end, 1)[1]
-    elif "<!-- soak:begin -->" in current:
-        before, rest = current.split("<!-- soak:begin -->", 1)
-        current = before + text + "\n<!-- soak:begin -->" + rest
-    else:
-        current = current.rstrip("\n") + "\n\n" + text
-    with open(path, "w") as f:
-        f.write(current)
+    """Replaces this workload's section of the report."""
+    report.replace_section(path, report.MEMLIMIT_MARKS, text)

@@ -73,31 +73,35 @@ def quota_support():
     return None
 
 
+def make_cgroup(hierarchy, name, files, v2_controller=None):
+    """Creates the cgroup `stitch-bench-PID-name` under `hierarchy` with `files` written
+    ({file: value}); with `v2_controller`, first enables that controller for the children of
+    the v2 root. Removed by stop_all. Returns its directory."""
+    if v2_controller is not None:
+        try:
+            with open(os.path.join(hierarchy, "cgroup.subtree_control"), "w") as f:
+                f.write(f"+{v2_controller}")
+        except OSError:
+            pass  # already enabled, or the kernel says why at the next write
+    path = os.path.join(hierarchy, f"stitch-bench-{os.getpid()}-{name}")
+    os.makedirs(path, exist_ok=True)
+    for file, value in files.items():
+        with open(os.path.join(path, file), "w") as f:
+            f.write(str(value))
+    CGROUPS.append(path)
+    return path
+
+
 def quota_cgroup(name, cpus):
     """Creates a cgroup whose CFS quota is `cpus` CPUs; returns its directory."""
     kind = quota_support()
     if kind is None:
         raise RuntimeError("no writable cgroup cpu controller (root and cgroup v1 or v2 needed)")
-    period = 100_000
+    period, quota = 100_000, int(cpus * 100_000)
     if kind == "v1":
-        path = os.path.join(CGROUP_V1, f"stitch-bench-{os.getpid()}-{name}")
-        os.makedirs(path, exist_ok=True)
-        with open(os.path.join(path, "cpu.cfs_period_us"), "w") as f:
-            f.write(str(period))
-        with open(os.path.join(path, "cpu.cfs_quota_us"), "w") as f:
-            f.write(str(int(cpus * period)))
-    else:
-        try:
-            with open(os.path.join(CGROUP_V2, "cgroup.subtree_control"), "w") as f:
-                f.write("+cpu")
-        except OSError:
-            pass  # already enabled, or the kernel says why at the next write
-        path = os.path.join(CGROUP_V2, f"stitch-bench-{os.getpid()}-{name}")
-        os.makedirs(path, exist_ok=True)
-        with open(os.path.join(path, "cpu.max"), "w") as f:
-            f.write(f"{int(cpus * period)} {period}")
-    CGROUPS.append(path)
-    return path
+        return make_cgroup(CGROUP_V1, name, {"cpu.cfs_period_us": period,
+                                             "cpu.cfs_quota_us": quota})
+    return make_cgroup(CGROUP_V2, name, {"cpu.max": f"{quota} {period}"}, "cpu")
 
 
 CGROUP_V1_MEMORY = "/sys/fs/cgroup/memory"
@@ -107,24 +111,8 @@ def memory_cgroup(name, limit_bytes):
     """Creates a cgroup whose memory limit is `limit_bytes` (a pod's `limits.memory`: the
     kernel reclaims, then OOM-kills inside it); returns (its directory, 'v1' or 'v2')."""
     if os.path.exists(os.path.join(CGROUP_V1_MEMORY, "memory.limit_in_bytes")):
-        path = os.path.join(CGROUP_V1_MEMORY, f"stitch-bench-{os.getpid()}-{name}")
-        os.makedirs(path, exist_ok=True)
-        with open(os.path.join(path, "memory.limit_in_bytes"), "w") as f:
-            f.write(str(limit_bytes))
-        kind = "v1"
-    else:
-        try:
-            with open(os.path.join(CGROUP_V2, "cgroup.subtree_control"), "w") as f:
-                f.write("+memory")
-        except OSError:
-            pass  # already enabled, or the kernel says why at the next write
-        path = os.path.join(CGROUP_V2, f"stitch-bench-{os.getpid()}-{name}-mem")
-        os.makedirs(path, exist_ok=True)
-        with open(os.path.join(path, "memory.max"), "w") as f:
-            f.write(str(limit_bytes))
-        kind = "v2"
-    CGROUPS.append(path)
-    return path, kind
+        return make_cgroup(CGROUP_V1_MEMORY, name, {"memory.limit_in_bytes": limit_bytes}), "v1"
+    return make_cgroup(CGROUP_V2, f"{name}-mem", {"memory.max": limit_bytes}, "memory"), "v2"
 
 
 def memory_figures(path, kind):

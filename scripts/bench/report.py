@@ -400,6 +400,7 @@ the start of each workload.
 
 CONNS_MARKS = ("<!-- conns:begin -->", "<!-- conns:end -->")
 MEMLIMIT_MARKS = ("<!-- memlimit:begin -->", "<!-- memlimit:end -->")  # memory_limit.py
+SOAK_MARKS = ("<!-- soak:begin -->", "<!-- soak:end -->")  # soak.py
 
 
 def conns_section(run):
@@ -425,26 +426,30 @@ and why: ARCHITECTURE.md, "What a connection costs".
         conns_tables(results)) + CONNS_MARKS[1] + "\n"
 
 
-def write_conns_section(run, path):
-    """Replaces only the Many connections section of the report at `path` (appended before
-    the Soak section when the report has none yet)."""
+def replace_section(path, marks, text):
+    """Puts a marked section into the report at `path`, replacing an earlier one; a new one
+    goes before the Soak section (or at the end when there is none)."""
     try:
         with open(path) as f:
             current = f.read()
     except FileNotFoundError:
         current = "# Benchmarks\n"
-    begin, end = CONNS_MARKS
-    section = conns_section(run)
+    begin, end = marks
     if begin in current and end in current:
         before, rest = current.split(begin, 1)
-        current = before + section.rstrip("\n") + rest.split(end, 1)[1]
-    elif "<!-- soak:begin -->" in current:
-        before, rest = current.split("<!-- soak:begin -->", 1)
-        current = before + section + "\n<!-- soak:begin -->" + rest
+        current = before + text.rstrip("\n") + rest.split(end, 1)[1]
+    elif marks != SOAK_MARKS and SOAK_MARKS[0] in current:
+        before, rest = current.split(SOAK_MARKS[0], 1)
+        current = before + text + "\n" + SOAK_MARKS[0] + rest
     else:
-        current = current.rstrip("\n") + "\n\n" + section
+        current = current.rstrip("\n") + "\n\n" + text
     with open(path, "w") as f:
         f.write(current)
+
+
+def write_conns_section(run, path):
+    """Replaces only the Many connections section of the report at `path`."""
+    replace_section(path, CONNS_MARKS, conns_section(run))
 
 
 def kept_section(path, marks):
@@ -464,13 +469,8 @@ def kept_section(path, marks):
 def soak_section(path):
     """The Soak section `make soak` wrote into the report earlier (kept: a bench run does not
     measure it), or a pointer to it."""
-    try:
-        with open(path) as f:
-            current = f.read()
-    except FileNotFoundError:
-        current = ""
-    begin, end = "<!-- soak:begin -->", "<!-- soak:end -->"
-    if begin in current and end in current:
-        return begin + current.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
+    kept = kept_section(path, SOAK_MARKS)
+    if kept:
+        return kept
     return ("## Soak\n\nNot run yet: `make soak` (scripts/bench/soak.py) writes this section "
             "(10 minutes of mixed traffic through one stitch; `SOAK_SECONDS` shortens it).\n")

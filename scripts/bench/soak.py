@@ -43,6 +43,7 @@ sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import procs  # noqa: E402
+import report  # noqa: E402
 
 LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 RULES = [
@@ -51,7 +52,7 @@ RULES = [
     "extract: [w3c, b3]\ninject: [w3c, jaeger]\nsampling: { root_ratio: 1.0 }\n",
 ]
 INVALID_RULES = "inject: [zipkin]\n"
-MARK_BEGIN, MARK_END = "<!-- soak:begin -->", "<!-- soak:end -->"
+MARK_BEGIN, MARK_END = report.SOAK_MARKS
 
 
 def free_port():
@@ -353,19 +354,7 @@ def report(run, command):
 
 def write_section(path, text):
     """Puts the soak section into `path`, replacing an earlier one (`make bench` keeps it)."""
-    try:
-        with open(path) as f:
-            current = f.read()
-    except FileNotFoundError:
-        current = ""
-    if MARK_BEGIN in current and MARK_END in current:
-        head, rest = current.split(MARK_BEGIN, 1)
-        tail = rest.split(MARK_END, 1)[1].lstrip("\n")
-        current = head + text + tail
-    else:
-        current = current.rstrip("\n") + "\n\n" + text
-    with open(path, "w") as f:
-        f.write(current)
+    report.replace_section(path, report.SOAK_MARKS, text)
 
 
 if __name__ == "__main__":
