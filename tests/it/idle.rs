@@ -9,7 +9,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::support::upstream::{FIXED_BODY, HttpUpstream};
 use crate::support::wire::Wire;
-use crate::support::{DEADLINE, Loopback, within};
+use crate::support::{DEADLINE, Loopback};
 
 /// One request on `wire` and its `200`.
 async fn request_ok(wire: &mut Wire, up: &HttpUpstream, path: &str) {
