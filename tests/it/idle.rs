@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 
+use crate::support::process::spawn_stitch;
 use crate::support::upstream::{FIXED_BODY, HttpUpstream};
 use crate::support::wire::Wire;
 use crate::support::{DEADLINE, Loopback};
@@ -139,4 +140,22 @@ async fn a_drain_closes_idle_keep_alive_connections_at_once() {
     stitch
         .run_returns("run() to return once the idle connection is closed")
         .await;
+}
+
+#[tokio::test]
+async fn sigterm_with_an_idle_keep_alive_connection_exits_zero_promptly() {
+    let up = HttpUpstream::start().await;
+    let mut stitch = spawn_stitch(
+        up.addr,
+        &["--idle-timeout", "1h", "--drain-timeout", "120s"],
+    )
+    .await;
+    let mut wire = Wire::connect(stitch.inbound).await;
+    request_ok(&mut wire, &up, "/").await;
+    stitch.terminate();
+    // Well under the drain deadline: the idle connection has nothing to finish.
+    wire.expect_closed_within(DEADLINE, "SIGTERM closes the idle keep-alive connection")
+        .await;
+    let code = stitch.wait_exit(DEADLINE).await;
+    assert_eq!(code, Some(0), "a drained shutdown exits 0");
 }
