@@ -38,6 +38,11 @@ use self::cpus::{WorkerCount, WorkersReason};
 use self::memory::CapReason;
 use self::workers::{SharedListener, Workers};
 
+/// How long an idle HTTP/1 keep-alive client connection is kept by default: an hour, as
+/// Envoy does, so that the pools of common HTTP clients (Go 90 s, .NET 1 min, OkHttp 5 min,
+/// the JDK 20 min) always close an idle connection before stitch does (see ARCHITECTURE.md).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// Everything `stitch run` can be told, as plain data (CLI flags and env vars map onto it).
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -65,8 +70,11 @@ pub struct Settings {
     pub detect_timeout: Duration,
     /// Upper bound on an upstream TCP connect.
     pub connect_timeout: Duration,
-    /// Deadline for a client's request head (and idle HTTP/1 keep-alive).
+    /// Deadline for a client's request head, from its first byte (slowloris guard).
     pub header_read_timeout: Duration,
+    /// An idle HTTP/1 keep-alive client connection (waiting for its next request, no byte of
+    /// it yet) is closed after this long.
+    pub idle_timeout: Duration,
     /// Idle pooled upstream connections are closed after this long.
     pub upstream_idle_timeout: Duration,
     /// Largest request head accepted, in bytes.
@@ -119,6 +127,7 @@ impl Default for Settings {
             detect_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(3),
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             upstream_idle_timeout: Duration::from_secs(90),
             max_header_bytes: 64 * 1024,
             max_headers: 100,
@@ -150,6 +159,7 @@ impl Settings {
             max_connections: self.max_connections,
             server: ServerLimits {
                 header_read_timeout: self.header_read_timeout,
+                idle_timeout: self.idle_timeout,
                 max_header_bytes: self.max_header_bytes,
                 max_headers: self.max_headers,
                 h2_max_concurrent_streams: self.h2_max_concurrent_streams,
@@ -240,10 +250,14 @@ impl Stitch {
             )));
         }
         // An invalid rules file stops start-up with the same errors `check-config` prints.
-        let rules = match &settings.config {
-            Some(path) if settings.config_optional => RulesHandle::from_file_if_exists(path),
+        // Reading it is file I/O: on the blocking pool, not on the caller's runtime thread.
+        let (path, optional) = (settings.config.clone(), settings.config_optional);
+        let rules = tokio::task::spawn_blocking(move || match &path {
+            Some(path) if optional => RulesHandle::from_file_if_exists(path),
             path => RulesHandle::from_optional_file(path.as_deref()),
-        }
+        })
+        .await
+        .map_err(|e| StartError::msg(format!("loading the rules file failed: {e}")))?
         .map_err(|e| StartError::msg(format!("invalid rules file:\n{e}")))?;
         let inbound = bind_inbound(settings.inbound_listen).await?;
         let mut outbound = Vec::new();
@@ -333,7 +347,12 @@ impl Stitch {
         if let Some(name) = &settings.service_name {
             telemetry_config = telemetry_config.with_service_name(name.clone());
         }
-        let telemetry = Telemetry::start(telemetry_config);
+        // Starting the pipeline waits for the export thread to build its exporter (CA and
+        // native root certificates read from disk): on the blocking pool, whose threads keep
+        // this runtime's context, so the intake task it spawns still runs here.
+        let telemetry = tokio::task::spawn_blocking(move || Telemetry::start(telemetry_config))
+            .await
+            .map_err(|e| StartError::msg(format!("cannot start the span pipeline: {e}")))?;
         {
             let metrics = telemetry.metrics();
             rules.on_reload(move |result| metrics.config_reload(result));

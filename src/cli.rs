@@ -94,10 +94,14 @@ pub(crate) struct RunArgs {
     /// Upper bound on establishing an upstream TCP connection.
     #[arg(long, env = "STITCH_CONNECT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "3s")]
     connect_timeout: Duration,
-    /// A client must send a complete request head within this time (slowloris guard); also
-    /// how long an idle HTTP/1 keep-alive client connection is kept.
+    /// A client must complete a request head within this time from its first byte (slowloris
+    /// guard; the first head of a connection: from accept).
     #[arg(long, env = "STITCH_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
     header_read_timeout: Duration,
+    /// An HTTP/1 keep-alive client connection idle this long between requests is closed
+    /// (longer than client pools keep idle connections, so they close first).
+    #[arg(long, env = "STITCH_IDLE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "1h")]
+    idle_timeout: Duration,
     /// Idle pooled upstream connections are closed after this long.
     #[arg(long, env = "STITCH_UPSTREAM_IDLE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "90s")]
     upstream_idle_timeout: Duration,
@@ -178,6 +182,7 @@ impl RunArgs {
             detect_timeout: self.detect_timeout,
             connect_timeout: self.connect_timeout,
             header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
             upstream_idle_timeout: self.upstream_idle_timeout,
             max_header_bytes: self.max_header_bytes,
             max_headers: self.max_headers,
@@ -290,6 +295,22 @@ mod tests {
             Command::Run(args) => Ok(*args),
             _ => unreachable!("parsed `run`"),
         }
+    }
+
+    #[test]
+    fn idle_timeout_is_a_flag_of_its_own_an_hour_by_default() {
+        let default = run_args(&[]).expect("defaults parse").into_settings();
+        assert_eq!(default.idle_timeout, Duration::from_secs(3600));
+        assert_eq!(default.header_read_timeout, Duration::from_secs(10));
+        let set = run_args(&["--idle-timeout", "90s"])
+            .expect("a duration")
+            .into_settings();
+        assert_eq!(set.idle_timeout, Duration::from_secs(90));
+        assert_eq!(
+            set.header_read_timeout,
+            Duration::from_secs(10),
+            "the head deadline is not the idle timeout"
+        );
     }
 
     #[test]

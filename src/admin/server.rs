@@ -10,9 +10,9 @@
 //! - a connection with no request in flight is closed [`AdminLimits::idle_timeout`] after its
 //!   last request (or after accept, for a client that never sends one), and an HTTP/1 head
 //!   must arrive within the same time;
-//! - accept errors back off (doubling from [`BACKOFF_MIN`] to [`BACKOFF_MAX`]) instead of
-//!   retrying at once; when file descriptors run out, the idlest admin connection is closed
-//!   first, so a probe can still get through;
+//! - accept errors back off (doubling from [`BACKOFF_MIN`] to [`BACKOFF_MAX`], logged at most
+//!   once per [`LOG_EVERY`]) instead of retrying at once; when file descriptors run out, the
+//!   idlest admin connection is closed first, so a probe can still get through;
 //! - HTTP/2 streams per connection and head sizes are capped; `POST /v1/traces` bodies are
 //!   capped before and after decompression ([`super::otlp`]).
 
@@ -42,6 +42,8 @@ use crate::shutdown::ShutdownHandle;
 const BACKOFF_MIN: Duration = Duration::from_millis(5);
 /// Longest pause between accept attempts while they keep failing.
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// At most one warning per this long about failing accepts.
+const LOG_EVERY: Duration = Duration::from_secs(1);
 /// A connection is evicted only after idling this long: a client's request may be in its
 /// socket buffer, unread, just after accept (a kubelet probe sends it at once).
 const EVICTION_GRACE: Duration = Duration::from_millis(250);
@@ -84,7 +86,8 @@ pub(super) async fn accept_loop(
     let open = Arc::new(OpenConnections::default());
     let builder = Arc::new(builder(&limits));
     let mut backoff = BACKOFF_MIN;
-    let mut failing = false;
+    // When a failed accept was last logged, and how many failed since without a log line.
+    let (mut warned_at, mut unlogged): (Option<Instant>, u64) = (None, 0);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -92,18 +95,22 @@ pub(super) async fn accept_loop(
         };
         let (stream, peer) = match accepted {
             Ok(conn) => {
-                (backoff, failing) = (BACKOFF_MIN, false);
+                backoff = BACKOFF_MIN;
                 conn
             }
             // The client gave up before it was accepted: nothing is wrong with the listener.
             Err(e) if is_per_connection(&e) => continue,
             Err(e) => {
                 let freed = is_out_of_descriptors(&e) && open.evict_idlest();
-                if failing {
-                    tracing::debug!(error = %e, freed, "admin accept failed again");
+                // At most one line a second, however the failures come (a long outage, or a
+                // listener flapping between failing and working).
+                let now = Instant::now();
+                if warned_at.is_none_or(|at| now.duration_since(at) >= LOG_EVERY) {
+                    tracing::warn!(error = %e, freed, pause = ?backoff, unlogged, "admin accept failed; backing off");
+                    (warned_at, unlogged) = (Some(now), 0);
                 } else {
-                    tracing::warn!(error = %e, freed, "admin accept failed; backing off");
-                    failing = true;
+                    unlogged += 1;
+                    tracing::debug!(error = %e, freed, "admin accept failed again");
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}

@@ -38,6 +38,12 @@ impl ByteCounts {
         )
     }
 
+    /// Bytes read from the client so far (the HTTP/1 head timer watches it move).
+    #[inline]
+    pub(crate) fn read(&self) -> u64 {
+        self.read.load(Ordering::Relaxed)
+    }
+
     /// Adds `n` bytes read from the client.
     #[inline]
     pub(crate) fn add_read(&self, n: usize) {

@@ -8,6 +8,7 @@
 //!        └► opaque::relay ─► upstream
 //! ```
 
+pub(crate) mod accept_backoff;
 pub(crate) mod addrs;
 pub(crate) mod detect;
 pub(crate) mod error;
@@ -114,7 +115,8 @@ impl Proxy {
     /// (tracked, so shutdown can wait for it), here or — when this worker is clearly busier
     /// than another — on that worker (`placement`). `permits` is the listener's connection
     /// limit, shared by every worker accepting on it. A sidecar never stops accepting on
-    /// errors: they are logged and the loop backs off briefly (e.g. out of file descriptors).
+    /// errors: the loop backs off exponentially while they last (e.g. out of file
+    /// descriptors) and logs them at most once a second ([`accept_backoff`]).
     pub(crate) async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
@@ -123,6 +125,7 @@ impl Proxy {
         seat: Seat,
         shutdown: ShutdownHandle,
     ) {
+        let mut backoff = accept_backoff::AcceptBackoff::default();
         loop {
             // Waiting for a permit first leaves excess connections in the kernel backlog.
             let permit = tokio::select! {
@@ -134,10 +137,20 @@ impl Proxy {
             };
             let (stream, client) = tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok(c) => c,
+                    Ok(c) => {
+                        backoff.succeeded();
+                        c
+                    }
+                    Err(e) if accept_backoff::is_per_connection(&e) => continue,
                     Err(e) => {
-                        tracing::warn!(%direction, error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        let pause = backoff.failed(tokio::time::Instant::now());
+                        if let Some(unlogged) = pause.log {
+                            tracing::warn!(%direction, error = %e, pause = ?pause.duration, unlogged, "accept failed; backing off");
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(pause.duration) => {}
+                            _ = shutdown.triggered() => return,
+                        }
                         continue;
                     }
                 },
@@ -301,7 +314,7 @@ impl Proxy {
                     let activity = lease.counts();
                     http::server::serve_http2(io, activity, trace, forward, limits, shutdown).await;
                 } else {
-                    http::server::serve_http1(io, trace, forward, limits, shutdown).await;
+                    http::server::serve_http1(io, &lease, trace, forward, limits, shutdown).await;
                 }
             }
         }

@@ -372,17 +372,17 @@ async fn h2_streams_beyond_the_limit_wait_for_a_free_slot() {
 }
 
 #[tokio::test]
-async fn idle_keep_alive_client_connection_is_closed_after_the_header_read_timeout() {
+async fn idle_keep_alive_client_connection_is_closed_after_the_idle_timeout() {
     let up = HttpUpstream::start().await;
     let stitch = Loopback::to(up.addr)
-        .with(|s| s.header_read_timeout = Duration::from_millis(500))
+        .with(|s| s.idle_timeout = Duration::from_millis(500))
         .start()
         .await;
     let mut wire = Wire::connect(stitch.inbound).await;
     wire.send(format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", up.addr).as_bytes())
         .await;
     assert_eq!(wire.read_response(false).await.status, 200);
-    // Bounded well below the 10 s default: only the configured 500 ms can close it this early.
+    // Bounded well below the 1 h default: only the configured 500 ms can close it this early.
     wire.expect_closed_within(
         Duration::from_secs(5),
         "an idle keep-alive connection must not be kept forever",

@@ -20,6 +20,7 @@ mod detect;
 mod h2_idle;
 mod http1;
 mod http2_grpc;
+mod idle;
 mod k8s_chart;
 mod k8s_dashboard;
 mod k8s_hooks;

@@ -7,6 +7,7 @@
 
 pub(crate) mod body;
 pub(crate) mod forward;
+pub(crate) mod head_timer;
 pub mod headers;
 pub(crate) mod pool;
 pub(crate) mod request_body;

@@ -1,7 +1,15 @@
 //! Serves one client connection with hyper, HTTP/1 or HTTP/2, through the service stack, and
 //! ends it gracefully (HTTP/2 GOAWAY, HTTP/1 close after the in-flight response) on shutdown;
 //! a connection still open when the drain's deadline passes is closed.
+//!
+//! Idle connections end differently per protocol. HTTP/1 has no way to say "do not send on
+//! this connection any more", so closing an idle keep-alive connection races with a client
+//! that reuses it at that moment: `--idle-timeout` is long (longer than the pools of common
+//! HTTP clients) and separate from the head deadline ([`super::head_timer`]). HTTP/2 says it
+//! with GOAWAY — a stream the client opened meanwhile is refused unprocessed and retried
+//! safely (RFC 9113 §6.8) — so `--h2-idle-timeout` can be shorter.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::server::conn::{http1, http2};
@@ -11,15 +19,20 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tower::Layer;
 
 use super::forward::Forward;
+use super::head_timer::{HeadTimer, MAX_IDLE_TIMEOUT};
 use crate::proxy::io::ByteCounts;
+use crate::proxy::lease::ConnectionLease;
 use crate::shutdown::ShutdownHandle;
 use crate::trace::TraceLayer;
 
 /// Per-connection limits of the HTTP server side.
 #[derive(Debug, Clone)]
 pub(crate) struct ServerLimits {
-    /// Deadline for a complete request head; also closes idle keep-alive connections.
+    /// Deadline for a complete request head, from its first byte (the first head: from accept).
     pub header_read_timeout: Duration,
+    /// An HTTP/1 keep-alive client connection waiting this long for its next request with no
+    /// byte of it arriving is closed.
+    pub idle_timeout: Duration,
     /// Largest request head, bytes.
     pub max_header_bytes: usize,
     /// Most header fields per request.
@@ -27,13 +40,16 @@ pub(crate) struct ServerLimits {
     /// HTTP/2 streams open at once per connection.
     pub h2_max_concurrent_streams: u32,
     /// An HTTP/2 client connection with no bytes either way for this long is sent GOAWAY
-    /// (streams still open may finish). HTTP/1 idle connections end by `header_read_timeout`.
+    /// (streams still open may finish). HTTP/1 idle connections end by `idle_timeout`.
     pub h2_idle_timeout: Duration,
 }
 
-/// Serves HTTP/1 on `io` until the client leaves or shutdown ends the connection.
+/// Serves HTTP/1 on `io` until the client leaves, stays idle past the idle timeout, stalls in a
+/// head past the header-read timeout, or shutdown ends the connection. `lease` is the
+/// connection's, whose read counter `io` keeps.
 pub(crate) async fn serve_http1<I>(
     io: I,
+    lease: &Arc<ConnectionLease>,
     trace: TraceLayer,
     forward: Forward,
     limits: &ServerLimits,
@@ -43,8 +59,10 @@ pub(crate) async fn serve_http1<I>(
 {
     let service = TowerToHyperService::new(trace.layer(forward));
     let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        // hyper's header-read timeout is the idle one; the head timer shortens it to the head
+        // deadline once a head's first byte arrives.
+        .timer(HeadTimer::new(lease.clone(), limits.header_read_timeout))
+        .header_read_timeout(limits.idle_timeout.min(MAX_IDLE_TIMEOUT))
         .max_buf_size(limits.max_header_bytes.max(8192))
         .max_headers(limits.max_headers)
         .preserve_header_case(true)

@@ -1,0 +1,161 @@
+//! Idle HTTP/1 keep-alive client connections against slow request heads: an idle connection
+//! lives for `--idle-timeout` (application pools reuse connections idle for minutes), while a
+//! head whose first byte arrived must be complete within `--header-read-timeout`, after an idle
+//! period too. A drain still closes idle connections at once.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+
+use crate::support::process::spawn_stitch;
+use crate::support::upstream::{FIXED_BODY, HttpUpstream};
+use crate::support::wire::Wire;
+use crate::support::{DEADLINE, Loopback};
+
+/// One request on `wire` and its `200`.
+async fn request_ok(wire: &mut Wire, up: &HttpUpstream, path: &str) {
+    wire.send(format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", up.addr).as_bytes())
+        .await;
+    let resp = wire.read_response(false).await;
+    assert_eq!(resp.status, 200, "{path}");
+    assert_eq!(resp.text(), FIXED_BODY, "{path}");
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_outlives_the_header_read_timeout_and_serves_again() {
+    let up = HttpUpstream::start().await;
+    let header_read_timeout = Duration::from_secs(1);
+    let stitch = Loopback::to(up.addr)
+        .with(|s| {
+            s.header_read_timeout = header_read_timeout;
+            s.idle_timeout = Duration::from_secs(60);
+        })
+        .start()
+        .await;
+    let mut wire = Wire::connect(stitch.inbound).await;
+    request_ok(&mut wire, &up, "/first").await;
+    // Idle for well over the head deadline, as a client pool's connection is between uses.
+    tokio::time::sleep(header_read_timeout * 5 / 2).await;
+    request_ok(&mut wire, &up, "/after-idling").await;
+    let targets: Vec<_> = up.recorded().into_iter().map(|r| r.target).collect();
+    assert_eq!(targets, ["/first", "/after-idling"]);
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    let up = HttpUpstream::start().await;
+    let header_read_timeout = Duration::from_secs(1);
+    let idle_timeout = Duration::from_secs(3);
+    let stitch = Loopback::to(up.addr)
+        .with(|s| {
+            s.header_read_timeout = header_read_timeout;
+            s.idle_timeout = idle_timeout;
+        })
+        .start()
+        .await;
+    let mut wire = Wire::connect(stitch.inbound).await;
+    request_ok(&mut wire, &up, "/").await;
+    let idle_since = Instant::now();
+    // Bounded far below the 1 h default: only the configured 3 s can close it this early.
+    wire.expect_closed_within(
+        idle_timeout + DEADLINE,
+        "an idle keep-alive connection is closed at the idle timeout",
+    )
+    .await;
+    let took = idle_since.elapsed();
+    // The idle timer started when stitch began waiting, a moment before `idle_since`; twice
+    // the head deadline tells the two timeouts apart with room to spare.
+    assert!(
+        took >= header_read_timeout * 2,
+        "closed after {took:?} idle: that is the header-read timeout, not the idle timeout"
+    );
+}
+
+#[tokio::test]
+async fn a_head_trickled_after_an_idle_period_is_closed_at_the_header_read_timeout() {
+    let up = HttpUpstream::start().await;
+    let header_read_timeout = Duration::from_secs(1);
+    let idle_timeout = Duration::from_secs(60);
+    let stitch = Loopback::to(up.addr)
+        .with(|s| {
+            s.header_read_timeout = header_read_timeout;
+            s.idle_timeout = idle_timeout;
+        })
+        .start()
+        .await;
+    let mut wire = Wire::connect(stitch.inbound).await;
+    request_ok(&mut wire, &up, "/first").await;
+    tokio::time::sleep(header_read_timeout * 3 / 2).await;
+    // Then a head that never ends: a header line every 200 ms, so the connection is never
+    // silent for long, only never finished.
+    let started = Instant::now();
+    wire.send(format!("GET /trickled HTTP/1.1\r\nHost: {}\r\n", up.addr).as_bytes())
+        .await;
+    let trickle = async {
+        for i in 0.. {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if wire
+                .stream
+                .write_all(format!("X-Slow-{i}: a\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    };
+    // Far below the idle timeout: only the head deadline can end it this early.
+    tokio::time::timeout(idle_timeout / 4, trickle)
+        .await
+        .expect("stitch must close a head unfinished at the header-read timeout after idling");
+    let took = started.elapsed();
+    assert!(
+        took >= header_read_timeout,
+        "closed {took:?} after the head began, before its deadline"
+    );
+    let targets: Vec<_> = up.recorded().into_iter().map(|r| r.target).collect();
+    assert_eq!(targets, ["/first"], "the unfinished head reached the app");
+}
+
+#[tokio::test]
+async fn a_drain_closes_idle_keep_alive_connections_at_once() {
+    let up = HttpUpstream::start().await;
+    let mut stitch = Loopback::to(up.addr)
+        .with(|s| {
+            s.idle_timeout = Duration::from_secs(3600);
+            s.drain_timeout = Duration::from_secs(120);
+        })
+        .start()
+        .await;
+    let mut wire = Wire::connect(stitch.inbound).await;
+    request_ok(&mut wire, &up, "/").await;
+    stitch.shutdown.trigger();
+    // Far below both the idle timeout and the drain deadline: an idle connection has nothing
+    // to finish, so the drain closes it and is done.
+    wire.expect_closed_within(
+        Duration::from_secs(5),
+        "the drain closes an idle connection",
+    )
+    .await;
+    stitch
+        .run_returns("run() to return once the idle connection is closed")
+        .await;
+}
+
+#[tokio::test]
+async fn sigterm_with_an_idle_keep_alive_connection_exits_zero_promptly() {
+    let up = HttpUpstream::start().await;
+    let mut stitch = spawn_stitch(
+        up.addr,
+        &["--idle-timeout", "1h", "--drain-timeout", "120s"],
+    )
+    .await;
+    let mut wire = Wire::connect(stitch.inbound).await;
+    request_ok(&mut wire, &up, "/").await;
+    stitch.terminate();
+    // Well under the drain deadline: the idle connection has nothing to finish.
+    wire.expect_closed_within(DEADLINE, "SIGTERM closes the idle keep-alive connection")
+        .await;
+    let code = stitch.wait_exit(DEADLINE).await;
+    assert_eq!(code, Some(0), "a drained shutdown exits 0");
+}
