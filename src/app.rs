@@ -27,6 +27,7 @@ use crate::config::RulesHandle;
 use crate::direction::Direction;
 use crate::propagation::Inflight;
 use crate::proxy::addrs::Target;
+use crate::proxy::cap::ConnectionCap;
 use crate::proxy::http::pool::PoolSettings;
 use crate::proxy::http::server::ServerLimits;
 use crate::proxy::{ProxyConfig, ProxyHandles};
@@ -398,8 +399,8 @@ impl Stitch {
         let mut shared = Vec::new();
         // One cap per direction: the outbound IPv4 and IPv6 listeners are one front door of
         // the app's, and their connections cost the same memory.
-        let inbound_permits = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
-        let outbound_permits = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+        let inbound_cap = ConnectionCap::new(config.max_connections);
+        let outbound_cap = ConnectionCap::new(config.max_connections);
         for (listener, direction) in std::iter::once((inbound, Direction::Inbound))
             .chain(outbound.into_iter().map(|l| (l, Direction::Outbound)))
         {
@@ -411,9 +412,9 @@ impl Stitch {
                     .into_std()
                     .map_err(|e| StartError::listener(direction, e))?,
                 direction,
-                permits: match direction {
-                    Direction::Inbound => inbound_permits.clone(),
-                    Direction::Outbound => outbound_permits.clone(),
+                cap: match direction {
+                    Direction::Inbound => inbound_cap.clone(),
+                    Direction::Outbound => outbound_cap.clone(),
                 },
             });
         }

@@ -16,10 +16,11 @@ use std::io;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::direction::Direction;
+use crate::proxy::cap::ConnectionCap;
 use crate::proxy::placement::{Handoff, Seat, Team};
 use crate::proxy::{Proxy, ProxyConfig, ProxyHandles};
 use crate::shutdown::ShutdownHandle;
@@ -31,8 +32,8 @@ pub(crate) struct SharedListener {
     pub listener: std::net::TcpListener,
     /// Inbound or outbound.
     pub direction: Direction,
-    /// The listener's connection limit, shared by every worker.
-    pub permits: Arc<Semaphore>,
+    /// The listener's connection cap, shared by every worker.
+    pub cap: Arc<ConnectionCap>,
 }
 
 /// The running workers. Dropping it stops them (their runtimes end, closing what they hold),
@@ -63,7 +64,7 @@ impl Workers {
         for (index, queue) in queues.into_iter().enumerate() {
             let mut own = Vec::with_capacity(listeners.len());
             for l in &listeners {
-                own.push((l.listener.try_clone()?, l.direction, l.permits.clone()));
+                own.push((l.listener.try_clone()?, l.direction, l.cap.clone()));
             }
             let worker = Worker {
                 seat: team.seat(index),
@@ -115,7 +116,7 @@ struct Worker {
     seat: Seat,
     config: ProxyConfig,
     handles: ProxyHandles,
-    listeners: Vec<(std::net::TcpListener, Direction, Arc<Semaphore>)>,
+    listeners: Vec<(std::net::TcpListener, Direction, Arc<ConnectionCap>)>,
     queue: tokio::sync::mpsc::UnboundedReceiver<Handoff>,
     shutdown: ShutdownHandle,
     stop: CancellationToken,
@@ -147,7 +148,7 @@ impl Worker {
         runtime.block_on(async move {
             // Built here: the pool's idle reaper runs on this worker's runtime.
             let proxy = Arc::new(Proxy::new(config, handles));
-            for (listener, direction, permits) in listeners {
+            for (listener, direction, cap) in listeners {
                 let listener = match tokio::net::TcpListener::from_std(listener) {
                     Ok(l) => l,
                     Err(e) => {
@@ -158,7 +159,7 @@ impl Worker {
                 shutdown.spawn(proxy.clone().serve(
                     listener,
                     direction,
-                    permits,
+                    cap,
                     seat.clone(),
                     shutdown.clone(),
                 ));

@@ -9,7 +9,9 @@
 //! tunnel that took the socket over from hyper. A tunnel therefore keeps its permit and its
 //! open-connection count, and its bytes are counted, with no bookkeeping of its own.
 
-use tokio::sync::OwnedSemaphorePermit;
+use std::sync::Arc;
+
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use super::io::ByteCounts;
 use crate::direction::Direction;
@@ -25,6 +27,9 @@ pub(crate) struct ConnectionLease {
     /// Kept here so that a request reaches it through the lease's `Arc` (one count per
     /// connection) rather than cloning it (its cancellation tokens take a lock to clone).
     shutdown: ShutdownHandle,
+    /// Its worker's wake-up for idle connections when a client waits at the cap
+    /// ([`super::cap`]); `None` for a connection nothing may close early.
+    idle_close: Option<Arc<Notify>>,
     _open: ConnectionGuard,
     _permit: OwnedSemaphorePermit,
 }
@@ -44,9 +49,23 @@ impl ConnectionLease {
             direction,
             metrics: metrics.clone(),
             shutdown,
+            idle_close: None,
             _open: metrics.connection_opened(direction),
             _permit: permit,
         }
+    }
+
+    /// Lets a client waiting at the cap close this connection while it is an idle keep-alive
+    /// one ([`super::cap::ConnectionCap::make_room`]); `notify` is its worker's for its
+    /// direction.
+    pub(crate) fn closed_for_room_by(mut self, notify: Arc<Notify>) -> Self {
+        self.idle_close = Some(notify);
+        self
+    }
+
+    /// The wake-up of [`Self::closed_for_room_by`], if any.
+    pub(crate) fn idle_close(&self) -> Option<&Arc<Notify>> {
+        self.idle_close.as_ref()
     }
 
     /// The connection's byte counters (the client's [`super::io::ProxyIo`] adds to them).

@@ -10,6 +10,7 @@
 
 pub(crate) mod accept_backoff;
 pub(crate) mod addrs;
+pub(crate) mod cap;
 pub(crate) mod detect;
 pub(crate) mod error;
 pub mod http;
@@ -27,9 +28,10 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::UnboundedReceiver;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, TryAcquireError};
 
 use self::addrs::{OwnAddrs, Target};
+use self::cap::ConnectionCap;
 use self::detect::Protocol;
 use self::http::forward::{Destination, Forward};
 use self::http::pool::{Pool, PoolSettings};
@@ -91,6 +93,9 @@ pub(crate) struct Proxy {
     own: OwnAddrs,
     pool: Arc<Pool>,
     handles: ProxyHandles,
+    /// Per direction (inbound, outbound): wakes this worker's idle keep-alive connections when
+    /// a client waits at the cap ([`cap`]).
+    room: [Arc<Notify>; 2],
 }
 
 impl Proxy {
@@ -108,6 +113,15 @@ impl Proxy {
             own,
             pool,
             handles,
+            room: [Arc::new(Notify::new()), Arc::new(Notify::new())],
+        }
+    }
+
+    /// This worker's wake-up for its idle connections of `direction`.
+    fn room(&self, direction: Direction) -> &Arc<Notify> {
+        match direction {
+            Direction::Inbound => &self.room[0],
+            Direction::Outbound => &self.room[1],
         }
     }
 
@@ -121,40 +135,35 @@ impl Proxy {
         self: Arc<Self>,
         listener: TcpListener,
         direction: Direction,
-        permits: Arc<Semaphore>,
+        cap: Arc<ConnectionCap>,
         seat: Seat,
         shutdown: ShutdownHandle,
     ) {
+        cap.register(self.room(direction));
         let mut backoff = accept_backoff::AcceptBackoff::default();
         loop {
-            // Waiting for a permit first leaves excess connections in the kernel backlog.
-            let permit = tokio::select! {
-                p = permits.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => return,
+            // A permit first: excess connections wait in the kernel backlog.
+            let (permit, (stream, client)) = match cap.permits().clone().try_acquire_owned() {
+                Ok(permit) => match accept(&listener, direction, &mut backoff, &shutdown).await {
+                    Accepted::Client(stream, client) => (permit, (stream, client)),
+                    Accepted::Again => continue,
+                    Accepted::Shutdown => return,
                 },
-                _ = shutdown.triggered() => return,
-            };
-            let (stream, client) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(c) => {
-                        backoff.succeeded();
-                        c
-                    }
-                    Err(e) if accept_backoff::is_per_connection(&e) => continue,
-                    Err(e) => {
-                        let pause = backoff.failed(tokio::time::Instant::now());
-                        if let Some(unlogged) = pause.log {
-                            tracing::warn!(%direction, error = %e, pause = ?pause.duration, unlogged, "accept failed; backing off");
-                        }
-                        tokio::select! {
-                            _ = tokio::time::sleep(pause.duration) => {}
-                            _ = shutdown.triggered() => return,
-                        }
-                        continue;
-                    }
-                },
-                _ = shutdown.triggered() => return,
+                Err(TryAcquireError::Closed) => return,
+                // At the cap: once a client is really waiting, ask idle keep-alive connections
+                // to make room (again every second while none frees a permit).
+                Err(TryAcquireError::NoPermits) => {
+                    let (stream, client) =
+                        match accept(&listener, direction, &mut backoff, &shutdown).await {
+                            Accepted::Client(stream, client) => (stream, client),
+                            Accepted::Again => continue,
+                            Accepted::Shutdown => return,
+                        };
+                    let Some(permit) = wait_for_room(&cap, &shutdown).await else {
+                        return;
+                    };
+                    (permit, (stream, client))
+                }
             };
             let (worker, load) = seat.place();
             if worker == seat.index() {
@@ -257,12 +266,10 @@ impl Proxy {
         let Ok(local) = stream.local_addr() else {
             return;
         };
-        let lease = Arc::new(ConnectionLease::new(
-            permit,
-            &self.handles.trace.metrics,
-            direction,
-            shutdown,
-        ));
+        let lease = Arc::new(
+            ConnectionLease::new(permit, &self.handles.trace.metrics, direction, shutdown)
+                .closed_for_room_by(self.room(direction).clone()),
+        );
         let shutdown = lease.shutdown();
         let Some(destination) = self.destination(&stream, client, local, direction) else {
             return;
@@ -416,6 +423,61 @@ impl Proxy {
         metrics.opaque_connection(direction);
         if let Err(e) = opaque::relay(stream, prefix, lease, upstream).await {
             tracing::debug!(%direction, %target, error = %e, "opaque connection ended with an error")
+        }
+    }
+}
+
+/// What one accept gave.
+enum Accepted {
+    Client(TcpStream, SocketAddr),
+    /// Nothing this time (a client gone before its accept, or a pause after an error).
+    Again,
+    Shutdown,
+}
+
+/// Accepts one client, backing off after errors that are not the client's
+/// ([`accept_backoff`]).
+async fn accept(
+    listener: &TcpListener,
+    direction: Direction,
+    backoff: &mut accept_backoff::AcceptBackoff,
+    shutdown: &ShutdownHandle,
+) -> Accepted {
+    let accepted = tokio::select! {
+        accepted = listener.accept() => accepted,
+        _ = shutdown.triggered() => return Accepted::Shutdown,
+    };
+    match accepted {
+        Ok((stream, client)) => {
+            backoff.succeeded();
+            Accepted::Client(stream, client)
+        }
+        Err(e) if accept_backoff::is_per_connection(&e) => Accepted::Again,
+        Err(e) => {
+            let pause = backoff.failed(tokio::time::Instant::now());
+            if let Some(unlogged) = pause.log {
+                tracing::warn!(%direction, error = %e, pause = ?pause.duration, unlogged, "accept failed; backing off");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(pause.duration) => Accepted::Again,
+                _ = shutdown.triggered() => Accepted::Shutdown,
+            }
+        }
+    }
+}
+
+/// Waits for a permit for a client accepted at the cap, asking idle keep-alive connections to
+/// make room every [`cap::IDLE_ENOUGH`] until one frees; `None` at shutdown.
+async fn wait_for_room(
+    cap: &ConnectionCap,
+    shutdown: &ShutdownHandle,
+) -> Option<OwnedSemaphorePermit> {
+    loop {
+        cap.make_room();
+        tokio::select! {
+            permit = cap.permits().clone().acquire_owned() => return permit.ok(),
+            _ = tokio::time::sleep(cap::IDLE_ENOUGH) => {}
+            _ = shutdown.triggered() => return None,
         }
     }
 }

@@ -159,3 +159,71 @@ async fn sigterm_with_an_idle_keep_alive_connection_exits_zero_promptly() {
     let code = stitch.wait_exit(DEADLINE).await;
     assert_eq!(code, Some(0), "a drained shutdown exits 0");
 }
+
+/// At the connection cap, a client that arrives makes room: keep-alive connections idle for a
+/// while (here two, filling `max_connections: 2`, under the default hour of idle timeout) are
+/// closed so it is served at once instead of waiting in the backlog for an hour.
+#[tokio::test]
+async fn a_client_at_the_cap_closes_connections_idle_long_enough_and_is_served() {
+    let up = HttpUpstream::start().await;
+    let stitch = Loopback::to(up.addr)
+        .with(|s| s.max_connections = 2)
+        .start()
+        .await;
+    let mut idle = [
+        Wire::connect(stitch.inbound).await,
+        Wire::connect(stitch.inbound).await,
+    ];
+    for (i, wire) in idle.iter_mut().enumerate() {
+        request_ok(wire, &up, &format!("/pool-{i}")).await;
+    }
+    // Idle for longer than `proxy::cap::IDLE_ENOUGH` (1 s), as a pool's spare connection is.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut third = Wire::connect(stitch.inbound).await;
+    tokio::time::timeout(DEADLINE, request_ok(&mut third, &up, "/third"))
+        .await
+        .expect("the third client is served once the idle connections made room");
+    for wire in &mut idle {
+        wire.expect_closed_within(DEADLINE, "an idle connection made room")
+            .await;
+    }
+}
+
+/// Connections in steady use are not closed for room: a pool sending every 100 ms is never
+/// idle for `IDLE_ENOUGH`, so a third client at `max_connections: 2` waits while they work,
+/// and is served once one of them leaves.
+#[tokio::test]
+async fn connections_in_use_are_not_closed_for_room_and_the_waiting_client_is_served_later() {
+    let up = HttpUpstream::start().await;
+    let stitch = Loopback::to(up.addr)
+        .with(|s| s.max_connections = 2)
+        .start()
+        .await;
+    let mut busy = [
+        Wire::connect(stitch.inbound).await,
+        Wire::connect(stitch.inbound).await,
+    ];
+    for wire in &mut busy {
+        request_ok(wire, &up, "/warm").await;
+    }
+    let mut third = Wire::connect(stitch.inbound).await;
+    third
+        .send(format!("GET /third HTTP/1.1\r\nHost: {}\r\n\r\n", up.addr).as_bytes())
+        .await;
+    // Two and a half seconds of steady use: room is asked for every second meanwhile.
+    for round in 0..25 {
+        for wire in &mut busy {
+            request_ok(wire, &up, &format!("/busy-{round}")).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !up.recorded().iter().any(|r| r.target == "/third"),
+        "the third client was served while both permits were in use"
+    );
+    drop(busy);
+    let resp = tokio::time::timeout(DEADLINE, third.read_response(false))
+        .await
+        .expect("the third client is served once a connection left");
+    assert_eq!(resp.status, 200);
+}

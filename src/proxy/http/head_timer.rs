@@ -31,7 +31,11 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use hyper::rt::{Sleep, Timer};
+use tokio::sync::futures::OwnedNotified;
 
+use tokio::sync::Notify;
+
+use crate::proxy::cap::IDLE_ENOUGH;
 use crate::proxy::lease::ConnectionLease;
 
 /// The longest timeout handed to hyper or set here: both add it to `Instant::now()`, which
@@ -45,15 +49,23 @@ pub(crate) struct HeadTimer {
     lease: Arc<ConnectionLease>,
     /// How long a head may take from its first byte (`--header-read-timeout`).
     head_timeout: Duration,
+    /// The idle timeout hyper was given as its header-read timeout (`--idle-timeout`): its
+    /// deadlines are that long after the wait began.
+    idle_timeout: Duration,
 }
 
 impl HeadTimer {
     /// A timer for the connection `lease` belongs to; a head must be complete `head_timeout`
-    /// after its first byte.
-    pub(crate) fn new(lease: Arc<ConnectionLease>, head_timeout: Duration) -> Self {
+    /// after its first byte; hyper's deadlines are `idle_timeout` after a wait began.
+    pub(crate) fn new(
+        lease: Arc<ConnectionLease>,
+        head_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Self {
         HeadTimer {
             lease,
             head_timeout: head_timeout.min(MAX_IDLE_TIMEOUT),
+            idle_timeout: idle_timeout.min(MAX_IDLE_TIMEOUT),
         }
     }
 }
@@ -65,9 +77,22 @@ impl Timer for HeadTimer {
 
     /// hyper's HTTP/1 server calls this (only) when it starts waiting for a request head.
     fn sleep_until(&self, idle_deadline: Instant) -> Pin<Box<dyn Sleep>> {
+        let idle_deadline = tokio::time::Instant::from_std(idle_deadline);
+        // A connection that may be closed for room first sleeps until it has been idle for
+        // `IDLE_ENOUGH`, and only then waits for a client at the cap: a connection between
+        // two quick requests never registers (nothing but a deadline on the request path).
+        let room_check = self.lease.idle_close().is_some().then(|| {
+            idle_deadline
+                .checked_sub(self.idle_timeout)
+                .map_or(idle_deadline, |began| {
+                    (began + IDLE_ENOUGH).min(idle_deadline)
+                })
+        });
         Box::pin(HeadSleep {
-            sleep: tokio::time::sleep_until(idle_deadline.into()),
+            sleep: tokio::time::sleep_until(room_check.unwrap_or(idle_deadline)),
             read_at_start: self.lease.counts().read(),
+            idle_deadline: room_check.map(|_| idle_deadline),
+            room_wanted: None,
             lease: self.lease.clone(),
             head_timeout: Some(self.head_timeout),
         })
@@ -90,6 +115,13 @@ pin_project_lite::pin_project! {
         // `Some` while the connection is idle (no byte since the wait began); taken when the
         // first byte moves the deadline to this long from then.
         head_timeout: Option<Duration>,
+        // While the sleep runs to the room check (`IDLE_ENOUGH` into the wait): the idle
+        // deadline it moves to then.
+        idle_deadline: Option<tokio::time::Instant>,
+        // From the room check on: woken when a client waits at the connection cap
+        // (`proxy::cap`).
+        #[pin]
+        room_wanted: Option<OwnedNotified>,
     }
 }
 
@@ -105,10 +137,31 @@ impl Future for HeadSleep {
             && this.lease.counts().read() != *this.read_at_start
         {
             *this.head_timeout = None;
+            *this.idle_deadline = None;
+            this.room_wanted.set(None);
             let head_deadline = tokio::time::Instant::now() + head_timeout;
             this.sleep.as_mut().reset(head_deadline);
         }
-        ready!(this.sleep.poll(cx));
+        loop {
+            if let Some(notified) = this.room_wanted.as_mut().as_pin_mut()
+                && notified.poll(cx).is_ready()
+            {
+                tracing::debug!(
+                    "closing an idle HTTP/1 keep-alive client connection: a client waits at the connection cap"
+                );
+                return Poll::Ready(());
+            }
+            ready!(this.sleep.as_mut().poll(cx));
+            // The room check: idle long enough to be closed for a client at the cap.
+            match this.idle_deadline.take() {
+                Some(idle_deadline) if this.head_timeout.is_some() => {
+                    let notify = this.lease.idle_close().cloned();
+                    this.room_wanted.set(notify.map(Notify::notified_owned));
+                    this.sleep.as_mut().reset(idle_deadline);
+                }
+                _ => break,
+            }
+        }
         if this.head_timeout.is_some() {
             tracing::debug!("closing an idle HTTP/1 keep-alive client connection");
         } else {
@@ -141,12 +194,46 @@ mod tests {
             Direction::Inbound,
             ShutdownHandle::default(),
         ));
-        (HeadTimer::new(lease.clone(), head_timeout), lease)
+        (
+            HeadTimer::new(lease.clone(), head_timeout, Duration::from_secs(3600)),
+            lease,
+        )
     }
 
     /// Polls `sleep` once (as hyper does after a read returned `Pending`).
     async fn poll_once(sleep: &mut Pin<Box<dyn Sleep>>) -> bool {
         poll_fn(|cx| Poll::Ready(sleep.as_mut().poll(cx).is_ready())).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_idle_for_a_second_closes_for_room_and_a_shorter_one_does_not() {
+        let notify = Arc::new(Notify::new());
+        let permit = Arc::new(Semaphore::new(1))
+            .try_acquire_owned()
+            .expect("a free permit");
+        let lease = Arc::new(
+            ConnectionLease::new(
+                permit,
+                &Metrics::new(),
+                Direction::Inbound,
+                ShutdownHandle::default(),
+            )
+            .closed_for_room_by(notify.clone()),
+        );
+        let idle_timeout = Duration::from_secs(3600);
+        let timer = HeadTimer::new(lease, Duration::from_secs(10), idle_timeout);
+        let mut sleep = timer.sleep_until(timer.now() + idle_timeout);
+        assert!(!poll_once(&mut sleep).await);
+        tokio::time::advance(IDLE_ENOUGH / 2).await;
+        notify.notify_waiters();
+        assert!(!poll_once(&mut sleep).await, "idle for half a second: kept");
+        tokio::time::advance(IDLE_ENOUGH).await;
+        assert!(
+            !poll_once(&mut sleep).await,
+            "idle enough, but nobody asked"
+        );
+        notify.notify_waiters();
+        assert!(poll_once(&mut sleep).await, "idle enough and asked: closed");
     }
 
     #[tokio::test(start_paused = true)]

@@ -61,7 +61,11 @@ pub(crate) async fn serve_http1<I>(
     let conn = http1::Builder::new()
         // hyper's header-read timeout is the idle one; the head timer shortens it to the head
         // deadline once a head's first byte arrives.
-        .timer(HeadTimer::new(lease.clone(), limits.header_read_timeout))
+        .timer(HeadTimer::new(
+            lease.clone(),
+            limits.header_read_timeout,
+            limits.idle_timeout,
+        ))
         .header_read_timeout(limits.idle_timeout.min(MAX_IDLE_TIMEOUT))
         .max_buf_size(limits.max_header_bytes.max(8192))
         .max_headers(limits.max_headers)
