@@ -63,6 +63,18 @@ async fn h2_streams_waiting_for_a_failed_connect_fail_together_and_the_next_stre
     serve_http(listener, |_req| async {
         Response::new(Full::new(Bytes::from_static(b"back")))
     });
+    // The queue the black hole filled drains as the server accepts; a connect sent while it is
+    // still full has its SYN dropped and retried a second later — past the 1 s connect timeout,
+    // a 504 that has nothing to do with the pool. Wait until a connect completes at once.
+    within("the upstream accepting again", async {
+        loop {
+            let attempt = tokio::net::TcpStream::connect(upstream);
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), attempt).await {
+                return;
+            }
+        }
+    })
+    .await;
     let mut client = client;
     let resp = within(
         "the next stream after the failure",
