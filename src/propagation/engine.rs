@@ -362,7 +362,7 @@ fn sample_root(ratio: f64) -> bool {
     } else if ratio <= 0.0 {
         false
     } else {
-        rand::random::<f64>() < ratio
+        super::ids::random_unit() < ratio
     }
 }
 

@@ -1,6 +1,7 @@
 //! The trace-context engine: one strict parser and writer per dialect, free of I/O.
 //!
-//! - `ids`: [`TraceId`]/[`SpanId`] as arrays with allocation-free hex.
+//! - `ids`: [`TraceId`]/[`SpanId`] as arrays with allocation-free hex; `id_hash`: the cheap
+//!   keyed hasher for maps keyed by them.
 //! - `context`: the dialect-neutral [`TraceContext`], [`Dialect`] names, repair kinds.
 //! - [`w3c`] + [`tracestate`]: W3C Trace Context Level 2.
 //! - [`b3`]: B3 single and multi header. [`jaeger`]: `uber-trace-id`.
@@ -21,6 +22,7 @@ pub(crate) mod context;
 pub(crate) mod dialect_set;
 pub(crate) mod engine;
 pub(crate) mod formats;
+pub(crate) mod id_hash;
 pub(crate) mod ids;
 pub(crate) mod inflight;
 pub mod jaeger;

@@ -224,3 +224,25 @@ fn one_span_and_a_reused_buffer_encode_the_same() {
         );
     }
 }
+
+#[test]
+fn varints_match_prost() {
+    for value in [
+        0,
+        1,
+        127,
+        128,
+        300,
+        16_383,
+        16_384,
+        u64::from(u32::MAX),
+        1 << 63,
+        u64::MAX,
+    ] {
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        super::put_varint(value, &mut ours);
+        prost::encoding::encode_varint(value, &mut theirs);
+        assert_eq!(ours, theirs, "{value}");
+        assert_eq!(ours.len(), prost::encoding::encoded_len_varint(value));
+    }
+}

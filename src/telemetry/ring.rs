@@ -34,7 +34,7 @@ pub struct StoredSpan {
 /// Resource attributes of a span producer other than `service.name` (SDK, host, Kubernetes,
 /// `OTEL_RESOURCE_ATTRIBUTES`). Each span in the ring is charged their size, so a producer
 /// with a huge resource fills the byte bound sooner instead of escaping it.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct SpanResource {
     attributes: Vec<Attribute>,
     approx_bytes: usize,
@@ -160,7 +160,8 @@ impl TraceRing {
         resource: &Arc<SpanResource>,
         span: Arc<SpanRecord>,
     ) {
-        self.shards.insert(&self.config, service, resource, [span]);
+        self.shards
+            .insert(&self.config, true, service, resource, [span]);
     }
 
     /// Adds spans of one service. A span id already held for its trace is ignored (stitch
@@ -185,7 +186,8 @@ impl TraceRing {
             self.shards.retain_unseen(&mut spans);
         }
         if !spans.is_empty() {
-            self.shards.insert(&self.config, service, resource, spans);
+            self.shards
+                .insert(&self.config, false, service, resource, spans);
         }
     }
 
@@ -573,5 +575,29 @@ mod tests {
             small.insert_from(&a, &resource, [span(i, 1, None, 0, 1)]);
         }
         assert_eq!(small.span_count(), 2, "each span is charged its resource");
+    }
+
+    #[test]
+    fn own_spans_share_the_shards_copy_of_the_producer_not_the_callers() {
+        let ring = ring(100);
+        let a: Arc<str> = Arc::from("svc");
+        let resource = Arc::new(SpanResource::new(vec![Attribute {
+            key: "host.name".into(),
+            value: "h".into(),
+        }]));
+        for i in 0..10u8 {
+            ring.record(&a, &resource, Arc::new(span(i, 1, None, 0, 1)));
+        }
+        // The shard keeps one clone of each as the key of its copies, whatever the count.
+        assert_eq!(Arc::strong_count(&a), 2);
+        assert_eq!(Arc::strong_count(&resource), 2);
+        let held = ring.trace(&[3; 16]).expect("held");
+        assert_eq!(&*held.spans[0].service, "svc");
+        assert_eq!(held.spans[0].resource.attributes(), resource.attributes());
+        // Received spans keep the producer they came with.
+        let b: Arc<str> = Arc::from("other");
+        ring.insert_from(&b, &resource, [span(20, 1, None, 0, 1)]);
+        let held = ring.trace(&[20; 16]).expect("held");
+        assert!(Arc::ptr_eq(&held.spans[0].service, &b));
     }
 }

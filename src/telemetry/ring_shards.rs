@@ -24,6 +24,7 @@ use smallvec::SmallVec;
 use super::config::RingConfig;
 use super::ring::{SpanResource, StoredSpan};
 use super::span::{SpanId, SpanRecord, TraceId};
+use crate::propagation::id_hash::IdHash;
 
 /// Fewest spans a shard is meant to hold: a ring smaller than two of these is one shard, so
 /// small rings (tests, `--ring-spans 100`) keep exact oldest-first eviction.
@@ -51,12 +52,43 @@ pub(crate) struct Bucket {
 /// One shard: traces by id, and the arrival order for eviction.
 #[derive(Debug, Default)]
 pub(crate) struct Shard {
-    /// What the readers copy out.
-    pub(crate) traces: HashMap<TraceId, Bucket>,
+    /// What the readers copy out. Keyed with the cheap id hasher: SipHash of a trace id on
+    /// insert and on eviction was about a third of the ring's cost per span.
+    pub(crate) traces: HashMap<TraceId, Bucket, IdHash>,
     arrival: VecDeque<Arrival>,
     spans: usize,
     bytes: usize,
     last_stamp: u64,
+    /// This shard's own copies of the last producer's service name and resource. Every span
+    /// stitch records names the sink's one `Arc<str>` and `Arc<SpanResource>`; storing those
+    /// clones made every worker increment (and, at eviction, decrement) the same two
+    /// reference counts per request — cache lines bouncing between cores. Copies local to
+    /// the shard are touched only under its lock; the views read the same text.
+    local: Option<LocalProducer>,
+}
+
+/// A producer's `service.name` and resource as the caller passed them (compared by
+/// address), and the shard's copies stored in their place.
+#[derive(Debug)]
+struct LocalProducer {
+    from: (Arc<str>, Arc<SpanResource>),
+    copy: (Arc<str>, Arc<SpanResource>),
+}
+
+impl LocalProducer {
+    fn of(service: &Arc<str>, resource: &Arc<SpanResource>) -> LocalProducer {
+        LocalProducer {
+            from: (Arc::clone(service), Arc::clone(resource)),
+            copy: (
+                Arc::from(&**service),
+                Arc::new(SpanResource::clone(resource)),
+            ),
+        }
+    }
+
+    fn matches(&self, service: &Arc<str>, resource: &Arc<SpanResource>) -> bool {
+        Arc::ptr_eq(&self.from.0, service) && Arc::ptr_eq(&self.from.1, resource)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -78,6 +110,7 @@ impl Shard {
     fn push(
         &mut self,
         now: u64,
+        own: bool,
         service: &Arc<str>,
         resource: &Arc<SpanResource>,
         span: Arc<SpanRecord>,
@@ -92,9 +125,20 @@ impl Shard {
         self.last_stamp = stamp;
         bucket.last_stamp = stamp;
         let bytes = span.approx_bytes() + service.len() + resource.approx_bytes();
+        // Stitch's own spans (`own`) are stored with the shard's copies of the sink's
+        // producer; received spans keep the caller's.
+        if own && self.local.is_none() {
+            self.local = Some(LocalProducer::of(service, resource));
+        }
+        let (service, resource) = match &self.local {
+            Some(local) if own && local.matches(service, resource) => {
+                (Arc::clone(&local.copy.0), Arc::clone(&local.copy.1))
+            }
+            _ => (Arc::clone(service), Arc::clone(resource)),
+        };
         bucket.spans.push(StoredSpan {
-            service: Arc::clone(service),
-            resource: Arc::clone(resource),
+            service,
+            resource,
             span,
         });
         self.arrival.push_back(Arrival {
@@ -234,10 +278,11 @@ impl Shards {
     }
 
     /// Inserts spans of one producer into the calling thread's shard (or the first free one),
-    /// then evicts until the ring's bounds hold.
+    /// then evicts until the ring's bounds hold. `own`: stitch's own spans, from its sink.
     pub(crate) fn insert<I>(
         &self,
         config: &RingConfig,
+        own: bool,
         service: &Arc<str>,
         resource: &Arc<SpanResource>,
         spans: I,
@@ -247,7 +292,7 @@ impl Shards {
         let (home, mut shard) = self.lock_home();
         let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
         for span in spans {
-            shard.push(now, service, resource, span);
+            shard.push(now, own, service, resource, span);
         }
         self.evict(home, &mut shard, config);
         self.slots[home].publish(&shard);

@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
 use compact_str::CompactString;
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderName, StatusCode};
 
 use super::semconv::{
     CLIENT_ADDRESS, ERROR_TYPE, HTTP_REQUEST_METHOD, HTTP_REQUEST_METHOD_ORIGINAL,
@@ -23,6 +23,9 @@ use super::semconv::{
     URL_SCHEME, USER_AGENT_ORIGINAL, authority, grpc_code_name, grpc_service_method, ip_text,
     known_method, protocol_version,
 };
+
+/// `grpc-status`, parsed once (a `&str` key is parsed and validated on every lookup).
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 /// A 128-bit trace id, as the propagation engine writes it into the headers.
 pub type TraceId = [u8; 16];
@@ -338,7 +341,7 @@ impl SpanRecord {
             return;
         }
         if let Some(code) = trailers
-            .get("grpc-status")
+            .get(&GRPC_STATUS)
             .and_then(|v| v.to_str().ok())
             .and_then(|s| s.trim().parse::<i64>().ok())
         {

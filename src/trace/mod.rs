@@ -24,7 +24,7 @@ use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use http::request::Parts;
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use tower::{Layer, Service};
 
 pub use self::body::{ResponseFuture, TracedBody};
@@ -123,12 +123,15 @@ where
         let (mut parts, body) = req.into_parts();
         // One rules version for the whole request.
         let rules = self.handles.rules.load();
-        let outcome = self.route_and_propagate(&rules, &mut parts);
+        // The Host value is cloned (a reference count, no copy) so the headers can be
+        // rewritten while the authority is read; routing and the span both use it.
+        let host = parts.headers.get(http::header::HOST).cloned();
+        let outcome = self.route_and_propagate(&rules, &mut parts, host.as_ref());
         if outcome.trace {
             self.count(&rules, &outcome);
         }
         let grpc = crate::grpc::is_grpc(&parts.headers);
-        let span = self.open_span(&rules, &outcome, &parts, grpc, start);
+        let span = self.open_span(&rules, &outcome, &parts, host.as_ref(), grpc, start);
         drop(rules);
         let hop = Hop::new(
             self.conn.direction,
@@ -145,16 +148,18 @@ where
 impl<S> Trace<S> {
     /// Route and propagate: the first matching rule's policy, then extract, decide and inject
     /// (the headers are rewritten in place).
-    fn route_and_propagate(&self, rules: &CompiledRules, parts: &mut Parts) -> Outcome {
+    fn route_and_propagate(
+        &self,
+        rules: &CompiledRules,
+        parts: &mut Parts,
+        host: Option<&HeaderValue>,
+    ) -> Outcome {
         let direction = self.conn.direction;
-        // The Host value is cloned (a reference count, no copy) so the headers can be
-        // rewritten while the authority is read.
-        let host = parts.headers.get(http::header::HOST).cloned();
         let authority = parts
             .uri
             .authority()
             .map(|a| a.as_str())
-            .or_else(|| host.as_ref().and_then(|h| h.to_str().ok()));
+            .or_else(|| host.and_then(|h| h.to_str().ok()));
         let policy = rules.policy_for(direction, authority, parts.uri.path(), &parts.method);
         propagate_with_root_factor(
             policy,
@@ -209,6 +214,7 @@ impl<S> Trace<S> {
         rules: &CompiledRules,
         outcome: &Outcome,
         parts: &Parts,
+        host: Option<&HeaderValue>,
         grpc: bool,
         start: SystemTime,
     ) -> Option<SpanRecord> {
@@ -227,6 +233,7 @@ impl<S> Trace<S> {
             uri: &parts.uri,
             version: parts.version,
             headers: &parts.headers,
+            host,
             client_address: (direction == Direction::Inbound).then_some(self.conn.client.ip()),
             destination_port: self.conn.destination_port,
             record_query: self.handles.record_query,

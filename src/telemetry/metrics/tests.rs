@@ -59,3 +59,32 @@ fn open_ended_labels_are_capped() {
     );
     assert!(text.contains("stitch_propagation_invalid_headers_total{dialect=\"other\"} 11"));
 }
+
+#[test]
+fn dialect_requests_count_through_cached_and_interned_handles() {
+    let m = Metrics::new();
+    assert!(
+        !m.encode().contains("stitch_propagation_requests_total{"),
+        "no series before a request: handles are resolved on first use"
+    );
+    for _ in 0..3 {
+        m.request_dialect(Direction::Inbound, "w3c");
+    }
+    m.request_dialect(Direction::Outbound, "w3c");
+    m.request_dialect(Direction::Inbound, "none");
+    m.request_dialect(Direction::Inbound, "corp");
+    m.request_dialect(Direction::Inbound, "corp");
+    let text = m.encode();
+    for line in [
+        "stitch_propagation_requests_total{direction=\"inbound\",dialect=\"w3c\"} 3",
+        "stitch_propagation_requests_total{direction=\"outbound\",dialect=\"w3c\"} 1",
+        "stitch_propagation_requests_total{direction=\"inbound\",dialect=\"none\"} 1",
+        "stitch_propagation_requests_total{direction=\"inbound\",dialect=\"corp\"} 2",
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
+    assert!(
+        !text.contains("dialect=\"b3\""),
+        "unused dialects stay absent"
+    );
+}
