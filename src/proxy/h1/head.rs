@@ -196,9 +196,10 @@ pub(crate) fn parse_request(
     }
     let method = Method::from_bytes(method.as_bytes()).map_err(|_| HeadError::Method)?;
     let version = version(minor)?;
-    let head = Bytes::copy_from_slice(&buf[..len]);
-    let uri = target_uri(&method, head.slice(span_of(buf, target.as_bytes())))?;
-    let (headers, case) = fields(buf, &head, req.headers)?;
+    let raw = buf.get(..len).unwrap_or(buf);
+    let head = Bytes::copy_from_slice(raw);
+    let uri = target_uri(&method, head.slice(span_of(raw, target.as_bytes())))?;
+    let (headers, case) = fields(raw, &head, req.headers)?;
     let request = RequestHead {
         method,
         uri,
@@ -235,12 +236,13 @@ pub(crate) fn parse_response(
     };
     let status = StatusCode::from_u16(code).map_err(|_| HeadError::Status)?;
     let version = version(minor)?;
-    let head = Bytes::copy_from_slice(&buf[..len]);
+    let raw = buf.get(..len).unwrap_or(buf);
+    let head = Bytes::copy_from_slice(raw);
     // httparse replaces a reason with obs-text by ""; the bytes on the wire are kept instead.
-    let reason = reason_span(&buf[..len])
-        .filter(|r| Some(&buf[r.clone()]) != status.canonical_reason().map(str::as_bytes))
+    let reason = reason_span(raw)
+        .filter(|r| Some(&raw[r.clone()]) != status.canonical_reason().map(str::as_bytes))
         .map(|r| head.slice(r));
-    let (headers, case) = fields(buf, &head, resp.headers)?;
+    let (headers, case) = fields(raw, &head, resp.headers)?;
     let response = ResponseHead {
         status,
         reason,
@@ -297,9 +299,9 @@ fn version(minor: u8) -> Result<Version, HeadError> {
     }
 }
 
-/// Where `part` (a slice httparse returned) lies in `buf`. Every slice httparse returns
-/// borrows `buf`, so the subtraction cannot underflow; `saturating_sub` and the clamp keep a
-/// broken assumption from panicking (the result would be a wrong slice, caught by tests).
+/// Where `part` (a slice httparse returned) lies in `buf`, the received head. Every such
+/// slice lies inside it; `saturating_sub` and the clamps keep a broken assumption from
+/// panicking (the result would be a wrong slice, which the round-trip tests would catch).
 fn span_of(buf: &[u8], part: &[u8]) -> std::ops::Range<usize> {
     let start = (part.as_ptr() as usize)
         .saturating_sub(buf.as_ptr() as usize)
@@ -344,14 +346,17 @@ fn target_uri(method: &Method, target: Bytes) -> Result<Uri, HeadError> {
 }
 
 /// The reason phrase's place in a complete response head: after `HTTP/1.x NNN ` up to the
-/// line's end; `None` for a status line without one (`HTTP/1.1 200\r\n`).
+/// line's end. A status line without one (`HTTP/1.1 200\r\n`) has an empty reason, which is
+/// kept (as hyper kept it) so the client is not shown a phrase the upstream did not send.
 fn reason_span(head: &[u8]) -> Option<std::ops::Range<usize>> {
     // httparse skipped empty lines before the status line; so does this.
     let line = head.iter().position(|b| *b != b'\r' && *b != b'\n')?;
     // "HTTP/1.x" SP 3DIGIT SP: the reason starts 13 bytes into the line.
     let start = line + 13;
-    if head.get(start - 1) != Some(&b' ') {
-        return None;
+    match head.get(start - 1) {
+        Some(b' ') => {}
+        Some(_) => return Some(start - 1..start - 1),
+        None => return None,
     }
     let len = head
         .get(start..)?
@@ -360,10 +365,10 @@ fn reason_span(head: &[u8]) -> Option<std::ops::Range<usize>> {
     Some(start..start + len)
 }
 
-/// The fields httparse found in `buf` as a [`HeaderMap`] over `head` (the copy of
-/// `buf[..len]`) and their spellings.
+/// The fields httparse found in `raw` (the received head) as a [`HeaderMap`] over `head`
+/// (its copy) and their spellings.
 fn fields(
-    buf: &[u8],
+    raw: &[u8],
     head: &Bytes,
     parsed: &[httparse::Header<'_>],
 ) -> Result<(HeaderMap, HeaderCase), HeadError> {
@@ -378,9 +383,9 @@ fn fields(
         // Standard names resolve without allocating; others take one small allocation for
         // the lower-cased name (`HeaderName` cannot borrow the head).
         let name = HeaderName::from_bytes(spelled).map_err(|_| HeadError::HeaderName)?;
-        let value = HeaderValue::from_maybe_shared(head.slice(span_of(buf, field.value)))
+        let value = HeaderValue::from_maybe_shared(head.slice(span_of(raw, field.value)))
             .map_err(|_| HeadError::HeaderValue)?;
-        let span = span_of(buf, spelled);
+        let span = span_of(raw, spelled);
         case.mixed |= spelled.iter().any(u8::is_ascii_uppercase);
         case.names.push(NameSpan {
             start: span.start,
