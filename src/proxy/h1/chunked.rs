@@ -34,7 +34,8 @@ pub(crate) enum Decoded {
     Trailers(HeaderMap),
     /// The body is complete: what is left in the buffer belongs to the next message.
     End,
-    /// The buffer holds no complete unit: read more and call again.
+    /// The buffer holds no complete unit: read more and call again (framing already
+    /// understood, such as a chunk-size line, may have been consumed; data never is).
     NeedMore,
 }
 
