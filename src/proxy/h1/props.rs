@@ -172,11 +172,14 @@ fn response_wire() -> impl Strategy<Value = (Vec<u8>, usize)> {
         })
 }
 
-/// Per lower-cased name, the (spelling, value) pairs in order: what must survive a round trip
-/// (the relative order of different names does not, RFC 9110 §5.3).
-fn field_view(head: &[u8]) -> std::collections::BTreeMap<Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>> {
+/// Per lower-cased name, the (spelling, value) pairs in order.
+type FieldView = std::collections::BTreeMap<Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>>;
+
+/// The [`FieldView`] of a field section: what must survive a round trip (the relative order
+/// of different names does not, RFC 9110 §5.3).
+fn field_view(head: &[u8]) -> FieldView {
     let mut slots = [httparse::EMPTY_HEADER; 128];
-    let mut view = std::collections::BTreeMap::<_, Vec<_>>::new();
+    let mut view = FieldView::new();
     let Ok((_, fields)) = httparse::parse_headers(head, &mut slots).map(httparse::Status::unwrap)
     else {
         return view;
