@@ -23,7 +23,10 @@
 //!   allocations are the `HeaderMap`'s tables, the spellings' position list and, per field
 //!   with a non-standard name, its lower-cased `HeaderName` (`http` cannot borrow a name).
 //!   httparse's field slots are on the stack for up to 128 fields. The driver drops the
-//!   parsed bytes from its read buffer and, once the exchange is over, the head.
+//!   parsed bytes from its read buffer and, once the exchange is over, the head. Parsing
+//!   starts over on each call, so a driver should call again only when a read brought a
+//!   `\n` (a head trickled byte by byte would otherwise cost quadratic time within
+//!   `--max-header-bytes`).
 //! - [`chunked`]: the decoder takes the driver's `BytesMut` and splits data off its front
 //!   (`split_to().freeze()`, no copy), so a body streams in the pieces it was read in.
 //! - Writers append to a caller's `Vec<u8>` (a driver reuses one per connection, or one per
