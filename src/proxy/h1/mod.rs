@@ -1,0 +1,119 @@
+//! stitch's own HTTP/1 engine, step one: the sans-IO codec. No sockets, no tokio: functions
+//! and state machines over bytes that the connection drivers (the client-facing server and
+//! the upstream client, the next steps) call.
+//!
+//! # Why not hyper
+//!
+//! hyper's HTTP/1 engine bounds two open issues. CPU (issue 13): with header-case
+//! preservation hyper keeps a second `HeaderMap` of original spellings per message, and a
+//! bare hyper proxy is already 1.13× nginx per request. Memory (issue 15): hyper keeps an
+//! 8 KiB read and an 8 KiB write buffer per connection for its whole life (~16 KiB RSS per
+//! idle keep-alive connection; nginx < 1.5 KiB), and its client adds a 12 KiB request channel
+//! per upstream connection (ARCHITECTURE.md, "What a connection costs").
+//!
+//! # Buffers and ownership
+//!
+//! The codec owns no buffer between calls, so a driver can free (or never allocate) one
+//! while a connection is idle:
+//!
+//! - [`head`]: `parse_request` / `parse_response` take the bytes received so far (`&[u8]`)
+//!   and either ask for more or return the head and how many bytes it took. The complete
+//!   head is copied **once** into a `Bytes`; the target (`Uri`), every `HeaderValue` and the
+//!   original name spellings ([`head::HeaderCase`]) are slices of that copy. The only other
+//!   allocations are the `HeaderMap`'s tables, the spellings' position list and, per field
+//!   with a non-standard name, its lower-cased `HeaderName` (`http` cannot borrow a name).
+//!   httparse's field slots are on the stack for up to 128 fields. The driver drops the
+//!   parsed bytes from its read buffer and, once the exchange is over, the head. Parsing
+//!   starts over on each call, so a driver should call again only when a read brought a
+//!   `\n` (a head trickled byte by byte would otherwise cost quadratic time within
+//!   `--max-header-bytes`).
+//! - [`chunked`]: the decoder takes the driver's `BytesMut` and splits data off its front
+//!   (`split_to().freeze()`, no copy), so a body streams in the pieces it was read in.
+//! - Writers append to a caller's `Vec<u8>` (a driver reuses one per connection, or one per
+//!   worker); no formatting machinery, no allocation of their own.
+//!
+//! # Strictness
+//!
+//! Every byte is treated as hostile, and nothing here panics on any input (`props` feeds
+//! arbitrary bytes). Heads follow RFC 9112 through httparse's strict defaults (no obs-fold,
+//! no whitespace before a colon, `HTTP/1.0` and `HTTP/1.1` only, bare LF line endings
+//! accepted as §2.2 allows); request-target forms are checked per method; framing
+//! ([`framing`]) refuses every ambiguous request length; chunked framing is CRLF-only and
+//! bounded.
+//!
+//! # What the existing tests pin (a driver must reproduce it)
+//!
+//! The integration tests were written against hyper. Once the drivers replace it, these are
+//! the behaviours they rely on, and which part of this codec (or the driver) provides each:
+//!
+//! - Parse errors get a response, then the connection closes: `400` for a malformed request
+//!   line or field (`tests/it/limits.rs` `malformed_request_head_gets_400`: a line without a
+//!   colon, a space in a name, `Content-Length: -1`, `Transfer-Encoding: gzip`), `431` for
+//!   too many fields or a head over `--max-header-bytes` (`too_many_header_fields_are_refused`,
+//!   `header_larger_than_the_limit_is_refused` accept 400 or 431), `414` for a target over
+//!   64 KiB. [`head::HeadError::status`] and [`framing::FramingError`] give the status; the
+//!   response must be readable by `tests/support/wire.rs` (hyper wrote the status line and a
+//!   zero-length body, no `Date`).
+//! - stitch's own refusals (`proxy::http::validate`) answer `400` with `Connection: close`
+//!   and count `stitch_requests_rejected_total{reason}` (`tests/it/validation.rs`);
+//!   [`framing::FramingError::rejection`] maps framing errors to those reasons. hyper refused
+//!   conflicting `Content-Length`s itself (uncounted); `validate` still refuses two `Host`
+//!   fields, a 1.1 request without `Host`, and `chunked` twice.
+//! - `Content-Length` with `Transfer-Encoding`: hyper dropped the `Content-Length`, read the
+//!   body chunked and closed the connection after the response (so stitch's
+//!   `ambiguous_framing` check never saw it on HTTP/1). [`framing::request_body`] refuses it
+//!   instead; `content_length_with_transfer_encoding_is_never_forwarded_ambiguously` accepts
+//!   either a `400` then close, or `200` then close.
+//! - A chunked body broken from its first bytes (`fffffffffffffffff1`, 17 digits) is refused
+//!   `400 malformed_body` before anything reaches the app; the driver must hold the head
+//!   until the first chunk decodes (what `FIRST_FRAME_WINDOW` does today). Chunk extensions
+//!   (`1;ext=1`) are accepted and dropped (`chunked_request_body_reaches_upstream_intact`).
+//! - Bare-LF heads are accepted and forwarded with CRLF
+//!   (`bare_lf_line_endings_reach_the_app_as_crlf`): the writers always write CRLF.
+//! - Header name case and per-name value order reach the peer unchanged, both directions
+//!   (`tests/it/transparency.rs`, with `X-Empty:` empty values and obs-text `0xE9` values);
+//!   [`head::write_request_head`] / [`head::write_response_head`] with the parsed
+//!   [`head::HeaderCase`] do this. The target is forwarded byte for byte
+//!   (`request_target_and_query_are_forwarded_byte_for_byte`), as is `OPTIONS *` and any
+//!   token method (`M-SEARCH_X.1`). A response's reason phrase is forwarded as received
+//!   ([`head::ResponseHead::reason`]; hyper lost one with obs-text).
+//! - No header is added: no `Date` (hyper's `auto_date_header(false)`), no `Via`. Towards the
+//!   client, a response body of unknown length is sent chunked to an HTTP/1.1 client and
+//!   close-delimited (no chunked) to an HTTP/1.0 one
+//!   (`http10_client_gets_a_complete_response_and_a_close`); a response with a length keeps `Content-Length` (HEAD keeps the GET's).
+//! - Responses to HEAD and 1xx/204/304 have no body and the connection stays usable
+//!   (`head_response_has_no_body_and_connection_stays_usable`,
+//!   `status_204_and_304_have_no_body`): [`framing::response_body`].
+//! - `Expect: 100-continue`: the client gets `100 Continue` before it sends the body
+//!   (`expect_100_continue_gets_interim_response_before_the_body`); hyper wrote it when the
+//!   body was first read. [`framing::expects_continue`].
+//! - HTTP/1.0 without `keep-alive`, and `Connection: close`, end the connection after the
+//!   response ([`framing::keep_alive`]); HTTP/1.1 keep-alive serves several requests on one
+//!   client and one pooled upstream connection
+//!   (`keep_alive_two_requests_share_one_client_and_one_upstream_connection`).
+//! - `CONNECT host:port` answered `200` becomes a tunnel; `Upgrade` + `101` becomes a byte
+//!   tunnel (WebSocket test). A 2xx to CONNECT has no body ([`framing::response_body`]).
+//! - Absolute-form targets reach the upstream in origin-form with `Host` set
+//!   (`outbound_absolute_form_request_goes_to_the_named_host`; done in `forward`, kept).
+//! - Garbage never takes stitch down and every garbage connection ends
+//!   (`garbage_and_mangled_requests_never_take_stitch_down`).
+//!
+//! Where this codec is stricter than hyper was (no existing test sends these): a `#` in the
+//! target is refused (hyper cut the fragment off silently), `CONNECT` needs `host:port`
+//! (`Target::parse_authority` filled in a default port), the request-target form must fit the
+//! method (`GET *` and `GET host:80` are refused), whitespace after a chunk size is only
+//! allowed before an extension, and `Content-Length: 5, 5` is read as 5 in requests (hyper's
+//! server refused any list there, its client accepted it).
+
+pub(crate) mod chunked;
+pub(crate) mod framing;
+pub(crate) mod head;
+
+#[cfg(test)]
+mod chunked_tests;
+#[cfg(test)]
+mod framing_tests;
+#[cfg(test)]
+mod head_tests;
+#[cfg(test)]
+mod props;
