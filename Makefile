@@ -52,8 +52,8 @@ demo:
 bench:
 	bash scripts/bench/bench.sh $(BENCH_ARGS)
 
-## Soak: SOAK_SECONDS (default 600) of mixed traffic through one stitch (release build), rules
-## reloaded every 10 s, the collector down 20 s a minute; writes the Soak section of
-## BENCHMARKS.md. Options: SOAK_SECONDS, SOAK_RATE (scales the request rates), SOAK_PROFILE=debug.
+## Soak: SOAK_SECONDS (default 1500, the first 40% warm-up) of mixed traffic through one
+## stitch (release build), rules reloaded every 10 s, the collector down 20 s a minute;
+## writes the Soak section of BENCHMARKS.md. Options: SOAK_SECONDS, SOAK_RATE (scales the request rates), SOAK_PROFILE=debug.
 soak:
 	bash scripts/bench/soak.sh

@@ -80,12 +80,14 @@ def metrics(admin):
 
 
 def proc_sample(pid):
+    """(RSS MiB, open fds, CPU s, VmData MiB): VmData is the heap and anonymous mappings the
+    process asked for, so it shows growth that RSS hides while pages are reused."""
     rss = procs.current_rss_mib([pid])
     try:
         fds = len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         fds = None
-    return rss, fds, procs.cpu_seconds([pid])
+    return rss, fds, procs.cpu_seconds([pid]), procs.status_mib([pid], "VmData")
 
 
 def write_rules(path, text):
@@ -159,16 +161,16 @@ def read_lines(stream, sink):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bin-dir", required=True, help="where stitch and examples/ are")
-    parser.add_argument("--seconds", type=int, default=600)
+    parser.add_argument("--seconds", type=int, default=1500)
     parser.add_argument("--rate-scale", type=float, default=1.0, help="scales every rate")
     parser.add_argument("--sample", type=float, default=5.0, help="seconds between readings")
     parser.add_argument("--warmup", type=float, default=None,
-                        help="seconds left out of the slopes (default: 20%%, at least 30)")
+                        help="seconds left out of the slopes (default: 40%%, at least 30)")
     parser.add_argument("--out", default="BENCHMARKS.md", help="report section goes here")
     parser.add_argument("--command", default="make soak", help="recorded in the report")
     parser.add_argument("--build", default="release", help="which build ran (for the report)")
     args = parser.parse_args()
-    warmup = args.warmup if args.warmup is not None else max(30.0, 0.2 * args.seconds)
+    warmup = args.warmup if args.warmup is not None else max(30.0, 0.4 * args.seconds)
 
     signal.signal(signal.SIGTERM, procs.on_signal)
     signal.signal(signal.SIGINT, procs.on_signal)
@@ -220,8 +222,9 @@ def main():
         now = time.time()
         t = now - began
         if now >= next_sample and t <= args.seconds:
-            rss, fds, cpu = proc_sample(stitch.pid)
-            samples.append({"t": round(t, 1), "rss_mib": rss, "fds": fds, "cpu_s": cpu})
+            rss, fds, cpu, data = proc_sample(stitch.pid)
+            samples.append({"t": round(t, 1), "rss_mib": rss, "fds": fds, "cpu_s": cpu,
+                            "data_mib": data})
             next_sample += args.sample
         if now >= next_reload and t < args.seconds:
             reloads += 1
@@ -267,7 +270,7 @@ def main():
             continue
     totals, series = metrics(admin) if alive else ({}, {})
     backend = json.loads(get(f"http://127.0.0.1:{backend_port}/soak-stats"))
-    after = proc_sample(stitch.pid) if alive else (None, None, None)
+    after = proc_sample(stitch.pid) if alive else (None, None, None, None)
     with open(os.path.join(workdir, "stitch.log"), errors="replace") as f:
         log = f.read()
     panics = len(re.findall(r"panicked", log))
@@ -282,14 +285,16 @@ def main():
            "duration_s": round(time.time() - began)}
     with open(os.path.join(workdir, "soak.json"), "w") as f:
         json.dump(run, f, indent=1)
-    text = report(run, args.command)
+    text = render(run, args.command)
     print(text, flush=True)
     write_section(args.out, text)
     print(f"wrote the soak section of {args.out} (raw figures: {workdir}/soak.json)")
     procs.stop_all()
 
 
-def report(run, command):
+def render(run, command):
+    """The BENCHMARKS.md section for `run` (named apart from the `report` module it is written
+    with)."""
     kinds = run["load"].get("kinds", {})
     ok = sum(k["ok"] for k in kinds.values())
     failed = sum(k["failed"] for k in kinds.values())
@@ -343,13 +348,30 @@ def report(run, command):
     lines += ["", f"Spans dropped by reason: {drops or 'none'}. Rules reloads: {reloads}. "
               f"Requests counted by stitch: {t.get('stitch_requests_total', 0):,.0f}.", "",
               "Over time (after warm-up at "
-              f"{run['warmup']:.0f} s the slopes are fitted):", "",
-              "| t s | RSS MiB | open fds | CPU s |", "|---|---|---|---|"]
+              f"{run['warmup']:.0f} s the slopes are fitted; {last_growth(run['samples'])}):",
+              "", "| t s | RSS MiB | VmData MiB | open fds | CPU s |", "|---|---|---|---|---|"]
     step = max(1, len(run["samples"]) // 20)
     for s in run["samples"][::step]:
-        lines.append(f"| {s['t']:.0f} | {s['rss_mib']:.1f} | {s['fds']} | {s['cpu_s']:.1f} |")
+        lines.append(f"| {s['t']:.0f} | {s['rss_mib']:.1f} | {s.get('data_mib', 0):.1f} | "
+                     f"{s['fds']} | {s['cpu_s']:.1f} |")
     lines += ["", MARK_END, ""]
     return "\n".join(lines)
+
+
+def last_growth(samples):
+    """When VmData last grew by more than 0.5 MiB over its running peak: the working set (ring
+    maps, pooled read buffers grown by 8 MiB bodies) is reached then, and the warm-up should
+    end after it."""
+    peak, when = None, None
+    for s in samples:
+        data = s.get("data_mib")
+        if data is None:
+            continue
+        if peak is None or data > peak + 0.5:
+            peak, when = data, s["t"]
+        else:
+            peak = max(peak, data)
+    return "VmData never read" if when is None else f"VmData last grew at {when:.0f} s"
 
 
 def write_section(path, text):
