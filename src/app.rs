@@ -169,6 +169,7 @@ impl Settings {
             pool: PoolSettings {
                 connect_timeout: self.connect_timeout,
                 idle_timeout: self.upstream_idle_timeout,
+                max_read_buffer: self.max_header_bytes.max(8192),
             },
             own_addrs,
         }

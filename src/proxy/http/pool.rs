@@ -33,6 +33,11 @@ pub(crate) struct PoolSettings {
     pub connect_timeout: Duration,
     /// Idle connections are closed after this long.
     pub idle_timeout: Duration,
+    /// Largest read buffer of an upstream HTTP/1 connection, so also the largest response
+    /// head the app may send (`--max-header-bytes`, at least 8 KiB). hyper's client default
+    /// (~400 KiB) let a pooled connection's buffer, grown by one large streamed body, stay that
+    /// large while it idles: up to 64 idle connections per target per worker.
+    pub max_read_buffer: usize,
 }
 
 /// The pools of all upstream connections of one stitch process.
@@ -232,6 +237,7 @@ impl Pool {
     ) -> Result<http1::SendRequest<RequestBody>, ForwardError> {
         let stream = self.connect_tcp(target).await?;
         let (tx, conn) = http1::Builder::new()
+            .max_buf_size(self.settings.max_read_buffer)
             .preserve_header_case(true)
             .handshake(TokioIo::new(stream))
             .await
@@ -411,6 +417,7 @@ mod tests {
             PoolSettings {
                 connect_timeout: Duration::from_secs(5),
                 idle_timeout: Duration::from_secs(60),
+                max_read_buffer: 64 * 1024,
             },
             OwnAddrs::new(Vec::new()),
             OwnConnections::default(),
