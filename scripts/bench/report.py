@@ -14,6 +14,19 @@ STITCHES = (OFF, RING, OTLP)
 ORDER = ["direct", NGINX, HAPROXY, OFF, RING, OTLP, DOWN, HOLE]
 
 
+def latency_window(run):
+    """How long each latency window is and what of it the percentiles cover."""
+    seconds = run.get("latency_seconds", run["seconds"])
+    warmup = run.get("latency_warmup", 0)
+    if not warmup:
+        return f"Each window {seconds} s."
+    return (f"Each window {seconds} s; the percentiles cover the requests scheduled after its "
+            f"first {warmup:g} s (about {(seconds - warmup) * run['rate']:,.0f} each side): "
+            "while oha opens its 16 connections, a dozen requests wait 0.5–9 ms through any "
+            "proxy and directly alike, which alone set the p99.9 of the 3 s windows used "
+            "before.")
+
+
 def median(results, target, metric):
     values = results.get(target, {}).get(metric)
     return statistics.median(values) if values else None
@@ -235,7 +248,8 @@ def shape_tables(run, shape):
     parts.append(table(results, f"HTTP/1.1 latency at {rate} req/s, paired (oha, open loop, "
                        "latency-corrected)",
                        "added = proxy percentile − percentile of a second oha driving the "
-                       f"backend directly at {rate} req/s in the same window (µs){realtime}.",
+                       f"backend directly at {rate} req/s in the same window (µs){realtime}. "
+                       + latency_window(run),
                        [("added p50 µs", "latency.added_p50", f_signed, [NGINX]),
                         ("added p99 µs", "latency.added_p99", f_signed, [NGINX]),
                         ("added p99.9 µs", "latency.added_p999", f_signed, [NGINX]),
