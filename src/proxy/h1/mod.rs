@@ -106,8 +106,13 @@
 //! server refused any list there, its client accepted it).
 
 pub(crate) mod chunked;
+pub(crate) mod error;
+pub(crate) mod ext;
 pub(crate) mod framing;
 pub(crate) mod head;
+pub(crate) mod incoming;
+pub(crate) mod response;
+pub(crate) mod server;
 
 #[cfg(test)]
 mod chunked_tests;
