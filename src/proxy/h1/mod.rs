@@ -122,3 +122,7 @@ mod framing_tests;
 mod head_tests;
 #[cfg(test)]
 mod props;
+#[cfg(test)]
+mod server_edge_tests;
+#[cfg(test)]
+mod server_tests;

@@ -11,8 +11,8 @@
 //! `Connection: keep-alive` to an HTTP/1.0 client whose connection stays open.
 
 use std::future::poll_fn;
-use std::pin::pin;
-use std::task::Poll;
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll};
 
 use bytes::Buf;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -203,16 +203,19 @@ impl<'a, W: AsyncWrite + Unpin> ResponseWriter<'a, W> {
         };
         let mut trailers = None;
         loop {
-            let next = match poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await {
+            // Errors are boxed at once: a `B::Error` held across an await would make this
+            // future `Send` only for bodies whose error is.
+            let ready = poll_fn(|cx| Poll::Ready(poll_boxed(body.as_mut(), cx))).await;
+            let next = match ready {
                 Poll::Ready(next) => next,
                 Poll::Pending => {
                     self.write_pending(&mut pending).await?;
-                    poll_fn(|cx| body.as_mut().poll_frame(cx)).await
+                    poll_fn(|cx| poll_boxed(body.as_mut(), cx)).await
                 }
             };
             let frame = match next {
                 None => break,
-                Some(Err(e)) => return Err(Error::Body(e.into())),
+                Some(Err(e)) => return Err(Error::Body(e)),
                 Some(Ok(frame)) => frame,
             };
             let data = match frame.into_data() {
@@ -298,6 +301,19 @@ impl<'a, W: AsyncWrite + Unpin> ResponseWriter<'a, W> {
         }
         Ok(())
     }
+}
+
+/// Polls `body` for a frame, its error boxed.
+fn poll_boxed<B>(
+    body: Pin<&mut B>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<bytes::Bytes>, BoxError>>>
+where
+    B: Body<Data = bytes::Bytes>,
+    B::Error: Into<BoxError>,
+{
+    body.poll_frame(cx)
+        .map(|frame| frame.map(|r| r.map_err(Into::into)))
 }
 
 /// Writes the answer to a request refused before the service saw it (`400`, `414`, `431`):

@@ -327,9 +327,7 @@ where
             request.extensions_mut().insert(on);
         }
 
-        poll_fn(|cx| service.poll_ready(cx))
-            .await
-            .map_err(|e| Error::Service(e.into()))?;
+        poll_fn(|cx| service.poll_ready(cx).map_err(|e| Error::Service(e.into()))).await?;
         let response = self.answer(service.call(request), continue_rx).await?;
 
         let status = response.status();
@@ -374,7 +372,8 @@ where
         F: Future<Output = Result<R, E>>,
         E: Into<BoxError>,
     {
-        let mut call = pin!(call);
+        // The service's error is boxed as soon as it exists (see `ResponseWriter::write`).
+        let mut call = pin!(async { call.await.map_err(|e| Error::Service(e.into())) });
         loop {
             tokio::select! {
                 biased;
@@ -390,9 +389,7 @@ where
                         self.write.flush().await?;
                     }
                 }
-                response = call.as_mut() => {
-                    return response.map_err(|e| Error::Service(e.into()));
-                }
+                response = call.as_mut() => return response,
             }
         }
     }
