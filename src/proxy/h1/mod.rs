@@ -121,6 +121,8 @@ mod framing_tests;
 #[cfg(test)]
 mod head_tests;
 #[cfg(test)]
+mod incoming_tests;
+#[cfg(test)]
 mod props;
 #[cfg(test)]
 mod server_edge_tests;
