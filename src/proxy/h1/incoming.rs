@@ -91,7 +91,7 @@ pub(crate) enum Delimited {
     /// Chunked; the decoder is bounded by the message's head limits.
     Chunked(ChunkedDecoder),
     /// Until the peer closes (responses only: the upstream side's later step).
-    CloseDelimited,
+    UntilClose,
 }
 
 /// A request body (and, in the next step, a response body) streaming from an HTTP/1
@@ -211,7 +211,7 @@ impl Streaming {
                     },
                 }
             },
-            Delimited::CloseDelimited => {
+            Delimited::UntilClose => {
                 if read.buf.is_empty() {
                     match ready!(read.poll_fill(cx)) {
                         Err(e) => return self.fail(Error::Io(e)),
@@ -253,7 +253,7 @@ impl Streaming {
                     Ok(Decoded::NeedMore) | Err(_) => return false,
                 }
             },
-            Delimited::CloseDelimited => false,
+            Delimited::UntilClose => false,
         }
     }
 }

@@ -66,7 +66,7 @@ async fn a_chunked_body_yields_trailers_then_returns_the_read_side() {
 
 #[tokio::test]
 async fn a_close_delimited_body_runs_to_the_end_of_the_stream() {
-    let (b, mut far, rx) = body(b"first ", Delimited::CloseDelimited);
+    let (b, mut far, rx) = body(b"first ", Delimited::UntilClose);
     far.write_all(b"second").await.expect("write");
     drop(far);
     let data = b.collect().await.expect("body").to_bytes();

@@ -189,7 +189,7 @@ async fn the_drain_deadline_closes_a_busy_connection() {
     let release = Arc::new(Notify::new());
     let (mut c, task) = serve_tcp(held_service(release), settings(), shutdown.clone(), None).await;
     c.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
-    shutdown.spawn(async move { task.await });
+    shutdown.spawn(task);
     shutdown.trigger();
     assert!(
         !shutdown.drain(Duration::from_millis(50)).await,
