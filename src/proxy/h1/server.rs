@@ -297,15 +297,14 @@ where
         let mut body_done = None;
         let mut continue_rx = None;
         let body = match framing {
-            BodyFraming::Empty => Incoming::empty(),
-            framing => {
+            // `request_body` never answers `CloseDelimited` (a request cannot be delimited by
+            // the close); were it to, reading nothing is the safe reading.
+            BodyFraming::Empty | BodyFraming::CloseDelimited => Incoming::empty(),
+            BodyFraming::Length(_) | BodyFraming::Chunked => {
                 let read = self.read.take().ok_or(Error::Gone)?;
                 let delimited = match framing {
                     BodyFraming::Length(n) => Delimited::Length(n),
-                    BodyFraming::Chunked => {
-                        Delimited::Chunked(ChunkedDecoder::new(self.settings.limits))
-                    }
-                    BodyFraming::Empty | BodyFraming::CloseDelimited => Delimited::Length(0),
+                    _ => Delimited::Chunked(ChunkedDecoder::new(self.settings.limits)),
                 };
                 let (done_tx, done_rx) = oneshot::channel();
                 body_done = Some(done_rx);
