@@ -154,4 +154,6 @@ mod props;
 #[cfg(test)]
 mod server_edge_tests;
 #[cfg(test)]
+mod server_test_support;
+#[cfg(test)]
 mod server_tests;

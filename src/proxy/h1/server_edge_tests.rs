@@ -19,7 +19,7 @@ use super::error::Error;
 use super::ext::OnUpgrade;
 use super::incoming::Incoming;
 use super::server::{IdleProbe, ServerSettings, serve};
-use super::server_tests::{Client, GUARD, echo, serve_tcp, settings};
+use super::server_test_support::{Client, GUARD, echo, serve_tcp, settings};
 use crate::direction::Direction;
 use crate::proxy::cap::IDLE_ENOUGH;
 use crate::proxy::io::ProxyIo;
