@@ -152,6 +152,8 @@ mod incoming_tests;
 #[cfg(test)]
 mod props;
 #[cfg(test)]
+mod response_tests;
+#[cfg(test)]
 mod server_edge_tests;
 #[cfg(test)]
 mod server_test_support;
