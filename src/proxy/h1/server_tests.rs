@@ -313,3 +313,15 @@ async fn bare_lf_heads_are_read_and_field_case_order_and_reason_are_kept() {
     assert!(r.head.contains("X-Rep: 1\r\nx-rep: 2\r\n"), "{:?}", r.head);
     assert!(r.head.contains("\r\nX-EMPTY: \r\n"), "{:?}", r.head);
 }
+
+#[tokio::test]
+async fn a_failing_service_closes_the_connection_unanswered() {
+    let service = tower::service_fn(|_req: Request<Incoming>| async {
+        Err::<Response<Full<Bytes>>, _>(std::io::Error::other("upstream gone"))
+    });
+    let (mut c, task) = serve_tcp(service, settings(), ShutdownHandle::default(), None).await;
+    c.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(c.closed().await, "no response, closed");
+    let result = task.await.expect("task");
+    assert!(matches!(result, Err(Error::Service(_))), "{result:?}");
+}
