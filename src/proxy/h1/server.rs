@@ -342,7 +342,13 @@ where
             .await?;
 
         if let Some(done) = body_done {
-            let returned = done.await.map_err(|_| Error::Gone)?;
+            // The service may still be reading the body (streaming it upstream after the
+            // response came back); the connection waits for it, but no longer than an idle
+            // connection would wait for its client.
+            let Ok(returned) = tokio::time::timeout(self.settings.idle_timeout, done).await else {
+                return Ok(Next::Close);
+            };
+            let returned = returned.map_err(|_| Error::Gone)?;
             let Returned { read, complete } = returned;
             self.read = Some(read);
             if !complete {
