@@ -374,3 +374,38 @@ proptest! {
         });
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_body_held_past_the_response_is_waited_for_at_most_the_idle_timeout() {
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    let service = tower::service_fn(|req: Request<Incoming>| async move {
+        // Keeps the body, never reads it, answers at once.
+        tokio::spawn(async move {
+            let _body = req.into_body();
+            std::future::pending::<()>().await;
+        });
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"early"))))
+    });
+    let settings = settings();
+    let started = Instant::now();
+    let task = tokio::spawn(async move {
+        let shutdown = ShutdownHandle::default();
+        let deadline = Instant::now() + settings.header_read_timeout;
+        serve(
+            server,
+            Bytes::new(),
+            service,
+            &settings,
+            &shutdown,
+            None,
+            deadline,
+        )
+        .await
+    });
+    let mut c = Client::new(client);
+    c.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n")
+        .await;
+    assert_eq!(c.response(false).await.text(), "early");
+    task.await.expect("task").expect("closed quietly");
+    assert_eq!(started.elapsed(), Duration::from_secs(3600));
+}
