@@ -254,3 +254,34 @@ fn last_chunk_with_and_without_trailers() {
     assert_eq!(got, trailers);
     assert!(rest.is_empty());
 }
+
+#[test]
+fn trailer_slots_beyond_the_stack_ones_take_the_heap_and_still_bound_the_count() {
+    for max_headers in [128usize, 129, 300] {
+        let limits = HeadLimits {
+            max_head_bytes: 64 * 1024,
+            max_headers,
+        };
+        let fields = |n: usize| -> BytesMut {
+            let mut input = b"0\r\n".to_vec();
+            for i in 0..n {
+                input.extend_from_slice(format!("x-t{i}: {i}\r\n").as_bytes());
+            }
+            input.extend_from_slice(b"\r\n");
+            BytesMut::from(&input[..])
+        };
+        let mut decoder = ChunkedDecoder::new(limits);
+        let mut buf = fields(max_headers);
+        match decoder.decode(&mut buf) {
+            Ok(Decoded::Trailers(t)) => assert_eq!(t.len(), max_headers),
+            other => panic!("{max_headers} fields: {other:?}"),
+        }
+        let mut decoder = ChunkedDecoder::new(limits);
+        let mut buf = fields(max_headers + 1);
+        assert_eq!(
+            decoder.decode(&mut buf),
+            Err(ChunkedError::TrailersTooLarge),
+            "{max_headers} + 1 fields"
+        );
+    }
+}

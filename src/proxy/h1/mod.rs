@@ -1,6 +1,33 @@
-//! stitch's own HTTP/1 engine, step one: the sans-IO codec. No sockets, no tokio: functions
-//! and state machines over bytes that the connection drivers (the client-facing server and
-//! the upstream client, the next steps) call.
+//! stitch's own HTTP/1 engine. Step one: the sans-IO codec ([`head`], [`framing`],
+//! [`chunked`]): no sockets, no tokio, functions and state machines over bytes. Step two: the
+//! client-facing connection driver ([`server`]), not wired in yet (the proxy still serves
+//! HTTP/1 with hyper in `proxy::http::server`). The upstream client driver is the next step.
+//!
+//! # The server driver (step two)
+//!
+//! [`server::serve`] serves one accepted connection with a `tower::Service<Request<Incoming>>`
+//! answering `Response<B: Body<Data = Bytes>>`:
+//!
+//! - [`incoming::Incoming`], the request body, reads straight from the connection's read half
+//!   (Content-Length, chunked with trailers; close-delimited for the client driver's
+//!   responses) and hands the read side back to the driver when it is finished or dropped,
+//!   with any pipelined bytes; a body dropped before its end (and not already buffered)
+//!   closes the connection after the response.
+//! - [`response::ResponseWriter`] writes the head with the codec's writer (the response's
+//!   [`head::HeaderCase`] and [`ext::ReasonPhrase`] extensions keep spellings and the reason)
+//!   and frames the body as hyper did (see that module).
+//! - Requests carry their [`head::HeaderCase`] as an extension, and an [`ext::OnUpgrade`] when
+//!   they may switch protocols or are `CONNECT`: after a `101` (or a 2xx to `CONNECT`) the
+//!   socket and the bytes read past the head go to it as an [`ext::Upgraded`].
+//! - Refusals (`400`/`414`/`431`, then close) come back as [`error::Error`], whose
+//!   [`error::Error::rejection`] is the `stitch_requests_rejected_total` reason, if any.
+//! - Between requests a connection holds no read or write buffer; timeouts, shutdown and the
+//!   connection cap's idle close are described in [`server`].
+//!
+//! Wiring it in (step three) means: pass detection's prefix to `serve` and count it in the
+//! lease (it no longer goes through `ProxyIo::replaying`), pass the accept time plus
+//! `--header-read-timeout` as the first head's deadline, count `Error::rejection`, and port
+//! `forward` from `hyper::upgrade::on` to [`ext::OnUpgrade`].
 //!
 //! # Why not hyper
 //!
@@ -106,8 +133,13 @@
 //! server refused any list there, its client accepted it).
 
 pub(crate) mod chunked;
+pub(crate) mod error;
+pub(crate) mod ext;
 pub(crate) mod framing;
 pub(crate) mod head;
+pub(crate) mod incoming;
+pub(crate) mod response;
+pub(crate) mod server;
 
 #[cfg(test)]
 mod chunked_tests;
@@ -116,4 +148,14 @@ mod framing_tests;
 #[cfg(test)]
 mod head_tests;
 #[cfg(test)]
+mod incoming_tests;
+#[cfg(test)]
 mod props;
+#[cfg(test)]
+mod response_tests;
+#[cfg(test)]
+mod server_edge_tests;
+#[cfg(test)]
+mod server_test_support;
+#[cfg(test)]
+mod server_tests;

@@ -1,0 +1,300 @@
+//! A message body streamed from the connection's read side, and that read side itself.
+//!
+//! The driver reads a head, then moves the read side (the stream's read half and the bytes
+//! read past the head) into an [`Incoming`]; the body reads from it directly, so a body
+//! streams to the service in the pieces it arrives in, while the driver writes the response
+//! on the write half (full duplex). When the body is finished — or dropped unfinished — the
+//! read side goes back to the driver through a oneshot, with whatever was read past the body
+//! (a pipelined next request), and says whether the body was read to its end: only then can
+//! the connection carry another request.
+
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use tokio::sync::oneshot;
+
+use super::chunked::{ChunkedDecoder, Decoded};
+use super::error::Error;
+use super::ext::BoxRead;
+
+/// How much is read from the socket at once (and the read buffer's size when it is
+/// (re)allocated): hyper's initial read size, and a page pair.
+pub(crate) const READ_CHUNK: usize = 8 * 1024;
+
+/// The read side of a client connection: the stream's read half, and bytes read from it but
+/// not yet used (the rest of a head, a body's next bytes, a pipelined request).
+///
+/// The buffer is given up whenever a read finds nothing to read and nothing is buffered, so a
+/// connection waiting for its client — between requests above all — holds no read buffer
+/// (hyper kept 8 KiB per connection for its whole life; ARCHITECTURE.md issue 15).
+pub(crate) struct ReadSide {
+    /// The stream's read half.
+    pub(crate) io: BoxRead,
+    /// Read, not yet used.
+    pub(crate) buf: BytesMut,
+}
+
+impl ReadSide {
+    /// The read side of `io`, `buf` being bytes already read from it (protocol detection's).
+    pub(crate) fn new(io: BoxRead, buf: BytesMut) -> Self {
+        ReadSide { io, buf }
+    }
+
+    /// Reads once into the buffer (growing it by [`READ_CHUNK`] when it is full): the number
+    /// of bytes read, `0` at the end of the stream. On `Pending` with nothing buffered the
+    /// buffer is released (see the type's doc).
+    pub(crate) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 8 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        let polled = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf);
+        if polled.is_pending() && self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
+        polled
+    }
+
+    /// [`Self::poll_fill`] as a future.
+    pub(crate) async fn fill(&mut self) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_fill(cx)).await
+    }
+}
+
+impl fmt::Debug for ReadSide {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadSide")
+            .field("buffered", &self.buf.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an [`Incoming`] hands back to the driver when it is done with the read side.
+#[derive(Debug)]
+pub(crate) struct Returned {
+    /// The read side, positioned right after the body.
+    pub(crate) read: ReadSide,
+    /// Whether the body was read to its end (otherwise the connection cannot be reused: where
+    /// the next request starts is unknown).
+    pub(crate) complete: bool,
+}
+
+/// How the body is delimited on the wire (the subset of
+/// [`super::framing::BodyFraming`] that has bytes to read).
+#[derive(Debug)]
+pub(crate) enum Delimited {
+    /// This many bytes left.
+    Length(u64),
+    /// Chunked; the decoder is bounded by the message's head limits.
+    Chunked(ChunkedDecoder),
+    /// Until the peer closes (responses only: the upstream side's later step).
+    UntilClose,
+}
+
+/// A request body (and, in the next step, a response body) streaming from an HTTP/1
+/// connection. Data frames are slices of the connection's read buffer (no copy); trailers of
+/// a chunked body arrive as a trailers frame.
+pub(crate) struct Incoming {
+    /// `None` for a message without a body.
+    stream: Option<Streaming>,
+}
+
+/// The state of a body with bytes to read.
+struct Streaming {
+    /// The read side, until the body is done with it.
+    read: Option<ReadSide>,
+    delimited: Delimited,
+    /// Where the read side goes when the body is done with it.
+    done: Option<oneshot::Sender<Returned>>,
+    /// Tells the driver to write `100 Continue` (on the first poll of a request that asked).
+    continue_wanted: Option<oneshot::Sender<()>>,
+}
+
+impl Incoming {
+    /// A body with nothing to read.
+    pub(crate) fn empty() -> Self {
+        Incoming { stream: None }
+    }
+
+    /// A body read from `read` as `delimited` says; the read side is sent to `done` when the
+    /// body is finished or dropped. `continue_wanted` is signalled on the first poll (the
+    /// driver then writes `100 Continue`).
+    pub(crate) fn new(
+        read: ReadSide,
+        delimited: Delimited,
+        done: oneshot::Sender<Returned>,
+        continue_wanted: Option<oneshot::Sender<()>>,
+    ) -> Self {
+        Incoming {
+            stream: Some(Streaming {
+                read: Some(read),
+                delimited,
+                done: Some(done),
+                continue_wanted,
+            }),
+        }
+    }
+}
+
+impl fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Incoming");
+        if let Some(s) = &self.stream {
+            d.field("delimited", &s.delimited)
+                .field("reading", &s.read.is_some());
+        }
+        d.finish()
+    }
+}
+
+impl Streaming {
+    /// Hands the read side back; `complete` says whether the body was read to its end.
+    fn finish(&mut self, complete: bool) {
+        if let (Some(read), Some(done)) = (self.read.take(), self.done.take()) {
+            let _ = done.send(Returned { read, complete });
+        }
+    }
+
+    /// Ends the body with `error` (the read side goes back marked incomplete).
+    fn fail(&mut self, error: Error) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        self.finish(false);
+        Poll::Ready(Some(Err(error)))
+    }
+
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        if let Some(wanted) = self.continue_wanted.take() {
+            let _ = wanted.send(());
+        }
+        let Some(read) = self.read.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match &mut self.delimited {
+            Delimited::Length(left) => {
+                if read.buf.is_empty() {
+                    match ready!(read.poll_fill(cx)) {
+                        Err(e) => return self.fail(Error::Io(e)),
+                        Ok(0) => return self.fail(Error::IncompleteBody),
+                        Ok(_) => {}
+                    }
+                }
+                let take = usize::try_from(*left)
+                    .unwrap_or(usize::MAX)
+                    .min(read.buf.len());
+                let data = read.buf.split_to(take).freeze();
+                *left -= take as u64;
+                if *left == 0 {
+                    self.finish(true);
+                }
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Delimited::Chunked(decoder) => loop {
+                match decoder.decode(&mut read.buf) {
+                    Err(e) => return self.fail(Error::Chunked(e)),
+                    Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(Decoded::Trailers(trailers)) => {
+                        if decoder.is_done() {
+                            self.finish(true);
+                        }
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                    }
+                    Ok(Decoded::End) => {
+                        self.finish(true);
+                        return Poll::Ready(None);
+                    }
+                    Ok(Decoded::NeedMore) => match ready!(read.poll_fill(cx)) {
+                        Err(e) => return self.fail(Error::Io(e)),
+                        Ok(0) => return self.fail(Error::IncompleteBody),
+                        Ok(_) => {}
+                    },
+                }
+            },
+            Delimited::UntilClose => {
+                if read.buf.is_empty() {
+                    match ready!(read.poll_fill(cx)) {
+                        Err(e) => return self.fail(Error::Io(e)),
+                        Ok(0) => {
+                            // The end of the stream is the end of the body; nothing can follow.
+                            self.finish(false);
+                            return Poll::Ready(None);
+                        }
+                        Ok(_) => {}
+                    }
+                }
+                let data = read.buf.split().freeze();
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+        }
+    }
+
+    /// At drop: whether the rest of the body is already buffered (a small body the service
+    /// did not read); then it is skipped and the connection stays usable.
+    fn skip_buffered(&mut self) -> bool {
+        let Some(read) = self.read.as_mut() else {
+            return false;
+        };
+        match &mut self.delimited {
+            Delimited::Length(left) => {
+                let buffered = read.buf.len() as u64;
+                if buffered < *left {
+                    return false;
+                }
+                read.buf
+                    .advance(usize::try_from(*left).unwrap_or(usize::MAX));
+                *left = 0;
+                true
+            }
+            Delimited::Chunked(decoder) => loop {
+                match decoder.decode(&mut read.buf) {
+                    Ok(Decoded::End) => return true,
+                    Ok(Decoded::Data(_) | Decoded::Trailers(_)) => {}
+                    Ok(Decoded::NeedMore) | Err(_) => return false,
+                }
+            },
+            Delimited::UntilClose => false,
+        }
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        if let Some(stream) = self.stream.as_mut()
+            && stream.read.is_some()
+        {
+            let complete = stream.skip_buffered();
+            stream.finish(complete);
+        }
+    }
+}
+
+impl Body for Incoming {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        match self.stream.as_mut() {
+            None => Poll::Ready(None),
+            Some(stream) => stream.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.stream.as_ref().is_none_or(|s| s.read.is_none())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.stream {
+            None => SizeHint::with_exact(0),
+            Some(s) if s.read.is_none() => SizeHint::with_exact(0),
+            Some(s) => match s.delimited {
+                Delimited::Length(left) => SizeHint::with_exact(left),
+                _ => SizeHint::default(),
+            },
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! Writing a response to the client: the head through the codec's case-preserving writer, then
+//! the body framed as the client can read it.
+//!
+//! The framing follows what hyper's server did, which the integration tests pin: a response
+//! that cannot have a body (to HEAD, 1xx, 204, 304, a 2xx to CONNECT) is written without one
+//! and keeps its fields (HEAD keeps the GET's `Content-Length`); a `Content-Length` is kept and
+//! honoured; a body of known size without one gets one (hyper did, for stitch's own short
+//! answers); a body of unknown length goes chunked to an HTTP/1.1 client and close-delimited
+//! to an HTTP/1.0 one. No other field is added (no `Date`, no `Via`) but `Connection: close`
+//! when the connection ends after a response the client expected to keep it open, and
+//! `Connection: keep-alive` to an HTTP/1.0 client whose connection stays open.
+
+use std::future::poll_fn;
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll};
+
+use bytes::Buf;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Response, StatusCode, Version};
+use http_body::{Body, Frame};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::chunked::{CHUNK_END, encode_chunk_header, encode_last_chunk};
+use super::error::{BoxError, Error};
+use super::ext::ReasonPhrase;
+use super::framing::{connection_tokens, keep_alive};
+use super::head::{HeaderCase, write_response_head};
+
+/// Data frames up to this size are copied behind the head or a chunk's size line, so that a
+/// small response goes out in one write; larger ones are written from their own buffer.
+const COPY_MAX: usize = 8 * 1024;
+
+/// The pending output is written once it reaches this much.
+const WRITE_AT: usize = 16 * 1024;
+
+/// What the driver knows about the request a response answers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Answering {
+    /// The request was `HEAD`: no body, whatever the fields say.
+    pub(crate) head: bool,
+    /// The request was `CONNECT`: a 2xx has no body (it opens a tunnel).
+    pub(crate) connect: bool,
+    /// The request's version: an HTTP/1.0 client cannot read chunked.
+    pub(crate) version: Version,
+    /// Whether the request let the connection persist ([`keep_alive`]): `Connection: close` is
+    /// added only when the client expected otherwise.
+    pub(crate) client_keep_alive: bool,
+}
+
+/// How the body goes on the wire towards the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outgoing {
+    /// No body bytes at all.
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding (an HTTP/1.1 client).
+    Chunked,
+    /// Until the connection closes (an HTTP/1.0 client, or a coding other than chunked).
+    Close,
+}
+
+/// Decides the body's framing and fixes the framing fields of `headers` to match it; `keep`
+/// is cleared when the connection must close after this response.
+pub(crate) fn plan(
+    answering: &Answering,
+    status: StatusCode,
+    headers: &mut HeaderMap,
+    exact_size: Option<u64>,
+    keep: &mut bool,
+) -> Outgoing {
+    let code = status.as_u16();
+    if answering.head
+        || status.is_informational()
+        || code == 204
+        || code == 304
+        || (answering.connect && status.is_success())
+    {
+        return Outgoing::None;
+    }
+    let http11 = answering.version == Version::HTTP_11;
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+        let chunked_last = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+            .rfind(|e| !e.is_empty())
+            .is_some_and(|e| e.eq_ignore_ascii_case(b"chunked"));
+        if http11 && chunked_last {
+            return Outgoing::Chunked;
+        }
+        if !http11 {
+            headers.remove(header::TRANSFER_ENCODING);
+        }
+        *keep = false;
+        return Outgoing::Close;
+    }
+    if headers.contains_key(header::CONTENT_LENGTH) {
+        if let Some(n) = single_length(headers) {
+            return Outgoing::Length(n);
+        }
+        // A length the service got wrong (several, or not a number): written as unknown.
+        headers.remove(header::CONTENT_LENGTH);
+    } else if let Some(n) = exact_size {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        return Outgoing::Length(n);
+    }
+    if http11 {
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        Outgoing::Chunked
+    } else {
+        *keep = false;
+        Outgoing::Close
+    }
+}
+
+/// The one `Content-Length` value of `headers` as a number, if there is exactly one valid one.
+fn single_length(headers: &HeaderMap) -> Option<u64> {
+    let mut all = headers.get_all(header::CONTENT_LENGTH).iter();
+    let (Some(value), None) = (all.next(), all.next()) else {
+        return None;
+    };
+    let text = value.to_str().ok()?.trim();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// Adds the `Connection` field that tells the client what happens to the connection: `close`
+/// when it ends though the client expected it to stay (shutdown, a close-delimited body, an
+/// unusable request body), `keep-alive` for an HTTP/1.0 client whose connection stays.
+fn connection_field(answering: &Answering, headers: &mut HeaderMap, keep: bool) {
+    let says_close = connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(b"close"));
+    if !keep && answering.client_keep_alive && !says_close {
+        headers.append(header::CONNECTION, HeaderValue::from_static("close"));
+    } else if keep
+        && answering.version == Version::HTTP_10
+        && !connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(b"keep-alive"))
+    {
+        headers.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+    }
+}
+
+/// Writes one response on the connection's write half.
+#[derive(Debug)]
+pub(crate) struct ResponseWriter<'a, W> {
+    out: &'a mut W,
+    answering: Answering,
+}
+
+impl<'a, W: AsyncWrite + Unpin> ResponseWriter<'a, W> {
+    /// A writer of the response to the request `answering` describes.
+    pub(crate) fn new(out: &'a mut W, answering: Answering) -> Self {
+        ResponseWriter { out, answering }
+    }
+
+    /// Writes `response` (head, then body); `keep` says whether the connection may carry
+    /// another request as far as the driver knows. Returns whether it still may: not after a
+    /// close-delimited body, nor when the response itself says `Connection: close`. The head
+    /// goes out with the first body bytes when they are ready at once, else by itself.
+    pub(crate) async fn write<B>(mut self, response: Response<B>, keep: bool) -> Result<bool, Error>
+    where
+        B: Body<Data = bytes::Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        let (mut parts, body) = response.into_parts();
+        let mut keep = keep && keep_alive(Version::HTTP_11, &parts.headers);
+        let exact = body.size_hint().exact();
+        let outgoing = plan(
+            &self.answering,
+            parts.status,
+            &mut parts.headers,
+            exact,
+            &mut keep,
+        );
+        connection_field(&self.answering, &mut parts.headers, keep);
+        let mut pending = Vec::with_capacity(256);
+        let reason = parts.extensions.get::<ReasonPhrase>().map(|r| &r.0[..]);
+        let case = parts.extensions.get::<HeaderCase>();
+        write_response_head(
+            &mut pending,
+            parts.version,
+            parts.status,
+            reason,
+            &parts.headers,
+            case,
+        );
+        if outgoing == Outgoing::None {
+            self.out.write_all(&pending).await?;
+            self.out.flush().await?;
+            return Ok(keep);
+        }
+        let mut body = pin!(body);
+        let mut left = match outgoing {
+            Outgoing::Length(n) => Some(n),
+            _ => None,
+        };
+        let mut trailers = None;
+        loop {
+            // Errors are boxed at once: a `B::Error` held across an await would make this
+            // future `Send` only for bodies whose error is.
+            let ready = poll_fn(|cx| Poll::Ready(poll_boxed(body.as_mut(), cx))).await;
+            let next = match ready {
+                Poll::Ready(next) => next,
+                Poll::Pending => {
+                    self.write_pending(&mut pending).await?;
+                    poll_fn(|cx| poll_boxed(body.as_mut(), cx)).await
+                }
+            };
+            let frame = match next {
+                None => break,
+                Some(Err(e)) => return Err(Error::Body(e)),
+                Some(Ok(frame)) => frame,
+            };
+            let data = match frame.into_data() {
+                Ok(data) => data,
+                Err(frame) => {
+                    trailers = Frame::into_trailers(frame).ok();
+                    continue;
+                }
+            };
+            self.put_data(&mut pending, data, outgoing, &mut left)
+                .await?;
+        }
+        match (outgoing, left) {
+            (Outgoing::Chunked, _) => encode_last_chunk(trailers.as_ref(), &mut pending),
+            (Outgoing::Length(_), Some(left)) if left > 0 => {
+                // The body ended short of its length: the client would wait for the rest.
+                self.write_pending(&mut pending).await?;
+                return Err(Error::Body(
+                    "response body shorter than its Content-Length".into(),
+                ));
+            }
+            _ => {}
+        }
+        self.write_pending(&mut pending).await?;
+        self.out.flush().await?;
+        Ok(keep)
+    }
+
+    /// Frames `data` into `pending` (or writes it straight out when large).
+    async fn put_data(
+        &mut self,
+        pending: &mut Vec<u8>,
+        mut data: bytes::Bytes,
+        outgoing: Outgoing,
+        left: &mut Option<u64>,
+    ) -> Result<(), Error> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let mut overflow = false;
+        if let Some(left) = left {
+            if data.len() as u64 > *left {
+                data.truncate(usize::try_from(*left).unwrap_or(usize::MAX));
+                overflow = true;
+            }
+            *left -= data.len() as u64;
+        }
+        if outgoing == Outgoing::Chunked {
+            encode_chunk_header(data.len() as u64, pending);
+        }
+        if data.len() <= COPY_MAX {
+            pending.extend_from_slice(&data);
+        } else {
+            self.write_pending(pending).await?;
+            while data.has_remaining() {
+                let n = self.out.write(&data).await?;
+                if n == 0 {
+                    return Err(Error::Io(std::io::ErrorKind::WriteZero.into()));
+                }
+                data.advance(n);
+            }
+        }
+        if outgoing == Outgoing::Chunked {
+            pending.extend_from_slice(CHUNK_END);
+        }
+        if overflow {
+            self.write_pending(pending).await?;
+            return Err(Error::Body(
+                "response body longer than its Content-Length".into(),
+            ));
+        }
+        if pending.len() >= WRITE_AT {
+            self.write_pending(pending).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes out and empties `pending`.
+    async fn write_pending(&mut self, pending: &mut Vec<u8>) -> Result<(), Error> {
+        if !pending.is_empty() {
+            self.out.write_all(pending).await?;
+            pending.clear();
+        }
+        Ok(())
+    }
+}
+
+/// Polls `body` for a frame, its error boxed.
+fn poll_boxed<B>(
+    body: Pin<&mut B>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<bytes::Bytes>, BoxError>>>
+where
+    B: Body<Data = bytes::Bytes>,
+    B::Error: Into<BoxError>,
+{
+    body.poll_frame(cx)
+        .map(|frame| frame.map(|r| r.map_err(Into::into)))
+}
+
+/// Writes the answer to a request refused before the service saw it (`400`, `414`, `431`):
+/// the status line, `content-length: 0` and `connection: close` — what hyper wrote, readable
+/// by the simplest client — then closes the write side.
+pub(crate) async fn write_refusal<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    status: StatusCode,
+) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(96);
+    let mut headers = HeaderMap::with_capacity(2);
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    write_response_head(&mut head, Version::HTTP_11, status, None, &headers, None);
+    out.write_all(&head).await?;
+    out.flush().await?;
+    out.shutdown().await
+}
+
+/// The interim response to `Expect: 100-continue`.
+pub(crate) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";

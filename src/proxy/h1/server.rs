@@ -1,0 +1,429 @@
+//! The client-facing HTTP/1 connection driver: reads request heads with the codec, hands each
+//! request to the service with its body streaming from the socket, writes the response, and
+//! decides whether the connection carries another request.
+//!
+//! What a connection holds between requests is its stream, split in two, and nothing else:
+//! the read buffer is released when a read finds nothing ([`ReadSide`]), the write buffer
+//! lives for one response. Timeouts: the first head must be complete by the deadline the
+//! caller passes (`--header-read-timeout` from accept: detection's wait counts); a keep-alive
+//! connection then waits up to `--idle-timeout` for the first byte of its next head, which has
+//! `--header-read-timeout` from that byte (from the end of the previous response when the
+//! client had already sent it: pipelining). An idle connection also closes at once on
+//! shutdown, and — when idle for at least [`IDLE_ENOUGH`] — when a client waits at the
+//! connection cap ([`crate::proxy::cap`]). A busy one finishes its exchange and closes
+//! (`Connection: close` on the response), or is closed at the drain's deadline.
+
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap};
+use http::{Method, Request, Response};
+use http_body::Body;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, WriteHalf};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tower::Service;
+
+use super::chunked::ChunkedDecoder;
+use super::error::{BoxError, Error};
+use super::ext::{OnUpgrade, Upgraded};
+use super::framing::{BodyFraming, connection_tokens, expects_continue, keep_alive, request_body};
+use super::head::{HeadError, HeadLimits, RequestHead, parse_request};
+use super::incoming::{Delimited, Incoming, ReadSide, Returned};
+use super::response::{Answering, CONTINUE, ResponseWriter, write_refusal};
+use crate::proxy::cap::IDLE_ENOUGH;
+use crate::proxy::http::head_timer::MAX_IDLE_TIMEOUT;
+use crate::proxy::http::server::ServerLimits;
+use crate::proxy::lease::ConnectionLease;
+use crate::shutdown::ShutdownHandle;
+
+/// The driver's settings, derived once from the server limits and shared by every connection
+/// of a listener.
+#[derive(Debug, Clone)]
+pub(crate) struct ServerSettings {
+    /// Bounds of a request head (and of a chunked body's trailers).
+    pub(crate) limits: HeadLimits,
+    /// How long a head may take from its first byte.
+    pub(crate) header_read_timeout: Duration,
+    /// How long a keep-alive connection waits for the first byte of its next request.
+    pub(crate) idle_timeout: Duration,
+    /// Tests: told each time a connection starts waiting idle, with its read buffer's size.
+    #[cfg(test)]
+    pub(crate) idle_probe: Option<Arc<IdleProbe>>,
+}
+
+impl ServerSettings {
+    /// The settings for `limits` (timeouts capped so deadlines never overflow an `Instant`).
+    pub(crate) fn new(limits: &ServerLimits) -> Self {
+        ServerSettings {
+            limits: HeadLimits {
+                max_head_bytes: limits.max_header_bytes,
+                max_headers: limits.max_headers,
+            },
+            header_read_timeout: limits.header_read_timeout.min(MAX_IDLE_TIMEOUT),
+            idle_timeout: limits.idle_timeout.min(MAX_IDLE_TIMEOUT),
+            #[cfg(test)]
+            idle_probe: None,
+        }
+    }
+}
+
+/// Tests: what a connection holds while it waits idle (see [`ServerSettings::idle_probe`]).
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct IdleProbe {
+    /// The read buffer's capacity at the last idle wait.
+    pub(crate) read_capacity: std::sync::atomic::AtomicUsize,
+    /// Notified (one permit) at each idle wait.
+    pub(crate) parked: tokio::sync::Notify,
+}
+
+/// Serves HTTP/1 on `io` until the client leaves, a timeout or shutdown ends the connection,
+/// or a request is refused (`Err`, after the refusal was written: [`Error::rejection`] names
+/// what to count). `prefix` is what protocol detection already read (the wiring counts it in
+/// the lease: it bypassed the counting stream); `first_head_deadline` is when the first head
+/// must be complete (from accept). `lease` lets a client waiting at the cap close the
+/// connection while idle. After a `101` (or a 2xx to `CONNECT`) the connection goes to the
+/// request's [`OnUpgrade`] and this returns.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn serve<I, S, B>(
+    io: I,
+    prefix: Bytes,
+    service: S,
+    settings: &ServerSettings,
+    shutdown: &ShutdownHandle,
+    lease: Option<&Arc<ConnectionLease>>,
+    first_head_deadline: Instant,
+) -> Result<(), Error>
+where
+    I: AsyncRead + AsyncWrite + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let (read, write) = tokio::io::split(io);
+    let mut conn = Conn {
+        read: Some(ReadSide::new(Box::new(read), BytesMut::from(prefix))),
+        write,
+        settings,
+        shutdown,
+        lease,
+    };
+    let handed = tokio::select! {
+        result = conn.run(service, first_head_deadline) => result?,
+        () = shutdown.deadline_passed() => {
+            tracing::debug!("closing a busy HTTP/1 client connection at the drain deadline");
+            return Ok(());
+        }
+    };
+    if let Some((tx, read)) = handed {
+        let ReadSide { io, buf } = read;
+        let _ = tx.send(Upgraded::new(io, Box::new(conn.write), buf.freeze()));
+    }
+    Ok(())
+}
+
+/// The connection's new owner after a protocol switch, and the read side to give it.
+type HandOver = (oneshot::Sender<Upgraded>, ReadSide);
+
+/// One connection's state between the steps of [`serve`].
+struct Conn<'a, I> {
+    /// The read side, while the driver has it (a request body holds it meanwhile).
+    read: Option<ReadSide>,
+    write: WriteHalf<I>,
+    settings: &'a ServerSettings,
+    shutdown: &'a ShutdownHandle,
+    lease: Option<&'a Arc<ConnectionLease>>,
+}
+
+/// How an exchange left the connection.
+enum Next {
+    /// Read the next request; `Some` deadline when bytes of its head are already buffered.
+    Request(Option<Instant>),
+    /// Close.
+    Close,
+    /// Hand the connection over (see [`HandOver`]).
+    Upgrade(HandOver),
+}
+
+impl<I> Conn<'_, I>
+where
+    I: AsyncRead + AsyncWrite + Send + 'static,
+{
+    /// Serves requests until the connection closes (`None`) or is handed over.
+    async fn run<S, B>(&mut self, mut service: S, first: Instant) -> Result<Option<HandOver>, Error>
+    where
+        S: Service<Request<Incoming>, Response = Response<B>>,
+        S::Error: Into<BoxError>,
+        B: Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        let mut next_deadline = Some(first);
+        loop {
+            let deadline = match next_deadline.take() {
+                Some(at) => at,
+                None => {
+                    if !self.wait_idle().await? {
+                        self.close().await;
+                        return Ok(None);
+                    }
+                    Instant::now() + self.settings.header_read_timeout
+                }
+            };
+            let head = match tokio::time::timeout_at(deadline, self.read_head()).await {
+                Err(_) => return Err(Error::HeaderTimeout),
+                Ok(Ok(Some(head))) => head,
+                Ok(Ok(None)) => return Ok(None),
+                Ok(Err(e)) => {
+                    let _ = write_refusal(&mut self.write, e.status()).await;
+                    return Err(Error::Head(e));
+                }
+            };
+            match self.exchange(&mut service, head).await? {
+                Next::Request(at) => next_deadline = at,
+                Next::Close => {
+                    self.close().await;
+                    return Ok(None);
+                }
+                Next::Upgrade(hand_over) => return Ok(Some(hand_over)),
+            }
+        }
+    }
+
+    /// Ends the connection from this side: the client sees the end of a close-delimited body.
+    async fn close(&mut self) {
+        let _ = self.write.shutdown().await;
+    }
+
+    /// Waits for the first byte of the next request: `true` when bytes arrived, `false` when
+    /// the connection should close (the client left, idle timeout, shutdown, a client at the
+    /// cap).
+    async fn wait_idle(&mut self) -> Result<bool, Error> {
+        let read = self.read.as_mut().ok_or(Error::Gone)?;
+        // A next request that is already there is read without arming anything.
+        match poll_fn(|cx| Poll::Ready(read.poll_fill(cx))).await {
+            Poll::Ready(Ok(n)) => return Ok(n > 0),
+            Poll::Ready(Err(e)) => return Err(Error::Io(e)),
+            Poll::Pending => {}
+        }
+        #[cfg(test)]
+        if let Some(probe) = &self.settings.idle_probe {
+            probe
+                .read_capacity
+                .store(read.buf.capacity(), std::sync::atomic::Ordering::SeqCst);
+            probe.parked.notify_one();
+        }
+        let now = Instant::now();
+        let idle_deadline = now + self.settings.idle_timeout;
+        let room = room_wanted(self.lease, now + IDLE_ENOUGH);
+        tokio::select! {
+            biased;
+            () = self.shutdown.triggered() => Ok(false),
+            filled = read.fill() => match filled {
+                Ok(n) => Ok(n > 0),
+                Err(e) => Err(Error::Io(e)),
+            },
+            () = tokio::time::sleep_until(idle_deadline) => {
+                tracing::debug!("closing an idle HTTP/1 keep-alive client connection");
+                Ok(false)
+            }
+            () = room => {
+                tracing::debug!(
+                    "closing an idle HTTP/1 keep-alive client connection: a client waits at the connection cap"
+                );
+                Ok(false)
+            }
+        }
+    }
+
+    /// Reads until a complete head is buffered and parses it (only after a read that brought a
+    /// `\n`: a head trickled byte by byte costs linear time). `None` when the client closed.
+    async fn read_head(&mut self) -> Result<Option<RequestHead>, HeadError> {
+        let limits = self.settings.limits;
+        let Some(read) = self.read.as_mut() else {
+            return Ok(None);
+        };
+        let mut scanned = 0;
+        loop {
+            if read.buf[scanned..].contains(&b'\n') {
+                if let Some((head, len)) = parse_request(&read.buf, &limits)? {
+                    read.buf.advance(len);
+                    return Ok(Some(head));
+                }
+            } else if read.buf.len() > limits.max_head_bytes {
+                return Err(HeadError::TooLarge);
+            }
+            scanned = read.buf.len();
+            match read.fill().await {
+                Ok(0) | Err(_) => return Ok(None),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Serves one request: framing, the service, the response; then where the connection
+    /// goes next.
+    async fn exchange<S, B>(&mut self, service: &mut S, head: RequestHead) -> Result<Next, Error>
+    where
+        S: Service<Request<Incoming>, Response = Response<B>>,
+        S::Error: Into<BoxError>,
+        B: Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        let framing = match request_body(&head) {
+            Ok(framing) => framing,
+            Err(e) => {
+                let _ = write_refusal(&mut self.write, http::StatusCode::BAD_REQUEST).await;
+                return Err(Error::Framing(e));
+            }
+        };
+        let answering = Answering {
+            head: head.method == Method::HEAD,
+            connect: head.method == Method::CONNECT,
+            version: head.version,
+            client_keep_alive: keep_alive(head.version, &head.headers),
+        };
+        let (upgrade_tx, on_upgrade) = if answering.connect || wants_upgrade(&head.headers) {
+            let (tx, on) = OnUpgrade::pair();
+            (Some(tx), Some(on))
+        } else {
+            (None, None)
+        };
+        let mut body_done = None;
+        let mut continue_rx = None;
+        let body = match framing {
+            // `request_body` never answers `CloseDelimited` (a request cannot be delimited by
+            // the close); were it to, reading nothing is the safe reading.
+            BodyFraming::Empty | BodyFraming::CloseDelimited => Incoming::empty(),
+            BodyFraming::Length(_) | BodyFraming::Chunked => {
+                let read = self.read.take().ok_or(Error::Gone)?;
+                let delimited = match framing {
+                    BodyFraming::Length(n) => Delimited::Length(n),
+                    _ => Delimited::Chunked(ChunkedDecoder::new(self.settings.limits)),
+                };
+                let (done_tx, done_rx) = oneshot::channel();
+                body_done = Some(done_rx);
+                let continue_tx = expects_continue(&head).then(|| {
+                    let (tx, rx) = oneshot::channel();
+                    continue_rx = Some(rx);
+                    tx
+                });
+                Incoming::new(read, delimited, done_tx, continue_tx)
+            }
+        };
+        let mut request = Request::new(body);
+        *request.method_mut() = head.method;
+        *request.uri_mut() = head.uri;
+        *request.version_mut() = head.version;
+        *request.headers_mut() = head.headers;
+        request.extensions_mut().insert(head.case);
+        if let Some(on) = on_upgrade {
+            request.extensions_mut().insert(on);
+        }
+
+        poll_fn(|cx| service.poll_ready(cx).map_err(|e| Error::Service(e.into()))).await?;
+        let response = self.answer(service.call(request), continue_rx).await?;
+
+        let status = response.status();
+        let upgrading = upgrade_tx.is_some()
+            && if answering.connect {
+                status.is_success()
+            } else {
+                status == http::StatusCode::SWITCHING_PROTOCOLS
+            };
+        let keep = answering.client_keep_alive && !triggered(self.shutdown);
+        let keep = ResponseWriter::new(&mut self.write, answering)
+            .write(response, keep || upgrading)
+            .await?;
+
+        if let Some(done) = body_done {
+            // The service may still be reading the body (streaming it upstream after the
+            // response came back); the connection waits for it, but no longer than an idle
+            // connection would wait for its client.
+            let Ok(returned) = tokio::time::timeout(self.settings.idle_timeout, done).await else {
+                return Ok(Next::Close);
+            };
+            let returned = returned.map_err(|_| Error::Gone)?;
+            let Returned { read, complete } = returned;
+            self.read = Some(read);
+            if !complete {
+                return Ok(Next::Close);
+            }
+        }
+        if upgrading && let (Some(tx), Some(read)) = (upgrade_tx, self.read.take()) {
+            return Ok(Next::Upgrade((tx, read)));
+        }
+        if !keep {
+            return Ok(Next::Close);
+        }
+        let buffered = self.read.as_ref().is_some_and(|r| !r.buf.is_empty());
+        Ok(Next::Request(buffered.then(|| {
+            Instant::now() + self.settings.header_read_timeout
+        })))
+    }
+
+    /// Waits for the service's response, writing `100 Continue` when the body is first read.
+    async fn answer<F, R, E>(
+        &mut self,
+        call: F,
+        mut continue_rx: Option<oneshot::Receiver<()>>,
+    ) -> Result<R, Error>
+    where
+        F: Future<Output = Result<R, E>>,
+        E: Into<BoxError>,
+    {
+        // The service's error is boxed as soon as it exists (see `ResponseWriter::write`).
+        let mut call = pin!(async { call.await.map_err(|e| Error::Service(e.into())) });
+        loop {
+            tokio::select! {
+                biased;
+                wanted = async {
+                    match continue_rx.as_mut() {
+                        Some(rx) => rx.await,
+                        None => std::future::pending().await,
+                    }
+                }, if continue_rx.is_some() => {
+                    continue_rx = None;
+                    if wanted.is_ok() {
+                        self.write.write_all(CONTINUE).await?;
+                        self.write.flush().await?;
+                    }
+                }
+                response = call.as_mut() => return response,
+            }
+        }
+    }
+}
+
+/// Whether a request asks to switch protocols (`Upgrade` named in `Connection`, RFC 9110
+/// §7.8): only then does it get an [`OnUpgrade`] (a channel allocation).
+fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(b"upgrade"))
+}
+
+/// Whether shutdown was triggered, without waiting: decides `Connection: close` on a
+/// response written during a drain.
+fn triggered(shutdown: &ShutdownHandle) -> bool {
+    let mut triggered = pin!(shutdown.triggered());
+    triggered
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+        .is_ready()
+}
+
+/// Resolves when a client waiting at the connection cap wants this idle connection closed:
+/// never before `idle_enough` (a connection between two quick requests is left alone, and
+/// registers nothing), and never for a connection without the cap's wake-up.
+async fn room_wanted(lease: Option<&Arc<ConnectionLease>>, idle_enough: Instant) {
+    let Some(notify) = lease.and_then(|l| l.idle_close()) else {
+        return std::future::pending().await;
+    };
+    tokio::time::sleep_until(idle_enough).await;
+    notify.notified().await;
+}
