@@ -16,7 +16,7 @@
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-use super::head::HeadLimits;
+use super::head::{self, HeadLimits};
 
 /// Most hex digits in a chunk size: 16 digits are 64 bits, so a size can never overflow.
 pub(crate) const MAX_SIZE_DIGITS: usize = 16;
@@ -229,9 +229,6 @@ fn hex_value(b: u8) -> u8 {
     }
 }
 
-/// Trailer field slots kept on the stack (as `head`'s: the default `--max-headers` is 100).
-const TRAILER_STACK_SLOTS: usize = 128;
-
 /// Parses a complete trailer section (fields then the final CRLF) at the front of `buf`:
 /// `Some((fields, length))`, or `None` when it has not ended yet.
 fn trailer_section(
@@ -241,17 +238,16 @@ fn trailer_section(
     if buf.starts_with(b"\r\n") {
         return Ok(Some((HeaderMap::new(), 2)));
     }
-    // httparse's slots on the stack for up to `TRAILER_STACK_SLOTS` fields: this runs again on
-    // every read while a trailer section trickles in, and a heap slot array per call would be
-    // an allocation per read. A `--max-headers` above that takes the heap, as heads do.
-    let mut stack = [httparse::EMPTY_HEADER; TRAILER_STACK_SLOTS];
+    // Slots on the stack, as for heads: this runs again on every read while a trailer section
+    // trickles in, and a heap slot array per call would be an allocation per read.
+    let mut stack = [httparse::EMPTY_HEADER; head::STACK_SLOTS];
     let mut heap = Vec::new();
-    let slots: &mut [httparse::Header<'_>] = if limits.max_headers <= TRAILER_STACK_SLOTS {
-        &mut stack[..limits.max_headers]
-    } else {
-        heap.resize(limits.max_headers, httparse::EMPTY_HEADER);
-        &mut heap
-    };
+    let slots = head::slots(
+        &mut stack,
+        &mut heap,
+        limits.max_headers,
+        httparse::EMPTY_HEADER,
+    );
     let (len, fields) = match httparse::parse_headers(buf, slots) {
         Ok(httparse::Status::Complete(done)) => done,
         Ok(httparse::Status::Partial) if buf.len() > limits.max_head_bytes => {

@@ -29,9 +29,10 @@ pub(crate) struct HeadLimits {
 /// `414` beyond); with the default 64 KiB head limit the head limit usually bites first.
 pub(crate) const MAX_TARGET_BYTES: usize = (u16::MAX - 1) as usize;
 
-/// Field slots kept on the stack while parsing: a head with up to this many fields (the
-/// default `--max-headers` is 100) parses with no allocation for httparse's slots.
-const STACK_SLOTS: usize = 128;
+/// Field slots kept on the stack while parsing: a head (or a trailer section) with up to this
+/// many fields (the default `--max-headers` is 100) parses with no allocation for httparse's
+/// slots.
+pub(super) const STACK_SLOTS: usize = 128;
 
 /// Why a head was refused. A server-side driver answers [`HeadError::status`] and closes the
 /// connection (the framing of whatever follows can no longer be trusted); an upstream-side
@@ -175,7 +176,12 @@ pub(crate) fn parse_request(
 ) -> Result<Option<(RequestHead, usize)>, HeadError> {
     let mut stack = [MaybeUninit::<httparse::Header<'_>>::uninit(); STACK_SLOTS];
     let mut heap = Vec::new();
-    let slots = slots(&mut stack, &mut heap, limits.max_headers);
+    let slots = slots(
+        &mut stack,
+        &mut heap,
+        limits.max_headers,
+        MaybeUninit::uninit(),
+    );
     let mut req = httparse::Request::new(&mut []);
     let parsed =
         httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut req, buf, slots);
@@ -219,7 +225,12 @@ pub(crate) fn parse_response(
 ) -> Result<Option<(ResponseHead, usize)>, HeadError> {
     let mut stack = [MaybeUninit::<httparse::Header<'_>>::uninit(); STACK_SLOTS];
     let mut heap = Vec::new();
-    let slots = slots(&mut stack, &mut heap, limits.max_headers);
+    let slots = slots(
+        &mut stack,
+        &mut heap,
+        limits.max_headers,
+        MaybeUninit::uninit(),
+    );
     let mut resp = httparse::Response::new(&mut []);
     let parsed =
         httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, slots);
@@ -254,16 +265,18 @@ pub(crate) fn parse_response(
 }
 
 /// httparse's field slots for `max_headers` fields: on the stack when they fit, else in
-/// `heap` (a `--max-headers` above [`STACK_SLOTS`]).
-fn slots<'s, 'b>(
-    stack: &'s mut [MaybeUninit<httparse::Header<'b>>; STACK_SLOTS],
-    heap: &'s mut Vec<MaybeUninit<httparse::Header<'b>>>,
+/// `heap` (a `--max-headers` above [`STACK_SLOTS`]), filled with `empty`. Heads use
+/// uninitialised slots, trailer sections (`parse_headers`) initialised ones.
+pub(super) fn slots<'s, T: Copy>(
+    stack: &'s mut [T; STACK_SLOTS],
+    heap: &'s mut Vec<T>,
     max_headers: usize,
-) -> &'s mut [MaybeUninit<httparse::Header<'b>>] {
+    empty: T,
+) -> &'s mut [T] {
     if max_headers <= STACK_SLOTS {
         &mut stack[..max_headers]
     } else {
-        heap.resize(max_headers, MaybeUninit::uninit());
+        heap.resize(max_headers, empty);
         heap
     }
 }

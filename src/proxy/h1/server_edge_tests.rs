@@ -19,7 +19,7 @@ use super::error::Error;
 use super::ext::OnUpgrade;
 use super::incoming::Incoming;
 use super::server::{IdleProbe, ServerSettings, serve};
-use super::server_test_support::{Client, GUARD, echo, serve_tcp, settings};
+use super::server_test_support::{Client, GUARD, echo, serve_tcp, settings, spawn_serve};
 use crate::direction::Direction;
 use crate::proxy::cap::IDLE_ENOUGH;
 use crate::proxy::io::ProxyIo;
@@ -51,19 +51,7 @@ fn echo_duplex(
     lease: Option<Arc<ConnectionLease>>,
 ) -> (Client<DuplexStream>, JoinHandle<Result<(), Error>>) {
     let (client, server) = tokio::io::duplex(64 * 1024);
-    let task = tokio::spawn(async move {
-        let deadline = Instant::now() + settings.header_read_timeout;
-        serve(
-            server,
-            Bytes::new(),
-            tower::service_fn(echo),
-            &settings,
-            &shutdown,
-            lease.as_ref(),
-            deadline,
-        )
-        .await
-    });
+    let task = spawn_serve(server, tower::service_fn(echo), settings, shutdown, lease);
     (Client::new(client), task)
 }
 

@@ -111,10 +111,33 @@ where
     let addr = listener.local_addr().expect("addr");
     let client = TcpStream::connect(addr).await.expect("connect");
     let (server, _) = listener.accept().await.expect("accept");
-    let task = tokio::spawn(async move {
+    (
+        Client::new(client),
+        spawn_serve(server, service, settings, shutdown, lease),
+    )
+}
+
+/// Spawns the driver on the server end `io`, its first head due `header_read_timeout` from now
+/// (as from accept).
+pub(super) fn spawn_serve<I, S, B>(
+    io: I,
+    service: S,
+    settings: ServerSettings,
+    shutdown: ShutdownHandle,
+    lease: Option<Arc<ConnectionLease>>,
+) -> JoinHandle<Result<(), Error>>
+where
+    I: AsyncRead + AsyncWrite + Send + 'static,
+    S: tower::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    tokio::spawn(async move {
         let deadline = Instant::now() + settings.header_read_timeout;
         serve(
-            server,
+            io,
             Bytes::new(),
             service,
             &settings,
@@ -123,8 +146,7 @@ where
             deadline,
         )
         .await
-    });
-    (Client::new(client), task)
+    })
 }
 
 /// A response as read off the wire.
