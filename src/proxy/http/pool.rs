@@ -34,9 +34,10 @@ pub(crate) struct PoolSettings {
     /// Idle connections are closed after this long.
     pub idle_timeout: Duration,
     /// Largest read buffer of an upstream HTTP/1 connection, so also the largest response
-    /// head the app may send (`--max-header-bytes`, at least 8 KiB). hyper's client default
-    /// (~400 KiB) let a pooled connection's buffer, grown by one large streamed body, stay that
-    /// large while it idles: up to 64 idle connections per target per worker.
+    /// head the app may send (`server::hyper_read_buffer_limit` of `--max-header-bytes`).
+    /// hyper's client default (~400 KiB) let a pooled connection's buffer, grown by one large
+    /// streamed body, stay that large while it idles: up to 64 idle connections per target
+    /// per worker.
     pub max_read_buffer: usize,
 }
 
