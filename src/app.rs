@@ -29,7 +29,7 @@ use crate::propagation::Inflight;
 use crate::proxy::addrs::Target;
 use crate::proxy::cap::ConnectionCap;
 use crate::proxy::http::pool::PoolSettings;
-use crate::proxy::http::server::{ServerLimits, hyper_read_buffer_limit};
+use crate::proxy::http::server::ServerLimits;
 use crate::proxy::{ProxyConfig, ProxyHandles};
 use crate::shutdown::ShutdownHandle;
 use crate::telemetry::{Telemetry, TelemetryConfig};
@@ -169,7 +169,6 @@ impl Settings {
             pool: PoolSettings {
                 connect_timeout: self.connect_timeout,
                 idle_timeout: self.upstream_idle_timeout,
-                max_read_buffer: hyper_read_buffer_limit(self.max_header_bytes),
             },
             own_addrs,
         }

@@ -33,12 +33,6 @@ pub(crate) struct PoolSettings {
     pub connect_timeout: Duration,
     /// Idle connections are closed after this long.
     pub idle_timeout: Duration,
-    /// Largest read buffer of an upstream HTTP/1 connection, so also the largest response
-    /// head the app may send (`server::hyper_read_buffer_limit` of `--max-header-bytes`).
-    /// hyper's client default (~400 KiB) let a pooled connection's buffer, grown by one large
-    /// streamed body, stay that large while it idles: up to 64 idle connections per target
-    /// per worker.
-    pub max_read_buffer: usize,
 }
 
 /// The pools of all upstream connections of one stitch process.
@@ -238,7 +232,6 @@ impl Pool {
     ) -> Result<http1::SendRequest<RequestBody>, ForwardError> {
         let stream = self.connect_tcp(target).await?;
         let (tx, conn) = http1::Builder::new()
-            .max_buf_size(self.settings.max_read_buffer)
             .preserve_header_case(true)
             .handshake(TokioIo::new(stream))
             .await
@@ -418,7 +411,6 @@ mod tests {
             PoolSettings {
                 connect_timeout: Duration::from_secs(5),
                 idle_timeout: Duration::from_secs(60),
-                max_read_buffer: 64 * 1024,
             },
             OwnAddrs::new(Vec::new()),
             OwnConnections::default(),

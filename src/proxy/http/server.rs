@@ -44,13 +44,6 @@ pub(crate) struct ServerLimits {
     pub h2_idle_timeout: Duration,
 }
 
-/// hyper's HTTP/1 `max_buf_size` for a `--max-header-bytes` limit: a head must fit in the read
-/// buffer, and hyper refuses a bound under 8 KiB. Both sides use it: the server for request
-/// heads, the upstream pool for response heads (and so for what a pooled buffer may keep).
-pub(crate) fn hyper_read_buffer_limit(max_header_bytes: usize) -> usize {
-    max_header_bytes.max(8192)
-}
-
 /// Serves HTTP/1 on `io` until the client leaves, stays idle past the idle timeout, stalls in a
 /// head past the header-read timeout, or shutdown ends the connection. `lease` is the
 /// connection's, whose read counter `io` keeps.
@@ -74,7 +67,7 @@ pub(crate) async fn serve_http1<I>(
             limits.idle_timeout,
         ))
         .header_read_timeout(limits.idle_timeout.min(MAX_IDLE_TIMEOUT))
-        .max_buf_size(hyper_read_buffer_limit(limits.max_header_bytes))
+        .max_buf_size(limits.max_header_bytes.max(8192))
         .max_headers(limits.max_headers)
         .preserve_header_case(true)
         // The app must not notice stitch: no Date header the upstream did not send.
