@@ -119,8 +119,9 @@ impl ForwardError {
 
     /// Whether the exchange failed because the client's request body is malformed (a chunk
     /// size that overflows, a bad chunk line): the client's fault, answered `400`, not an
-    /// upstream failure. hyper reports it as a user body error whose cause is the decoder's
-    /// `InvalidData` / `InvalidInput`; a client that went away mid-body is `UnexpectedEof`.
+    /// upstream failure. hyper reports it as a user body error whose cause is the HTTP/1
+    /// engine's body error (a chunked body it refuses), or hyper's HTTP/2 decoder's
+    /// `InvalidData` / `InvalidInput`; a client that went away mid-body is not malformed.
     pub(crate) fn is_malformed_request_body(&self) -> bool {
         let Cause::Http(e) = &self.cause else {
             return false;
@@ -130,6 +131,10 @@ impl ForwardError {
         }
         let mut source = Error::source(e);
         while let Some(s) = source {
+            // The HTTP/1 engine's body error, as the client's body failed.
+            if let Some(body) = s.downcast_ref::<crate::proxy::h1::error::Error>() {
+                return body.rejection().is_some();
+            }
             if let Some(io) = s.downcast_ref::<io::Error>() {
                 return matches!(
                     io.kind(),

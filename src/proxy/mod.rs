@@ -4,7 +4,7 @@
 //! ```text
 //! accept ─► destination (SO_ORIGINAL_DST | --inbound-target | per request)
 //!        ─► detect (h2 preface | HTTP/1 request head | opaque | closed: head too slow)
-//!        ─► http::server (hyper) ─► trace::TraceLayer ─► http::forward ─► pool ─► upstream
+//!        ─► http::server (h1 engine | hyper h2) ─► trace::TraceLayer ─► http::forward ─► pool ─► upstream
 //!        └► opaque::relay ─► upstream
 //! ```
 
@@ -13,7 +13,7 @@ pub(crate) mod addrs;
 pub(crate) mod cap;
 pub(crate) mod detect;
 pub(crate) mod error;
-// The sans-IO HTTP/1 codec; the connection drivers that wire it into the data path come next.
+// The upstream client driver (step three) is not wired yet: the codec parts it will use are unused.
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod h1;
 pub mod http;
@@ -36,9 +36,10 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, TryAcquireError};
 use self::addrs::{OwnAddrs, Target};
 use self::cap::ConnectionCap;
 use self::detect::Protocol;
+use self::h1::server::ServerSettings;
 use self::http::forward::{Destination, Forward};
 use self::http::pool::{Pool, PoolSettings};
-use self::http::server::ServerLimits;
+use self::http::server::{MAX_IDLE_TIMEOUT, ServerLimits};
 use self::io::ProxyIo;
 use self::lease::ConnectionLease;
 use self::placement::{Handoff, Load, Seat};
@@ -96,6 +97,8 @@ pub(crate) struct Proxy {
     own: OwnAddrs,
     pool: Arc<Pool>,
     handles: ProxyHandles,
+    /// The HTTP/1 engine's settings, derived once from `config.server`.
+    h1: ServerSettings,
     /// Per direction (inbound, outbound): wakes this worker's idle keep-alive connections when
     /// a client waits at the cap ([`cap`]).
     room: [Arc<Notify>; 2],
@@ -112,6 +115,7 @@ impl Proxy {
             handles.own_connections.clone(),
         );
         Proxy {
+            h1: ServerSettings::new(&config.server),
             config,
             own,
             pool,
@@ -265,6 +269,8 @@ impl Proxy {
         shutdown: ShutdownHandle,
         permit: OwnedSemaphorePermit,
     ) {
+        // The first request head's deadline runs from here: detection's wait counts.
+        let accepted = tokio::time::Instant::now();
         let _ = stream.set_nodelay(true);
         let Ok(local) = stream.local_addr() else {
             return;
@@ -306,11 +312,6 @@ impl Proxy {
                     },
                     http2,
                 };
-                // The detection prefix was read before counting started; it is replayed through
-                // the counter, so every client byte is counted exactly once (in the lease).
-                let io = ProxyIo::new(stream)
-                    .replaying(prefix)
-                    .counted(lease.clone());
                 let trace = TraceLayer::new(self.handles.trace.clone(), conn);
                 let forward = Forward::new(
                     self.pool.clone(),
@@ -319,12 +320,33 @@ impl Proxy {
                     self.handles.trace.metrics.clone(),
                     &lease,
                 );
-                let limits = &self.config.server;
                 if http2 {
+                    // The detection prefix was read before counting started; it is replayed
+                    // through the counter, so every client byte is counted once (in the lease).
+                    let io = ProxyIo::new(stream)
+                        .replaying(prefix)
+                        .counted(lease.clone());
                     let activity = lease.counts();
+                    let limits = &self.config.server;
                     http::server::serve_http2(io, activity, trace, forward, limits, shutdown).await;
                 } else {
-                    http::server::serve_http1(io, &lease, trace, forward, limits, shutdown).await;
+                    // The HTTP/1 engine starts from the detection prefix; it was read before
+                    // the counting stream, so it is counted here, once.
+                    lease.counts().add_read(prefix.len());
+                    let io = ProxyIo::new(stream).counted(lease.clone());
+                    let deadline =
+                        accepted + self.config.server.header_read_timeout.min(MAX_IDLE_TIMEOUT);
+                    http::server::serve_http1(
+                        io,
+                        prefix.freeze(),
+                        &lease,
+                        trace,
+                        forward,
+                        &self.h1,
+                        shutdown,
+                        deadline,
+                    )
+                    .await;
                 }
             }
         }

@@ -34,6 +34,11 @@ pub(crate) enum Error {
     /// The client closed the connection before the request body was complete.
     #[error("client closed the connection inside the request body")]
     IncompleteBody,
+    /// The client closed the connection while its request was being served: the exchange is
+    /// abandoned (the service's future is dropped, so the request counts as cancelled), as
+    /// hyper did without half-close support.
+    #[error("client closed the connection before the response")]
+    ClientClosed,
     /// A request head was not complete by the header-read timeout (closed, no response).
     #[error("request head incomplete at the header-read timeout")]
     HeaderTimeout,

@@ -98,8 +98,10 @@ pub(crate) enum Delimited {
 /// connection. Data frames are slices of the connection's read buffer (no copy); trailers of
 /// a chunked body arrive as a trailers frame.
 pub(crate) struct Incoming {
-    /// `None` for a message without a body.
-    stream: Option<Streaming>,
+    /// `None` for a message without a body. Boxed: the request (with its body) is held by
+    /// value in every in-flight request's future, and a body's reading state is several
+    /// times the size of the rest of it.
+    stream: Option<Box<Streaming>>,
 }
 
 /// The state of a body with bytes to read.
@@ -129,12 +131,12 @@ impl Incoming {
         continue_wanted: Option<oneshot::Sender<()>>,
     ) -> Self {
         Incoming {
-            stream: Some(Streaming {
+            stream: Some(Box::new(Streaming {
                 read: Some(read),
                 delimited,
                 done: Some(done),
                 continue_wanted,
-            }),
+            })),
         }
     }
 }

@@ -36,8 +36,7 @@ use super::head::{HeadError, HeadLimits, RequestHead, parse_request};
 use super::incoming::{Delimited, Incoming, ReadSide, Returned};
 use super::response::{Answering, CONTINUE, ResponseWriter, write_refusal};
 use crate::proxy::cap::IDLE_ENOUGH;
-use crate::proxy::http::head_timer::MAX_IDLE_TIMEOUT;
-use crate::proxy::http::server::ServerLimits;
+use crate::proxy::http::server::{MAX_IDLE_TIMEOUT, ServerLimits};
 use crate::proxy::lease::ConnectionLease;
 use crate::shutdown::ShutdownHandle;
 
@@ -327,7 +326,9 @@ where
         }
 
         poll_fn(|cx| service.poll_ready(cx).map_err(|e| Error::Service(e.into()))).await?;
-        let response = self.answer(service.call(request), continue_rx).await?;
+        let response = self
+            .answer(service.call(request), continue_rx, &mut body_done)
+            .await?;
 
         let status = response.status();
         let upgrading = upgrade_tx.is_some()
@@ -348,12 +349,12 @@ where
             let Ok(returned) = tokio::time::timeout(self.settings.idle_timeout, done).await else {
                 return Ok(Next::Close);
             };
-            let returned = returned.map_err(|_| Error::Gone)?;
-            let Returned { read, complete } = returned;
-            self.read = Some(read);
-            if !complete {
+            if !self.take_back(returned) {
                 return Ok(Next::Close);
             }
+        } else if self.read.is_none() {
+            // The body came back unfinished while the service was answering.
+            return Ok(Next::Close);
         }
         if upgrading && let (Some(tx), Some(read)) = (upgrade_tx, self.read.take()) {
             return Ok(Next::Upgrade((tx, read)));
@@ -367,11 +368,31 @@ where
         })))
     }
 
+    /// Puts back the read side a body hands back when it was read to its end (`true`: the
+    /// connection may carry another request); an unfinished body's read side is dropped, as
+    /// where the next request would start is unknown (the connection closes after the
+    /// response).
+    fn take_back(&mut self, returned: Result<Returned, oneshot::error::RecvError>) -> bool {
+        match returned {
+            Ok(Returned {
+                read,
+                complete: true,
+            }) => {
+                self.read = Some(read);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Waits for the service's response, writing `100 Continue` when the body is first read.
+    /// Meanwhile it watches the connection (once the body, if any, has handed the read side
+    /// back): a client that closes it abandons the exchange ([`Error::ClientClosed`]).
     async fn answer<F, R, E>(
         &mut self,
         call: F,
         mut continue_rx: Option<oneshot::Receiver<()>>,
+        body_done: &mut Option<oneshot::Receiver<Returned>>,
     ) -> Result<R, Error>
     where
         F: Future<Output = Result<R, E>>,
@@ -379,6 +400,9 @@ where
     {
         // The service's error is boxed as soon as it exists (see `ResponseWriter::write`).
         let mut call = pin!(async { call.await.map_err(|e| Error::Service(e.into())) });
+        // Pipelined bytes beyond this are left unread until the response is written.
+        let limit = self.settings.limits.max_head_bytes;
+        let mut watching = self.read.is_some();
         loop {
             tokio::select! {
                 biased;
@@ -395,9 +419,42 @@ where
                     }
                 }
                 response = call.as_mut() => return response,
+                returned = async {
+                    match body_done.as_mut() {
+                        Some(rx) => rx.await,
+                        None => std::future::pending().await,
+                    }
+                }, if body_done.is_some() => {
+                    *body_done = None;
+                    // An unfinished body closes the connection after the response; only a
+                    // finished one leaves a read side worth watching.
+                    watching = self.take_back(returned);
+                }
+                gone = client_closed(self.read.as_mut(), limit), if watching => {
+                    if gone {
+                        return Err(Error::ClientClosed);
+                    }
+                    watching = false;
+                }
             }
         }
     }
+}
+
+/// Reads ahead while a request is served: `true` when the client closed the connection (or
+/// it failed), `false` once `limit` pipelined bytes are buffered (stop watching; they wait
+/// for the response to be written). Cancel-safe: what a read brings stays in the buffer.
+async fn client_closed(read: Option<&mut ReadSide>, limit: usize) -> bool {
+    let Some(read) = read else {
+        return false;
+    };
+    while read.buf.len() < limit {
+        match read.fill().await {
+            Ok(0) | Err(_) => return true,
+            Ok(_) => {}
+        }
+    }
+    false
 }
 
 /// Whether a request asks to switch protocols (`Upgrade` named in `Connection`, RFC 9110

@@ -397,3 +397,65 @@ async fn a_body_held_past_the_response_is_waited_for_at_most_the_idle_timeout() 
     task.await.expect("task").expect("closed quietly");
     assert_eq!(started.elapsed(), Duration::from_secs(3600));
 }
+
+/// Tells when it is dropped (a service future abandoned by the driver).
+struct DropFlag(Arc<Notify>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.notify_one();
+    }
+}
+
+/// A service that reads the request body to its end, says so on `called`, then never
+/// answers; `dropped` is notified when the driver abandons its future.
+fn hanging_service(
+    called: Arc<Notify>,
+    dropped: Arc<Notify>,
+) -> impl tower::Service<
+    Request<Incoming>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send,
+> + Send
++ 'static {
+    tower::service_fn(move |req: Request<Incoming>| {
+        let (called, flag) = (called.clone(), DropFlag(dropped.clone()));
+        async move {
+            let _flag = flag;
+            let body = http_body_util::BodyExt::collect(req.into_body()).await;
+            assert!(body.is_ok(), "the body arrives whole");
+            called.notify_one();
+            std::future::pending::<Result<Response<Full<Bytes>>, Infallible>>().await
+        }
+    })
+}
+
+/// As hyper did (no half-close support): a client that closes its connection while its
+/// request is served abandons the exchange, so the service's future (and the span it holds)
+/// ends as cancelled instead of waiting for an upstream nobody will read. Bodiless, and
+/// with a body already read to its end.
+#[tokio::test]
+async fn a_client_closing_while_its_request_is_served_abandons_the_exchange() {
+    for request in [
+        &b"GET /hang HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+        b"POST /hang HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nabcd",
+    ] {
+        let (called, dropped) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let service = hanging_service(called.clone(), dropped.clone());
+        let (mut c, task) = serve_tcp(service, settings(), ShutdownHandle::default(), None).await;
+        c.send(request).await;
+        tokio::time::timeout(GUARD, called.notified())
+            .await
+            .expect("the service got the request");
+        drop(c);
+        tokio::time::timeout(GUARD, dropped.notified())
+            .await
+            .expect("the service's future is dropped");
+        let ended = tokio::time::timeout(GUARD, task)
+            .await
+            .expect("the driver ends")
+            .expect("task");
+        assert!(matches!(ended, Err(Error::ClientClosed)), "{ended:?}");
+    }
+}

@@ -11,17 +11,18 @@ use std::task::{Context, Poll};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::body::{ProxyBody, UpstreamBody};
 use super::headers::{self, Keep};
 use super::pool::{Checkin, Pool};
-use super::request_body::{FIRST_FRAME_WINDOW, RequestBody, peek_first_frame};
+use super::request_body::{ClientBody, FIRST_FRAME_WINDOW, RequestBody, peek_first_frame};
 use super::validate::{self, Rejection};
 use crate::proxy::addrs::Target;
 use crate::proxy::detect::Protocol;
 use crate::proxy::error::{ForwardError, ForwardErrorKind};
+use crate::proxy::h1::error::BoxError;
+use crate::proxy::h1::ext::OnUpgrade;
 use crate::proxy::lease::ConnectionLease;
 use crate::proxy::opaque;
 use crate::telemetry::Metrics;
@@ -69,9 +70,15 @@ impl Forward {
         }
     }
 
+    /// The metrics this forwarder counts refusals in (the HTTP/1 driver's refusals count
+    /// there too).
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// Checks the request and names its upstream; `Err` says why stitch answers it itself
     /// (nothing is forwarded). Synchronous, so a refused request costs no forwarding future.
-    fn admit(&self, req: &Request<Incoming>) -> Result<Target, Refusal> {
+    fn admit(&self, req: &Request<ClientBody>) -> Result<Target, Refusal> {
         let checked = match self.protocol {
             Protocol::Http2 => {
                 validate::check_http2(req, matches!(self.destination, Destination::PerRequest))
@@ -93,7 +100,7 @@ impl Forward {
     /// Whether the request's body framing can break (HTTP/1 chunked, HTTP/2 with
     /// `content-length`) and the body is not already over: such a request is held for its
     /// first body frame ([`Forward::read_ahead_then_send`]).
-    fn needs_read_ahead(&self, req: &Request<Incoming>) -> bool {
+    fn needs_read_ahead(&self, req: &Request<ClientBody>) -> bool {
         let framed = match self.protocol {
             Protocol::Http2 => req.headers().contains_key(header::CONTENT_LENGTH),
             _ => req.headers().contains_key(header::TRANSFER_ENCODING),
@@ -109,7 +116,7 @@ impl Forward {
         self,
         grpc: bool,
         target: Target,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let (parts, body) = req.into_parts();
         match peek_first_frame(body, FIRST_FRAME_WINDOW).await {
@@ -233,7 +240,7 @@ impl Forward {
         resp
     }
 
-    fn target_of(&self, req: &Request<Incoming>) -> Result<Target, &'static str> {
+    fn target_of(&self, req: &Request<ClientBody>) -> Result<Target, &'static str> {
         match &self.destination {
             Destination::Fixed(t) => Ok(t.clone()),
             Destination::PerRequest => {
@@ -260,21 +267,20 @@ impl Forward {
 
     /// `CONNECT host:port` to the explicit proxy: connect, answer 200, copy bytes both ways.
     ///
-    /// The tunnel is a task of the drain's, and the client socket it takes over from hyper
-    /// carries the connection's lease (permit, open-connection count, byte counters), so a
-    /// tunnel is accounted for like the connection it was until it closes.
+    /// The tunnel is a task of the drain's, and the client socket it takes over from the
+    /// HTTP/1 driver carries the connection's lease (permit, open-connection count, byte
+    /// counters), so a tunnel is accounted for like the connection it was until it closes.
     async fn tunnel(
         &self,
         target: &Target,
-        req: Request<RequestBody>,
+        mut req: Request<RequestBody>,
     ) -> Result<Response<ProxyBody>, ForwardError> {
+        let on_upgrade = client_upgrade(&mut req)?;
         let mut upstream = self.pool.connect_tcp(target).await?;
-        let on_upgrade = hyper::upgrade::on(req);
         let lease = self.lease.clone();
         self.lease.shutdown().spawn(async move {
             match on_upgrade.await {
-                Ok(upgraded) => {
-                    let mut client = TokioIo::new(upgraded);
+                Ok(mut client) => {
                     let shutdown = lease.shutdown();
                     if let Err(e) = opaque::splice(&mut client, &mut upstream, shutdown).await {
                         tracing::debug!(error = %e, "CONNECT tunnel ended with an error");
@@ -296,7 +302,7 @@ impl Forward {
         target: &Target,
         mut req: Request<RequestBody>,
     ) -> Result<Response<ProxyBody>, ForwardError> {
-        let client_upgrade = hyper::upgrade::on(&mut req);
+        let client_upgrade = client_upgrade(&mut req)?;
         let connect = req.method() == Method::CONNECT;
         let mut resp = self.pool.send_upgrade(target, req).await?;
         let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -307,11 +313,15 @@ impl Forward {
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
         let lease = self.lease.clone();
         self.lease.shutdown().spawn(async move {
-            let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
+            let both = tokio::try_join!(
+                async { client_upgrade.await.map_err(BoxError::from) },
+                async { upstream_upgrade.await.map_err(BoxError::from) },
+            );
+            let (mut client, upstream) = match both {
                 Ok(both) => both,
                 Err(e) => return tracing::debug!(error = %e, "protocol switch failed"),
             };
-            let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+            let mut upstream = TokioIo::new(upstream);
             if let Err(e) = opaque::splice(&mut client, &mut upstream, lease.shutdown()).await {
                 tracing::debug!(error = %e, "upgraded tunnel ended with an error");
             }
@@ -329,6 +339,16 @@ impl Forward {
             ProxyBody::Upstream(UpstreamBody::new(body, None)),
         ))
     }
+}
+
+/// The client connection's hand-over after a protocol switch or `CONNECT`, which the HTTP/1
+/// driver attached to the request; a request without one (HTTP/2) cannot switch.
+fn client_upgrade<B>(req: &mut Request<B>) -> Result<OnUpgrade, ForwardError> {
+    req.extensions_mut().remove::<OnUpgrade>().ok_or_else(|| {
+        ForwardError::connect(std::io::Error::other(
+            "the client connection cannot switch protocols",
+        ))
+    })
 }
 
 /// Why a request is answered by stitch without being forwarded.
@@ -354,7 +374,10 @@ enum Exchange {
 
 /// The upstream's response as stitch returns it: hop-by-hop headers dropped, the body streamed
 /// (and, for a pooled HTTP/1 connection, `checkin` returning it once the body is read).
-fn from_upstream(resp: Response<Incoming>, checkin: Option<Checkin>) -> Response<ProxyBody> {
+fn from_upstream(
+    resp: Response<hyper::body::Incoming>,
+    checkin: Option<Checkin>,
+) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, Keep::default());
     Response::from_parts(parts, ProxyBody::Upstream(UpstreamBody::new(body, checkin)))
@@ -424,7 +447,7 @@ fn grpc_message_encode(message: &str) -> String {
     out
 }
 
-impl tower::Service<Request<Incoming>> for Forward {
+impl tower::Service<Request<ClientBody>> for Forward {
     type Response = Response<ProxyBody>;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
@@ -436,7 +459,7 @@ impl tower::Service<Request<Incoming>> for Forward {
     /// Refusals are answered here, without a forwarding future; a forwarded request gets one
     /// boxed future, [`Forward::send`]'s (or, held for its first body frame,
     /// [`Forward::read_ahead_then_send`]'s).
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, req: Request<ClientBody>) -> Self::Future {
         let grpc = crate::grpc::is_grpc(req.headers());
         let target = match self.admit(&req) {
             Ok(target) => target,

@@ -1,6 +1,7 @@
-//! The request body stitch sends upstream: the client's body streamed frame by frame, with the
-//! first frame possibly read ahead (see [`peek_first_frame`]) so that a body whose framing is
-//! broken from its first bytes is refused before the request head reaches the upstream.
+//! The request body stitch sends upstream: the client's body ([`ClientBody`], from stitch's
+//! HTTP/1 engine or hyper's HTTP/2 server) streamed frame by frame, with the first frame
+//! possibly read ahead (see [`peek_first_frame`]) so that a body whose framing is broken from
+//! its first bytes is refused before the request head reaches the upstream.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -9,7 +10,9 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+
+use crate::proxy::h1;
+use crate::proxy::h1::error::BoxError;
 
 /// How long a request with a body whose framing can break (HTTP/1 chunked, HTTP/2 with
 /// `content-length`) is held for its first body frame before its head goes upstream. A client
@@ -18,18 +21,56 @@ use hyper::body::Incoming;
 /// at most this, never deadlocked.
 pub(crate) const FIRST_FRAME_WINDOW: Duration = Duration::from_millis(50);
 
+/// A client's request body as the server that read it hands it over.
+#[derive(Debug)]
+pub(crate) enum ClientBody {
+    /// Read by stitch's own HTTP/1 engine.
+    Http1(h1::incoming::Incoming),
+    /// Read by hyper's HTTP/2 server.
+    Http2(hyper::body::Incoming),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ClientBody::Http1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ClientBody::Http2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Http1(b) => b.is_end_stream(),
+            ClientBody::Http2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Http1(b) => b.size_hint(),
+            ClientBody::Http2(b) => b.size_hint(),
+        }
+    }
+}
+
 /// The client's request body, with the frame read ahead (if any) replayed first.
 #[derive(Debug)]
 pub(crate) struct RequestBody {
     /// Boxed: the request is held by value in every in-flight request's future, and a frame
     /// (up to a trailer map) would triple the body's size for the few requests read ahead.
     first: Option<Box<Frame<Bytes>>>,
-    inner: Incoming,
+    inner: ClientBody,
 }
 
 impl RequestBody {
     /// The body as received, nothing read ahead.
-    pub(crate) fn new(inner: Incoming) -> Self {
+    pub(crate) fn new(inner: ClientBody) -> Self {
         RequestBody { first: None, inner }
     }
 }
@@ -38,9 +79,9 @@ impl RequestBody {
 /// is already broken (the caller answers `400` and forwards nothing), otherwise the body with
 /// that frame kept for replay.
 pub(crate) async fn peek_first_frame(
-    mut inner: Incoming,
+    mut inner: ClientBody,
     window: Duration,
-) -> Result<RequestBody, hyper::Error> {
+) -> Result<RequestBody, BoxError> {
     let first = match tokio::time::timeout(window, inner.frame()).await {
         Ok(Some(frame)) => Some(Box::new(frame?)),
         Ok(None) | Err(_) => None,
@@ -50,12 +91,12 @@ pub(crate) async fn peek_first_frame(
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if let Some(frame) = self.first.take() {
             return Poll::Ready(Some(Ok(*frame)));
         }

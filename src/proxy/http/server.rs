@@ -1,29 +1,40 @@
-//! Serves one client connection with hyper, HTTP/1 or HTTP/2, through the service stack, and
+//! Serves one client connection, HTTP/1 (stitch's engine) or HTTP/2 (hyper), through the
+//! service stack, and
 //! ends it gracefully (HTTP/2 GOAWAY, HTTP/1 close after the in-flight response) on shutdown;
 //! a connection still open when the drain's deadline passes is closed.
 //!
 //! Idle connections end differently per protocol. HTTP/1 has no way to say "do not send on
 //! this connection any more", so closing an idle keep-alive connection races with a client
 //! that reuses it at that moment: `--idle-timeout` is long (longer than the pools of common
-//! HTTP clients) and separate from the head deadline ([`super::head_timer`]). HTTP/2 says it
+//! HTTP clients) and separate from the head deadline (see [`h1::server`]). HTTP/2 says it
 //! with GOAWAY — a stream the client opened meanwhile is refused unprocessed and retried
 //! safely (RFC 9113 §6.8) — so `--h2-idle-timeout` can be shorter.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::{http1, http2};
+use bytes::Bytes;
+use http::Request;
+use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
 use tower::Layer;
+use tower::util::MapRequest;
 
 use super::forward::Forward;
-use super::head_timer::{HeadTimer, MAX_IDLE_TIMEOUT};
+use super::request_body::ClientBody;
+use crate::proxy::h1;
+use crate::proxy::h1::server::ServerSettings;
 use crate::proxy::io::ByteCounts;
 use crate::proxy::lease::ConnectionLease;
 use crate::shutdown::ShutdownHandle;
 use crate::trace::TraceLayer;
+
+/// The longest timeout set on a connection: deadlines add it to `Instant::now()`, which
+/// panics on overflow, and a flag value like `1000years` must not.
+pub(crate) const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Per-connection limits of the HTTP server side.
 #[derive(Debug, Clone)]
@@ -44,45 +55,43 @@ pub(crate) struct ServerLimits {
     pub h2_idle_timeout: Duration,
 }
 
-/// Serves HTTP/1 on `io` until the client leaves, stays idle past the idle timeout, stalls in a
-/// head past the header-read timeout, or shutdown ends the connection. `lease` is the
-/// connection's, whose read counter `io` keeps.
+/// Serves HTTP/1 on `io` with stitch's own engine ([`h1::server::serve`]) until the client
+/// leaves, stays idle past the idle timeout, stalls in a head past the header-read timeout,
+/// or shutdown ends the connection. `prefix` is what protocol detection read (already counted
+/// in `lease`); the first head must be complete by `first_head_deadline` (accept plus
+/// `--header-read-timeout`). A request the engine refuses is counted under its reason.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve_http1<I>(
     io: I,
+    prefix: Bytes,
     lease: &Arc<ConnectionLease>,
     trace: TraceLayer,
     forward: Forward,
-    limits: &ServerLimits,
+    settings: &ServerSettings,
     shutdown: &ShutdownHandle,
+    first_head_deadline: Instant,
 ) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let service = TowerToHyperService::new(trace.layer(forward));
-    let conn = http1::Builder::new()
-        // hyper's header-read timeout is the idle one; the head timer shortens it to the head
-        // deadline once a head's first byte arrives.
-        .timer(HeadTimer::new(
-            lease.clone(),
-            limits.header_read_timeout,
-            limits.idle_timeout,
-        ))
-        .header_read_timeout(limits.idle_timeout.min(MAX_IDLE_TIMEOUT))
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .max_headers(limits.max_headers)
-        .preserve_header_case(true)
-        // The app must not notice stitch: no Date header the upstream did not send.
-        .auto_date_header(false)
-        .serve_connection(TokioIo::new(io), service)
-        .with_upgrades();
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = shutdown.triggered() => {
-            conn.as_mut().graceful_shutdown();
-            until_deadline(conn, shutdown).await
+    let metrics = forward.metrics().clone();
+    let service = MapRequest::new(
+        trace.layer(forward),
+        |req: Request<h1::incoming::Incoming>| req.map(ClientBody::Http1),
+    );
+    let served = h1::server::serve(
+        io,
+        prefix,
+        service,
+        settings,
+        shutdown,
+        Some(lease),
+        first_head_deadline,
+    )
+    .await;
+    if let Err(e) = served {
+        if let Some(why) = e.rejection() {
+            metrics.request_rejected(why.as_str());
         }
-    };
-    if let Err(e) = result {
         tracing::debug!(error = %e, "HTTP/1 connection ended with an error");
     }
 }
@@ -119,7 +128,11 @@ async fn serve_http2_boxed<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = TowerToHyperService::new(trace.layer(forward));
+    let service = MapRequest::new(
+        trace.layer(forward),
+        |req: Request<hyper::body::Incoming>| req.map(ClientBody::Http2),
+    );
+    let service = TowerToHyperService::new(service);
     let conn = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
