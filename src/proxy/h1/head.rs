@@ -378,6 +378,12 @@ fn reason_span(head: &[u8]) -> Option<std::ops::Range<usize>> {
     Some(start..start + len)
 }
 
+/// Fields a forwarded head may gain (trace headers written by the trace layer).
+const INSERT_ROOM: usize = 8;
+
+/// The smallest field table a parsed head gets (see [`fields`]).
+const MIN_FIELD_ROOM: usize = 16;
+
 /// The fields httparse found in `raw` (the received head) as a [`HeaderMap`] over `head`
 /// (its copy) and their spellings.
 fn fields(
@@ -385,7 +391,10 @@ fn fields(
     head: &Bytes,
     parsed: &[httparse::Header<'_>],
 ) -> Result<(HeaderMap, HeaderCase), HeadError> {
-    let mut headers = HeaderMap::with_capacity(parsed.len());
+    // Room beyond the received fields: the trace layer looks up a dozen names that are
+    // mostly absent (a miss in a nearly full table probes far) and inserts up to
+    // `INSERT_ROOM` fields (W3C, B3, Jaeger, a template), which must not regrow the table.
+    let mut headers = HeaderMap::with_capacity((parsed.len() + INSERT_ROOM).max(MIN_FIELD_ROOM));
     let mut case = HeaderCase {
         head: head.clone(),
         names: Vec::with_capacity(parsed.len()),
