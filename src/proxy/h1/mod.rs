@@ -133,6 +133,7 @@
 //! server refused any list there, its client accepted it).
 
 pub(crate) mod chunked;
+pub(crate) mod client;
 pub(crate) mod error;
 pub(crate) mod ext;
 pub(crate) mod framing;
@@ -143,6 +144,8 @@ pub(crate) mod server;
 
 #[cfg(test)]
 mod chunked_tests;
+#[cfg(test)]
+mod client_tests;
 #[cfg(test)]
 mod framing_tests;
 #[cfg(test)]
