@@ -88,8 +88,9 @@ pub(crate) enum SendError<B> {
     /// A request whose body had started to be read (one with body bytes to send) is never
     /// given back: it is reported as [`SendError::Io`].
     Unsent {
-        /// The request, as it was given (framing fields may have been adjusted).
-        request: Request<B>,
+        /// The request, as it was given (framing fields may have been adjusted); boxed, as it
+        /// is rare and large.
+        request: Box<Request<B>>,
         /// Why the first write failed.
         error: io::Error,
     },
@@ -111,7 +112,7 @@ impl<B> SendError<B> {
     /// connection).
     pub(crate) fn into_request(self) -> Option<Request<B>> {
         match self {
-            SendError::Unsent { request, .. } => Some(request),
+            SendError::Unsent { request, .. } => Some(*request),
             _ => None,
         }
     }
@@ -233,7 +234,7 @@ impl Connection {
                 match write_head(&mut write, &pending).await {
                     Ok(()) => WriteSide::Done(write),
                     Err((error, false)) => {
-                        let request = Request::from_parts(parts, body);
+                        let request = Box::new(Request::from_parts(parts, body));
                         return Err(SendError::Unsent { request, error });
                     }
                     Err((error, true)) => return Err(SendError::Io(error)),

@@ -1,1 +1,241 @@
+//! Tests of [`super::client`] against a real hyper 1 server on loopback: keep-alive reuse,
+//! request body framing, bodiless responses, chunked trailers, large streamed bodies
+//! (helpers in `client_test_support`).
 
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body::Frame;
+use http_body_util::{Empty, Full, StreamBody};
+
+use super::client::{Connection, Exchange};
+use super::client_test_support::{Channel, SETTINGS, Upstream, connect, read_to_end};
+use super::ext::{BoxRead, BoxWrite};
+use super::server_test_support::GUARD;
+
+fn get(path: &str) -> Request<Empty<Bytes>> {
+    Request::get(path)
+        .header("host", "upstream")
+        .body(Empty::new())
+        .expect("request")
+}
+
+async fn send<B>(conn: Connection, req: Request<B>) -> Exchange
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<super::error::BoxError>,
+{
+    tokio::time::timeout(GUARD, conn.send(req, &SETTINGS))
+        .await
+        .expect("the upstream answers")
+        .expect("an exchange")
+}
+
+#[tokio::test]
+async fn keep_alive_two_requests_reuse_one_connection() {
+    let up = Upstream::start().await;
+    let ex = send(connect(up.addr).await, get("/one")).await;
+    assert_eq!(ex.response.status(), StatusCode::OK);
+    read_to_end(ex.response).await;
+    let mut conn = ex
+        .reuse
+        .reclaim()
+        .expect("a keep-alive connection comes back");
+    assert!(conn.is_reusable());
+    let req = Request::post("/two")
+        .header("host", "upstream")
+        .body(Full::new(Bytes::from_static(b"hello")))
+        .expect("request");
+    let ex = send(conn, req).await;
+    assert_eq!(read_to_end(ex.response).await.text(), "hello");
+    assert!(ex.reuse.reclaim().is_some());
+    assert_eq!(up.accepted(), 1, "both requests went on one connection");
+}
+
+#[tokio::test]
+async fn an_idle_connection_holds_no_buffer() {
+    // Structural: an idle connection is its two stream halves, nothing else.
+    assert_eq!(
+        size_of::<Connection>(),
+        size_of::<BoxRead>() + size_of::<BoxWrite>()
+    );
+    // And the halves it gets back are the streams themselves, after a body that filled a
+    // read buffer.
+    let up = Upstream::start().await;
+    let ex = send(connect(up.addr).await, get("/big/100000")).await;
+    assert_eq!(read_to_end(ex.response).await.data.len(), 100_000);
+    let conn = ex.reuse.reclaim().expect("reusable");
+    let ex = send(conn, get("/status/204")).await;
+    assert_eq!(ex.response.status(), StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn post_with_content_length_is_sent_with_it() {
+    let up = Upstream::start().await;
+    // A Content-Length given and a body of unknown size: the given length frames it.
+    let body = StreamBody::new(futures::stream::iter(vec![
+        Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"abc"))),
+        Ok(Frame::data(Bytes::from_static(b"def"))),
+    ]));
+    let req = Request::post("/echo")
+        .header("host", "upstream")
+        .header("Content-Length", "6")
+        .body(body)
+        .expect("request");
+    let ex = send(connect(up.addr).await, req).await;
+    assert_eq!(ex.response.headers()["x-cl"], "6");
+    assert_eq!(ex.response.headers()["x-te"], "-");
+    assert_eq!(read_to_end(ex.response).await.text(), "abcdef");
+    assert!(ex.reuse.reclaim().is_some());
+}
+
+#[tokio::test]
+async fn an_exact_size_hint_adds_content_length() {
+    let up = Upstream::start().await;
+    let req = Request::put("/echo")
+        .header("host", "upstream")
+        .body(Full::new(Bytes::from_static(b"sized")))
+        .expect("request");
+    let ex = send(connect(up.addr).await, req).await;
+    assert_eq!(ex.response.headers()["x-cl"], "5");
+    assert_eq!(ex.response.headers()["x-te"], "-");
+    assert_eq!(read_to_end(ex.response).await.text(), "sized");
+}
+
+#[tokio::test]
+async fn an_empty_post_goes_without_framing_fields_as_hyper_sent_it() {
+    let up = Upstream::start().await;
+    let req = Request::post("/echo")
+        .header("host", "upstream")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let ex = send(connect(up.addr).await, req).await;
+    assert_eq!(ex.response.headers()["x-cl"], "-");
+    assert_eq!(ex.response.headers()["x-te"], "-");
+    assert_eq!(read_to_end(ex.response).await.text(), "");
+    assert!(ex.reuse.reclaim().is_some());
+}
+
+#[tokio::test]
+async fn unknown_length_goes_chunked_with_trailers() {
+    let up = Upstream::start().await;
+    let (tx, body) = Channel::new();
+    let req = Request::post("/echo")
+        .header("host", "upstream")
+        .body(body)
+        .expect("request");
+    let feed = tokio::spawn(async move {
+        for piece in ["one ", "two ", "three"] {
+            tx.send(Ok(Frame::data(Bytes::from(piece)))).await.ok();
+        }
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-sum", "7".parse().expect("value"));
+        tx.send(Ok(Frame::trailers(trailers))).await.ok();
+    });
+    let ex = send(connect(up.addr).await, req).await;
+    feed.await.expect("fed");
+    assert_eq!(ex.response.headers()["x-te"], "chunked");
+    assert_eq!(ex.response.headers()["x-cl"], "-");
+    assert_eq!(ex.response.headers()["x-trailers"], "x-sum=7;");
+    assert_eq!(read_to_end(ex.response).await.text(), "one two three");
+    assert!(ex.reuse.reclaim().is_some());
+}
+
+#[tokio::test]
+async fn a_get_with_a_body_of_unknown_length_sends_none_as_hyper_did() {
+    let up = Upstream::start().await;
+    let (tx, body) = Channel::new();
+    drop(tx.send(Ok(Frame::data(Bytes::from("ignored")))).await);
+    let req = Request::get("/echo")
+        .header("host", "upstream")
+        .body(body)
+        .expect("request");
+    let ex = send(connect(up.addr).await, req).await;
+    assert_eq!(ex.response.headers()["x-te"], "-");
+    assert_eq!(read_to_end(ex.response).await.text(), "");
+}
+
+#[tokio::test]
+async fn head_response_has_no_body_and_the_connection_is_reused() {
+    let up = Upstream::start().await;
+    let req = Request::head("/big/1000")
+        .header("host", "upstream")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let ex = send(connect(up.addr).await, req).await;
+    assert_eq!(ex.response.status(), StatusCode::OK);
+    assert_eq!(read_to_end(ex.response).await.data.len(), 0);
+    let conn = ex.reuse.reclaim().expect("reusable after HEAD");
+    let ex = send(conn, get("/echo")).await;
+    assert_eq!(ex.response.status(), StatusCode::OK);
+    assert_eq!(up.accepted(), 1);
+}
+
+#[tokio::test]
+async fn status_204_and_304_have_no_body() {
+    let up = Upstream::start().await;
+    let mut conn = connect(up.addr).await;
+    for code in [204, 304, 204] {
+        let ex = send(conn, get(&format!("/status/{code}"))).await;
+        assert_eq!(ex.response.status().as_u16(), code);
+        assert_eq!(read_to_end(ex.response).await.data.len(), 0);
+        conn = ex.reuse.reclaim().expect("reusable");
+    }
+    assert_eq!(up.accepted(), 1);
+}
+
+#[tokio::test]
+async fn chunked_response_trailers_arrive_as_a_trailers_frame() {
+    let up = Upstream::start().await;
+    // hyper's server sends trailers only to a client that says it takes them.
+    let req = Request::get("/trailers")
+        .header("host", "upstream")
+        .header("te", "trailers")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let ex = send(connect(up.addr).await, req).await;
+    assert_eq!(ex.response.headers()["transfer-encoding"], "chunked");
+    let read = read_to_end(ex.response).await;
+    assert_eq!(read.text(), "hello world");
+    let trailers = read.trailers.expect("trailers");
+    assert_eq!(trailers["x-checksum"], "42");
+    assert!(ex.reuse.reclaim().is_some());
+}
+
+#[tokio::test]
+async fn large_bodies_stream_both_ways_without_being_buffered() {
+    const SIZE: usize = 8 * 1024 * 1024;
+    let up = Upstream::start().await;
+    let ex = send(connect(up.addr).await, get(&format!("/big/{SIZE}"))).await;
+    let read = read_to_end(ex.response).await;
+    assert_eq!(read.data.len(), SIZE);
+    assert!(
+        read.frames > 64,
+        "streamed in pieces: {} frames",
+        read.frames
+    );
+    assert!(
+        read.largest_frame <= 256 * 1024,
+        "no frame holds much: {}",
+        read.largest_frame
+    );
+    let conn = ex.reuse.reclaim().expect("reusable");
+
+    let (tx, body) = Channel::new();
+    let feed = tokio::spawn(async move {
+        for _ in 0..SIZE / (256 * 1024) {
+            let frame = Frame::data(Bytes::from(vec![b'y'; 256 * 1024]));
+            if tx.send(Ok(frame)).await.is_err() {
+                break;
+            }
+        }
+    });
+    let req = Request::post("/count")
+        .header("host", "upstream")
+        .body(body)
+        .expect("request");
+    let ex = send(conn, req).await;
+    assert_eq!(read_to_end(ex.response).await.text(), SIZE.to_string());
+    feed.await.expect("fed");
+    assert!(ex.reuse.reclaim().is_some());
+    assert_eq!(up.accepted(), 1);
+}

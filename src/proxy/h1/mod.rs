@@ -145,6 +145,10 @@ pub(crate) mod server;
 #[cfg(test)]
 mod chunked_tests;
 #[cfg(test)]
+mod client_edge_tests;
+#[cfg(test)]
+mod client_test_support;
+#[cfg(test)]
 mod client_tests;
 #[cfg(test)]
 mod framing_tests;

@@ -1,0 +1,273 @@
+//! What the client driver's tests share: a real hyper 1 server as the upstream (accepts
+//! counted), a raw one-connection upstream that writes exact bytes, request bodies fed from a
+//! channel, and reading a response to its end.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use super::client::{ClientSettings, Connection};
+use super::head::HeadLimits;
+use super::incoming::Incoming;
+use super::server_test_support::GUARD;
+
+/// Response head bounds small enough for the limit tests to reach.
+pub(super) const SETTINGS: ClientSettings = ClientSettings {
+    limits: HeadLimits {
+        max_head_bytes: 8192,
+        max_headers: 32,
+    },
+};
+
+/// A connection to `addr`, split as the pool splits one.
+pub(super) async fn connect(addr: SocketAddr) -> Connection {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let (read, write) = stream.into_split();
+    Connection::new(Box::new(read), Box::new(write))
+}
+
+/// A hyper 1 HTTP/1 server on loopback serving [`route`], and how many connections it
+/// accepted.
+pub(super) struct Upstream {
+    pub addr: SocketAddr,
+    pub accepts: Arc<AtomicUsize>,
+}
+
+impl Upstream {
+    pub(super) async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepts = Arc::new(AtomicUsize::new(0));
+        let counted = accepts.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .preserve_header_case(true)
+                        .serve_connection(TokioIo::new(stream), hyper::service::service_fn(route))
+                        .await;
+                });
+            }
+        });
+        Upstream { addr, accepts }
+    }
+
+    pub(super) fn accepted(&self) -> usize {
+        self.accepts.load(Ordering::SeqCst)
+    }
+}
+
+/// A response body of the hyper upstream.
+type UpBody = BoxBody<Bytes, Infallible>;
+
+/// The hyper upstream's routes: `/status/N` answers N with no body; `/trailers` a chunked body
+/// with a trailer; `/big/N` N bytes in 64 KiB frames of unknown total (chunked); `/count` the
+/// number of request body bytes (not buffered); anything else echoes the request body, with
+/// `x-cl`, `x-te` and `x-trailers` telling how it was framed.
+async fn route(req: Request<hyper::body::Incoming>) -> Result<Response<UpBody>, Infallible> {
+    let path = req.uri().path().to_owned();
+    if let Some(code) = path.strip_prefix("/status/") {
+        let mut r = Response::new(Full::new(Bytes::new()).boxed());
+        *r.status_mut() = StatusCode::from_u16(code.parse().unwrap_or(500)).expect("status");
+        return Ok(r);
+    }
+    if path == "/trailers" {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-checksum", "42".parse().expect("value"));
+        let frames = vec![
+            Ok(Frame::data(Bytes::from_static(b"hello "))),
+            Ok(Frame::data(Bytes::from_static(b"world"))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        // hyper writes only the trailer fields its `Trailer` field announces.
+        return Ok(Response::builder()
+            .header("trailer", "x-checksum")
+            .body(StreamBody::new(futures::stream::iter(frames)).boxed())
+            .expect("response"));
+    }
+    if let Some(n) = path.strip_prefix("/big/") {
+        let left = n.parse().unwrap_or(0);
+        return Ok(Response::new(Repeat { left }.boxed()));
+    }
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .map_or("-".to_owned(), |v| v.to_str().unwrap_or("?").to_owned())
+    };
+    let (cl, te) = (header("content-length"), header("transfer-encoding"));
+    let count = path == "/count";
+    let mut body = req.into_body();
+    let (mut data, mut total, mut trailers) = (Vec::new(), 0usize, String::new());
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            break;
+        };
+        match frame.into_data() {
+            Ok(d) => {
+                total += d.len();
+                if !count {
+                    data.extend_from_slice(&d);
+                }
+            }
+            Err(frame) => {
+                for (n, v) in frame.into_trailers().unwrap_or_default().iter() {
+                    trailers.push_str(&format!("{n}={};", v.to_str().unwrap_or("?")));
+                }
+            }
+        }
+    }
+    if count {
+        data = total.to_string().into_bytes();
+    }
+    Ok(Response::builder()
+        .header("x-cl", cl)
+        .header("x-te", te)
+        .header("x-trailers", trailers)
+        .body(Full::new(Bytes::from(data)).boxed())
+        .expect("response"))
+}
+
+/// `left` bytes of `x` in 64 KiB frames, total unknown (sent chunked).
+struct Repeat {
+    left: usize,
+}
+
+impl Body for Repeat {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.left.min(64 * 1024);
+        self.left -= n;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![b'x'; n])))))
+    }
+}
+
+/// A request body's test error (the caller must find it as the failure's source).
+#[derive(Debug, thiserror::Error)]
+#[error("the client's body broke")]
+pub(super) struct BodyBroke;
+
+/// A request body fed frame by frame from a channel; unknown length, so sent chunked.
+pub(super) struct Channel(pub mpsc::Receiver<Result<Frame<Bytes>, BodyBroke>>);
+
+impl Channel {
+    pub(super) fn new() -> (mpsc::Sender<Result<Frame<Bytes>, BodyBroke>>, Self) {
+        let (tx, rx) = mpsc::channel(4);
+        (tx, Channel(rx))
+    }
+}
+
+impl Body for Channel {
+    type Data = Bytes;
+    type Error = BodyBroke;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyBroke>>> {
+        self.0.poll_recv(cx)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+/// A response read to its end: data, trailers, and the number of data frames.
+pub(super) struct Read {
+    pub data: Vec<u8>,
+    pub trailers: Option<HeaderMap>,
+    pub frames: usize,
+    pub largest_frame: usize,
+}
+
+impl Read {
+    pub(super) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.data).into_owned()
+    }
+}
+
+/// Reads the response's body to its end (and drops it), within [`GUARD`].
+pub(super) async fn read_to_end(response: Response<Incoming>) -> Read {
+    let mut body = response.into_body();
+    let mut read = Read {
+        data: Vec::new(),
+        trailers: None,
+        frames: 0,
+        largest_frame: 0,
+    };
+    tokio::time::timeout(GUARD, async {
+        while let Some(frame) = body.frame().await {
+            match frame.expect("response body").into_data() {
+                Ok(d) => {
+                    read.frames += 1;
+                    read.largest_frame = read.largest_frame.max(d.len());
+                    read.data.extend_from_slice(&d);
+                }
+                Err(frame) => read.trailers = frame.into_trailers().ok(),
+            }
+        }
+    })
+    .await
+    .expect("the body ends");
+    read
+}
+
+/// A one-connection upstream that reads the request head and hands it (with the stream) to
+/// `script`, which answers with exact bytes.
+pub(super) async fn raw_upstream<F, Fut>(script: F) -> SocketAddr
+where
+    F: FnOnce(TcpStream, String) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        let head = read_head(&mut stream).await;
+        script(stream, head).await;
+    });
+    addr
+}
+
+/// Reads a request head byte by byte (nothing past it), lossily as text.
+pub(super) async fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read_u8().await {
+            Ok(b) => head.push(b),
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// Writes `bytes` and keeps the connection open until the peer closes it.
+pub(super) async fn answer_and_hold(mut stream: TcpStream, bytes: &[u8]) {
+    stream.write_all(bytes).await.expect("answer");
+    let mut sink = Vec::new();
+    let _ = stream.read_to_end(&mut sink).await;
+}
