@@ -147,6 +147,8 @@ mod chunked_tests;
 #[cfg(test)]
 mod client_edge_tests;
 #[cfg(test)]
+mod client_props;
+#[cfg(test)]
 mod client_test_support;
 #[cfg(test)]
 mod client_tests;
