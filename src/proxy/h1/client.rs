@@ -232,7 +232,12 @@ impl Connection {
             );
             let mut write_side = if outgoing == Outgoing::None {
                 match write_head(&mut write, &pending).await {
-                    Ok(()) => WriteSide::Done(write),
+                    Ok(()) => {
+                        // Nothing of the request is kept while the response is awaited (a
+                        // body at its end, or one hyper would not send either, is dropped).
+                        drop((pending, parts, body));
+                        WriteSide::Done(write)
+                    }
                     Err((error, false)) => {
                         let request = Box::new(Request::from_parts(parts, body));
                         return Err(SendError::Unsent { request, error });
