@@ -13,30 +13,14 @@ use http_body_util::{Empty, Full};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
-use super::client::{Connection, Exchange, SendError};
+use super::client::{Connection, SendError};
 use super::client_test_support::{
-    BodyBroke, Channel, SETTINGS, answer_and_hold, connect, raw_upstream, read_to_end,
+    BodyBroke, Channel, SETTINGS, answer_and_hold, connect, get, raw_upstream, read_to_end,
+    request, try_send,
 };
 use super::ext::ReasonPhrase;
 use super::head::{HeadError, HeaderCase, parse_request};
 use super::server_test_support::GUARD;
-
-fn get(path: &str) -> Request<Empty<Bytes>> {
-    Request::get(path)
-        .header("host", "upstream")
-        .body(Empty::new())
-        .expect("request")
-}
-
-async fn try_send<B>(conn: Connection, req: Request<B>) -> Result<Exchange, SendError<B>>
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<super::error::BoxError>,
-{
-    tokio::time::timeout(GUARD, conn.send(req, &SETTINGS))
-        .await
-        .expect("the exchange ends")
-}
 
 /// An upstream that answers `bytes` to one request and holds the connection open.
 async fn answering(bytes: &'static [u8]) -> Connection {
@@ -227,14 +211,8 @@ async fn an_early_answer_is_delivered_while_the_request_body_streams() {
         )
     })
     .await;
-    let (tx, body) = Channel::new();
-    tx.send(Ok(Frame::data(Bytes::from_static(b"first"))))
-        .await
-        .expect("sent");
-    let req = Request::post("/upload")
-        .header("host", "upstream")
-        .body(body)
-        .expect("request");
+    let (tx, body) = Channel::starting_with(b"first");
+    let req = request(Method::POST, "/upload", body);
     let ex = try_send(connect(addr).await, req).await.expect("exchange");
     assert_eq!(ex.response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(read_to_end(ex.response).await.text(), "big");
@@ -264,14 +242,8 @@ async fn an_early_answer_is_reclaimed_once_the_request_body_is_written() {
         let _ = stream.read_to_end(&mut sink).await;
     })
     .await;
-    let (tx, body) = Channel::new();
-    tx.send(Ok(Frame::data(Bytes::from_static(b"part"))))
-        .await
-        .expect("sent");
-    let req = Request::post("/")
-        .header("host", "upstream")
-        .body(body)
-        .expect("request");
+    let (tx, body) = Channel::starting_with(b"part");
+    let req = request(Method::POST, "/", body);
     let ex = try_send(connect(addr).await, req).await.expect("exchange");
     assert_eq!(read_to_end(ex.response).await.text(), "ok");
     tx.send(Ok(Frame::data(Bytes::from_static(b"rest"))))
@@ -397,15 +369,9 @@ async fn untrustworthy_response_framing_is_refused() {
 #[tokio::test]
 async fn a_request_body_error_is_the_failures_source() {
     let addr = raw_upstream(|stream, _| answer_and_hold(stream, b"")).await;
-    let (tx, body) = Channel::new();
-    tx.send(Ok(Frame::data(Bytes::from_static(b"some"))))
-        .await
-        .expect("sent");
+    let (tx, body) = Channel::starting_with(b"some");
     tx.send(Err(BodyBroke)).await.expect("sent");
-    let req = Request::post("/")
-        .header("host", "upstream")
-        .body(body)
-        .expect("request");
+    let req = request(Method::POST, "/", body);
     let err = try_send(connect(addr).await, req)
         .await
         .expect_err("the body failed");

@@ -2,6 +2,7 @@
 //! counted), a raw one-connection upstream that writes exact bytes, request bodies fed from a
 //! channel, and reading a response to its end.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,19 +12,21 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, StreamBody};
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use super::client::{ClientSettings, Connection};
+use super::client::{ClientSettings, Connection, Exchange, SendError};
+use super::error::BoxError;
 use super::head::HeadLimits;
 use super::incoming::Incoming;
 use super::server_test_support::GUARD;
+use super::server_test_support::Pieces;
 
 /// Response head bounds small enough for the limit tests to reach.
 pub(super) const SETTINGS: ClientSettings = ClientSettings {
@@ -102,8 +105,7 @@ async fn route(req: Request<hyper::body::Incoming>) -> Result<Response<UpBody>, 
             .expect("response"));
     }
     if let Some(n) = path.strip_prefix("/big/") {
-        let left = n.parse().unwrap_or(0);
-        return Ok(Response::new(Repeat { left }.boxed()));
+        return Ok(Response::new(big(n.parse().unwrap_or(0)).boxed()));
     }
     let header = |name: &str| {
         req.headers()
@@ -143,26 +145,51 @@ async fn route(req: Request<hyper::body::Incoming>) -> Result<Response<UpBody>, 
         .expect("response"))
 }
 
-/// `left` bytes of `x` in 64 KiB frames, total unknown (sent chunked).
-struct Repeat {
-    left: usize,
+/// `n` bytes of `x` in 64 KiB frames (one shared buffer), total unknown: sent chunked.
+fn big(n: usize) -> Pieces {
+    const FRAME: usize = 64 * 1024;
+    let frame = Bytes::from(vec![b'x'; FRAME]);
+    let mut frames: VecDeque<Bytes> = std::iter::repeat_n(frame.clone(), n / FRAME).collect();
+    let rest = n % FRAME;
+    if rest > 0 {
+        frames.push_back(frame.slice(..rest));
+    }
+    Pieces(frames)
 }
 
-impl Body for Repeat {
-    type Data = Bytes;
-    type Error = Infallible;
+/// A request to `path` on the test upstream (`host` set, as the caller of the driver does).
+pub(super) fn request<B>(method: Method, path: &str, body: B) -> Request<B> {
+    let mut req = Request::new(body);
+    *req.method_mut() = method;
+    *req.uri_mut() = path.parse().expect("path");
+    req.headers_mut()
+        .insert("host", HeaderValue::from_static("upstream"));
+    req
+}
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if self.left == 0 {
-            return Poll::Ready(None);
-        }
-        let n = self.left.min(64 * 1024);
-        self.left -= n;
-        Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![b'x'; n])))))
-    }
+/// A `GET` without a body.
+pub(super) fn get(path: &str) -> Request<Empty<Bytes>> {
+    request(Method::GET, path, Empty::new())
+}
+
+/// Sends `req` on `conn`, within [`GUARD`].
+pub(super) async fn try_send<B>(conn: Connection, req: Request<B>) -> Result<Exchange, SendError<B>>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    tokio::time::timeout(GUARD, conn.send(req, &SETTINGS))
+        .await
+        .expect("the exchange ends")
+}
+
+/// [`try_send`], which must succeed.
+pub(super) async fn send<B>(conn: Connection, req: Request<B>) -> Exchange
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    try_send(conn, req).await.expect("an exchange")
 }
 
 /// A request body's test error (the caller must find it as the failure's source).
@@ -173,10 +200,21 @@ pub(super) struct BodyBroke;
 /// A request body fed frame by frame from a channel; unknown length, so sent chunked.
 pub(super) struct Channel(pub mpsc::Receiver<Result<Frame<Bytes>, BodyBroke>>);
 
+/// Feeds a [`Channel`].
+pub(super) type Feed = mpsc::Sender<Result<Frame<Bytes>, BodyBroke>>;
+
 impl Channel {
-    pub(super) fn new() -> (mpsc::Sender<Result<Frame<Bytes>, BodyBroke>>, Self) {
+    pub(super) fn new() -> (Feed, Self) {
         let (tx, rx) = mpsc::channel(4);
         (tx, Channel(rx))
+    }
+
+    /// A channel whose first frame, `first`, is ready at once.
+    pub(super) fn starting_with(first: &'static [u8]) -> (Feed, Self) {
+        let (tx, body) = Self::new();
+        tx.try_send(Ok(Frame::data(Bytes::from_static(first))))
+            .expect("room for one frame");
+        (tx, body)
     }
 }
 

@@ -3,32 +3,13 @@
 //! (helpers in `client_test_support`).
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, StatusCode};
+use http::{HeaderMap, Method, Request, StatusCode};
 use http_body::Frame;
 use http_body_util::{Empty, Full, StreamBody};
 
-use super::client::{Connection, Exchange};
-use super::client_test_support::{Channel, SETTINGS, Upstream, connect, read_to_end};
+use super::client::Connection;
+use super::client_test_support::{Channel, Upstream, connect, get, read_to_end, request, send};
 use super::ext::{BoxRead, BoxWrite};
-use super::server_test_support::GUARD;
-
-fn get(path: &str) -> Request<Empty<Bytes>> {
-    Request::get(path)
-        .header("host", "upstream")
-        .body(Empty::new())
-        .expect("request")
-}
-
-async fn send<B>(conn: Connection, req: Request<B>) -> Exchange
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<super::error::BoxError>,
-{
-    tokio::time::timeout(GUARD, conn.send(req, &SETTINGS))
-        .await
-        .expect("the upstream answers")
-        .expect("an exchange")
-}
 
 #[tokio::test]
 async fn keep_alive_two_requests_reuse_one_connection() {
@@ -41,10 +22,11 @@ async fn keep_alive_two_requests_reuse_one_connection() {
         .reclaim()
         .expect("a keep-alive connection comes back");
     assert!(conn.is_reusable());
-    let req = Request::post("/two")
-        .header("host", "upstream")
-        .body(Full::new(Bytes::from_static(b"hello")))
-        .expect("request");
+    let req = request(
+        Method::POST,
+        "/two",
+        Full::new(Bytes::from_static(b"hello")),
+    );
     let ex = send(conn, req).await;
     assert_eq!(read_to_end(ex.response).await.text(), "hello");
     assert!(ex.reuse.reclaim().is_some());
@@ -91,10 +73,11 @@ async fn post_with_content_length_is_sent_with_it() {
 #[tokio::test]
 async fn an_exact_size_hint_adds_content_length() {
     let up = Upstream::start().await;
-    let req = Request::put("/echo")
-        .header("host", "upstream")
-        .body(Full::new(Bytes::from_static(b"sized")))
-        .expect("request");
+    let req = request(
+        Method::PUT,
+        "/echo",
+        Full::new(Bytes::from_static(b"sized")),
+    );
     let ex = send(connect(up.addr).await, req).await;
     assert_eq!(ex.response.headers()["x-cl"], "5");
     assert_eq!(ex.response.headers()["x-te"], "-");
@@ -104,10 +87,7 @@ async fn an_exact_size_hint_adds_content_length() {
 #[tokio::test]
 async fn an_empty_post_goes_without_framing_fields_as_hyper_sent_it() {
     let up = Upstream::start().await;
-    let req = Request::post("/echo")
-        .header("host", "upstream")
-        .body(Empty::<Bytes>::new())
-        .expect("request");
+    let req = request(Method::POST, "/echo", Empty::<Bytes>::new());
     let ex = send(connect(up.addr).await, req).await;
     assert_eq!(ex.response.headers()["x-cl"], "-");
     assert_eq!(ex.response.headers()["x-te"], "-");
@@ -119,10 +99,7 @@ async fn an_empty_post_goes_without_framing_fields_as_hyper_sent_it() {
 async fn unknown_length_goes_chunked_with_trailers() {
     let up = Upstream::start().await;
     let (tx, body) = Channel::new();
-    let req = Request::post("/echo")
-        .header("host", "upstream")
-        .body(body)
-        .expect("request");
+    let req = request(Method::POST, "/echo", body);
     let feed = tokio::spawn(async move {
         for piece in ["one ", "two ", "three"] {
             tx.send(Ok(Frame::data(Bytes::from(piece)))).await.ok();
@@ -145,10 +122,7 @@ async fn a_get_with_a_body_of_unknown_length_sends_none_as_hyper_did() {
     let up = Upstream::start().await;
     let (tx, body) = Channel::new();
     drop(tx.send(Ok(Frame::data(Bytes::from("ignored")))).await);
-    let req = Request::get("/echo")
-        .header("host", "upstream")
-        .body(body)
-        .expect("request");
+    let req = request(Method::GET, "/echo", body);
     let ex = send(connect(up.addr).await, req).await;
     assert_eq!(ex.response.headers()["x-te"], "-");
     assert_eq!(read_to_end(ex.response).await.text(), "");
@@ -157,10 +131,7 @@ async fn a_get_with_a_body_of_unknown_length_sends_none_as_hyper_did() {
 #[tokio::test]
 async fn head_response_has_no_body_and_the_connection_is_reused() {
     let up = Upstream::start().await;
-    let req = Request::head("/big/1000")
-        .header("host", "upstream")
-        .body(Empty::<Bytes>::new())
-        .expect("request");
+    let req = request(Method::HEAD, "/big/1000", Empty::<Bytes>::new());
     let ex = send(connect(up.addr).await, req).await;
     assert_eq!(ex.response.status(), StatusCode::OK);
     assert_eq!(read_to_end(ex.response).await.data.len(), 0);
@@ -229,10 +200,7 @@ async fn large_bodies_stream_both_ways_without_being_buffered() {
             }
         }
     });
-    let req = Request::post("/count")
-        .header("host", "upstream")
-        .body(body)
-        .expect("request");
+    let req = request(Method::POST, "/count", body);
     let ex = send(conn, req).await;
     assert_eq!(read_to_end(ex.response).await.text(), SIZE.to_string());
     feed.await.expect("fed");
