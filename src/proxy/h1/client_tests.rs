@@ -207,3 +207,134 @@ async fn large_bodies_stream_both_ways_without_being_buffered() {
     assert!(ex.reuse.reclaim().is_some());
     assert_eq!(up.accepted(), 1);
 }
+
+#[tokio::test]
+async fn a_request_saying_close_is_not_reclaimed() {
+    let up = Upstream::start().await;
+    let mut req = get("/echo");
+    req.headers_mut()
+        .insert("connection", http::HeaderValue::from_static("close"));
+    let ex = send(connect(up.addr).await, req).await;
+    assert_eq!(ex.response.status(), StatusCode::OK);
+    read_to_end(ex.response).await;
+    assert!(ex.reuse.reclaim().is_none());
+}
+
+#[tokio::test]
+async fn a_response_body_dropped_midway_gives_nothing_back() {
+    let up = Upstream::start().await;
+    let ex = send(connect(up.addr).await, get("/big/1000000")).await;
+    let mut body = ex.response.into_body();
+    let first = http_body_util::BodyExt::frame(&mut body).await;
+    assert!(first.is_some_and(|f| f.is_ok()));
+    drop(body);
+    assert!(
+        ex.reuse.reclaim().is_none(),
+        "where the next response starts is unknown"
+    );
+}
+
+#[test]
+fn request_framing_follows_hyper() {
+    use http::{HeaderValue, Version};
+
+    use super::client::plan;
+    use super::response::Outgoing;
+
+    let framed = |method: Method, version, fields: &[(&str, &str)], end, exact| {
+        let mut headers = HeaderMap::new();
+        for (n, v) in fields {
+            headers.append(
+                http::header::HeaderName::from_bytes(n.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        let outgoing = plan(&method, version, &mut headers, end, exact);
+        let cl = headers
+            .get("content-length")
+            .map(|v| v.to_str().expect("text").to_owned());
+        let te = headers
+            .get_all("transfer-encoding")
+            .iter()
+            .map(|v| v.to_str().expect("text").to_owned())
+            .collect::<Vec<_>>()
+            .join(",");
+        (outgoing, cl, te)
+    };
+    let v11 = Version::HTTP_11;
+    let v10 = Version::HTTP_10;
+    // A body at its end: nothing, no field added, a stray Transfer-Encoding removed.
+    assert_eq!(
+        framed(
+            Method::POST,
+            v11,
+            &[("transfer-encoding", "chunked")],
+            true,
+            Some(0)
+        ),
+        (Outgoing::None, None, String::new())
+    );
+    // A Content-Length given wins over the size hint.
+    assert_eq!(
+        framed(
+            Method::POST,
+            v11,
+            &[("content-length", "7")],
+            false,
+            Some(3)
+        ),
+        (Outgoing::Length(7), Some("7".into()), String::new())
+    );
+    // Exact size: added; unknown: chunked, but not for GET / HEAD / CONNECT.
+    assert_eq!(
+        framed(Method::PUT, v11, &[], false, Some(3)),
+        (Outgoing::Length(3), Some("3".into()), String::new())
+    );
+    assert_eq!(
+        framed(Method::POST, v11, &[], false, None),
+        (Outgoing::Chunked, None, "chunked".into())
+    );
+    for method in [Method::GET, Method::HEAD, Method::CONNECT] {
+        assert_eq!(
+            framed(method, v11, &[], false, None),
+            (Outgoing::None, None, String::new())
+        );
+    }
+    // A Transfer-Encoding given is kept, chunked made last, the length dropped.
+    assert_eq!(
+        framed(
+            Method::POST,
+            v11,
+            &[("transfer-encoding", "gzip"), ("content-length", "4")],
+            false,
+            None
+        ),
+        (Outgoing::Chunked, None, "gzip,chunked".into())
+    );
+    // Malformed lengths are never forwarded.
+    assert_eq!(
+        framed(
+            Method::POST,
+            v11,
+            &[("content-length", "1, 2")],
+            false,
+            Some(5)
+        ),
+        (Outgoing::Length(5), Some("5".into()), String::new())
+    );
+    // HTTP/1.0 cannot chunk: length, exact size, or no body.
+    assert_eq!(
+        framed(
+            Method::POST,
+            v10,
+            &[("transfer-encoding", "chunked")],
+            false,
+            None
+        ),
+        (Outgoing::None, None, String::new())
+    );
+    assert_eq!(
+        framed(Method::POST, v10, &[], false, Some(2)),
+        (Outgoing::Length(2), Some("2".into()), String::new())
+    );
+}
