@@ -187,9 +187,12 @@ impl Connection {
         let mut byte = [0u8; 1];
         let mut buf = ReadBuf::new(&mut byte);
         let mut cx = Context::from_waker(Waker::noop());
-        Pin::new(&mut self.read)
-            .poll_read(&mut cx, &mut buf)
-            .is_pending()
+        // Unconstrained: a task out of tokio's coop budget would see `Pending` from a closed
+        // socket too, and reuse it.
+        let probe = tokio::task::unconstrained(poll_fn(|cx| {
+            Pin::new(&mut self.read).poll_read(cx, &mut buf)
+        }));
+        pin!(probe).poll(&mut cx).is_pending()
     }
 
     /// Sends `req` and returns the response head with its body streaming from the connection.
