@@ -393,3 +393,23 @@ async fn a_body_shorter_than_its_content_length_fails_the_exchange() {
         .expect_err("short body");
     assert!(matches!(err, SendError::Body(_)), "{err:?}");
 }
+
+#[tokio::test]
+async fn dropping_the_send_future_stops_writing_the_request_body() {
+    // The upstream reads the head and never answers.
+    let addr = raw_upstream(|stream, _| answer_and_hold(stream, b"")).await;
+    let (tx, body) = Channel::starting_with(b"first");
+    let req = request(Method::POST, "/", body);
+    let conn = connect(addr).await;
+    let sending = conn.send(req, &SETTINGS);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), sending)
+            .await
+            .is_err(),
+        "no answer yet"
+    );
+    // The future is gone, and with it the body: nothing keeps writing.
+    tokio::time::timeout(GUARD, tx.closed())
+        .await
+        .expect("the body was dropped");
+}
