@@ -53,10 +53,26 @@ pub(crate) struct ClientSettings {
     pub(crate) limits: HeadLimits,
 }
 
+impl Default for ClientSettings {
+    /// What hyper's client allowed a response head, which the pool used (its default
+    /// `max_buf_size`, 8 KiB + 100 × 4 KiB, and 100 fields): the wiring keeps upstream
+    /// behaviour unchanged with these.
+    fn default() -> Self {
+        ClientSettings {
+            limits: HeadLimits {
+                max_head_bytes: 8192 + 4096 * 100,
+                max_headers: 100,
+            },
+        }
+    }
+}
+
 /// One upstream HTTP/1 connection. Idle, it holds its two halves and no buffer (hyper kept
 /// 8 KiB read + 8 KiB write buffers and a request channel per pooled connection).
 pub(crate) struct Connection {
+    /// The stream's read half (a response's read buffer exists only during an exchange).
     read: BoxRead,
+    /// The stream's write half (a request's head is framed in a `Vec` of the exchange).
     write: BoxWrite,
 }
 
@@ -501,7 +517,9 @@ enum WriteBack {
 pub(crate) struct Reuse {
     /// Whether both sides let the connection persist and the body is not close-delimited.
     keep: bool,
+    /// The read half, or where it comes back from.
     read: ReadBack,
+    /// The write half, or the task that still has it.
     write: WriteBack,
 }
 

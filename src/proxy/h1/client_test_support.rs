@@ -47,11 +47,14 @@ pub(super) async fn connect(addr: SocketAddr) -> Connection {
 /// A hyper 1 HTTP/1 server on loopback serving [`route`], and how many connections it
 /// accepted.
 pub(super) struct Upstream {
+    /// Where it listens.
     pub addr: SocketAddr,
+    /// Connections accepted so far (reuse tests count them).
     pub accepts: Arc<AtomicUsize>,
 }
 
 impl Upstream {
+    /// Listens on an ephemeral loopback port and serves every connection with [`route`].
     pub(super) async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -71,6 +74,7 @@ impl Upstream {
         Upstream { addr, accepts }
     }
 
+    /// How many connections it accepted.
     pub(super) fn accepted(&self) -> usize {
         self.accepts.load(Ordering::SeqCst)
     }
@@ -204,6 +208,7 @@ pub(super) struct Channel(pub mpsc::Receiver<Result<Frame<Bytes>, BodyBroke>>);
 pub(super) type Feed = mpsc::Sender<Result<Frame<Bytes>, BodyBroke>>;
 
 impl Channel {
+    /// A channel body and its feed (room for four frames).
     pub(super) fn new() -> (Feed, Self) {
         let (tx, rx) = mpsc::channel(4);
         (tx, Channel(rx))
@@ -236,13 +241,18 @@ impl Body for Channel {
 
 /// A response read to its end: data, trailers, and the number of data frames.
 pub(super) struct Read {
+    /// The data frames, joined.
     pub data: Vec<u8>,
+    /// The trailers frame, if any.
     pub trailers: Option<HeaderMap>,
+    /// How many data frames (a streamed body comes in many).
     pub frames: usize,
+    /// The largest data frame (a streamed body is never one big buffer).
     pub largest_frame: usize,
 }
 
 impl Read {
+    /// The data as text (lossy).
     pub(super) fn text(&self) -> String {
         String::from_utf8_lossy(&self.data).into_owned()
     }

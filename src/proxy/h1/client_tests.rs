@@ -338,3 +338,12 @@ fn request_framing_follows_hyper() {
         (Outgoing::Length(2), Some("2".into()), String::new())
     );
 }
+
+#[test]
+fn what_the_pool_keeps_and_moves_is_send() {
+    fn send<T: Send>() {}
+    send::<Connection>();
+    send::<super::client::Exchange>();
+    send::<super::client::Reuse>();
+    send::<super::client::SendError<Full<Bytes>>>();
+}
