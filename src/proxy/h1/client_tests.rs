@@ -2,6 +2,13 @@
 //! request body framing, bodiless responses, chunked trailers, large streamed bodies
 //! (helpers in `client_test_support`).
 
+use std::convert::Infallible;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body::Frame;
@@ -55,7 +62,7 @@ async fn post_with_content_length_is_sent_with_it() {
     let up = Upstream::start().await;
     // A Content-Length given and a body of unknown size: the given length frames it.
     let body = StreamBody::new(futures::stream::iter(vec![
-        Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"abc"))),
+        Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"abc"))),
         Ok(Frame::data(Bytes::from_static(b"def"))),
     ]));
     let req = Request::post("/echo")
@@ -346,4 +353,73 @@ fn what_the_pool_keeps_and_moves_is_send() {
     send::<super::client::Exchange>();
     send::<super::client::Reuse>();
     send::<super::client::SendError<Full<Bytes>>>();
+}
+
+/// A write half that counts the writes that went through.
+struct Counting {
+    inner: tokio::net::tcp::OwnedWriteHalf,
+    writes: Arc<AtomicUsize>,
+}
+
+impl tokio::io::AsyncWrite for Counting {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if polled.is_ready() {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn a_head_and_a_small_body_go_out_in_one_write() {
+    let up = Upstream::start().await;
+    let stream = tokio::net::TcpStream::connect(up.addr)
+        .await
+        .expect("connect");
+    let (read, inner) = stream.into_split();
+    let writes = Arc::default();
+    let write = Counting {
+        inner,
+        writes: Arc::clone(&writes),
+    };
+    let conn = Connection::new(Box::new(read), Box::new(write));
+    let req = request(
+        Method::POST,
+        "/echo",
+        Full::new(Bytes::from(vec![b'z'; 1000])),
+    );
+    let ex = send(conn, req).await;
+    assert_eq!(read_to_end(ex.response).await.data.len(), 1000);
+    assert_eq!(writes.load(Ordering::SeqCst), 1);
+    // A chunked body whose frames are all ready: one write too (head, chunks, trailers).
+    let conn = ex.reuse.reclaim().expect("reusable");
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-t", http::HeaderValue::from_static("1"));
+    let frames = vec![
+        Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"a"))),
+        Ok(Frame::data(Bytes::from_static(b"b"))),
+        Ok(Frame::trailers(trailers)),
+    ];
+    let req = request(
+        Method::POST,
+        "/echo",
+        StreamBody::new(futures::stream::iter(frames)),
+    );
+    let ex = send(conn, req).await;
+    assert_eq!(ex.response.headers()["x-trailers"], "x-t=1;");
+    assert_eq!(read_to_end(ex.response).await.text(), "ab");
+    assert_eq!(writes.load(Ordering::SeqCst), 2);
 }
