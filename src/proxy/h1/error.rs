@@ -33,9 +33,8 @@ pub(crate) enum Error {
     /// client driver's response bodies need the wiring to tell them apart.
     #[error("malformed chunked body: {0}")]
     Chunked(ChunkedError),
-    /// The peer closed the connection before the body was complete (the client inside a
-    /// request body; the upstream inside a response body, for the client driver).
-    #[error("the peer closed the connection inside the body")]
+    /// The client closed the connection before the request body was complete.
+    #[error("client closed the connection inside the request body")]
     IncompleteBody,
     /// A request head was not complete by the header-read timeout (closed, no response).
     #[error("request head incomplete at the header-read timeout")]
