@@ -267,6 +267,11 @@ impl Connection {
                 drop(parts);
                 WriteSide::Writing(Box::pin(async move {
                     let written = write_body(&mut write, &mut pending, body, outgoing).await;
+                    if written.is_err() {
+                        // The upstream must not wait for the rest of a request that will
+                        // never come (the task's output keeps the half until reclaimed).
+                        let _ = write.shutdown().await;
+                    }
                     (write, written)
                 }))
             };

@@ -413,3 +413,30 @@ async fn dropping_the_send_future_stops_writing_the_request_body() {
         .await
         .expect("the body was dropped");
 }
+
+#[tokio::test]
+async fn a_request_body_failing_after_the_answer_ends_the_request_side() {
+    let (got_tx, got) = oneshot::channel();
+    let addr = raw_upstream(|mut stream, _| async move {
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .await
+            .expect("answer");
+        let mut body = Vec::new();
+        let _ = stream.read_to_end(&mut body).await;
+        let _ = got_tx.send(body);
+    })
+    .await;
+    let (tx, body) = Channel::starting_with(b"part");
+    let req = request(Method::POST, "/", body);
+    let ex = try_send(connect(addr).await, req).await.expect("exchange");
+    assert_eq!(read_to_end(ex.response).await.text(), "ok");
+    tx.send(Err(BodyBroke)).await.expect("sent");
+    // The writer task shuts its half: the upstream sees the request end, unfinished.
+    let body = tokio::time::timeout(GUARD, got)
+        .await
+        .expect("EOF")
+        .expect("body");
+    assert_eq!(body, b"4\r\npart\r\n");
+    assert!(ex.reuse.reclaim().is_none());
+}
