@@ -5,9 +5,12 @@
 
 use std::time::Duration;
 
+use std::convert::Infallible;
+
 use bytes::Bytes;
 use http::{Method, Request};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body::Frame;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
@@ -16,6 +19,8 @@ use super::chunked::{CHUNK_END, encode_chunk_header, encode_last_chunk};
 use super::client::{ClientSettings, Connection};
 use super::head::HeadLimits;
 use super::props::http_ish;
+use super::server_test_support::{echo, settings as server_settings, spawn_serve};
+use crate::shutdown::ShutdownHandle;
 
 /// Generous bound on one whole exchange over an in-memory pipe: a hang guard only.
 const GUARD: Duration = Duration::from_secs(5);
@@ -180,4 +185,109 @@ proptest! {
         prop_assert_eq!(got, data);
         prop_assert!(reclaimed, "a complete keep-alive exchange gives the connection back");
     }
+}
+
+/// How a generated request body declares its length.
+#[derive(Debug, Clone, Copy)]
+enum Declared {
+    /// An exact size hint (one data frame, no trailers): `content-length` is added.
+    Exact,
+    /// Unknown: sent chunked, trailers included.
+    Unknown,
+    /// Unknown, but the caller gave `Content-Length`.
+    Given,
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_request_body_of_any_shape_reaches_the_server_driver_intact(
+        frames in vec(vec(any::<u8>(), 0..12_000), 0..5),
+        trailers in vec(("x-[a-z]{1,6}", "[a-z0-9]{1,6}"), 0..3),
+        declared in prop_oneof![Just(Declared::Exact), Just(Declared::Unknown), Just(Declared::Given)],
+    ) {
+        let data: Vec<u8> = frames.concat();
+        let sent = data.clone();
+        let mut trailer_map = http::HeaderMap::new();
+        for (n, v) in &trailers {
+            trailer_map.append(
+                http::header::HeaderName::from_bytes(n.as_bytes()).expect("name"),
+                http::HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        // A stream body is never "at its end" before it is polled: Unknown always goes
+        // chunked, and only chunked carries trailers. The echo lists them in map order.
+        let expected_trailers: String = match declared {
+            Declared::Unknown => trailer_map
+                .iter()
+                .map(|(n, v)| format!("{n}={};", v.to_str().unwrap_or("?")))
+                .collect(),
+            Declared::Exact | Declared::Given => String::new(),
+        };
+        let (text, trailers_seen, second) = runtime().block_on(async move {
+            let (client, server) = tokio::io::duplex(16 * 1024);
+            let _serving = spawn_serve(
+                server,
+                tower::service_fn(echo),
+                server_settings(),
+                ShutdownHandle::default(),
+                None,
+            );
+            let (read, write) = tokio::io::split(client);
+            let conn = Connection::new(Box::new(read), Box::new(write));
+            let settings = ClientSettings::default();
+            tokio::time::timeout(GUARD, async move {
+                let exchange = match declared {
+                    Declared::Exact => {
+                        let req = post(Full::new(Bytes::from(data.clone())));
+                        conn.send(req, &settings).await.expect("a response")
+                    }
+                    Declared::Unknown | Declared::Given => {
+                        let mut items: Vec<Result<Frame<Bytes>, Infallible>> =
+                            frames.into_iter().map(|f| Ok(Frame::data(Bytes::from(f)))).collect();
+                        if matches!(declared, Declared::Unknown) && !trailer_map.is_empty() {
+                            items.push(Ok(Frame::trailers(trailer_map)));
+                        }
+                        let mut req = post(StreamBody::new(futures::stream::iter(items)));
+                        if matches!(declared, Declared::Given) {
+                            req.headers_mut().insert(
+                                http::header::CONTENT_LENGTH,
+                                http::HeaderValue::from(data.len()),
+                            );
+                        }
+                        conn.send(req, &settings).await.expect("a response")
+                    }
+                };
+                let trailers_seen = exchange.response.headers()["x-trailers"]
+                    .to_str()
+                    .unwrap_or("?")
+                    .to_owned();
+                let body = exchange.response.into_body().collect().await.expect("body");
+                let text = body.to_bytes();
+                let conn = exchange.reuse.reclaim().expect("kept alive");
+                let again = conn
+                    .send(Request::get("/again").body(Empty::<Bytes>::new()).expect("request"), &settings)
+                    .await
+                    .expect("a second response");
+                let second = again.response.into_body().collect().await.expect("body").to_bytes();
+                (text, trailers_seen, second)
+            })
+            .await
+            .expect("no hang")
+        });
+        // The echo answers text (lossy), so the data is compared as the echo writes it.
+        let expected = format!("POST / {}", String::from_utf8_lossy(&sent));
+        prop_assert!(text[..] == *expected.as_bytes(), "the echo differs");
+        prop_assert_eq!(trailers_seen, expected_trailers);
+        prop_assert_eq!(&second[..], b"GET /again ");
+    }
+}
+
+/// A `POST /` with `body`.
+fn post<B>(body: B) -> Request<B> {
+    let mut req = Request::new(body);
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = http::Uri::from_static("/");
+    req
 }
