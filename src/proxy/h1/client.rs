@@ -226,29 +226,31 @@ impl Connection {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        // The head is framed before the future exists: the future then holds the request's
+        // parts and body once (as its captures), not twice (captures and locals).
         let limits = settings.limits;
+        let Connection { read, mut write } = self;
+        let (mut parts, body) = req.into_parts();
+        let method = parts.method.clone();
+        let request_keep =
+            parts.version == Version::HTTP_11 && keep_alive(parts.version, &parts.headers);
+        let outgoing = plan(
+            &parts.method,
+            parts.version,
+            &mut parts.headers,
+            body.is_end_stream(),
+            body.size_hint().exact(),
+        );
+        let mut pending = Vec::with_capacity(HEAD_CAPACITY);
+        super::head::write_request_head(
+            &mut pending,
+            &parts.method,
+            &parts.uri,
+            parts.version,
+            &parts.headers,
+            parts.extensions.get::<HeaderCase>(),
+        );
         async move {
-            let Connection { read, mut write } = self;
-            let (mut parts, body) = req.into_parts();
-            let method = parts.method.clone();
-            let request_keep =
-                parts.version == Version::HTTP_11 && keep_alive(parts.version, &parts.headers);
-            let outgoing = plan(
-                &parts.method,
-                parts.version,
-                &mut parts.headers,
-                body.is_end_stream(),
-                body.size_hint().exact(),
-            );
-            let mut pending = Vec::with_capacity(HEAD_CAPACITY);
-            super::head::write_request_head(
-                &mut pending,
-                &parts.method,
-                &parts.uri,
-                parts.version,
-                &parts.headers,
-                parts.extensions.get::<HeaderCase>(),
-            );
             let mut write_side = if outgoing == Outgoing::None {
                 match write_head(&mut write, &pending).await {
                     Ok(()) => {
