@@ -18,8 +18,9 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Why a connection or a body ended early.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Error {
-    /// The client's socket failed.
-    #[error("client connection: {0}")]
+    /// The connection's socket failed (the client's; or the upstream's, in a response body
+    /// read by the client driver).
+    #[error("connection failed: {0}")]
     Io(#[from] io::Error),
     /// The request head was refused (answered [`HeadError::status`], then closed).
     #[error("request head refused: {0}")]
@@ -27,8 +28,9 @@ pub(crate) enum Error {
     /// The request's body framing was refused (answered `400`, then closed).
     #[error("request framing refused: {0}")]
     Framing(FramingError),
-    /// The chunked request body is malformed (the body's reader got this error; the
-    /// connection closes after the response).
+    /// The chunked body is malformed (the body's reader got this error; the connection
+    /// closes after the response). [`Error::rejection`] counts it as a refused request: the
+    /// client driver's response bodies need the wiring to tell them apart.
     #[error("malformed chunked body: {0}")]
     Chunked(ChunkedError),
     /// The client closed the connection before the request body was complete.
@@ -45,9 +47,10 @@ pub(crate) enum Error {
     /// The service failed instead of answering (closed, no response: as hyper did).
     #[error("service failed: {0}")]
     Service(BoxError),
-    /// The response body failed while it was being written (the client sees the connection
-    /// close before the body's end).
-    #[error("response body failed: {0}")]
+    /// The body being written failed, or did not match its `Content-Length`: a response body
+    /// (the client sees the connection close before the body's end), or a request body the
+    /// client driver was sending (it becomes `client::SendError::Body`).
+    #[error("body failed: {0}")]
     Body(BoxError),
     /// The connection was handed over (upgrade) or its reader went away: nothing more to read.
     #[error("the connection was handed over or has gone")]

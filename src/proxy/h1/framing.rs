@@ -152,7 +152,7 @@ fn codings(headers: &HeaderMap) -> Result<Codings, FramingError> {
 /// The message's `Content-Length`, if it has one: every value of every field must be
 /// 1*DIGIT within `u64`, and all must be equal (`5, 5` and two fields of `5` are `5`, as RFC
 /// 9110 §8.6 allows a recipient to read them).
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, FramingError> {
+pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, FramingError> {
     let mut length = None;
     for field in headers.get_all(header::CONTENT_LENGTH) {
         for element in field.as_bytes().split(|b| *b == b',') {
@@ -186,6 +186,14 @@ fn list_elements<'a>(
         .flat_map(|v| v.as_bytes().split(|b| *b == b','))
         .map(<[u8]>::trim_ascii)
         .filter(|e| !e.is_empty())
+}
+
+/// Whether `chunked` is the final transfer coding over all `Transfer-Encoding` fields (however
+/// often it appears): what a writer checks before keeping a sender's `Transfer-Encoding`.
+pub(crate) fn chunked_last(headers: &HeaderMap) -> bool {
+    list_elements(headers.get_all(header::TRANSFER_ENCODING))
+        .last()
+        .is_some_and(|e| e.eq_ignore_ascii_case(b"chunked"))
 }
 
 /// The tokens of every `Connection` field, trimmed, in order: the options of this connection

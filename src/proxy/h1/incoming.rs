@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 use super::chunked::{ChunkedDecoder, Decoded};
 use super::error::Error;
 use super::ext::BoxRead;
+use super::head::{HeadError, HeadLimits};
 
 /// How much is read from the socket at once (and the read buffer's size when it is
 /// (re)allocated): hyper's initial read size, and a page pair.
@@ -83,6 +84,34 @@ impl ReadSide {
     pub(crate) async fn fill(&mut self) -> io::Result<usize> {
         std::future::poll_fn(|cx| self.poll_fill(cx)).await
     }
+
+    /// Reads until `parse` (the codec's `parse_request` or `parse_response`) finds a complete
+    /// head at the start of the buffer, and drops the head's bytes from it. `parse` runs only
+    /// after a read brought a `\n` (and once on what is already buffered): a head trickled
+    /// byte by byte costs linear time, not quadratic. Shared by both drivers.
+    pub(crate) async fn read_head<T>(
+        &mut self,
+        limits: &HeadLimits,
+        parse: impl Fn(&[u8], &HeadLimits) -> Result<Option<(T, usize)>, HeadError>,
+    ) -> Result<T, HeadRead> {
+        let mut scanned = 0;
+        loop {
+            if self.buf[scanned..].contains(&b'\n') {
+                if let Some((head, len)) = parse(&self.buf, limits).map_err(HeadRead::Invalid)? {
+                    self.buf.advance(len);
+                    return Ok(head);
+                }
+            } else if self.buf.len() > limits.max_head_bytes {
+                return Err(HeadRead::Invalid(HeadError::TooLarge));
+            }
+            scanned = self.buf.len();
+            match self.fill().await {
+                Ok(0) => return Err(HeadRead::Closed),
+                Err(e) => return Err(HeadRead::Io(e)),
+                Ok(_) => {}
+            }
+        }
+    }
 }
 
 impl fmt::Debug for ReadSide {
@@ -91,6 +120,17 @@ impl fmt::Debug for ReadSide {
             .field("buffered", &self.buf.len())
             .finish_non_exhaustive()
     }
+}
+
+/// Why [`ReadSide::read_head`] found no head.
+#[derive(Debug)]
+pub(crate) enum HeadRead {
+    /// The peer closed the connection before a complete head (part of one may be buffered).
+    Closed,
+    /// The socket failed.
+    Io(io::Error),
+    /// The head is malformed or over the limits.
+    Invalid(HeadError),
 }
 
 /// What an [`Incoming`] hands back to the driver when it is done with the read side.

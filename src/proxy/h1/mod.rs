@@ -1,7 +1,8 @@
 //! stitch's own HTTP/1 engine. Step one: the sans-IO codec ([`head`], [`framing`],
 //! [`chunked`]): no sockets, no tokio, functions and state machines over bytes. Step two: the
 //! client-facing connection driver ([`server`]), not wired in yet (the proxy still serves
-//! HTTP/1 with hyper in `proxy::http::server`). The upstream client driver is the next step.
+//! HTTP/1 with hyper in `proxy::http::server`). Step three: the upstream connection driver
+//! ([`client`]), not wired in either (`proxy::http::pool` still sends with hyper's client).
 //!
 //! # The server driver (step two)
 //!
@@ -28,6 +29,32 @@
 //! lease (it no longer goes through `ProxyIo::replaying`), pass the accept time plus
 //! `--header-read-timeout` as the first head's deadline, count `Error::rejection`, and port
 //! `forward` from `hyper::upgrade::on` to [`ext::OnUpgrade`].
+//!
+//! # The client driver (step three)
+//!
+//! [`client::Connection`] is one upstream connection, built from a stream already split;
+//! idle, it is the two halves and no buffer. [`client::Connection::send`] writes a request
+//! (head through [`head::write_request_head`] with the request's [`head::HeaderCase`]; body
+//! framed as hyper's client framed it, [`client::plan`], by the same
+//! [`response::write_body`] the server side writes responses with) while reading the
+//! response head (full duplex: an early `413` is delivered while the body is still being
+//! sent, the rest of which then goes out on a task of its own). It answers a
+//! [`client::Exchange`]: the response with an [`incoming::Incoming`] body reading from the
+//! upstream and the [`head::HeaderCase`] / [`ext::ReasonPhrase`] extensions; a
+//! [`client::Reuse`] whose non-blocking `reclaim` gives the connection back once the body
+//! was read to its end (keep-alive, request fully written, nothing extra received); and,
+//! after a `101` or a 2xx to `CONNECT`, the socket as an [`ext::Upgraded`]. Interim `1xx`
+//! responses are skipped. [`client::SendError`] tells a request that was not written at all
+//! (given back, to retry elsewhere) from a broken upstream (socket, head, framing) and from
+//! the request body's own failure (its error as `source()`: the client's fault, `400`).
+//!
+//! Wiring it in means, in `proxy::http::pool`: keep `Connection`s in the idle lists instead
+//! of `SendRequest`s (check `is_reusable()` at checkout: it replaces `is_closed()` and
+//! `ready()`), hold the `Reuse` in `Checkin` and push `reclaim()`'s connection on release,
+//! retry `SendError::into_request()` on another connection, map `SendError::Body` to the
+//! request body's error, and take `Exchange::upgraded` instead of `hyper::upgrade::on`.
+//! There is no timeout inside the driver (nor was there in hyper's): the caller bounds the
+//! exchange.
 //!
 //! # Why not hyper
 //!
@@ -133,6 +160,7 @@
 //! server refused any list there, its client accepted it).
 
 pub(crate) mod chunked;
+pub(crate) mod client;
 pub(crate) mod error;
 pub(crate) mod ext;
 pub(crate) mod framing;
@@ -143,6 +171,14 @@ pub(crate) mod server;
 
 #[cfg(test)]
 mod chunked_tests;
+#[cfg(test)]
+mod client_edge_tests;
+#[cfg(test)]
+mod client_props;
+#[cfg(test)]
+mod client_test_support;
+#[cfg(test)]
+mod client_tests;
 #[cfg(test)]
 mod framing_tests;
 #[cfg(test)]

@@ -55,7 +55,7 @@ fn limits() -> impl Strategy<Value = HeadLimits> {
 
 /// Bytes that look like HTTP often enough to get past the start line: a plausible start
 /// followed by a soup of separators, token bytes, CTLs and obs-text.
-fn http_ish(start: &'static [&'static str]) -> impl Strategy<Value = Vec<u8>> {
+pub(super) fn http_ish(start: &'static [&'static str]) -> impl Strategy<Value = Vec<u8>> {
     let soup = prop_oneof![
         Just(b'\r'),
         Just(b'\n'),

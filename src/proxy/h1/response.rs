@@ -23,7 +23,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use super::chunked::{CHUNK_END, encode_chunk_header, encode_last_chunk};
 use super::error::{BoxError, Error};
 use super::ext::ReasonPhrase;
-use super::framing::{connection_tokens, keep_alive};
+use super::framing::{chunked_last, connection_tokens, keep_alive};
 use super::head::{HeaderCase, write_response_head};
 
 /// Data frames up to this size are copied behind the head or a chunk's size line, so that a
@@ -81,14 +81,7 @@ pub(crate) fn plan(
     let http11 = answering.version == Version::HTTP_11;
     if headers.contains_key(header::TRANSFER_ENCODING) {
         headers.remove(header::CONTENT_LENGTH);
-        let chunked_last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .map(<[u8]>::trim_ascii)
-            .rfind(|e| !e.is_empty())
-            .is_some_and(|e| e.eq_ignore_ascii_case(b"chunked"));
-        if http11 && chunked_last {
+        if http11 && chunked_last(headers) {
             return Outgoing::Chunked;
         }
         if !http11 {
@@ -164,7 +157,7 @@ impl<'a, W: AsyncWrite + Unpin> ResponseWriter<'a, W> {
     /// another request as far as the driver knows. Returns whether it still may: not after a
     /// close-delimited body, nor when the response itself says `Connection: close`. The head
     /// goes out with the first body bytes when they are ready at once, else by itself.
-    pub(crate) async fn write<B>(mut self, response: Response<B>, keep: bool) -> Result<bool, Error>
+    pub(crate) async fn write<B>(self, response: Response<B>, keep: bool) -> Result<bool, Error>
     where
         B: Body<Data = bytes::Bytes>,
         B::Error: Into<BoxError>,
@@ -191,116 +184,135 @@ impl<'a, W: AsyncWrite + Unpin> ResponseWriter<'a, W> {
             &parts.headers,
             case,
         );
-        if outgoing == Outgoing::None {
-            self.out.write_all(&pending).await?;
-            self.out.flush().await?;
-            return Ok(keep);
-        }
-        let mut body = pin!(body);
-        let mut left = match outgoing {
-            Outgoing::Length(n) => Some(n),
-            _ => None,
-        };
-        let mut trailers = None;
-        loop {
-            // Errors are boxed at once: a `B::Error` held across an await would make this
-            // future `Send` only for bodies whose error is.
-            let ready = poll_fn(|cx| Poll::Ready(poll_boxed(body.as_mut(), cx))).await;
-            let next = match ready {
-                Poll::Ready(next) => next,
-                Poll::Pending => {
-                    self.write_pending(&mut pending).await?;
-                    poll_fn(|cx| poll_boxed(body.as_mut(), cx)).await
-                }
-            };
-            let frame = match next {
-                None => break,
-                Some(Err(e)) => return Err(Error::Body(e)),
-                Some(Ok(frame)) => frame,
-            };
-            let data = match frame.into_data() {
-                Ok(data) => data,
-                Err(frame) => {
-                    trailers = Frame::into_trailers(frame).ok();
-                    continue;
-                }
-            };
-            self.put_data(&mut pending, data, outgoing, &mut left)
-                .await?;
-        }
-        match (outgoing, left) {
-            (Outgoing::Chunked, _) => encode_last_chunk(trailers.as_ref(), &mut pending),
-            (Outgoing::Length(_), Some(left)) if left > 0 => {
-                // The body ended short of its length: the client would wait for the rest.
-                self.write_pending(&mut pending).await?;
-                return Err(Error::Body(
-                    "response body shorter than its Content-Length".into(),
-                ));
-            }
-            _ => {}
-        }
-        self.write_pending(&mut pending).await?;
-        self.out.flush().await?;
+        write_body(self.out, &mut pending, body, outgoing).await?;
         Ok(keep)
     }
+}
 
-    /// Frames `data` into `pending` (or writes it straight out when large).
-    async fn put_data(
-        &mut self,
-        pending: &mut Vec<u8>,
-        mut data: bytes::Bytes,
-        outgoing: Outgoing,
-        left: &mut Option<u64>,
-    ) -> Result<(), Error> {
-        if data.is_empty() {
-            return Ok(());
-        }
-        let mut overflow = false;
-        if let Some(left) = left {
-            if data.len() as u64 > *left {
-                data.truncate(usize::try_from(*left).unwrap_or(usize::MAX));
-                overflow = true;
-            }
-            *left -= data.len() as u64;
-        }
-        if outgoing == Outgoing::Chunked {
-            encode_chunk_header(data.len() as u64, pending);
-        }
-        if data.len() <= COPY_MAX {
-            pending.extend_from_slice(&data);
-        } else {
-            self.write_pending(pending).await?;
-            while data.has_remaining() {
-                let n = self.out.write(&data).await?;
-                if n == 0 {
-                    return Err(Error::Io(std::io::ErrorKind::WriteZero.into()));
-                }
-                data.advance(n);
-            }
-        }
-        if outgoing == Outgoing::Chunked {
-            pending.extend_from_slice(CHUNK_END);
-        }
-        if overflow {
-            self.write_pending(pending).await?;
-            return Err(Error::Body(
-                "response body longer than its Content-Length".into(),
-            ));
-        }
-        if pending.len() >= WRITE_AT {
-            self.write_pending(pending).await?;
-        }
-        Ok(())
+/// Writes `pending` (bytes already framed: a head) then `body` framed as `outgoing` says, and
+/// flushes. Shared by the response writer and the upstream driver's request writer. Frames
+/// up to [`COPY_MAX`] are copied behind what is pending, so a head and a small body ready at
+/// once go out in one write; larger ones are written from their own buffer (never copied).
+/// A body error is [`Error::Body`] (the body's own error, boxed), a socket error
+/// [`Error::Io`]. Chunked trailers frames become the chunked trailer section.
+pub(crate) async fn write_body<W, B>(
+    out: &mut W,
+    pending: &mut Vec<u8>,
+    body: B,
+    outgoing: Outgoing,
+) -> Result<(), Error>
+where
+    W: AsyncWrite + Unpin,
+    B: Body<Data = bytes::Bytes>,
+    B::Error: Into<BoxError>,
+{
+    if outgoing == Outgoing::None {
+        out.write_all(pending).await?;
+        out.flush().await?;
+        return Ok(());
     }
+    let mut body = pin!(body);
+    let mut left = match outgoing {
+        Outgoing::Length(n) => Some(n),
+        _ => None,
+    };
+    let mut trailers = None;
+    loop {
+        // Errors are boxed at once: a `B::Error` held across an await would make this
+        // future `Send` only for bodies whose error is.
+        let ready = poll_fn(|cx| Poll::Ready(poll_boxed(body.as_mut(), cx))).await;
+        let next = match ready {
+            Poll::Ready(next) => next,
+            Poll::Pending => {
+                write_pending(out, pending).await?;
+                poll_fn(|cx| poll_boxed(body.as_mut(), cx)).await
+            }
+        };
+        let frame = match next {
+            None => break,
+            Some(Err(e)) => return Err(Error::Body(e)),
+            Some(Ok(frame)) => frame,
+        };
+        let data = match frame.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                trailers = Frame::into_trailers(frame).ok();
+                continue;
+            }
+        };
+        put_data(out, pending, data, outgoing, &mut left).await?;
+    }
+    match (outgoing, left) {
+        (Outgoing::Chunked, _) => encode_last_chunk(trailers.as_ref(), pending),
+        (Outgoing::Length(_), Some(left)) if left > 0 => {
+            // The body ended short of its length: the peer would wait for the rest.
+            write_pending(out, pending).await?;
+            return Err(Error::Body("body shorter than its Content-Length".into()));
+        }
+        _ => {}
+    }
+    write_pending(out, pending).await?;
+    out.flush().await?;
+    Ok(())
+}
 
-    /// Writes out and empties `pending`.
-    async fn write_pending(&mut self, pending: &mut Vec<u8>) -> Result<(), Error> {
-        if !pending.is_empty() {
-            self.out.write_all(pending).await?;
-            pending.clear();
-        }
-        Ok(())
+/// Frames `data` into `pending` (or writes it straight out when large).
+async fn put_data<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    pending: &mut Vec<u8>,
+    mut data: bytes::Bytes,
+    outgoing: Outgoing,
+    left: &mut Option<u64>,
+) -> Result<(), Error> {
+    if data.is_empty() {
+        return Ok(());
     }
+    let mut overflow = false;
+    if let Some(left) = left {
+        if data.len() as u64 > *left {
+            data.truncate(usize::try_from(*left).unwrap_or(usize::MAX));
+            overflow = true;
+        }
+        *left -= data.len() as u64;
+    }
+    if outgoing == Outgoing::Chunked {
+        encode_chunk_header(data.len() as u64, pending);
+    }
+    if data.len() <= COPY_MAX {
+        pending.extend_from_slice(&data);
+    } else {
+        write_pending(out, pending).await?;
+        while data.has_remaining() {
+            let n = out.write(&data).await?;
+            if n == 0 {
+                return Err(Error::Io(std::io::ErrorKind::WriteZero.into()));
+            }
+            data.advance(n);
+        }
+    }
+    if outgoing == Outgoing::Chunked {
+        pending.extend_from_slice(CHUNK_END);
+    }
+    if overflow {
+        write_pending(out, pending).await?;
+        return Err(Error::Body("body longer than its Content-Length".into()));
+    }
+    if pending.len() >= WRITE_AT {
+        write_pending(out, pending).await?;
+    }
+    Ok(())
+}
+
+/// Writes out and empties `pending`.
+async fn write_pending<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    pending: &mut Vec<u8>,
+) -> Result<(), Error> {
+    if !pending.is_empty() {
+        out.write_all(pending).await?;
+        pending.clear();
+    }
+    Ok(())
 }
 
 /// Polls `body` for a frame, its error boxed.

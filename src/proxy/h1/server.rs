@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap};
 use http::{Method, Request, Response};
 use http_body::Body;
@@ -33,7 +33,7 @@ use super::error::{BoxError, Error};
 use super::ext::{OnUpgrade, Upgraded};
 use super::framing::{BodyFraming, connection_tokens, expects_continue, keep_alive, request_body};
 use super::head::{HeadError, HeadLimits, RequestHead, parse_request};
-use super::incoming::{Delimited, Incoming, ReadSide, Returned};
+use super::incoming::{Delimited, HeadRead, Incoming, ReadSide, Returned};
 use super::response::{Answering, CONTINUE, ResponseWriter, write_refusal};
 use crate::proxy::cap::IDLE_ENOUGH;
 use crate::proxy::http::server::{MAX_IDLE_TIMEOUT, ServerLimits};
@@ -247,21 +247,10 @@ where
         let Some(read) = self.read.as_mut() else {
             return Ok(None);
         };
-        let mut scanned = 0;
-        loop {
-            if read.buf[scanned..].contains(&b'\n') {
-                if let Some((head, len)) = parse_request(&read.buf, &limits)? {
-                    read.buf.advance(len);
-                    return Ok(Some(head));
-                }
-            } else if read.buf.len() > limits.max_head_bytes {
-                return Err(HeadError::TooLarge);
-            }
-            scanned = read.buf.len();
-            match read.fill().await {
-                Ok(0) | Err(_) => return Ok(None),
-                Ok(_) => {}
-            }
+        match read.read_head(&limits, parse_request).await {
+            Ok(head) => Ok(Some(head)),
+            Err(HeadRead::Closed | HeadRead::Io(_)) => Ok(None),
+            Err(HeadRead::Invalid(e)) => Err(e),
         }
     }
 
