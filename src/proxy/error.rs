@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use http::StatusCode;
 
+use crate::proxy::h1::client::SendError;
+
 /// What went wrong, from a fixed set: usable as a metric label and as `error.type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum ForwardErrorKind {
@@ -56,6 +58,10 @@ pub(crate) struct ForwardError {
 enum Cause {
     Io(io::Error),
     Http(hyper::Error),
+    /// The HTTP/1 client driver refused the upstream's response (its head or framing).
+    Response(Box<dyn Error + Send + Sync>),
+    /// The client's request body failed while it was sent upstream over HTTP/1.
+    RequestBody(Box<dyn Error + Send + Sync>),
     After(Duration),
     Own(SocketAddr),
     /// One failure several requests waited for (a shared HTTP/2 connect).
@@ -93,6 +99,32 @@ impl ForwardError {
         ForwardError::new(ForwardErrorKind::UpstreamReset, unsent, Cause::Http(e))
     }
 
+    /// An HTTP/1 exchange failed in stitch's client driver; with the request when not one
+    /// byte of it was written ([`SendError::Unsent`]: retryable, it may go out on another
+    /// connection).
+    pub(crate) fn exchange<B>(e: SendError<B>) -> (Self, Option<http::Request<B>>) {
+        let mut unsent = None;
+        let (retryable, cause) = match e {
+            SendError::Unsent { error, request } => {
+                unsent = Some(*request);
+                (true, Cause::Io(error))
+            }
+            SendError::Io(error) => (false, Cause::Io(error)),
+            SendError::Closed => (
+                false,
+                Cause::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the upstream closed the connection before a complete response head",
+                )),
+            ),
+            SendError::Head(e) => (false, Cause::Response(Box::new(e))),
+            SendError::Framing(e) => (false, Cause::Response(Box::new(e))),
+            SendError::Body(e) => (false, Cause::RequestBody(e)),
+        };
+        let error = ForwardError::new(ForwardErrorKind::UpstreamReset, retryable, cause);
+        (error, unsent)
+    }
+
     /// `e`, which several requests waited for (a shared HTTP/2 connection attempt), as this
     /// request's error: the same kind, retry flag and text for each of them.
     pub(crate) fn shared(e: Arc<ForwardError>) -> Self {
@@ -119,17 +151,16 @@ impl ForwardError {
 
     /// Whether the exchange failed because the client's request body is malformed (a chunk
     /// size that overflows, a bad chunk line): the client's fault, answered `400`, not an
-    /// upstream failure. hyper reports it as a user body error whose cause is the HTTP/1
-    /// engine's body error (a chunked body it refuses), or hyper's HTTP/2 decoder's
-    /// `InvalidData` / `InvalidInput`; a client that went away mid-body is not malformed.
+    /// upstream failure: the HTTP/1 engine's body error for a chunked body it refuses (sent
+    /// upstream by the HTTP/1 client driver), or, over HTTP/2, a hyper user body error whose
+    /// cause is the decoder's `InvalidData` / `InvalidInput`. A client that went away
+    /// mid-body is not malformed.
     pub(crate) fn is_malformed_request_body(&self) -> bool {
-        let Cause::Http(e) = &self.cause else {
-            return false;
+        let mut source = match &self.cause {
+            Cause::Http(e) if e.is_user() => Error::source(e),
+            Cause::RequestBody(e) => Some(&**e as &(dyn Error + 'static)),
+            _ => return false,
         };
-        if !e.is_user() {
-            return false;
-        }
-        let mut source = Error::source(e);
         while let Some(s) = source {
             // The HTTP/1 engine's body error, as the client's body failed.
             if let Some(body) = s.downcast_ref::<crate::proxy::h1::error::Error>() {
@@ -186,6 +217,7 @@ impl Error for ForwardError {
         match &self.cause {
             Cause::Io(e) => Some(e),
             Cause::Http(e) => Some(e),
+            Cause::Response(e) | Cause::RequestBody(e) => Some(&**e),
             Cause::Shared(e) => e.source(),
             Cause::After(_) | Cause::Own(_) => None,
         }

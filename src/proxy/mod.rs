@@ -13,8 +13,6 @@ pub(crate) mod addrs;
 pub(crate) mod cap;
 pub(crate) mod detect;
 pub(crate) mod error;
-// The upstream client driver (step three) is not wired yet: the codec parts it will use are unused.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod h1;
 pub mod http;
 pub(crate) mod io;
@@ -115,7 +113,8 @@ impl Proxy {
             handles.own_connections.clone(),
         );
         Proxy {
-            h1: ServerSettings::new(&config.server),
+            h1: ServerSettings::new(&config.server)
+                .counting_refusals(handles.trace.metrics.clone()),
             config,
             own,
             pool,

@@ -123,17 +123,6 @@ pub(crate) enum SendError<B> {
     Body(BoxError),
 }
 
-impl<B> SendError<B> {
-    /// The request, when not one byte of it was written (so it may go out on another
-    /// connection).
-    pub(crate) fn into_request(self) -> Option<Request<B>> {
-        match self {
-            SendError::Unsent { request, .. } => Some(*request),
-            _ => None,
-        }
-    }
-}
-
 impl<B> fmt::Debug for SendError<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

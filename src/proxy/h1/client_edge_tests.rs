@@ -310,9 +310,10 @@ async fn a_request_not_written_at_all_comes_back() {
     .await
     .expect("the reset is seen");
     let err = try_send(conn, get("/retry-me")).await.expect_err("fails");
-    assert!(matches!(err, SendError::Unsent { .. }), "{err:?}");
-    let req = err.into_request().expect("the request comes back");
-    assert_eq!(req.uri(), "/retry-me");
+    let SendError::Unsent { request, .. } = err else {
+        panic!("the request comes back: {err:?}");
+    };
+    assert_eq!(request.uri(), "/retry-me");
 }
 
 #[tokio::test]
@@ -323,9 +324,8 @@ async fn a_close_before_the_head_is_an_error() {
         .expect_err("fails");
     assert!(
         matches!(err, SendError::Closed | SendError::Io(_)),
-        "{err:?}"
+        "the request was written, so it does not come back: {err:?}"
     );
-    assert!(err.into_request().is_none(), "the request was written");
 }
 
 #[tokio::test]

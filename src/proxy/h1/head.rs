@@ -143,12 +143,14 @@ struct NameSpan {
 }
 
 impl HeaderCase {
-    /// How many field names it records.
+    /// How many field names it records (tests inspect it).
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.names.len()
     }
 
     /// Whether it records none (a head without fields, or a head built by stitch).
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.names.is_empty()
     }

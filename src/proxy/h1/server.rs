@@ -39,6 +39,7 @@ use crate::proxy::cap::IDLE_ENOUGH;
 use crate::proxy::http::server::{MAX_IDLE_TIMEOUT, ServerLimits};
 use crate::proxy::lease::ConnectionLease;
 use crate::shutdown::ShutdownHandle;
+use crate::telemetry::Metrics;
 
 /// The driver's settings, derived once from the server limits and shared by every connection
 /// of a listener.
@@ -50,12 +51,20 @@ pub(crate) struct ServerSettings {
     pub(crate) header_read_timeout: Duration,
     /// How long a keep-alive connection waits for the first byte of its next request.
     pub(crate) idle_timeout: Duration,
+    /// Where the framing refusals stitch counts (`stitch_requests_rejected_total`) go.
+    pub(crate) refusals: Option<Metrics>,
     /// Tests: told each time a connection starts waiting idle, with its read buffer's size.
     #[cfg(test)]
     pub(crate) idle_probe: Option<Arc<IdleProbe>>,
 }
 
 impl ServerSettings {
+    /// These settings, counting framing refusals in `metrics`.
+    pub(crate) fn counting_refusals(mut self, metrics: Metrics) -> Self {
+        self.refusals = Some(metrics);
+        self
+    }
+
     /// The settings for `limits` (timeouts capped so deadlines never overflow an `Instant`).
     pub(crate) fn new(limits: &ServerLimits) -> Self {
         ServerSettings {
@@ -65,6 +74,7 @@ impl ServerSettings {
             },
             header_read_timeout: limits.header_read_timeout.min(MAX_IDLE_TIMEOUT),
             idle_timeout: limits.idle_timeout.min(MAX_IDLE_TIMEOUT),
+            refusals: None,
             #[cfg(test)]
             idle_probe: None,
         }
@@ -266,6 +276,11 @@ where
         let framing = match request_body(&head) {
             Ok(framing) => framing,
             Err(e) => {
+                // Counted before the answer leaves: a client that reads the metrics after its
+                // `400` finds its refusal there.
+                if let (Some(metrics), Some(why)) = (&self.settings.refusals, e.rejection()) {
+                    metrics.request_rejected(why.as_str());
+                }
                 let _ = write_refusal(&mut self.write, http::StatusCode::BAD_REQUEST).await;
                 return Err(Error::Framing(e));
             }

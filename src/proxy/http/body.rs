@@ -6,9 +6,10 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
 use super::pool::Checkin;
+use crate::proxy::h1;
+use crate::proxy::h1::error::BoxError;
 
 /// A proxied or locally generated response body.
 #[derive(Debug)]
@@ -31,19 +32,39 @@ impl ProxyBody {
     }
 }
 
+/// An upstream's response body as the client that read its head hands it over.
+#[derive(Debug)]
+pub(crate) enum UpstreamIncoming {
+    /// Read by stitch's HTTP/1 client driver.
+    Http1(h1::incoming::Incoming),
+    /// Read by hyper's HTTP/2 client.
+    Http2(hyper::body::Incoming),
+}
+
+impl UpstreamIncoming {
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamIncoming::Http1(b) => b.is_end_stream(),
+            UpstreamIncoming::Http2(b) => b.is_end_stream(),
+        }
+    }
+}
+
 /// The upstream's body plus the pool hand-back that runs once it has been read to the end.
 #[derive(Debug)]
 pub(crate) struct UpstreamBody {
-    inner: Incoming,
+    /// `None` only while dropping (the body goes first, so its connection is back in the
+    /// hand-back's reach).
+    inner: Option<UpstreamIncoming>,
     checkin: Option<Checkin>,
     finished: bool,
 }
 
 impl UpstreamBody {
     /// Wraps `inner`; `checkin` returns the connection to the pool after the last frame.
-    pub(crate) fn new(inner: Incoming, checkin: Option<Checkin>) -> Self {
+    pub(crate) fn new(inner: UpstreamIncoming, checkin: Option<Checkin>) -> Self {
         UpstreamBody {
-            inner,
+            inner: Some(inner),
             checkin,
             finished: false,
         }
@@ -53,10 +74,11 @@ impl UpstreamBody {
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
         // Only a fully read response leaves the connection reusable; a body dropped half-way
-        // (client gone, cancelled) takes its connection down with it.
-        if (self.finished || self.inner.is_end_stream())
-            && let Some(checkin) = self.checkin.take()
-        {
+        // (client gone, cancelled) takes its connection down with it. The body is dropped
+        // first: that hands its read side back to the connection being released.
+        let complete = self.finished || self.inner.as_ref().is_some_and(|b| b.is_end_stream());
+        drop(self.inner.take());
+        if complete && let Some(checkin) = self.checkin.take() {
             checkin.release();
         }
     }
@@ -64,15 +86,23 @@ impl Drop for UpstreamBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ProxyBody::Upstream(up) => {
-                let polled = Pin::new(&mut up.inner).poll_frame(cx);
+                let polled = match up.inner.as_mut() {
+                    Some(UpstreamIncoming::Http1(b)) => {
+                        Pin::new(b).poll_frame(cx).map_err(BoxError::from)
+                    }
+                    Some(UpstreamIncoming::Http2(b)) => {
+                        Pin::new(b).poll_frame(cx).map_err(BoxError::from)
+                    }
+                    None => Poll::Ready(None),
+                };
                 if let Poll::Ready(None) = polled {
                     up.finished = true;
                 }
@@ -84,14 +114,24 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ProxyBody::Upstream(up) => up.finished || up.inner.is_end_stream(),
+            ProxyBody::Upstream(up) => {
+                up.finished
+                    || up
+                        .inner
+                        .as_ref()
+                        .is_none_or(UpstreamIncoming::is_end_stream)
+            }
             ProxyBody::Local(data) => data.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ProxyBody::Upstream(up) => up.inner.size_hint(),
+            ProxyBody::Upstream(up) => match &up.inner {
+                Some(UpstreamIncoming::Http1(b)) => b.size_hint(),
+                Some(UpstreamIncoming::Http2(b)) => b.size_hint(),
+                None => SizeHint::with_exact(0),
+            },
             ProxyBody::Local(Some(d)) => SizeHint::with_exact(d.len() as u64),
             ProxyBody::Local(None) => SizeHint::with_exact(0),
         }

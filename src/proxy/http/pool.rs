@@ -1,5 +1,7 @@
-//! Upstream connections: HTTP/1 connections are pooled per target and reused one request at a
-//! time; HTTP/2 keeps one multiplexed connection per target, created single-flight: a burst of
+//! Upstream connections: HTTP/1 connections (stitch's own client driver,
+//! [`crate::proxy::h1::client`]) are pooled per target and reused one request at a time; an
+//! idle one holds its socket and nothing else, and is checked with one non-blocking read
+//! before reuse. HTTP/2 (hyper) keeps one multiplexed connection per target, created single-flight: a burst of
 //! concurrent streams shares one connection attempt instead of racing to open many, and its
 //! outcome — the connection or the failure — reaches every stream waiting for it at once. A
 //! failed attempt is forgotten, so the next stream tries again.
@@ -9,18 +11,24 @@
 //! turned into a panic on the request path.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use pin_project_lite::pin_project;
 use tokio::sync::watch;
 
 use super::request_body::RequestBody;
 use crate::proxy::addrs::{OwnAddrs, Target};
 use crate::proxy::error::ForwardError;
+use crate::proxy::h1;
+use crate::proxy::h1::client::{ClientSettings, Connection, Exchange, Reuse, SendError};
+use crate::proxy::h1::ext::Upgraded;
 use crate::proxy::selfloop::{OwnConnections, Tracked};
 
 /// Most idle HTTP/1 connections kept per target; more are closed on return.
@@ -41,13 +49,16 @@ pub(crate) struct Pool {
     settings: PoolSettings,
     own: OwnAddrs,
     own_connections: OwnConnections,
+    /// The HTTP/1 client driver's bounds on response heads.
+    client: ClientSettings,
     h1_idle: Mutex<HashMap<Target, Vec<Idle>>>,
     h2: Mutex<HashMap<Target, H2Entry>>,
 }
 
+/// An idle HTTP/1 connection and when it became idle.
 #[derive(Debug)]
 struct Idle {
-    tx: http1::SendRequest<RequestBody>,
+    conn: Connection,
     since: Instant,
 }
 
@@ -81,20 +92,22 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct Checkin {
     pool: Arc<Pool>,
     target: Target,
-    tx: http1::SendRequest<RequestBody>,
+    reuse: Reuse,
 }
 
 impl Checkin {
-    /// Returns the connection for reuse (unless it closed or the pool is full).
+    /// Returns the connection for reuse, unless it cannot carry another request (see
+    /// [`Reuse::reclaim`]) or the pool is full. Call it after the response body was read to
+    /// its end and dropped.
     pub(crate) fn release(self) {
-        if self.tx.is_closed() {
+        let Some(conn) = self.reuse.reclaim() else {
             return;
-        }
+        };
         let mut idle = lock(&self.pool.h1_idle);
         let list = idle.entry(self.target).or_default();
         if list.len() < MAX_IDLE_PER_TARGET {
             list.push(Idle {
-                tx: self.tx,
+                conn,
                 since: Instant::now(),
             });
         }
@@ -110,6 +123,7 @@ impl Pool {
         own_connections: OwnConnections,
     ) -> Arc<Self> {
         let pool = Arc::new(Pool {
+            client: ClientSettings::default(),
             settings,
             own,
             own_connections,
@@ -131,53 +145,64 @@ impl Pool {
     /// Sends an HTTP/1 request on a pooled connection (or a new one) and returns the response
     /// with the hand-back that returns the connection once the body is read.
     ///
-    /// Not an `async fn`: the future holds the request once, not twice (argument and local), as
-    /// it is part of every in-flight request's future.
-    #[expect(
-        clippy::manual_async_fn,
-        reason = "an async fn would hold the request twice in every in-flight request's future"
-    )]
-    pub(crate) fn send_h1(
+    /// Not an `async fn`: the pooled connection is checked out and the exchange started before
+    /// the future exists, and the future ([`SendH1`]) is the exchange itself, so it holds the
+    /// request once; it is part of every in-flight request's future.
+    pub(crate) fn send_h1<'a>(
+        self: &'a Arc<Self>,
+        target: &'a Target,
+        req: Request<RequestBody>,
+    ) -> impl Future<Output = H1Outcome> + Send + 'a {
+        match self.checkout_h1(target) {
+            Some(conn) => SendH1::Pooled {
+                sending: conn.send(req, &self.client),
+                pool: self,
+                target,
+            },
+            None => SendH1::Again {
+                again: Box::pin(self.send_h1_again(target, req)),
+            },
+        }
+    }
+
+    /// [`Pool::send_h1`]'s rare path: another pooled connection, else a new one.
+    async fn send_h1_again(
         self: &Arc<Self>,
         target: &Target,
         mut req: Request<RequestBody>,
-    ) -> impl Future<Output = Result<(Response<Incoming>, Checkin), ForwardError>> + Send {
-        async move {
-            // A pooled connection may have been closed by the upstream just now; hyper then
-            // hands the unsent request back and it goes out on a fresh connection instead.
-            while let Some(mut tx) = self.checkout_h1(target).await {
-                match tx.try_send_request(req).await {
-                    Ok(resp) => return Ok((resp, self.checkin(target, tx))),
-                    Err(mut e) => {
-                        let unsent = e.take_message();
-                        let error = ForwardError::upstream(e.into_error(), unsent.is_some());
-                        match unsent {
-                            Some(request) if error.is_retryable() => {
-                                tracing::debug!(%target, error = %error.with_cause(), "pooled connection failed before the request was sent; sending it on another");
-                                req = request;
-                            }
-                            _ => return Err(error),
-                        }
+    ) -> H1Outcome {
+        while let Some(conn) = self.checkout_h1(target) {
+            match conn.send(req, &self.client).await {
+                Ok(exchange) => return Ok(self.checkin(target, exchange)),
+                Err(e) => match ForwardError::exchange(e) {
+                    (error, Some(request)) if error.is_retryable() => {
+                        tracing::debug!(%target, error = %error.with_cause(), "pooled connection failed before the request was sent; sending it on another");
+                        req = request;
                     }
-                }
+                    (error, _) => return Err(error),
+                },
             }
-            // Boxed: the connect and handshake states would otherwise size the future of
-            // every request, most of which find a pooled connection.
-            let mut tx = Box::pin(self.handshake_h1(target, false)).await?;
-            let resp = tx.send_request(req).await.map_err(sent)?;
-            Ok((resp, self.checkin(target, tx)))
+        }
+        let conn = self.connect_h1(target).await?;
+        match conn.send(req, &self.client).await {
+            Ok(exchange) => Ok(self.checkin(target, exchange)),
+            Err(e) => Err(ForwardError::exchange(e).0),
         }
     }
 
     /// Sends an HTTP/1 request that asks for a protocol switch on a dedicated connection,
-    /// which is never pooled (after a 101 it belongs to the tunnel).
+    /// which is never pooled: after a `101` (or a 2xx to `CONNECT`) the socket comes back
+    /// with the response, for the tunnel.
     pub(crate) async fn send_upgrade(
         &self,
         target: &Target,
         req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, ForwardError> {
-        let mut tx = self.handshake_h1(target, true).await?;
-        tx.send_request(req).await.map_err(sent)
+    ) -> Result<(Response<h1::incoming::Incoming>, Option<Upgraded>), ForwardError> {
+        let conn = self.connect_h1(target).await?;
+        match conn.send(req, &self.client).await {
+            Ok(exchange) => Ok((exchange.response, exchange.upgraded)),
+            Err(e) => Err(ForwardError::exchange(e).0),
+        }
     }
 
     /// Sends an HTTP/2 request on the target's shared connection (not an `async fn`, as
@@ -197,59 +222,42 @@ impl Pool {
         }
     }
 
-    fn checkin(self: &Arc<Self>, target: &Target, tx: http1::SendRequest<RequestBody>) -> Checkin {
-        Checkin {
+    /// The response of an exchange, and the hand-back that returns its connection.
+    fn checkin(
+        self: &Arc<Self>,
+        target: &Target,
+        exchange: Exchange,
+    ) -> (Response<h1::incoming::Incoming>, Checkin) {
+        let checkin = Checkin {
             pool: self.clone(),
             target: target.clone(),
-            tx,
-        }
+            reuse: exchange.reuse,
+        };
+        (exchange.response, checkin)
     }
 
-    async fn checkout_h1(&self, target: &Target) -> Option<http1::SendRequest<RequestBody>> {
+    /// An idle connection to `target` that is still open (the most recently used first).
+    fn checkout_h1(&self, target: &Target) -> Option<Connection> {
         loop {
-            let candidate = {
+            let mut candidate = {
                 let mut idle = lock(&self.h1_idle);
                 // An emptied list stays (the reaper removes it) so that check-in does not
                 // allocate a new one each time the pool of a busy target runs dry.
                 idle.get_mut(target)?.pop()?
             };
-            if candidate.tx.is_closed() || candidate.since.elapsed() > self.settings.idle_timeout {
-                continue;
-            }
-            let mut tx = candidate.tx;
-            // The previous response has ended; the connection turns ready as soon as hyper's
-            // connection task has seen that, which is immediate or a wake-up away.
-            if tx.ready().await.is_ok() {
-                return Some(tx);
+            if candidate.since.elapsed() <= self.settings.idle_timeout
+                && candidate.conn.is_reusable()
+            {
+                return Some(candidate.conn);
             }
         }
     }
 
-    async fn handshake_h1(
-        &self,
-        target: &Target,
-        upgrades: bool,
-    ) -> Result<http1::SendRequest<RequestBody>, ForwardError> {
+    /// A new HTTP/1 connection to `target`.
+    async fn connect_h1(&self, target: &Target) -> Result<Connection, ForwardError> {
         let stream = self.connect_tcp(target).await?;
-        let (tx, conn) = http1::Builder::new()
-            .preserve_header_case(true)
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(unsent)?;
-        if upgrades {
-            tokio::spawn(async move {
-                if let Err(e) = conn.with_upgrades().await {
-                    tracing::debug!(error = %e, "upstream connection ended with an error");
-                }
-            });
-        } else {
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "upstream connection ended with an error");
-                }
-            });
-        }
-        Ok(tx)
+        let (read, write) = tokio::io::split(stream);
+        Ok(Connection::new(Box::new(read), Box::new(write)))
     }
 
     /// The target's HTTP/2 connection: the open one, or the outcome of the attempt in flight
@@ -354,7 +362,7 @@ impl Pool {
     fn reap(&self) {
         let timeout = self.settings.idle_timeout;
         lock(&self.h1_idle).retain(|_, list| {
-            list.retain(|i| !i.tx.is_closed() && i.since.elapsed() <= timeout);
+            list.retain_mut(|i| i.since.elapsed() <= timeout && i.conn.is_reusable());
             !list.is_empty()
         });
         lock(&self.h2).retain(|_, entry| match &entry.slot {
@@ -363,6 +371,61 @@ impl Pool {
             // Dropping the sender closes the connection once the streams still open end.
             H2Slot::Ready(tx) => !tx.is_closed() && entry.last_used.elapsed() <= timeout,
         });
+    }
+}
+
+/// What an HTTP/1 exchange ends with: the response and its connection's hand-back.
+pub(crate) type H1Outcome = Result<(Response<h1::incoming::Incoming>, Checkin), ForwardError>;
+
+pin_project! {
+    /// [`Pool::send_h1`]'s future: the exchange on a pooled connection, polled in place (an
+    /// `async` block would keep the exchange and the request it was built from), or the rare
+    /// path, boxed.
+    #[project = SendH1Proj]
+    enum SendH1<'a, F> {
+        /// On a connection from the pool.
+        Pooled {
+            #[pin]
+            sending: F,
+            pool: &'a Arc<Pool>,
+            target: &'a Target,
+        },
+        /// Another pooled connection or a new one ([`Pool::send_h1_again`]).
+        Again {
+            again: Pin<Box<dyn Future<Output = H1Outcome> + Send + 'a>>,
+        },
+    }
+}
+
+impl<'a, F> Future for SendH1<'a, F>
+where
+    F: Future<Output = Result<Exchange, SendError<RequestBody>>>,
+{
+    type Output = H1Outcome;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<H1Outcome> {
+        let (pool, target, failed) = match self.as_mut().project() {
+            SendH1Proj::Again { again } => return again.as_mut().poll(cx),
+            SendH1Proj::Pooled {
+                sending,
+                pool,
+                target,
+            } => match ready!(sending.poll(cx)) {
+                Ok(exchange) => return Poll::Ready(Ok(pool.checkin(target, exchange))),
+                Err(e) => (*pool, *target, e),
+            },
+        };
+        match ForwardError::exchange(failed) {
+            // The upstream closed the pooled connection an instant ago (after the check at
+            // checkout): the first write failed and the request came back whole.
+            (error, Some(req)) if error.is_retryable() => {
+                tracing::debug!(%target, error = %error.with_cause(), "pooled connection failed before the request was sent; sending it on another");
+                let again = Box::pin(pool.send_h1_again(target, req));
+                self.set(SendH1::Again { again });
+                self.poll(cx)
+            }
+            (error, _) => Poll::Ready(Err(error)),
+        }
     }
 }
 
@@ -442,10 +505,7 @@ mod tests {
         poison(&pool.h1_idle);
         poison(&pool.h2);
         let target = refused_target();
-        assert!(
-            pool.checkout_h1(&target).await.is_none(),
-            "no idle connection"
-        );
+        assert!(pool.checkout_h1(&target).is_none(), "no idle connection");
         let e = pool
             .checkout_h2(&target)
             .await

@@ -59,7 +59,8 @@ pub(crate) struct ServerLimits {
 /// leaves, stays idle past the idle timeout, stalls in a head past the header-read timeout,
 /// or shutdown ends the connection. `prefix` is what protocol detection read (already counted
 /// in `lease`); the first head must be complete by `first_head_deadline` (accept plus
-/// `--header-read-timeout`). A request the engine refuses is counted under its reason.
+/// `--header-read-timeout`). The engine counts the requests it refuses itself (in the
+/// settings' metrics).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve_http1<I>(
     io: I,
@@ -73,7 +74,6 @@ pub(crate) async fn serve_http1<I>(
 ) where
     I: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let metrics = forward.metrics().clone();
     let service = MapRequest::new(
         trace.layer(forward),
         |req: Request<h1::incoming::Incoming>| req.map(ClientBody::Http1),
@@ -89,10 +89,8 @@ pub(crate) async fn serve_http1<I>(
     )
     .await;
     if let Err(e) = served {
-        if let Some(why) = e.rejection() {
-            metrics.request_rejected(why.as_str());
-        }
-        tracing::debug!(error = %e, "HTTP/1 connection ended with an error");
+        let answered = e.refused_with().map(|s| s.as_u16());
+        tracing::debug!(error = %e, ?answered, "HTTP/1 connection ended with an error");
     }
 }
 
