@@ -480,7 +480,9 @@ fn response(head: ResponseHead, body: Incoming) -> Response<Incoming> {
     *response.status_mut() = head.status;
     *response.version_mut() = head.version;
     *response.headers_mut() = head.headers;
-    response.extensions_mut().insert(head.case);
+    if head.case.is_needed() {
+        response.extensions_mut().insert(head.case);
+    }
     if let Some(reason) = head.reason {
         response.extensions_mut().insert(ReasonPhrase(reason));
     }

@@ -155,6 +155,13 @@ impl HeaderCase {
         self.names.is_empty()
     }
 
+    /// Whether writing the head back needs it: some name had an upper-case letter. A head
+    /// whose names were all lower case is written the same without it, so drivers attach it
+    /// only when needed (an extension costs a map and a box per message).
+    pub(crate) fn is_needed(&self) -> bool {
+        self.mixed
+    }
+
     /// The received spellings of `name`, in wire order.
     pub(crate) fn spellings<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> {
         let want = name.as_str().as_bytes();
@@ -207,7 +214,9 @@ pub(crate) fn parse_request(
     let raw = buf.get(..len).unwrap_or(buf);
     let head = Bytes::copy_from_slice(raw);
     let uri = target_uri(&method, head.slice(span_of(raw, target.as_bytes())))?;
-    let (headers, case) = fields(raw, &head, req.headers)?;
+    // Room for what the trace layer looks up and inserts (see `INSERT_ROOM`).
+    let capacity = (req.headers.len() + INSERT_ROOM).max(MIN_FIELD_ROOM);
+    let (headers, case) = fields(raw, &head, req.headers, capacity)?;
     let request = RequestHead {
         method,
         uri,
@@ -255,7 +264,8 @@ pub(crate) fn parse_response(
     let reason = reason_span(raw)
         .filter(|r| Some(&raw[r.clone()]) != status.canonical_reason().map(str::as_bytes))
         .map(|r| head.slice(r));
-    let (headers, case) = fields(raw, &head, resp.headers)?;
+    // A response is forwarded with fields removed, never added.
+    let (headers, case) = fields(raw, &head, resp.headers, resp.headers.len())?;
     let response = ResponseHead {
         status,
         reason,
@@ -380,23 +390,23 @@ fn reason_span(head: &[u8]) -> Option<std::ops::Range<usize>> {
     Some(start..start + len)
 }
 
-/// Fields a forwarded head may gain (trace headers written by the trace layer).
+/// Fields a forwarded request head may gain: the trace layer inserts up to this many (W3C,
+/// B3, Jaeger, a template), which must not regrow the table, and looks up a dozen names that
+/// are mostly absent (a miss in a nearly full table probes far).
 const INSERT_ROOM: usize = 8;
 
-/// The smallest field table a parsed head gets (see [`fields`]).
+/// The smallest field table a parsed request head gets (see `INSERT_ROOM`).
 const MIN_FIELD_ROOM: usize = 16;
 
 /// The fields httparse found in `raw` (the received head) as a [`HeaderMap`] over `head`
-/// (its copy) and their spellings.
+/// (its copy), with room for `capacity` fields, and their spellings.
 fn fields(
     raw: &[u8],
     head: &Bytes,
     parsed: &[httparse::Header<'_>],
+    capacity: usize,
 ) -> Result<(HeaderMap, HeaderCase), HeadError> {
-    // Room beyond the received fields: the trace layer looks up a dozen names that are
-    // mostly absent (a miss in a nearly full table probes far) and inserts up to
-    // `INSERT_ROOM` fields (W3C, B3, Jaeger, a template), which must not regrow the table.
-    let mut headers = HeaderMap::with_capacity((parsed.len() + INSERT_ROOM).max(MIN_FIELD_ROOM));
+    let mut headers = HeaderMap::with_capacity(capacity);
     let mut case = HeaderCase {
         head: head.clone(),
         names: Vec::with_capacity(parsed.len()),

@@ -324,7 +324,9 @@ where
         *request.uri_mut() = head.uri;
         *request.version_mut() = head.version;
         *request.headers_mut() = head.headers;
-        request.extensions_mut().insert(head.case);
+        if head.case.is_needed() {
+            request.extensions_mut().insert(head.case);
+        }
         if let Some(on) = on_upgrade {
             request.extensions_mut().insert(on);
         }
