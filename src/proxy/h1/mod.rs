@@ -1,10 +1,10 @@
-//! stitch's own HTTP/1 engine. Step one: the sans-IO codec ([`head`], [`framing`],
-//! [`chunked`]): no sockets, no tokio, functions and state machines over bytes. Step two: the
-//! client-facing connection driver ([`server`]), not wired in yet (the proxy still serves
-//! HTTP/1 with hyper in `proxy::http::server`). Step three: the upstream connection driver
-//! ([`client`]), not wired in either (`proxy::http::pool` still sends with hyper's client).
+//! stitch's own HTTP/1 engine, on the data path on both sides (hyper stays for HTTP/2): the
+//! sans-IO codec ([`head`], [`framing`], [`chunked`]: no sockets, no tokio, functions and
+//! state machines over bytes); the client-facing connection driver ([`server`], which
+//! `proxy::http::server` serves every HTTP/1 client connection with); the upstream connection
+//! driver ([`client`], whose connections `proxy::http::pool` keeps).
 //!
-//! # The server driver (step two)
+//! # The server driver
 //!
 //! [`server::serve`] serves one accepted connection with a `tower::Service<Request<Incoming>>`
 //! answering `Response<B: Body<Data = Bytes>>`:
@@ -25,12 +25,14 @@
 //! - Between requests a connection holds no read or write buffer; timeouts, shutdown and the
 //!   connection cap's idle close are described in [`server`].
 //!
-//! Wiring it in (step three) means: pass detection's prefix to `serve` and count it in the
-//! lease (it no longer goes through `ProxyIo::replaying`), pass the accept time plus
-//! `--header-read-timeout` as the first head's deadline, count `Error::rejection`, and port
-//! `forward` from `hyper::upgrade::on` to [`ext::OnUpgrade`].
+//! While the service answers, the driver keeps reading (up to `--max-header-bytes` of
+//! pipelined bytes): a client that closes the connection with nothing pipelined abandons the
+//! exchange ([`error::Error::ClientClosed`]: the service's future is dropped), as hyper did
+//! without half-close support. The wiring passes detection's prefix to `serve` (counted in
+//! the lease once, there), the accept time plus `--header-read-timeout` as the first head's
+//! deadline, and the metrics framing refusals are counted in (before the `400` is written).
 //!
-//! # The client driver (step three)
+//! # The client driver
 //!
 //! [`client::Connection`] is one upstream connection, built from a stream already split;
 //! idle, it is the two halves and no buffer. [`client::Connection::send`] writes a request
@@ -48,17 +50,16 @@
 //! (given back, to retry elsewhere) from a broken upstream (socket, head, framing) and from
 //! the request body's own failure (its error as `source()`: the client's fault, `400`).
 //!
-//! Wiring it in means, in `proxy::http::pool`: keep `Connection`s in the idle lists instead
-//! of `SendRequest`s (check `is_reusable()` at checkout: it replaces `is_closed()` and
-//! `ready()`), hold the `Reuse` in `Checkin` and push `reclaim()`'s connection on release,
-//! retry `SendError::into_request()` on another connection, map `SendError::Body` to the
-//! request body's error, and take `Exchange::upgraded` instead of `hyper::upgrade::on`.
-//! There is no timeout inside the driver (nor was there in hyper's): the caller bounds the
-//! exchange.
+//! `proxy::http::pool` keeps idle `Connection`s per target (checked with `is_reusable()` at
+//! checkout and by the reaper), holds the `Reuse` in its `Checkin` until the response body is
+//! dropped (then pushes `reclaim()`'s connection back, or stops a request body writer still
+//! running), resends a `SendError::Unsent` request on another connection, and maps
+//! `SendError::Body` to the request body's error (`400` when malformed). There is no timeout
+//! inside the driver (nor was there in hyper's client).
 //!
 //! # Why not hyper
 //!
-//! hyper's HTTP/1 engine bounds two open issues. CPU (issue 13): with header-case
+//! hyper's HTTP/1 engine bounded two open issues. CPU (issue 13): with header-case
 //! preservation hyper keeps a second `HeaderMap` of original spellings per message, and a
 //! bare hyper proxy is already 1.13× nginx per request. Memory (issue 15): hyper keeps an
 //! 8 KiB read and an 8 KiB write buffer per connection for its whole life (~16 KiB RSS per
@@ -95,10 +96,11 @@
 //! ([`framing`]) refuses every ambiguous request length; chunked framing is CRLF-only and
 //! bounded.
 //!
-//! # What the existing tests pin (a driver must reproduce it)
+//! # What the existing tests pin (the drivers reproduce it)
 //!
-//! The integration tests were written against hyper. Once the drivers replace it, these are
-//! the behaviours they rely on, and which part of this codec (or the driver) provides each:
+//! The integration tests were written against hyper and pass unchanged on this engine. These
+//! are the behaviours they rely on, and which part of this codec (or the driver) provides
+//! each:
 //!
 //! - Parse errors get a response, then the connection closes: `400` for a malformed request
 //!   line or field (`tests/it/limits.rs` `malformed_request_head_gets_400`: a line without a

@@ -343,10 +343,18 @@ where
             } else {
                 status == http::StatusCode::SWITCHING_PROTOCOLS
             };
-        let keep = answering.client_keep_alive && !triggered(self.shutdown);
+        // A body that came back unfinished while the service answered leaves the connection
+        // unusable: the response says so (`Connection: close`).
+        let body_usable = body_done.is_some() || self.read.is_some();
+        let keep = answering.client_keep_alive && !triggered(self.shutdown) && body_usable;
+        // A `101` the client did not ask for ends HTTP/1 on this connection either way.
+        let unasked_switch = status == http::StatusCode::SWITCHING_PROTOCOLS && !upgrading;
         let keep = ResponseWriter::new(&mut self.write, answering)
             .write(response, keep || upgrading)
             .await?;
+        if unasked_switch {
+            return Ok(Next::Close);
+        }
 
         if let Some(done) = body_done {
             // The service may still be reading the body (streaming it upstream after the
@@ -448,15 +456,17 @@ where
 }
 
 /// Reads ahead while a request is served: `true` when the client closed the connection (or
-/// it failed), `false` once `limit` pipelined bytes are buffered (stop watching; they wait
-/// for the response to be written). Cancel-safe: what a read brings stays in the buffer.
+/// it failed) with nothing pipelined behind this request, `false` once `limit` pipelined
+/// bytes are buffered or the client half-closed behind pipelined requests (stop watching:
+/// they are served, as hyper did). Cancel-safe: what a read brings stays in the buffer.
 async fn client_closed(read: Option<&mut ReadSide>, limit: usize) -> bool {
     let Some(read) = read else {
         return false;
     };
     while read.buf.len() < limit {
         match read.fill().await {
-            Ok(0) | Err(_) => return true,
+            Ok(0) => return read.buf.is_empty(),
+            Err(_) => return true,
             Ok(_) => {}
         }
     }

@@ -459,3 +459,62 @@ async fn a_client_closing_while_its_request_is_served_abandons_the_exchange() {
         assert!(matches!(ended, Err(Error::ClientClosed)), "{ended:?}");
     }
 }
+
+/// Requests pipelined behind one another, then a half-close: every request with another
+/// one behind it is answered; the last, with nothing behind it when the close arrives, is
+/// abandoned like any request whose client closed (hyper and nginx do the same).
+#[tokio::test]
+async fn pipelined_requests_then_a_half_close_are_answered_but_the_last() {
+    let service = tower::service_fn(|req: Request<Incoming>| async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        echo(req).await
+    });
+    let (mut c, task) = serve_tcp(service, settings(), ShutdownHandle::default(), None).await;
+    c.send(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await;
+    c.io.shutdown().await.expect("half-close");
+    assert_eq!(c.response(false).await.text(), "GET /a ");
+    assert!(c.closed().await, "the last request is abandoned");
+    let ended = tokio::time::timeout(GUARD, task)
+        .await
+        .expect("the driver ends")
+        .expect("task");
+    assert!(matches!(ended, Err(Error::ClientClosed)), "{ended:?}");
+}
+
+/// A request body the service dropped unread makes the connection unusable: the response
+/// says `Connection: close` (as the response writer documents), then the connection closes.
+#[tokio::test]
+async fn an_unusable_request_body_gets_connection_close() {
+    let service = tower::service_fn(|req: Request<Incoming>| async move {
+        drop(req.into_body());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"early"))))
+    });
+    let (mut c, task) = serve_tcp(service, settings(), ShutdownHandle::default(), None).await;
+    c.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
+        .await;
+    let r = c.response(false).await;
+    assert_eq!(r.text(), "early");
+    assert_eq!(r.header("connection").as_deref(), Some("close"));
+    assert!(c.closed().await);
+    let _ = task.await;
+}
+
+/// A `101` to a request that asked for no switch (a misbehaving upstream) ends HTTP/1 on
+/// the connection: nothing after it is parsed as a request.
+#[tokio::test]
+async fn a_101_to_a_plain_request_ends_the_connection() {
+    let service = tower::service_fn(|req: Request<Incoming>| async move {
+        let mut r = Response::new(Full::new(Bytes::new()));
+        if req.uri().path() == "/switch" {
+            *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        }
+        Ok::<_, Infallible>(r)
+    });
+    let (mut c, _task) = serve_tcp(service, settings(), ShutdownHandle::default(), None).await;
+    c.send(b"GET /switch HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert_eq!(c.response(false).await.status, 101);
+    c.send(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(c.closed().await, "no longer parsed as HTTP/1 after a 101");
+}

@@ -14,7 +14,7 @@ use http_body::Body as _;
 
 use super::body::{ProxyBody, UpstreamBody, UpstreamIncoming};
 use super::headers::{self, Keep};
-use super::pool::{Checkin, Pool};
+use super::pool::{Checkin, Pool, Switched};
 use super::request_body::{ClientBody, FIRST_FRAME_WINDOW, RequestBody, peek_first_frame};
 use super::validate::{self, Rejection};
 use crate::proxy::addrs::Target;
@@ -297,11 +297,12 @@ impl Forward {
         mut req: Request<RequestBody>,
     ) -> Result<Response<ProxyBody>, ForwardError> {
         let client_upgrade = client_upgrade(&mut req)?;
-        let (resp, upgraded) = self.pool.send_upgrade(target, req).await?;
+        let (resp, switched) = self.pool.send_upgrade(target, req).await?;
         let resp = resp.map(UpstreamIncoming::Http1);
         // The client driver hands the socket over after a 101 (or a 2xx to CONNECT) only.
-        let Some(mut upstream) = upgraded else {
-            return Ok(from_upstream(resp, None));
+        let mut upstream = match switched {
+            Switched::Yes(upgraded) => upgraded,
+            Switched::No(checkin) => return Ok(from_upstream(resp, Some(checkin))),
         };
         let lease = self.lease.clone();
         self.lease.shutdown().spawn(async move {

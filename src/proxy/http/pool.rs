@@ -34,6 +34,12 @@ use crate::proxy::selfloop::{OwnConnections, Tracked};
 /// Most idle HTTP/1 connections kept per target; more are closed on return.
 const MAX_IDLE_PER_TARGET: usize = 64;
 
+/// The longest the reaper waits between passes. An idle HTTP/1 connection has no task
+/// watching it (that is what makes it cost nothing), so one the upstream closed (a Node
+/// server's 5 s keep-alive, say) sits in CLOSE_WAIT until a checkout or the reaper's probe
+/// finds it: this bounds how long, at one non-blocking read per idle connection per pass.
+const REAP_AT_LEAST_EVERY: Duration = Duration::from_secs(5);
+
 /// Settings of the upstream side.
 #[derive(Debug, Clone)]
 pub(crate) struct PoolSettings {
@@ -87,24 +93,30 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Hands an HTTP/1 connection back to its pool once its response was read to the end.
+/// Hands an HTTP/1 connection back to its pool once its response was read to the end, and
+/// until then keeps what the exchange still runs: dropped with the response body, it stops a
+/// request body still being written (see [`Reuse`]).
 #[derive(Debug)]
 pub(crate) struct Checkin {
-    pool: Arc<Pool>,
-    target: Target,
+    /// Where the connection goes back; `None` for a dedicated connection (a protocol switch
+    /// the upstream refused), which is never pooled.
+    home: Option<(Arc<Pool>, Target)>,
     reuse: Reuse,
 }
 
 impl Checkin {
     /// Returns the connection for reuse, unless it cannot carry another request (see
-    /// [`Reuse::reclaim`]) or the pool is full. Call it after the response body was read to
-    /// its end and dropped.
+    /// [`Reuse::reclaim`]), it is not pooled, or the pool is full. Call it after the response
+    /// body was read to its end and dropped.
     pub(crate) fn release(self) {
+        let Some((pool, target)) = self.home else {
+            return;
+        };
         let Some(conn) = self.reuse.reclaim() else {
             return;
         };
-        let mut idle = lock(&self.pool.h1_idle);
-        let list = idle.entry(self.target).or_default();
+        let mut idle = lock(&pool.h1_idle);
+        let list = idle.entry(target).or_default();
         if list.len() < MAX_IDLE_PER_TARGET {
             list.push(Idle {
                 conn,
@@ -192,15 +204,25 @@ impl Pool {
 
     /// Sends an HTTP/1 request that asks for a protocol switch on a dedicated connection,
     /// which is never pooled: after a `101` (or a 2xx to `CONNECT`) the socket comes back
-    /// with the response, for the tunnel.
+    /// with the response, for the tunnel; otherwise the response comes with a [`Checkin`]
+    /// that pools nothing but stops the request body's writer with the response body.
     pub(crate) async fn send_upgrade(
         &self,
         target: &Target,
         req: Request<RequestBody>,
-    ) -> Result<(Response<h1::incoming::Incoming>, Option<Upgraded>), ForwardError> {
+    ) -> Result<(Response<h1::incoming::Incoming>, Switched), ForwardError> {
         let conn = self.connect_h1(target).await?;
         match conn.send(req, &self.client).await {
-            Ok(exchange) => Ok((exchange.response, exchange.upgraded)),
+            Ok(exchange) => {
+                let switched = match exchange.upgraded {
+                    Some(upgraded) => Switched::Yes(upgraded),
+                    None => Switched::No(Checkin {
+                        home: None,
+                        reuse: exchange.reuse,
+                    }),
+                };
+                Ok((exchange.response, switched))
+            }
             Err(e) => Err(ForwardError::exchange(e).0),
         }
     }
@@ -229,8 +251,7 @@ impl Pool {
         exchange: Exchange,
     ) -> (Response<h1::incoming::Incoming>, Checkin) {
         let checkin = Checkin {
-            pool: self.clone(),
-            target: target.clone(),
+            home: Some((self.clone(), target.clone())),
             reuse: exchange.reuse,
         };
         (exchange.response, checkin)
@@ -374,6 +395,15 @@ impl Pool {
     }
 }
 
+/// How a protocol switch sent on a dedicated connection ([`Pool::send_upgrade`]) went.
+#[derive(Debug)]
+pub(crate) enum Switched {
+    /// The upstream switched: its socket, with the bytes read past the head.
+    Yes(Upgraded),
+    /// It answered otherwise; the response body keeps this until it ends.
+    No(Checkin),
+}
+
 /// What an HTTP/1 exchange ends with: the response and its connection's hand-back.
 pub(crate) type H1Outcome = Result<(Response<h1::incoming::Incoming>, Checkin), ForwardError>;
 
@@ -450,7 +480,9 @@ fn unsent(e: hyper::Error) -> ForwardError {
 
 async fn reap_idle(pool: std::sync::Weak<Pool>) {
     let period = match pool.upgrade() {
-        Some(p) => (p.settings.idle_timeout / 2).max(Duration::from_millis(100)),
+        Some(p) => (p.settings.idle_timeout / 2)
+            .min(REAP_AT_LEAST_EVERY)
+            .max(Duration::from_millis(100)),
         None => return,
     };
     let mut tick = tokio::time::interval(period);
@@ -538,6 +570,86 @@ mod tests {
         assert!(
             lock(&pool.h2).is_empty(),
             "a failure is not kept: the next stream tries again"
+        );
+    }
+
+    /// Sends a request whose body stalls after 10 of its 1,000 bytes to an upstream that
+    /// answers at once without reading it, reads the response to its end and lets it go
+    /// (through the pool, or as a refused protocol switch); `true` when the client's body
+    /// (which holds the client connection's read half) is still held a second later.
+    async fn writer_outlives_the_response(upgrade: bool) -> bool {
+        use bytes::BytesMut;
+        use http_body_util::BodyExt;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        use super::super::body::{ProxyBody, UpstreamBody, UpstreamIncoming};
+        use super::super::request_body::ClientBody;
+        use crate::proxy::h1::incoming::{Delimited, Incoming as H1Incoming, ReadSide};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let target = Target::Addr(listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let (mut buf, mut got) = (vec![0u8; 4096], Vec::new());
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).await.expect("read");
+                got.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await
+                .expect("write");
+            std::future::pending::<()>().await;
+        });
+        let (mut client, server_end) = tokio::io::duplex(64 * 1024);
+        client.write_all(b"0123456789").await.expect("write");
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let body = H1Incoming::new(
+            ReadSide::new(Box::new(server_end), BytesMut::new()),
+            Delimited::Length(1000),
+            done_tx,
+            None,
+        );
+        let req = Request::post("/")
+            .header("content-length", "1000")
+            .body(RequestBody::new(ClientBody::Http1(body)))
+            .expect("request");
+        let pool = pool();
+        let (resp, checkin) = if upgrade {
+            let (resp, switched) = pool.send_upgrade(&target, req).await.expect("answered");
+            let Switched::No(checkin) = switched else {
+                panic!("a 200 is no switch");
+            };
+            (resp, checkin)
+        } else {
+            pool.send_h1(&target, req).await.expect("answered")
+        };
+        let mut body = ProxyBody::Upstream(UpstreamBody::new(
+            UpstreamIncoming::Http1(resp.into_body()),
+            Some(checkin),
+        ));
+        let mut data = Vec::new();
+        while let Some(frame) = body.frame().await {
+            data.extend_from_slice(&frame.expect("frame").into_data().expect("data"));
+        }
+        assert_eq!(data, b"ok");
+        drop(body);
+        tokio::time::timeout(Duration::from_secs(1), done_rx)
+            .await
+            .is_err()
+    }
+
+    /// A request body still being written when the response ends is stopped with it (the
+    /// connection cannot be reused anyway), for a pooled exchange and for a protocol switch
+    /// the upstream refused: otherwise the writer would hold the client's body, and with it
+    /// the client connection, until the client finished or left.
+    #[tokio::test]
+    async fn a_request_body_writer_stops_with_the_response() {
+        assert!(!writer_outlives_the_response(false).await, "pooled");
+        assert!(
+            !writer_outlives_the_response(true).await,
+            "refused protocol switch"
         );
     }
 }
