@@ -32,20 +32,41 @@ impl ProxyBody {
     }
 }
 
-/// An upstream's response body as the client that read its head hands it over.
+/// A body as the engine that read its message hands it over: stitch's HTTP/1 engine or
+/// hyper's HTTP/2. Client request bodies and upstream response bodies alike.
 #[derive(Debug)]
-pub(crate) enum UpstreamIncoming {
-    /// Read by stitch's HTTP/1 client driver.
+pub(crate) enum WireBody {
+    /// Read by stitch's HTTP/1 engine (its server or client driver).
     Http1(h1::incoming::Incoming),
-    /// Read by hyper's HTTP/2 client.
+    /// Read by hyper's HTTP/2 server or client.
     Http2(hyper::body::Incoming),
 }
 
-impl UpstreamIncoming {
+impl Body for WireBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            WireBody::Http1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            WireBody::Http2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
     fn is_end_stream(&self) -> bool {
         match self {
-            UpstreamIncoming::Http1(b) => b.is_end_stream(),
-            UpstreamIncoming::Http2(b) => b.is_end_stream(),
+            WireBody::Http1(b) => b.is_end_stream(),
+            WireBody::Http2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            WireBody::Http1(b) => b.size_hint(),
+            WireBody::Http2(b) => b.size_hint(),
         }
     }
 }
@@ -55,14 +76,14 @@ impl UpstreamIncoming {
 pub(crate) struct UpstreamBody {
     /// `None` only while dropping (the body goes first, so its connection is back in the
     /// hand-back's reach).
-    inner: Option<UpstreamIncoming>,
+    inner: Option<WireBody>,
     checkin: Option<Checkin>,
     finished: bool,
 }
 
 impl UpstreamBody {
     /// Wraps `inner`; `checkin` returns the connection to the pool after the last frame.
-    pub(crate) fn new(inner: UpstreamIncoming, checkin: Option<Checkin>) -> Self {
+    pub(crate) fn new(inner: WireBody, checkin: Option<Checkin>) -> Self {
         UpstreamBody {
             inner: Some(inner),
             checkin,
@@ -95,12 +116,7 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Upstream(up) => {
                 let polled = match up.inner.as_mut() {
-                    Some(UpstreamIncoming::Http1(b)) => {
-                        Pin::new(b).poll_frame(cx).map_err(BoxError::from)
-                    }
-                    Some(UpstreamIncoming::Http2(b)) => {
-                        Pin::new(b).poll_frame(cx).map_err(BoxError::from)
-                    }
+                    Some(body) => Pin::new(body).poll_frame(cx),
                     None => Poll::Ready(None),
                 };
                 if let Poll::Ready(None) = polled {
@@ -115,11 +131,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Upstream(up) => {
-                up.finished
-                    || up
-                        .inner
-                        .as_ref()
-                        .is_none_or(UpstreamIncoming::is_end_stream)
+                up.finished || up.inner.as_ref().is_none_or(WireBody::is_end_stream)
             }
             ProxyBody::Local(data) => data.is_none(),
         }
@@ -127,11 +139,10 @@ impl Body for ProxyBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ProxyBody::Upstream(up) => match &up.inner {
-                Some(UpstreamIncoming::Http1(b)) => b.size_hint(),
-                Some(UpstreamIncoming::Http2(b)) => b.size_hint(),
-                None => SizeHint::with_exact(0),
-            },
+            ProxyBody::Upstream(up) => up
+                .inner
+                .as_ref()
+                .map_or_else(|| SizeHint::with_exact(0), WireBody::size_hint),
             ProxyBody::Local(Some(d)) => SizeHint::with_exact(d.len() as u64),
             ProxyBody::Local(None) => SizeHint::with_exact(0),
         }

@@ -12,10 +12,10 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 
-use super::body::{ProxyBody, UpstreamBody, UpstreamIncoming};
+use super::body::{ProxyBody, UpstreamBody, WireBody};
 use super::headers::{self, Keep};
 use super::pool::{Checkin, Pool, Switched};
-use super::request_body::{ClientBody, FIRST_FRAME_WINDOW, RequestBody, peek_first_frame};
+use super::request_body::{FIRST_FRAME_WINDOW, RequestBody, peek_first_frame};
 use super::validate::{self, Rejection};
 use crate::proxy::addrs::Target;
 use crate::proxy::detect::Protocol;
@@ -70,7 +70,7 @@ impl Forward {
 
     /// Checks the request and names its upstream; `Err` says why stitch answers it itself
     /// (nothing is forwarded). Synchronous, so a refused request costs no forwarding future.
-    fn admit(&self, req: &Request<ClientBody>) -> Result<Target, Refusal> {
+    fn admit(&self, req: &Request<WireBody>) -> Result<Target, Refusal> {
         let checked = match self.protocol {
             Protocol::Http2 => {
                 validate::check_http2(req, matches!(self.destination, Destination::PerRequest))
@@ -92,7 +92,7 @@ impl Forward {
     /// Whether the request's body framing can break (HTTP/1 chunked, HTTP/2 with
     /// `content-length`) and the body is not already over: such a request is held for its
     /// first body frame ([`Forward::read_ahead_then_send`]).
-    fn needs_read_ahead(&self, req: &Request<ClientBody>) -> bool {
+    fn needs_read_ahead(&self, req: &Request<WireBody>) -> bool {
         let framed = match self.protocol {
             Protocol::Http2 => req.headers().contains_key(header::CONTENT_LENGTH),
             _ => req.headers().contains_key(header::TRANSFER_ENCODING),
@@ -108,7 +108,7 @@ impl Forward {
         self,
         grpc: bool,
         target: Target,
-        req: Request<ClientBody>,
+        req: Request<WireBody>,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let (parts, body) = req.into_parts();
         match peek_first_frame(body, FIRST_FRAME_WINDOW).await {
@@ -150,14 +150,12 @@ impl Forward {
                     .pool
                     .send_h1(&target, req)
                     .await
-                    .map(|(resp, checkin)| {
-                        from_upstream(resp.map(UpstreamIncoming::Http1), Some(checkin))
-                    }),
+                    .map(|(resp, checkin)| from_upstream(resp.map(WireBody::Http1), Some(checkin))),
                 Exchange::Http2 => self
                     .pool
                     .send_h2(&target, req)
                     .await
-                    .map(|resp| from_upstream(resp.map(UpstreamIncoming::Http2), None)),
+                    .map(|resp| from_upstream(resp.map(WireBody::Http2), None)),
                 Exchange::Tunnel => Box::pin(self.tunnel(&target, req)).await,
                 Exchange::Upgrade => Box::pin(self.upgrade(&target, req)).await,
             };
@@ -234,7 +232,7 @@ impl Forward {
         resp
     }
 
-    fn target_of(&self, req: &Request<ClientBody>) -> Result<Target, &'static str> {
+    fn target_of(&self, req: &Request<WireBody>) -> Result<Target, &'static str> {
         match &self.destination {
             Destination::Fixed(t) => Ok(t.clone()),
             Destination::PerRequest => {
@@ -298,7 +296,7 @@ impl Forward {
     ) -> Result<Response<ProxyBody>, ForwardError> {
         let client_upgrade = client_upgrade(&mut req)?;
         let (resp, switched) = self.pool.send_upgrade(target, req).await?;
-        let resp = resp.map(UpstreamIncoming::Http1);
+        let resp = resp.map(WireBody::Http1);
         // The client driver hands the socket over after a 101 (or a 2xx to CONNECT) only.
         let mut upstream = match switched {
             Switched::Yes(upgraded) => upgraded,
@@ -362,10 +360,7 @@ enum Exchange {
 
 /// The upstream's response as stitch returns it: hop-by-hop headers dropped, the body streamed
 /// (and, for a pooled HTTP/1 connection, `checkin` returning it once the body is read).
-fn from_upstream(
-    resp: Response<UpstreamIncoming>,
-    checkin: Option<Checkin>,
-) -> Response<ProxyBody> {
+fn from_upstream(resp: Response<WireBody>, checkin: Option<Checkin>) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, Keep::default());
     Response::from_parts(parts, ProxyBody::Upstream(UpstreamBody::new(body, checkin)))
@@ -435,7 +430,7 @@ fn grpc_message_encode(message: &str) -> String {
     out
 }
 
-impl tower::Service<Request<ClientBody>> for Forward {
+impl tower::Service<Request<WireBody>> for Forward {
     type Response = Response<ProxyBody>;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
@@ -447,7 +442,7 @@ impl tower::Service<Request<ClientBody>> for Forward {
     /// Refusals are answered here, without a forwarding future; a forwarded request gets one
     /// boxed future, [`Forward::send`]'s (or, held for its first body frame,
     /// [`Forward::read_ahead_then_send`]'s).
-    fn call(&mut self, req: Request<ClientBody>) -> Self::Future {
+    fn call(&mut self, req: Request<WireBody>) -> Self::Future {
         let grpc = crate::grpc::is_grpc(req.headers());
         let target = match self.admit(&req) {
             Ok(target) => target,

@@ -582,8 +582,7 @@ mod tests {
         use http_body_util::BodyExt;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-        use super::super::body::{ProxyBody, UpstreamBody, UpstreamIncoming};
-        use super::super::request_body::ClientBody;
+        use super::super::body::{ProxyBody, UpstreamBody, WireBody};
         use crate::proxy::h1::incoming::{Delimited, Incoming as H1Incoming, ReadSide};
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -613,7 +612,7 @@ mod tests {
         );
         let req = Request::post("/")
             .header("content-length", "1000")
-            .body(RequestBody::new(ClientBody::Http1(body)))
+            .body(RequestBody::new(WireBody::Http1(body)))
             .expect("request");
         let pool = pool();
         let (resp, checkin) = if upgrade {
@@ -626,7 +625,7 @@ mod tests {
             pool.send_h1(&target, req).await.expect("answered")
         };
         let mut body = ProxyBody::Upstream(UpstreamBody::new(
-            UpstreamIncoming::Http1(resp.into_body()),
+            WireBody::Http1(resp.into_body()),
             Some(checkin),
         ));
         let mut data = Vec::new();

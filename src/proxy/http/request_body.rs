@@ -1,4 +1,4 @@
-//! The request body stitch sends upstream: the client's body ([`ClientBody`], from stitch's
+//! The request body stitch sends upstream: the client's body ([`WireBody`], from stitch's
 //! HTTP/1 engine or hyper's HTTP/2 server) streamed frame by frame, with the first frame
 //! possibly read ahead (see [`peek_first_frame`]) so that a body whose framing is broken from
 //! its first bytes is refused before the request head reaches the upstream.
@@ -11,7 +11,7 @@ use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 
-use crate::proxy::h1;
+use super::body::WireBody;
 use crate::proxy::h1::error::BoxError;
 
 /// How long a request with a body whose framing can break (HTTP/1 chunked, HTTP/2 with
@@ -21,56 +21,18 @@ use crate::proxy::h1::error::BoxError;
 /// at most this, never deadlocked.
 pub(crate) const FIRST_FRAME_WINDOW: Duration = Duration::from_millis(50);
 
-/// A client's request body as the server that read it hands it over.
-#[derive(Debug)]
-pub(crate) enum ClientBody {
-    /// Read by stitch's own HTTP/1 engine.
-    Http1(h1::incoming::Incoming),
-    /// Read by hyper's HTTP/2 server.
-    Http2(hyper::body::Incoming),
-}
-
-impl Body for ClientBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            ClientBody::Http1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            ClientBody::Http2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ClientBody::Http1(b) => b.is_end_stream(),
-            ClientBody::Http2(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ClientBody::Http1(b) => b.size_hint(),
-            ClientBody::Http2(b) => b.size_hint(),
-        }
-    }
-}
-
 /// The client's request body, with the frame read ahead (if any) replayed first.
 #[derive(Debug)]
 pub(crate) struct RequestBody {
     /// Boxed: the request is held by value in every in-flight request's future, and a frame
     /// (up to a trailer map) would triple the body's size for the few requests read ahead.
     first: Option<Box<Frame<Bytes>>>,
-    inner: ClientBody,
+    inner: WireBody,
 }
 
 impl RequestBody {
     /// The body as received, nothing read ahead.
-    pub(crate) fn new(inner: ClientBody) -> Self {
+    pub(crate) fn new(inner: WireBody) -> Self {
         RequestBody { first: None, inner }
     }
 }
@@ -79,7 +41,7 @@ impl RequestBody {
 /// is already broken (the caller answers `400` and forwards nothing), otherwise the body with
 /// that frame kept for replay.
 pub(crate) async fn peek_first_frame(
-    mut inner: ClientBody,
+    mut inner: WireBody,
     window: Duration,
 ) -> Result<RequestBody, BoxError> {
     let first = match tokio::time::timeout(window, inner.frame()).await {

@@ -23,8 +23,8 @@ use tokio::time::Instant;
 use tower::Layer;
 use tower::util::MapRequest;
 
+use super::body::WireBody;
 use super::forward::Forward;
-use super::request_body::ClientBody;
 use crate::proxy::h1;
 use crate::proxy::h1::server::ServerSettings;
 use crate::proxy::io::ByteCounts;
@@ -76,7 +76,7 @@ pub(crate) async fn serve_http1<I>(
 {
     let service = MapRequest::new(
         trace.layer(forward),
-        |req: Request<h1::incoming::Incoming>| req.map(ClientBody::Http1),
+        |req: Request<h1::incoming::Incoming>| req.map(WireBody::Http1),
     );
     let served = h1::server::serve(
         io,
@@ -128,7 +128,7 @@ async fn serve_http2_boxed<I>(
 {
     let service = MapRequest::new(
         trace.layer(forward),
-        |req: Request<hyper::body::Incoming>| req.map(ClientBody::Http2),
+        |req: Request<hyper::body::Incoming>| req.map(WireBody::Http2),
     );
     let service = TowerToHyperService::new(service);
     let conn = http2::Builder::new(TokioExecutor::new())
