@@ -11,8 +11,8 @@
 //!
 //! Full duplex: the response head is read while the request body is written (an upstream may
 //! answer early — `413` — and stop reading). When the head arrives first, the rest of the body
-//! is written by a task of its own; [`Reuse::reclaim`] gives the connection back only if that
-//! task has finished by then.
+//! is written by a task of its own, and the connection is not reused (an upstream that
+//! answered without draining the body would read its rest as the next request).
 //!
 //! Buffers: an idle [`Connection`] is its two stream halves and nothing else. A read buffer
 //! exists during an exchange only ([`ReadSide`] releases it whenever a read finds nothing),
@@ -442,7 +442,13 @@ async fn finish<B>(
             upgraded: Some(upgraded),
         });
     }
+    // An answer that came before the request body was written is never followed by another
+    // request on this connection: an upstream that answers early without draining the body
+    // (and without `Connection: close`) would read the rest of it as the next request,
+    // someone else's (smuggling). The body is still finished for this exchange.
+    let answered_early = matches!(write, WriteSide::Writing(_));
     let keep = request_keep
+        && !answered_early
         && keep_alive(head.version, &head.headers)
         && framing != BodyFraming::CloseDelimited;
     let write = match write {
@@ -541,7 +547,8 @@ impl Reuse {
 
     /// The connection, if it may carry another request; non-blocking. Call it once the
     /// response body was read to its end and dropped. `None` unless: the request was fully
-    /// written (a writer task still running is stopped), the response body was read to its
+    /// written before the answer came (a writer task still running is stopped), the response
+    /// body was read to its
     /// end with nothing after it, and both the request (HTTP/1.1, no `Connection: close`) and
     /// the response ([`keep_alive`]) let the connection persist, the body not close-delimited.
     pub(crate) fn reclaim(mut self) -> Option<Connection> {
