@@ -263,7 +263,8 @@ COUNTERS = ("stitch_requests_total", "stitch_spans_exported_total", "stitch_span
 def tracing_evidence(targets, collector_stats_url):
     """What each stitch's counters say after a round: requests served, spans exported, spans
     dropped (by reason) — spans dropped under load would make tracing look cheaper than it is —
-    and what the OTLP receiver got. Returns {target name: {figure: number}}."""
+    and what the OTLP receiver got (when `collector_stats_url` is given; `ab.py` runs none).
+    Returns {target name: {figure: number}}."""
     evidence = {}
     for target in targets:
         if not target.admin_url or target.problem:
@@ -284,6 +285,8 @@ def tracing_evidence(targets, collector_stats_url):
         except (OSError, ValueError) as e:
             print(f"  {target.name}: reading its counters failed: {e}", flush=True)
         evidence[target.name] = counts
+    if collector_stats_url is None:
+        return evidence
     try:
         with LOOPBACK.open(collector_stats_url, timeout=3) as resp:
             stats = json.loads(resp.read())
