@@ -37,7 +37,7 @@ use self::detect::Protocol;
 use self::h1::server::ServerSettings;
 use self::http::forward::{Destination, Forward};
 use self::http::pool::{Pool, PoolSettings};
-use self::http::server::{MAX_IDLE_TIMEOUT, ServerLimits};
+use self::http::server::ServerLimits;
 use self::io::ProxyIo;
 use self::lease::ConnectionLease;
 use self::placement::{Handoff, Load, Seat};
@@ -333,8 +333,8 @@ impl Proxy {
                     // the counting stream, so it is counted here, once.
                     lease.counts().add_read(prefix.len());
                     let io = ProxyIo::new(stream).counted(lease.clone());
-                    let deadline =
-                        accepted + self.config.server.header_read_timeout.min(MAX_IDLE_TIMEOUT);
+                    // The settings hold the header-read timeout already capped.
+                    let deadline = accepted + self.h1.header_read_timeout;
                     http::server::serve_http1(
                         io,
                         prefix.freeze(),

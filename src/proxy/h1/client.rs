@@ -547,8 +547,7 @@ impl Reuse {
 
     /// The connection, if it may carry another request; non-blocking. Call it once the
     /// response body was read to its end and dropped. `None` unless: the request was fully
-    /// written before the answer came (a writer task still running is stopped), the response
-    /// body was read to its
+    /// written before the answer came, the response body was read to its
     /// end with nothing after it, and both the request (HTTP/1.1, no `Connection: close`) and
     /// the response ([`keep_alive`]) let the connection persist, the body not close-delimited.
     pub(crate) fn reclaim(mut self) -> Option<Connection> {
@@ -572,18 +571,9 @@ impl Reuse {
         }
         let write = match std::mem::replace(&mut self.write, WriteBack::Gone) {
             WriteBack::Here(out) => out,
-            WriteBack::Task(mut task) => {
-                let mut cx = Context::from_waker(Waker::noop());
-                // Unconstrained: a finished task must not look pending for lack of budget.
-                match Pin::new(&mut tokio::task::unconstrained(&mut task)).poll(&mut cx) {
-                    Poll::Ready(Ok((out, Ok(())))) => out,
-                    _ => {
-                        task.abort();
-                        return None;
-                    }
-                }
-            }
-            WriteBack::Gone => return None,
+            // A writer task means the answer came before the request was written, which is
+            // never kept (`keep` is false, so this is not reached); `Drop` stops the task.
+            WriteBack::Task(_) | WriteBack::Gone => return None,
         };
         Some(Connection {
             read: read.io,

@@ -420,12 +420,7 @@ where
         loop {
             tokio::select! {
                 biased;
-                wanted = async {
-                    match continue_rx.as_mut() {
-                        Some(rx) => rx.await,
-                        None => std::future::pending().await,
-                    }
-                }, if continue_rx.is_some() => {
+                wanted = recv_if_some(&mut continue_rx), if continue_rx.is_some() => {
                     continue_rx = None;
                     if wanted.is_ok() {
                         self.write.write_all(CONTINUE).await?;
@@ -433,12 +428,7 @@ where
                     }
                 }
                 response = call.as_mut() => return response,
-                returned = async {
-                    match body_done.as_mut() {
-                        Some(rx) => rx.await,
-                        None => std::future::pending().await,
-                    }
-                }, if body_done.is_some() => {
+                returned = recv_if_some(body_done), if body_done.is_some() => {
                     *body_done = None;
                     // An unfinished body closes the connection after the response; only a
                     // finished one leaves a read side worth watching.
@@ -452,6 +442,16 @@ where
                 }
             }
         }
+    }
+}
+
+/// What `rx` receives; never resolves without a receiver (a `select!` branch disabled).
+async fn recv_if_some<T>(
+    rx: &mut Option<oneshot::Receiver<T>>,
+) -> Result<T, oneshot::error::RecvError> {
+    match rx.as_mut() {
+        Some(rx) => rx.await,
+        None => std::future::pending().await,
     }
 }
 

@@ -186,13 +186,7 @@ impl Pool {
         while let Some(conn) = self.checkout_h1(target) {
             match conn.send(req, &self.client).await {
                 Ok(exchange) => return Ok(self.checkin(target, exchange)),
-                Err(e) => match ForwardError::exchange(e) {
-                    (error, Some(request)) if error.is_retryable() => {
-                        tracing::debug!(%target, error = %error.with_cause(), "pooled connection failed before the request was sent; sending it on another");
-                        req = request;
-                    }
-                    (error, _) => return Err(error),
-                },
+                Err(e) => req = resendable(target, e)?,
             }
         }
         let conn = self.connect_h1(target).await?;
@@ -445,17 +439,30 @@ where
                 Err(e) => (*pool, *target, e),
             },
         };
-        match ForwardError::exchange(failed) {
-            // The upstream closed the pooled connection an instant ago (after the check at
-            // checkout): the first write failed and the request came back whole.
-            (error, Some(req)) if error.is_retryable() => {
-                tracing::debug!(%target, error = %error.with_cause(), "pooled connection failed before the request was sent; sending it on another");
+        match resendable(target, failed) {
+            Ok(req) => {
                 let again = Box::pin(pool.send_h1_again(target, req));
                 self.set(SendH1::Again { again });
                 self.poll(cx)
             }
-            (error, _) => Poll::Ready(Err(error)),
+            Err(error) => Poll::Ready(Err(error)),
         }
+    }
+}
+
+/// A pooled exchange's failure: the request to send on another connection when not one byte
+/// of it went out (the upstream closed the connection an instant ago, after the check at
+/// checkout, and the first write failed), else the error to answer with.
+fn resendable(
+    target: &Target,
+    failed: SendError<RequestBody>,
+) -> Result<Request<RequestBody>, ForwardError> {
+    match ForwardError::exchange(failed) {
+        (error, Some(req)) if error.is_retryable() => {
+            tracing::debug!(%target, error = %error.with_cause(), "pooled connection failed before the request was sent; sending it on another");
+            Ok(req)
+        }
+        (error, _) => Err(error),
     }
 }
 
