@@ -359,19 +359,20 @@ def render(run, command):
 
 
 def last_growth(samples):
-    """When VmData last grew by more than 0.5 MiB over its running peak: the working set (ring
-    maps, pooled read buffers grown by 8 MiB bodies) is reached then, and the warm-up should
-    end after it."""
-    peak, when = None, None
-    for s in samples:
-        data = s.get("data_mib")
-        if data is None:
-            continue
-        if peak is None or data > peak + 0.5:
-            peak, when = data, s["t"]
-        else:
-            peak = max(peak, data)
-    return "VmData never read" if when is None else f"VmData last grew at {when:.0f} s"
+    """From when VmData stays within 0.5 MiB of its peak: the working set (ring maps, pooled
+    read buffers grown by 8 MiB bodies) is reached then, and the warm-up should end after it.
+    (A running-peak test would miss a slow creep of small steps.)"""
+    data = [(s["t"], s["data_mib"]) for s in samples if s.get("data_mib") is not None]
+    if not data:
+        return "VmData never read"
+    peak = max(d for _, d in data)
+    when = data[0][0]
+    for t, d in data:
+        if d < peak - 0.5:
+            when = None
+        elif when is None:
+            when = t
+    return f"VmData within 0.5 MiB of its peak ({peak:.1f} MiB) from {when:.0f} s"
 
 
 def write_section(path, text):
