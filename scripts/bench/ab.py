@@ -25,9 +25,15 @@ import run  # noqa: E402
 from procs import start  # noqa: E402
 
 WORKLOADS = {"h1": run.w_h1, "h2": run.w_h2, "grpc": run.grpc_workload("unary"),
-             "stream": run.grpc_workload("stream")}
+             "stream": run.grpc_workload("stream"), "many": run.w_many, "idle": run.w_idle}
 MODES = {"off": (["--config", os.path.join(run.HERE, "rules-trace-off.yaml")], {}),
          "ring": ([], {}), "otlp": ([], None)}
+
+
+# What a workload may report, and how it is printed (rps/cpu/p99 for the request workloads;
+# the many-connections ones add timeouts, latency sd and memory per connection).
+KEYS = {"rps": "{:,.0f}", "cpu": "{:.4f}", "p99": "{:,.0f}", "timeouts": "{:,.0f}",
+        "lat_sd": "{:,.1f}", "lat_p99": "{:,.1f}", "kib_per_conn": "{:.2f}"}
 
 
 def main():
@@ -97,18 +103,19 @@ def main():
     print(f"\n{args.workload}, {args.mode}, {args.rounds} rounds × {args.seconds} s "
           f"(median [min–max])")
     ref = {k: statistics.median(r[k] for r in results["nginx"])
-           for k in ("rps", "cpu", "p99") if all(k in r for r in results["nginx"])}
+           for k in KEYS if all(k in r for r in results["nginx"])}
     for name, rows in results.items():
         if not rows:
             continue
         line = f"  {name:11}"
-        for key, fmt in (("rps", "{:,.0f}"), ("cpu", "{:.4f}"), ("p99", "{:,.0f}")):
+        for key, fmt in KEYS.items():
             values = [r[key] for r in rows if key in r]
             if not values or key not in ref:
                 continue
             med = statistics.median(values)
             line += (f"  {key} {fmt.format(med)} [{fmt.format(min(values))}–"
-                     f"{fmt.format(max(values))}] {med / ref[key]:.2f}× nginx")
+                     f"{fmt.format(max(values))}] " +
+                     (f"{med / ref[key]:.2f}× nginx" if ref[key] else "(nginx 0)"))
         print(line)
 
 

@@ -335,7 +335,7 @@ impl Proxy {
                     let io = ProxyIo::new(stream).counted(lease.clone());
                     // The settings hold the header-read timeout already capped.
                     let deadline = accepted + self.h1.header_read_timeout;
-                    http::server::serve_http1(
+                    let served = http::server::serve_http1(
                         io,
                         prefix.freeze(),
                         &lease,
@@ -346,6 +346,7 @@ impl Proxy {
                         deadline,
                     )
                     .await;
+                    http::server::log_http1_end(served);
                 }
             }
         }

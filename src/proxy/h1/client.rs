@@ -40,7 +40,7 @@ use super::framing::{
 };
 use super::head::{HeadError, HeadLimits, HeaderCase, ResponseHead, parse_response};
 use super::incoming::{Delimited, HeadRead, Incoming, ReadSide, Returned};
-use super::response::{Outgoing, write_body};
+use super::response::{Outgoing, WriteBody};
 
 /// Room reserved for a request head (most fit; a larger one grows the `Vec` once or twice).
 const HEAD_CAPACITY: usize = 512;
@@ -257,7 +257,7 @@ impl Connection {
             } else {
                 drop(parts);
                 WriteSide::Writing(Box::pin(async move {
-                    let written = write_body(&mut write, &mut pending, body, outgoing).await;
+                    let written = WriteBody::new(&mut write, pending, body, outgoing).await;
                     if written.is_err() {
                         // The upstream must not wait for the rest of a request that will
                         // never come (the task's output keeps the half until reclaimed).

@@ -38,7 +38,7 @@
 //! idle, it is the two halves and no buffer. [`client::Connection::send`] writes a request
 //! (head through [`head::write_request_head`] with the request's [`head::HeaderCase`]; body
 //! framed as hyper's client framed it, [`client::plan`], by the same
-//! [`response::write_body`] the server side writes responses with) while reading the
+//! [`response::WriteBody`] the server side writes responses with) while reading the
 //! response head (full duplex: an early `413` is delivered while the body is still being
 //! sent, the rest of which then goes out on a task of its own). It answers a
 //! [`client::Exchange`]: the response with an [`incoming::Incoming`] body reading from the

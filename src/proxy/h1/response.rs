@@ -10,14 +10,15 @@
 //! when the connection ends after a response the client expected to keep it open, and
 //! `Connection: keep-alive` to an HTTP/1.0 client whose connection stays open.
 
-use std::future::poll_fn;
-use std::pin::{Pin, pin};
-use std::task::{Context, Poll};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use bytes::Buf;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode, Version};
 use http_body::{Body, Frame};
+use pin_project_lite::pin_project;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::chunked::{CHUNK_END, encode_chunk_header, encode_last_chunk};
@@ -153,11 +154,13 @@ impl<'a, W: AsyncWrite + Unpin> ResponseWriter<'a, W> {
         ResponseWriter { out, answering }
     }
 
-    /// Writes `response` (head, then body); `keep` says whether the connection may carry
-    /// another request as far as the driver knows. Returns whether it still may: not after a
+    /// Starts writing `response`: frames its head and returns the body's writer (head, then
+    /// body, when awaited) with whether the connection may carry another request after it.
+    /// `keep` says whether it may as far as the driver knows; it may not after a
     /// close-delimited body, nor when the response itself says `Connection: close`. The head
-    /// goes out with the first body bytes when they are ready at once, else by itself.
-    pub(crate) async fn write<B>(self, response: Response<B>, keep: bool) -> Result<bool, Error>
+    /// goes out with the first body bytes when they are ready at once, else by itself. The
+    /// response's head is dropped here: only the body is held while it is written.
+    pub(crate) fn start<B>(self, response: Response<B>, keep: bool) -> (WriteBody<'a, W, B>, bool)
     where
         B: Body<Data = bytes::Bytes>,
         B::Error: Into<BoxError>,
@@ -184,88 +187,183 @@ impl<'a, W: AsyncWrite + Unpin> ResponseWriter<'a, W> {
             &parts.headers,
             case,
         );
-        write_body(self.out, &mut pending, body, outgoing).await?;
-        Ok(keep)
+        (WriteBody::new(self.out, pending, body, outgoing), keep)
     }
 }
 
-/// Writes `pending` (bytes already framed: a head) then `body` framed as `outgoing` says, and
-/// flushes. Shared by the response writer and the upstream driver's request writer. Frames
-/// up to [`COPY_MAX`] are copied behind what is pending, so a head and a small body ready at
-/// once go out in one write; larger ones are written from their own buffer (never copied).
-/// A body error is [`Error::Body`] (the body's own error, boxed), a socket error
-/// [`Error::Io`]. Chunked trailers frames become the chunked trailer section.
-pub(crate) async fn write_body<W, B>(
-    out: &mut W,
-    pending: &mut Vec<u8>,
-    body: B,
-    outgoing: Outgoing,
-) -> Result<(), Error>
+pin_project! {
+    /// Writes `pending` (bytes already framed: a head) then `body` framed as `outgoing` says,
+    /// and flushes. Shared by the response writer and the upstream driver's request writer.
+    /// Frames up to [`COPY_MAX`] are copied behind what is pending, so a head and a small body
+    /// ready at once go out in one write; larger ones are written from their own buffer (never
+    /// copied). Pending bytes are written out before the body is polled again whenever it has
+    /// nothing ready, and once they reach [`WRITE_AT`]. A body error is [`Error::Body`] (the
+    /// body's own error, boxed), a socket error [`Error::Io`]. Chunked trailers frames become
+    /// the chunked trailer section.
+    ///
+    /// A future of its own rather than an `async fn`: it is part of every connection's state
+    /// (a connection task is as large as the largest thing it awaits), and an `async fn`
+    /// holds its body twice (argument and pinned local) and each nested one's state beside
+    /// it — 1,424 bytes for a response; this holds the body once.
+    pub(crate) struct WriteBody<'a, W, B> {
+        out: &'a mut W,
+        pending: Vec<u8>,
+        // How much of `pending` is written.
+        sent: usize,
+        // A data frame larger than `COPY_MAX`, written from its own buffer after `pending`.
+        large: Option<bytes::Bytes>,
+        outgoing: Outgoing,
+        // Body bytes still owed to a `Content-Length`.
+        left: Option<u64>,
+        trailers: Option<HeaderMap>,
+        step: Step,
+        // The error to fail with once what is pending went out.
+        failure: Option<Error>,
+        #[pin]
+        body: B,
+    }
+}
+
+/// Where a [`WriteBody`] is.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// Polling the body for its next frame.
+    Reading,
+    /// Writing out what is pending (and a large frame), then taking the given step.
+    Draining(After),
+    /// Flushing after the last bytes.
+    Flushing,
+}
+
+/// What a [`WriteBody`] does once what is pending went out.
+#[derive(Debug, Clone, Copy)]
+enum After {
+    /// Reads the next frame.
+    Reading,
+    /// Flushes: the body is done.
+    Flushing,
+    /// Fails with the writer's `failure`.
+    Failing,
+}
+
+impl<'a, W, B> WriteBody<'a, W, B> {
+    /// Writes `pending`, then `body` as `outgoing` says (no body bytes at all for
+    /// [`Outgoing::None`]), on `out`.
+    pub(crate) fn new(out: &'a mut W, pending: Vec<u8>, body: B, outgoing: Outgoing) -> Self {
+        let step = match outgoing {
+            Outgoing::None => Step::Draining(After::Flushing),
+            _ => Step::Reading,
+        };
+        WriteBody {
+            out,
+            pending,
+            sent: 0,
+            large: None,
+            outgoing,
+            left: match outgoing {
+                Outgoing::Length(n) => Some(n),
+                _ => None,
+            },
+            trailers: None,
+            step,
+            failure: None,
+            body,
+        }
+    }
+}
+
+impl<W, B> Future for WriteBody<'_, W, B>
 where
     W: AsyncWrite + Unpin,
     B: Body<Data = bytes::Bytes>,
     B::Error: Into<BoxError>,
 {
-    if outgoing == Outgoing::None {
-        out.write_all(pending).await?;
-        out.flush().await?;
-        return Ok(());
-    }
-    let mut body = pin!(body);
-    let mut left = match outgoing {
-        Outgoing::Length(n) => Some(n),
-        _ => None,
-    };
-    let mut trailers = None;
-    loop {
-        // Errors are boxed at once: a `B::Error` held across an await would make this
-        // future `Send` only for bodies whose error is.
-        let ready = poll_fn(|cx| Poll::Ready(poll_boxed(body.as_mut(), cx))).await;
-        let next = match ready {
-            Poll::Ready(next) => next,
-            Poll::Pending => {
-                write_pending(out, pending).await?;
-                poll_fn(|cx| poll_boxed(body.as_mut(), cx)).await
+    type Output = Result<(), Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.step {
+                Step::Reading => {
+                    let frame = match poll_boxed(this.body.as_mut(), cx) {
+                        Poll::Pending if this.pending.is_empty() => return Poll::Pending,
+                        Poll::Pending => {
+                            // Nothing more is ready: what is pending goes out meanwhile.
+                            *this.step = Step::Draining(After::Reading);
+                            continue;
+                        }
+                        Poll::Ready(None) => {
+                            *this.step = Step::Draining(finish(
+                                *this.outgoing,
+                                *this.left,
+                                this.trailers,
+                                this.pending,
+                                this.failure,
+                            ));
+                            continue;
+                        }
+                        Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(Error::Body(e))),
+                        Poll::Ready(Some(Ok(frame))) => frame,
+                    };
+                    match frame.into_data() {
+                        Ok(data) => {
+                            if let Some(after) = put_data(
+                                data,
+                                *this.outgoing,
+                                this.left,
+                                this.pending,
+                                this.large,
+                                this.failure,
+                            ) {
+                                *this.step = Step::Draining(after);
+                            }
+                        }
+                        Err(frame) => *this.trailers = Frame::into_trailers(frame).ok(),
+                    }
+                }
+                Step::Draining(after) => {
+                    let after = *after;
+                    ready!(drain(
+                        this.out,
+                        this.pending,
+                        this.sent,
+                        this.large,
+                        *this.outgoing,
+                        cx
+                    ))?;
+                    *this.step = match after {
+                        After::Reading => Step::Reading,
+                        After::Flushing => Step::Flushing,
+                        After::Failing => {
+                            let error = this.failure.take();
+                            return Poll::Ready(Err(error.unwrap_or_else(|| {
+                                Error::Body("the body writer was polled after it failed".into())
+                            })));
+                        }
+                    };
+                }
+                Step::Flushing => {
+                    return Pin::new(&mut **this.out).poll_flush(cx).map_err(Error::Io);
+                }
             }
-        };
-        let frame = match next {
-            None => break,
-            Some(Err(e)) => return Err(Error::Body(e)),
-            Some(Ok(frame)) => frame,
-        };
-        let data = match frame.into_data() {
-            Ok(data) => data,
-            Err(frame) => {
-                trailers = Frame::into_trailers(frame).ok();
-                continue;
-            }
-        };
-        put_data(out, pending, data, outgoing, &mut left).await?;
-    }
-    match (outgoing, left) {
-        (Outgoing::Chunked, _) => encode_last_chunk(trailers.as_ref(), pending),
-        (Outgoing::Length(_), Some(left)) if left > 0 => {
-            // The body ended short of its length: the peer would wait for the rest.
-            write_pending(out, pending).await?;
-            return Err(Error::Body("body shorter than its Content-Length".into()));
         }
-        _ => {}
     }
-    write_pending(out, pending).await?;
-    out.flush().await?;
-    Ok(())
 }
 
-/// Frames `data` into `pending` (or writes it straight out when large).
-async fn put_data<W: AsyncWrite + Unpin>(
-    out: &mut W,
-    pending: &mut Vec<u8>,
+/// Frames `data` into `pending`, or queues it as `large` (behind its chunk size line) to be
+/// written from its own buffer; `Some` when output must go out before the next frame (a
+/// large frame, `pending` at [`WRITE_AT`], or a body longer than its length: the bytes up to
+/// the length go, then the error put in `failure`).
+fn put_data(
     mut data: bytes::Bytes,
     outgoing: Outgoing,
     left: &mut Option<u64>,
-) -> Result<(), Error> {
+    pending: &mut Vec<u8>,
+    large: &mut Option<bytes::Bytes>,
+    failure: &mut Option<Error>,
+) -> Option<After> {
     if data.is_empty() {
-        return Ok(());
+        return None;
     }
     let mut overflow = false;
     if let Some(left) = left {
@@ -278,41 +376,77 @@ async fn put_data<W: AsyncWrite + Unpin>(
     if outgoing == Outgoing::Chunked {
         encode_chunk_header(data.len() as u64, pending);
     }
-    if data.len() <= COPY_MAX {
-        pending.extend_from_slice(&data);
+    let big = data.len() > COPY_MAX;
+    if big {
+        // The chunk's end is added once the frame went out (see `drain`).
+        *large = Some(data);
     } else {
-        write_pending(out, pending).await?;
+        pending.extend_from_slice(&data);
+        if outgoing == Outgoing::Chunked {
+            pending.extend_from_slice(CHUNK_END);
+        }
+    }
+    if overflow {
+        *failure = Some(Error::Body("body longer than its Content-Length".into()));
+        return Some(After::Failing);
+    }
+    (big || pending.len() >= WRITE_AT).then_some(After::Reading)
+}
+
+/// What follows the body's end once what is pending went out: the last chunk (with
+/// trailers) is queued and the output flushed; a body short of its `Content-Length` fails
+/// (the peer would wait for the rest).
+fn finish(
+    outgoing: Outgoing,
+    left: Option<u64>,
+    trailers: &Option<HeaderMap>,
+    pending: &mut Vec<u8>,
+    failure: &mut Option<Error>,
+) -> After {
+    match (outgoing, left) {
+        (Outgoing::Chunked, _) => encode_last_chunk(trailers.as_ref(), pending),
+        (Outgoing::Length(_), Some(left)) if left > 0 => {
+            *failure = Some(Error::Body("body shorter than its Content-Length".into()));
+            return After::Failing;
+        }
+        _ => {}
+    }
+    After::Flushing
+}
+
+/// Writes out what is pending, then a large frame (then queues its chunk end); ready when
+/// both are out.
+fn drain<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    pending: &mut Vec<u8>,
+    sent: &mut usize,
+    large: &mut Option<bytes::Bytes>,
+    outgoing: Outgoing,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), Error>> {
+    while *sent < pending.len() {
+        let n = ready!(Pin::new(&mut *out).poll_write(cx, &pending[*sent..]))?;
+        if n == 0 {
+            return Poll::Ready(Err(Error::Io(std::io::ErrorKind::WriteZero.into())));
+        }
+        *sent += n;
+    }
+    pending.clear();
+    *sent = 0;
+    if let Some(data) = large {
         while data.has_remaining() {
-            let n = out.write(&data).await?;
+            let n = ready!(Pin::new(&mut *out).poll_write(cx, data))?;
             if n == 0 {
-                return Err(Error::Io(std::io::ErrorKind::WriteZero.into()));
+                return Poll::Ready(Err(Error::Io(std::io::ErrorKind::WriteZero.into())));
             }
             data.advance(n);
         }
+        *large = None;
+        if outgoing == Outgoing::Chunked {
+            pending.extend_from_slice(CHUNK_END);
+        }
     }
-    if outgoing == Outgoing::Chunked {
-        pending.extend_from_slice(CHUNK_END);
-    }
-    if overflow {
-        write_pending(out, pending).await?;
-        return Err(Error::Body("body longer than its Content-Length".into()));
-    }
-    if pending.len() >= WRITE_AT {
-        write_pending(out, pending).await?;
-    }
-    Ok(())
-}
-
-/// Writes out and empties `pending`.
-async fn write_pending<W: AsyncWrite + Unpin>(
-    out: &mut W,
-    pending: &mut Vec<u8>,
-) -> Result<(), Error> {
-    if !pending.is_empty() {
-        out.write_all(pending).await?;
-        pending.clear();
-    }
-    Ok(())
+    Poll::Ready(Ok(()))
 }
 
 /// Polls `body` for a frame, its error boxed.

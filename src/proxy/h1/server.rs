@@ -34,7 +34,7 @@ use super::ext::{OnUpgrade, Upgraded};
 use super::framing::{BodyFraming, connection_tokens, expects_continue, keep_alive, request_body};
 use super::head::{HeadError, HeadLimits, RequestHead, parse_request};
 use super::incoming::{Delimited, HeadRead, Incoming, ReadSide, Returned};
-use super::response::{Answering, CONTINUE, ResponseWriter, write_refusal};
+use super::response::{Answering, CONTINUE, ResponseWriter, WriteBody, write_refusal};
 use crate::proxy::cap::IDLE_ENOUGH;
 use crate::proxy::http::server::{MAX_IDLE_TIMEOUT, ServerLimits};
 use crate::proxy::lease::ConnectionLease;
@@ -98,19 +98,23 @@ pub(crate) struct IdleProbe {
 /// must be complete (from accept). `lease` lets a client waiting at the cap close the
 /// connection while idle. After a `101` (or a 2xx to `CONNECT`) the connection goes to the
 /// request's [`OnUpgrade`] and this returns.
+///
+/// Not an `async fn`: the stream is split and the connection's state built before the
+/// future exists, so the future holds them once (an `async fn` keeps its arguments beside
+/// what it makes of them) — it is part of every connection task, busy or idle.
 #[allow(clippy::too_many_arguments)]
-pub(crate) async fn serve<I, S, B>(
+pub(crate) fn serve<'a, I, S, B>(
     io: I,
     prefix: Bytes,
-    service: S,
-    settings: &ServerSettings,
-    shutdown: &ShutdownHandle,
-    lease: Option<&Arc<ConnectionLease>>,
+    mut service: S,
+    settings: &'a ServerSettings,
+    shutdown: &'a ShutdownHandle,
+    lease: Option<&'a Arc<ConnectionLease>>,
     first_head_deadline: Instant,
-) -> Result<(), Error>
+) -> impl Future<Output = Result<(), Error>> + 'a
 where
     I: AsyncRead + AsyncWrite + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>>,
+    S: Service<Request<Incoming>, Response = Response<B>> + 'a,
     S::Error: Into<BoxError>,
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
@@ -123,18 +127,20 @@ where
         shutdown,
         lease,
     };
-    let handed = tokio::select! {
-        result = conn.run(service, first_head_deadline) => result?,
-        () = shutdown.deadline_passed() => {
-            tracing::debug!("closing a busy HTTP/1 client connection at the drain deadline");
-            return Ok(());
+    async move {
+        let handed = tokio::select! {
+            result = conn.run(&mut service, first_head_deadline) => result?,
+            () = shutdown.deadline_passed() => {
+                tracing::debug!("closing a busy HTTP/1 client connection at the drain deadline");
+                return Ok(());
+            }
+        };
+        if let Some((tx, read)) = handed {
+            let ReadSide { io, buf } = read;
+            let _ = tx.send(Upgraded::new(io, Box::new(conn.write), buf.freeze()));
         }
-    };
-    if let Some((tx, read)) = handed {
-        let ReadSide { io, buf } = read;
-        let _ = tx.send(Upgraded::new(io, Box::new(conn.write), buf.freeze()));
+        Ok(())
     }
-    Ok(())
 }
 
 /// The connection's new owner after a protocol switch, and the read side to give it.
@@ -148,6 +154,28 @@ struct Conn<'a, I> {
     settings: &'a ServerSettings,
     shutdown: &'a ShutdownHandle,
     lease: Option<&'a Arc<ConnectionLease>>,
+}
+
+/// A request built from its head, and what its exchange needs to finish it.
+struct Prepared {
+    request: Request<Incoming>,
+    answering: Answering,
+    /// Where the connection goes if the request switches protocols.
+    upgrade_tx: Option<oneshot::Sender<Upgraded>>,
+    /// Receives the read side back from the request body.
+    body_done: Option<oneshot::Receiver<Returned>>,
+    /// Told when the body is first read (`Expect: 100-continue`).
+    continue_rx: Option<oneshot::Receiver<()>>,
+}
+
+/// What writing a response decided for the connection.
+struct Respond {
+    /// It may carry another request.
+    keep: bool,
+    /// It is handed over after the response (a `101`, or a 2xx to `CONNECT`).
+    upgrading: bool,
+    /// A `101` the client did not ask for: HTTP/1 ends here.
+    unasked_switch: bool,
 }
 
 /// How an exchange left the connection.
@@ -165,7 +193,11 @@ where
     I: AsyncRead + AsyncWrite + Send + 'static,
 {
     /// Serves requests until the connection closes (`None`) or is handed over.
-    async fn run<S, B>(&mut self, mut service: S, first: Instant) -> Result<Option<HandOver>, Error>
+    async fn run<S, B>(
+        &mut self,
+        service: &mut S,
+        first: Instant,
+    ) -> Result<Option<HandOver>, Error>
     where
         S: Service<Request<Incoming>, Response = Response<B>>,
         S::Error: Into<BoxError>,
@@ -193,7 +225,15 @@ where
                     return Err(Error::Head(e));
                 }
             };
-            match self.exchange(&mut service, head).await? {
+            let prepared = match self.prepare(head) {
+                Ok(prepared) => prepared,
+                Err(e @ Error::Framing(_)) => {
+                    let _ = write_refusal(&mut self.write, http::StatusCode::BAD_REQUEST).await;
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
+            match self.exchange(service, prepared).await? {
                 Next::Request(at) => next_deadline = at,
                 Next::Close => {
                     self.close().await;
@@ -264,27 +304,20 @@ where
         }
     }
 
-    /// Serves one request: framing, the service, the response; then where the connection
-    /// goes next.
-    async fn exchange<S, B>(&mut self, service: &mut S, head: RequestHead) -> Result<Next, Error>
-    where
-        S: Service<Request<Incoming>, Response = Response<B>>,
-        S::Error: Into<BoxError>,
-        B: Body<Data = Bytes>,
-        B::Error: Into<BoxError>,
-    {
-        let framing = match request_body(&head) {
-            Ok(framing) => framing,
-            Err(e) => {
-                // Counted before the answer leaves: a client that reads the metrics after its
-                // `400` finds its refusal there.
-                if let (Some(metrics), Some(why)) = (&self.settings.refusals, e.rejection()) {
-                    metrics.request_rejected(why.as_str());
-                }
-                let _ = write_refusal(&mut self.write, http::StatusCode::BAD_REQUEST).await;
-                return Err(Error::Framing(e));
+    /// Frames the request `head` announces and builds it for the service, its body streaming
+    /// from the connection; [`Error::Framing`] (counted) when its framing is refused (the
+    /// caller answers `400`). Not `async`:
+    /// what it builds is moved into the exchange, so the head and the request are not each
+    /// kept in the connection's state while the service answers.
+    fn prepare(&mut self, head: RequestHead) -> Result<Prepared, Error> {
+        let framing = request_body(&head).map_err(|e| {
+            // Counted before the answer leaves: a client that reads the metrics after its
+            // `400` finds its refusal there.
+            if let (Some(metrics), Some(why)) = (&self.settings.refusals, e.rejection()) {
+                metrics.request_rejected(why.as_str());
             }
-        };
+            Error::Framing(e)
+        })?;
         let answering = Answering {
             head: head.method == Method::HEAD,
             connect: head.method == Method::CONNECT,
@@ -330,29 +363,39 @@ where
         if let Some(on) = on_upgrade {
             request.extensions_mut().insert(on);
         }
+        Ok(Prepared {
+            request,
+            answering,
+            upgrade_tx,
+            body_done,
+            continue_rx,
+        })
+    }
 
+    /// Serves one prepared request: the service, the response; then where the connection
+    /// goes next.
+    async fn exchange<S, B>(&mut self, service: &mut S, prepared: Prepared) -> Result<Next, Error>
+    where
+        S: Service<Request<Incoming>, Response = Response<B>>,
+        S::Error: Into<BoxError>,
+        B: Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        let Prepared {
+            request,
+            answering,
+            upgrade_tx,
+            mut body_done,
+            continue_rx,
+        } = prepared;
         poll_fn(|cx| service.poll_ready(cx).map_err(|e| Error::Service(e.into()))).await?;
         let response = self
             .answer(service.call(request), continue_rx, &mut body_done)
             .await?;
-
-        let status = response.status();
-        let upgrading = upgrade_tx.is_some()
-            && if answering.connect {
-                status.is_success()
-            } else {
-                status == http::StatusCode::SWITCHING_PROTOCOLS
-            };
-        // A body that came back unfinished while the service answered leaves the connection
-        // unusable: the response says so (`Connection: close`).
-        let body_usable = body_done.is_some() || self.read.is_some();
-        let keep = answering.client_keep_alive && !triggered(self.shutdown) && body_usable;
-        // A `101` the client did not ask for ends HTTP/1 on this connection either way.
-        let unasked_switch = status == http::StatusCode::SWITCHING_PROTOCOLS && !upgrading;
-        let keep = ResponseWriter::new(&mut self.write, answering)
-            .write(response, keep || upgrading)
-            .await?;
-        if unasked_switch {
+        let upgrade_asked = upgrade_tx.is_some();
+        let (writing, respond) = self.respond(response, answering, upgrade_asked, &body_done);
+        writing.await?;
+        if respond.unasked_switch {
             return Ok(Next::Close);
         }
 
@@ -370,16 +413,54 @@ where
             // The body came back unfinished while the service was answering.
             return Ok(Next::Close);
         }
-        if upgrading && let (Some(tx), Some(read)) = (upgrade_tx, self.read.take()) {
+        if respond.upgrading
+            && let (Some(tx), Some(read)) = (upgrade_tx, self.read.take())
+        {
             return Ok(Next::Upgrade((tx, read)));
         }
-        if !keep {
+        if !respond.keep {
             return Ok(Next::Close);
         }
         let buffered = self.read.as_ref().is_some_and(|r| !r.buf.is_empty());
         Ok(Next::Request(buffered.then(|| {
             Instant::now() + self.settings.header_read_timeout
         })))
+    }
+
+    /// Decides what `response` does to the connection and starts writing it. Not `async`:
+    /// the response is moved into its writer, which holds only the body.
+    fn respond<B>(
+        &mut self,
+        response: Response<B>,
+        answering: Answering,
+        upgrade_asked: bool,
+        body_done: &Option<oneshot::Receiver<Returned>>,
+    ) -> (WriteBody<'_, WriteHalf<I>, B>, Respond)
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        let status = response.status();
+        let upgrading = upgrade_asked
+            && if answering.connect {
+                status.is_success()
+            } else {
+                status == http::StatusCode::SWITCHING_PROTOCOLS
+            };
+        // A body that came back unfinished while the service answered leaves the connection
+        // unusable: the response says so (`Connection: close`).
+        let body_usable = body_done.is_some() || self.read.is_some();
+        let keep = answering.client_keep_alive && !triggered(self.shutdown) && body_usable;
+        // A `101` the client did not ask for ends HTTP/1 on this connection either way.
+        let unasked_switch = status == http::StatusCode::SWITCHING_PROTOCOLS && !upgrading;
+        let (writing, keep) =
+            ResponseWriter::new(&mut self.write, answering).start(response, keep || upgrading);
+        let respond = Respond {
+            keep,
+            upgrading,
+            unasked_switch,
+        };
+        (writing, respond)
     }
 
     /// Puts back the read side a body hands back when it was read to its end (`true`: the
@@ -412,34 +493,41 @@ where
         F: Future<Output = Result<R, E>>,
         E: Into<BoxError>,
     {
-        // The service's error is boxed as soon as it exists (see `ResponseWriter::write`).
-        let mut call = pin!(async { call.await.map_err(|e| Error::Service(e.into())) });
+        let mut call = pin!(call);
         // Pipelined bytes beyond this are left unread until the response is written.
         let limit = self.settings.limits.max_head_bytes;
         let mut watching = self.read.is_some();
         loop {
-            tokio::select! {
+            // No branch awaits: what a branch decides is done after the `select!`, so its
+            // output (which can hold the response) is not kept while `100 Continue` is
+            // written, and the service's error, boxed at once, is never held across an await.
+            let send_continue = tokio::select! {
                 biased;
                 wanted = recv_if_some(&mut continue_rx), if continue_rx.is_some() => {
                     continue_rx = None;
-                    if wanted.is_ok() {
-                        self.write.write_all(CONTINUE).await?;
-                        self.write.flush().await?;
-                    }
+                    wanted.is_ok()
                 }
-                response = call.as_mut() => return response,
+                response = call.as_mut() => {
+                    return response.map_err(|e| Error::Service(e.into()));
+                }
                 returned = recv_if_some(body_done), if body_done.is_some() => {
                     *body_done = None;
                     // An unfinished body closes the connection after the response; only a
                     // finished one leaves a read side worth watching.
                     watching = self.take_back(returned);
+                    false
                 }
                 gone = client_closed(self.read.as_mut(), limit), if watching => {
                     if gone {
                         return Err(Error::ClientClosed);
                     }
                     watching = false;
+                    false
                 }
+            };
+            if send_continue {
+                self.write.write_all(CONTINUE).await?;
+                self.write.flush().await?;
             }
         }
     }

@@ -31,8 +31,14 @@ use crate::proxy::h1::client::{ClientSettings, Connection, Exchange, Reuse, Send
 use crate::proxy::h1::ext::Upgraded;
 use crate::proxy::selfloop::{OwnConnections, Tracked};
 
-/// Most idle HTTP/1 connections kept per target; more are closed on return.
-const MAX_IDLE_PER_TARGET: usize = 64;
+/// Most idle HTTP/1 connections kept per target; more are closed on return. A pool never
+/// holds more idle connections than it had requests in flight at once (a connection is idle
+/// only after carrying one), and those are bounded by the connection cap and reaped after
+/// `--upstream-idle-timeout`; an idle one costs its socket and nothing else. So this bound is
+/// a backstop, set at the cap's default. It was 64: 5,000 concurrent clients on one worker
+/// then opened and closed an upstream connection for about one request in ten, a fifth of
+/// stitch's CPU went to `connect` and `close`, and the backend's accept queue churned.
+const MAX_IDLE_PER_TARGET: usize = 10_000;
 
 /// The longest the reaper waits between passes. An idle HTTP/1 connection has no task
 /// watching it (that is what makes it cost nothing), so one the upstream closed (a Node
@@ -578,6 +584,83 @@ mod tests {
             lock(&pool.h2).is_empty(),
             "a failure is not kept: the next stream tries again"
         );
+    }
+
+    /// A burst of concurrent requests leaves every connection it opened idle in the pool, and
+    /// the next burst of the same size reuses them all: the pool keeps what the traffic
+    /// needs (well beyond the 64 it once kept), not a fraction that is closed and reopened.
+    #[tokio::test]
+    async fn a_burst_of_concurrent_requests_is_served_again_on_the_same_connections() {
+        use http_body_util::BodyExt;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        use super::super::body::{ProxyBody, UpstreamBody, WireBody};
+        use crate::proxy::h1::incoming::Incoming as H1Incoming;
+
+        const BURST: usize = 200;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let target = Target::Addr(listener.local_addr().expect("addr"));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        // Every request waits until the whole burst arrived, so the burst needs BURST
+        // connections at once.
+        let barrier = Arc::new(tokio::sync::Barrier::new(BURST));
+        let counted = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.expect("accept");
+                counted.fetch_add(1, Ordering::SeqCst);
+                let barrier = barrier.clone();
+                tokio::spawn(async move {
+                    let (mut buf, mut got) = (vec![0u8; 4096], Vec::new());
+                    loop {
+                        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match s.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => got.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        got.clear();
+                        barrier.wait().await;
+                        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                        if s.write_all(ok).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let pool = pool();
+        for burst in 1..=2 {
+            let sends: Vec<_> = (0..BURST)
+                .map(|_| {
+                    let (pool, target) = (pool.clone(), target.clone());
+                    tokio::spawn(async move {
+                        let req = Request::get("/")
+                            .body(RequestBody::new(WireBody::Http1(H1Incoming::empty())))
+                            .expect("request");
+                        let (resp, checkin) = pool.send_h1(&target, req).await.expect("answered");
+                        let body = ProxyBody::Upstream(UpstreamBody::new(
+                            WireBody::Http1(resp.into_body()),
+                            Some(checkin),
+                        ));
+                        let data = body.collect().await.expect("body").to_bytes();
+                        assert_eq!(&data[..], b"ok");
+                    })
+                })
+                .collect();
+            for send in sends {
+                send.await.expect("request task");
+            }
+            assert_eq!(
+                accepted.load(Ordering::SeqCst),
+                BURST,
+                "burst {burst}: one connection per concurrent request, all reused"
+            );
+        }
+        assert_eq!(lock(&pool.h1_idle).get(&target).map(Vec::len), Some(BURST));
     }
 
     /// Sends a request whose body stalls after 10 of its 1,000 bytes to an upstream that

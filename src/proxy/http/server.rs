@@ -10,6 +10,7 @@
 //! with GOAWAY — a stream the client opened meanwhile is refused unprocessed and retried
 //! safely (RFC 9113 §6.8) — so `--h2-idle-timeout` can be shorter.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,25 +61,27 @@ pub(crate) struct ServerLimits {
 /// or shutdown ends the connection. `prefix` is what protocol detection read (already counted
 /// in `lease`); the first head must be complete by `first_head_deadline` (accept plus
 /// `--header-read-timeout`). The engine counts the requests it refuses itself (in the
-/// settings' metrics).
+/// settings' metrics); how the connection ended goes to [`log_http1_end`]. Not an
+/// `async fn`, so that the connection task holds the engine's future and nothing around it.
 #[allow(clippy::too_many_arguments)]
-pub(crate) async fn serve_http1<I>(
+pub(crate) fn serve_http1<'a, I>(
     io: I,
     prefix: Bytes,
-    lease: &Arc<ConnectionLease>,
+    lease: &'a Arc<ConnectionLease>,
     trace: TraceLayer,
     forward: Forward,
-    settings: &ServerSettings,
-    shutdown: &ShutdownHandle,
+    settings: &'a ServerSettings,
+    shutdown: &'a ShutdownHandle,
     first_head_deadline: Instant,
-) where
+) -> impl Future<Output = Result<(), h1::error::Error>> + 'a
+where
     I: AsyncRead + AsyncWrite + Send + 'static,
 {
     let service = MapRequest::new(
         trace.layer(forward),
         |req: Request<h1::incoming::Incoming>| req.map(WireBody::Http1),
     );
-    let served = h1::server::serve(
+    h1::server::serve(
         io,
         prefix,
         service,
@@ -87,7 +90,10 @@ pub(crate) async fn serve_http1<I>(
         Some(lease),
         first_head_deadline,
     )
-    .await;
+}
+
+/// Logs (debug) how an HTTP/1 connection served by [`serve_http1`] ended, when with an error.
+pub(crate) fn log_http1_end(served: Result<(), h1::error::Error>) {
     if let Err(e) = served {
         let answered = e.refused_with().map(|s| s.as_u16());
         tracing::debug!(error = %e, ?answered, "HTTP/1 connection ended with an error");
