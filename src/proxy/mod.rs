@@ -506,3 +506,27 @@ async fn wait_for_room(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future `make` returns, without running it (or building its arguments).
+    fn future_size<A, B, C, D, E, G, F: Future>(_make: fn(A, B, C, D, E, G) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// A connection task is allocated at its future's full size for the connection's whole
+    /// life, busy or idle, so this size is most of what an idle keep-alive connection costs
+    /// (issue 15; ARCHITECTURE.md, "What a connection costs"). It was 5,328 bytes while the
+    /// response writer was an `async fn` holding the body four times and each `async fn`
+    /// layer of the HTTP/1 path kept its arguments beside what it made of them; now about
+    /// 1,860. A size bound, not a timing one: it fails when a change makes every connection
+    /// carry a large state again.
+    #[test]
+    fn the_connection_task_stays_small() {
+        let task = future_size(Proxy::handle);
+        println!("connection task future: {task} bytes");
+        assert!(task <= 2048, "the connection task grew to {task} bytes");
+    }
+}
