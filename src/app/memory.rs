@@ -33,9 +33,12 @@ pub const BASE_BYTES: u64 = 24 << 20;
 /// ring's index entries), rounded up from the ring's own byte accounting.
 pub const SPAN_BYTES: u64 = 2 << 10;
 
-/// One busy client connection with its upstream connection: measured 34–43 KiB under a
-/// one-CPU quota with 5,000 clients (hyper's read and write buffers on both sides, the
-/// connection tasks, the request channel, the forwarding future); idle ones cost ~16 KiB.
+/// One busy client connection with its upstream connection, with margin: measured 34–43 KiB
+/// under a one-CPU quota with 5,000 clients while HTTP/1 ran on hyper (its read and write
+/// buffers on both sides, the connection tasks, the request channel); on the own engine
+/// 8–9 KiB busy and 3 KiB idle (ARCHITECTURE.md, "What a connection costs"). Kept until the
+/// memory-limit workload is measured with a smaller figure: a client may still make a
+/// connection hold a 64 KiB head, or a body's 8 KiB read buffer on both sides.
 pub const CONNECTION_BYTES: u64 = 48 << 10;
 
 /// No direction is capped below this: a limit too small for the formula still serves a few

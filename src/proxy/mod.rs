@@ -111,6 +111,7 @@ impl Proxy {
             config.pool.clone(),
             own.clone(),
             handles.own_connections.clone(),
+            handles.trace.metrics.clone(),
         );
         Proxy {
             h1: ServerSettings::new(&config.server)

@@ -11,6 +11,7 @@
 //! - `stitch_open_connections{direction}`, `stitch_connections_total{direction}`
 //! - `stitch_request_bytes_total{direction}`, `stitch_response_bytes_total{direction}`
 //! - `stitch_opaque_connections_total{direction}`
+//! - `stitch_upstream_connects_total{result}` (`ok`, `error`)
 //! - `stitch_detect_total{outcome}`, `stitch_detect_duration_seconds` (histogram)
 //! - `stitch_propagation_requests_total{direction,dialect}` (dialect `none` when absent)
 //! - `stitch_propagation_repairs_total{dialect,kind}`
@@ -191,6 +192,8 @@ struct Inner {
     request_bytes: [Counter; 2],
     response_bytes: [Counter; 2],
     opaque_connections: [Counter; 2],
+    /// Upstream TCP connects: succeeded, failed.
+    upstream_connects: [Counter; 2],
     detect: Family<L1, Counter>,
     detect_duration: Histogram,
     propagation_requests: Family<L2, Counter>,
@@ -312,6 +315,18 @@ impl Metrics {
             &mut registry,
             "stitch_opaque_connections",
             "Connections passed through as opaque TCP",
+        );
+
+        let upstream_connects_family = Family::<L1, Counter>::default();
+        let upstream_connects = ["ok", "error"].map(|result| {
+            upstream_connects_family
+                .get_or_create(&[("result", result)])
+                .clone()
+        });
+        registry.register(
+            "stitch_upstream_connects",
+            "TCP connections opened to upstreams (and failed attempts); against the request count it shows how well the pools reuse them",
+            upstream_connects_family,
         );
 
         let detect = Family::<L1, Counter>::default();
@@ -456,6 +471,7 @@ impl Metrics {
                 request_bytes,
                 response_bytes,
                 opaque_connections,
+                upstream_connects,
                 detect,
                 detect_duration,
                 propagation_requests,
@@ -541,6 +557,11 @@ impl Metrics {
     /// Counts a connection passed through as opaque TCP.
     pub fn opaque_connection(&self, direction: Direction) {
         self.inner.opaque_connections[dir_index(direction)].inc();
+    }
+
+    /// Counts an upstream TCP connect, by whether it succeeded.
+    pub fn upstream_connect(&self, ok: bool) {
+        self.inner.upstream_connects[usize::from(!ok)].inc();
     }
 
     /// Records a detection outcome (`http1`, `h2`, `opaque`, `timeout`, …: a fixed set).

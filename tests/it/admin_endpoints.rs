@@ -63,6 +63,9 @@ async fn metrics_is_valid_openmetrics_with_every_documented_family() {
     let _guard = metrics.connection_opened(direction);
     metrics.bytes_transferred(direction, 10, 20);
     metrics.opaque_connection(direction);
+    metrics.upstream_connect(true);
+    metrics.upstream_connect(false);
+    metrics.upstream_connect(false);
     metrics.detected("http1", Duration::from_micros(300));
     metrics.request_dialect(direction, "none");
     metrics.repair("b3", "pad_trace_id");
@@ -121,6 +124,12 @@ async fn metrics_is_valid_openmetrics_with_every_documented_family() {
         "stitch_opaque_connections_total",
         &[("direction", "inbound")],
         1.0,
+    );
+    expect("stitch_upstream_connects_total", &[("result", "ok")], 1.0);
+    expect(
+        "stitch_upstream_connects_total",
+        &[("result", "error")],
+        2.0,
     );
     expect("stitch_detect_total", &[("outcome", "http1")], 1.0);
     expect("stitch_detect_duration_seconds_count", &[], 1.0);

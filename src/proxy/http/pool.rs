@@ -30,6 +30,7 @@ use crate::proxy::h1;
 use crate::proxy::h1::client::{ClientSettings, Connection, Exchange, Reuse, SendError};
 use crate::proxy::h1::ext::Upgraded;
 use crate::proxy::selfloop::{OwnConnections, Tracked};
+use crate::telemetry::Metrics;
 
 /// Most idle HTTP/1 connections kept per target; more are closed on return. A pool never
 /// holds more idle connections than it had requests in flight at once (a connection is idle
@@ -63,6 +64,8 @@ pub(crate) struct Pool {
     own_connections: OwnConnections,
     /// The HTTP/1 client driver's bounds on response heads.
     client: ClientSettings,
+    /// Where upstream connects are counted.
+    metrics: Metrics,
     h1_idle: Mutex<HashMap<Target, Vec<Idle>>>,
     h2: Mutex<HashMap<Target, H2Entry>>,
 }
@@ -133,18 +136,21 @@ impl Checkin {
 }
 
 impl Pool {
-    /// An empty pool; `own` guards against connecting to stitch itself, and every connection
-    /// it opens is registered in `own_connections` while open (self-loop guard).
+    /// An empty pool; `own` guards against connecting to stitch itself, every connection
+    /// it opens is registered in `own_connections` while open (self-loop guard), and every
+    /// connect is counted in `metrics`.
     pub(crate) fn new(
         settings: PoolSettings,
         own: OwnAddrs,
         own_connections: OwnConnections,
+        metrics: Metrics,
     ) -> Arc<Self> {
         let pool = Arc::new(Pool {
             client: ClientSettings::default(),
             settings,
             own,
             own_connections,
+            metrics,
             h1_idle: Mutex::default(),
             h2: Mutex::default(),
         });
@@ -152,12 +158,14 @@ impl Pool {
         pool
     }
 
-    /// Opens a raw TCP connection (opaque TCP, CONNECT and Upgrade tunnels).
+    /// Opens a TCP connection to `target` (counted): every upstream connection stitch makes,
+    /// pooled or not (opaque TCP, CONNECT and Upgrade tunnels).
     pub(crate) async fn connect_tcp(&self, target: &Target) -> Result<Tracked, ForwardError> {
-        let stream = target
+        let connected = target
             .connect(&self.own, self.settings.connect_timeout)
-            .await?;
-        Ok(self.own_connections.track(stream))
+            .await;
+        self.metrics.upstream_connect(connected.is_ok());
+        Ok(self.own_connections.track(connected?))
     }
 
     /// Sends an HTTP/1 request on a pooled connection (or a new one) and returns the response
@@ -522,6 +530,7 @@ mod tests {
             },
             OwnAddrs::new(Vec::new()),
             OwnConnections::default(),
+            Metrics::new(),
         )
     }
 
@@ -661,6 +670,13 @@ mod tests {
             );
         }
         assert_eq!(lock(&pool.h1_idle).get(&target).map(Vec::len), Some(BURST));
+        let exposition = pool.metrics.encode();
+        assert!(
+            exposition.contains(&format!(
+                "stitch_upstream_connects_total{{result=\"ok\"}} {BURST}\n"
+            )),
+            "every connect counted once: {exposition}"
+        );
     }
 
     /// Sends a request whose body stalls after 10 of its 1,000 bytes to an upstream that
