@@ -156,25 +156,19 @@ impl ForwardError {
     /// cause is the decoder's `InvalidData` / `InvalidInput`. A client that went away
     /// mid-body is not malformed.
     pub(crate) fn is_malformed_request_body(&self) -> bool {
-        let mut source = match &self.cause {
-            Cause::Http(e) if e.is_user() => Error::source(e),
-            Cause::RequestBody(e) => Some(&**e as &(dyn Error + 'static)),
-            _ => return false,
-        };
-        while let Some(s) = source {
-            // The HTTP/1 engine's body error, as the client's body failed.
-            if let Some(body) = s.downcast_ref::<crate::proxy::h1::error::Error>() {
-                return body.rejection().is_some();
-            }
-            if let Some(io) = s.downcast_ref::<io::Error>() {
-                return matches!(
-                    io.kind(),
-                    io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput
-                );
-            }
-            source = s.source();
+        match &self.cause {
+            Cause::Http(e) if e.is_user() => is_malformed_body(Error::source(e)),
+            Cause::RequestBody(e) => is_malformed_body(Some(&**e)),
+            _ => false,
         }
-        false
+    }
+
+    /// Whether the exchange failed because the client's HTTP/1 request body did, and not for
+    /// its framing: the client closed the connection (or its socket failed) before the body's
+    /// end. The upstream is not to blame: it is answered (and counted) `400`, as nginx logs
+    /// it, and the HTTP/1 driver drops that answer unwritten (the client left).
+    pub(crate) fn is_client_body_failure(&self) -> bool {
+        matches!(&self.cause, Cause::RequestBody(e) if !is_malformed_body(Some(&**e)))
     }
 
     /// The status stitch answers with: 504 when the upstream did not answer the connect in
@@ -233,6 +227,26 @@ impl fmt::Display for WithCause<'_> {
             None => write!(f, "{}", self.0),
         }
     }
+}
+
+/// Whether a request body's error (or a cause in its chain) says the body is malformed: the
+/// HTTP/1 engine's refusal of a chunked body, or a decoder's `InvalidData` / `InvalidInput`
+/// (HTTP/2 through hyper). A client that went away mid-body is not malformed.
+pub(crate) fn is_malformed_body(mut source: Option<&(dyn Error + 'static)>) -> bool {
+    while let Some(s) = source {
+        // The HTTP/1 engine's body error, as the client's body failed.
+        if let Some(body) = s.downcast_ref::<crate::proxy::h1::error::Error>() {
+            return body.rejection().is_some();
+        }
+        if let Some(io) = s.downcast_ref::<io::Error>() {
+            return matches!(
+                io.kind(),
+                io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput
+            );
+        }
+        source = s.source();
+    }
+    false
 }
 
 #[cfg(test)]

@@ -225,3 +225,65 @@ async fn h2_content_length_disagreeing_with_data_is_reset_and_never_forwarded() 
         "the malformed request never reached the app: {recorded:?}"
     );
 }
+
+/// A client that closes its connection before its request body's end has left; that is no
+/// malformed request and no upstream failure. Before the first chunk (while stitch reads
+/// ahead for framing errors) it was counted as `malformed_body`; with part of a
+/// `Content-Length` body sent it was answered `502 upstream_reset`. Both now count as the
+/// client's `400` (as nginx logs a client that closed mid-body), which is never written:
+/// nothing comes back on the connection, and no refusal and no 5xx are counted.
+#[tokio::test]
+async fn a_client_leaving_mid_body_is_its_400_not_a_refusal_or_an_upstream_failure() {
+    let up = HttpUpstream::start().await;
+    let stitch = Loopback::to(up.addr).start().await;
+    for request in [
+        format!(
+            "POST /echo HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\n\r\n",
+            up.addr
+        ),
+        format!(
+            "POST /echo HTTP/1.1\r\nHost: {}\r\nContent-Length: 100\r\n\r\n0123456789",
+            up.addr
+        ),
+    ] {
+        let mut client = tokio::net::TcpStream::connect(stitch.inbound)
+            .await
+            .expect("connect");
+        client.write_all(request.as_bytes()).await.expect("send");
+        client.shutdown().await.expect("half-close");
+        let mut answer = Vec::new();
+        within(
+            "stitch closes the connection",
+            client.read_to_end(&mut answer),
+        )
+        .await
+        .expect("read");
+        assert!(
+            answer.is_empty(),
+            "nothing is answered to a client that left: {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    let counted =
+        "stitch_requests_total{direction=\"inbound\",protocol=\"http1\",status_class=\"4xx\"} 2";
+    let metrics = within("both requests are counted", async {
+        loop {
+            let (_, _, metrics) = support::fetch(stitch.admin, "/metrics").await;
+            let metrics = String::from_utf8_lossy(&metrics).into_owned();
+            if metrics.lines().any(|l| l == counted) {
+                return metrics;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let wrong = |l: &&str| {
+        (l.contains("reason=\"malformed_body\"") || l.contains("status_class=\"5xx\""))
+            && !l.ends_with(" 0")
+    };
+    let wrong: Vec<&str> = metrics.lines().filter(wrong).collect();
+    assert!(
+        wrong.is_empty(),
+        "counted as refused or as an upstream failure: {wrong:?}"
+    );
+}

@@ -560,6 +560,7 @@ impl Reuse {
                 Ok(Returned {
                     read,
                     complete: true,
+                    ..
                 }) => read,
                 _ => return None,
             },

@@ -141,6 +141,10 @@ pub(crate) struct Returned {
     /// Whether the body was read to its end (otherwise the connection cannot be reused: where
     /// the next request starts is unknown).
     pub(crate) complete: bool,
+    /// Whether the body ended because the peer closed the connection (or its socket failed)
+    /// before the body's end: the peer is gone, as opposed to a body refused for its framing
+    /// or one dropped unread.
+    pub(crate) closed: bool,
 }
 
 /// How the body is delimited on the wire (the subset of
@@ -214,16 +218,23 @@ impl fmt::Debug for Incoming {
 }
 
 impl Streaming {
-    /// Hands the read side back; `complete` says whether the body was read to its end.
-    fn finish(&mut self, complete: bool) {
+    /// Hands the read side back; `complete` says whether the body was read to its end,
+    /// `closed` whether the peer went away before it.
+    fn finish(&mut self, complete: bool, closed: bool) {
         if let (Some(read), Some(done)) = (self.read.take(), self.done.take()) {
-            let _ = done.send(Returned { read, complete });
+            let _ = done.send(Returned {
+                read,
+                complete,
+                closed,
+            });
         }
     }
 
-    /// Ends the body with `error` (the read side goes back marked incomplete).
+    /// Ends the body with `error` (the read side goes back marked incomplete, and closed when
+    /// the error is the peer's close or its socket's failure).
     fn fail(&mut self, error: Error) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
-        self.finish(false);
+        let closed = matches!(error, Error::Io(_) | Error::IncompleteBody);
+        self.finish(false, closed);
         Poll::Ready(Some(Err(error)))
     }
 
@@ -249,7 +260,7 @@ impl Streaming {
                 let data = read.buf.split_to(take).freeze();
                 *left -= take as u64;
                 if *left == 0 {
-                    self.finish(true);
+                    self.finish(true, false);
                 }
                 Poll::Ready(Some(Ok(Frame::data(data))))
             }
@@ -259,12 +270,12 @@ impl Streaming {
                     Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
                     Ok(Decoded::Trailers(trailers)) => {
                         if decoder.is_done() {
-                            self.finish(true);
+                            self.finish(true, false);
                         }
                         return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
                     }
                     Ok(Decoded::End) => {
-                        self.finish(true);
+                        self.finish(true, false);
                         return Poll::Ready(None);
                     }
                     Ok(Decoded::NeedMore) => match ready!(read.poll_fill(cx)) {
@@ -279,8 +290,9 @@ impl Streaming {
                     match ready!(read.poll_fill(cx)) {
                         Err(e) => return self.fail(Error::Io(e)),
                         Ok(0) => {
-                            // The end of the stream is the end of the body; nothing can follow.
-                            self.finish(false);
+                            // The end of the stream is the end of the body; nothing can follow
+                            // (and the close was no failure).
+                            self.finish(false, false);
                             return Poll::Ready(None);
                         }
                         Ok(_) => {}
@@ -327,7 +339,7 @@ impl Drop for Incoming {
             && stream.read.is_some()
         {
             let complete = stream.skip_buffered();
-            stream.finish(complete);
+            stream.finish(complete, false);
         }
     }
 }

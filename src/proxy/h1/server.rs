@@ -472,6 +472,7 @@ where
             Ok(Returned {
                 read,
                 complete: true,
+                ..
             }) => {
                 self.read = Some(read);
                 true
@@ -482,7 +483,9 @@ where
 
     /// Waits for the service's response, writing `100 Continue` when the body is first read.
     /// Meanwhile it watches the connection (once the body, if any, has handed the read side
-    /// back): a client that closes it abandons the exchange ([`Error::ClientClosed`]).
+    /// back): a client that closes it abandons the exchange ([`Error::ClientClosed`]). So does
+    /// a client that closed it before its request body's end: the service's answer to the
+    /// broken body (the forwarder's `400`) is dropped unwritten.
     async fn answer<F, R, E>(
         &mut self,
         call: F,
@@ -508,10 +511,22 @@ where
                     wanted.is_ok()
                 }
                 response = call.as_mut() => {
+                    // The body may have failed on the client's close within the very poll
+                    // that produced this answer to it.
+                    if let Some(Ok(returned)) = body_done.as_mut().map(|rx| rx.try_recv()) {
+                        *body_done = None;
+                        if returned.closed {
+                            return Err(Error::ClientClosed);
+                        }
+                        self.take_back(Ok(returned));
+                    }
                     return response.map_err(|e| Error::Service(e.into()));
                 }
                 returned = recv_if_some(body_done), if body_done.is_some() => {
                     *body_done = None;
+                    if matches!(&returned, Ok(r) if r.closed) {
+                        return Err(Error::ClientClosed);
+                    }
                     // An unfinished body closes the connection after the response; only a
                     // finished one leaves a read side worth watching.
                     watching = self.take_back(returned);

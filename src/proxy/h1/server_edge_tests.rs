@@ -518,3 +518,35 @@ async fn a_101_to_a_plain_request_ends_the_connection() {
     c.send(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n").await;
     assert!(c.closed().await, "no longer parsed as HTTP/1 after a 101");
 }
+
+/// A client that closes its connection before its request body's end (a half-close here, so
+/// the test can see what comes back) has left: the service's answer to the broken body — a
+/// forwarder's error response — is dropped unwritten and the exchange ends as the client's
+/// close.
+#[tokio::test]
+async fn a_client_closing_before_its_body_ends_abandons_the_exchange() {
+    let service = tower::service_fn(|req: Request<Incoming>| async move {
+        let mut body = req.into_body();
+        while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+            if frame.is_err() {
+                break;
+            }
+        }
+        let mut resp = Response::new(Full::new(Bytes::from_static(b"upstream failed")));
+        *resp.status_mut() = StatusCode::BAD_GATEWAY;
+        Ok::<_, Infallible>(resp)
+    });
+    let (mut c, task) = serve_tcp(service, settings(), ShutdownHandle::default(), None).await;
+    c.send(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await;
+    c.io.shutdown().await.expect("half-close");
+    assert!(
+        c.closed().await,
+        "no answer is written to a client that left"
+    );
+    let ended = tokio::time::timeout(GUARD, task)
+        .await
+        .expect("the driver ends")
+        .expect("task");
+    assert!(matches!(ended, Err(Error::ClientClosed)), "{ended:?}");
+}

@@ -19,7 +19,7 @@ use super::request_body::{FIRST_FRAME_WINDOW, RequestBody, peek_first_frame};
 use super::validate::{self, Rejection};
 use crate::proxy::addrs::Target;
 use crate::proxy::detect::Protocol;
-use crate::proxy::error::{ForwardError, ForwardErrorKind};
+use crate::proxy::error::{ForwardError, ForwardErrorKind, is_malformed_body};
 use crate::proxy::h1::ext::OnUpgrade;
 use crate::proxy::lease::ConnectionLease;
 use crate::proxy::opaque;
@@ -116,7 +116,12 @@ impl Forward {
                 self.send(grpc, target, Request::from_parts(parts, body))
                     .await
             }
-            Err(_) => Ok(self.reject(grpc, Rejection::MalformedBody)),
+            Err(e) if is_malformed_body(Some(&*e)) => {
+                Ok(self.reject(grpc, Rejection::MalformedBody))
+            }
+            // The client left before its body's first bytes: not a refusal (see
+            // `ForwardError::is_client_body_failure`).
+            Err(_) => Ok(body_ended_early(grpc)),
         }
     }
 
@@ -201,6 +206,10 @@ impl Forward {
         match result {
             Ok(resp) => resp,
             Err(e) if e.is_malformed_request_body() => self.reject(grpc, Rejection::MalformedBody),
+            Err(e) if e.is_client_body_failure() => {
+                tracing::debug!(%target, error = %e.with_cause(), "the client's request body ended early");
+                body_ended_early(grpc)
+            }
             Err(e) => {
                 if e.kind() == ForwardErrorKind::Loop {
                     tracing::warn!(%target, error = %e, "refused a request addressed to stitch itself (forwarding loop)");
@@ -389,6 +398,17 @@ fn to_origin_form<B>(req: &mut Request<B>) {
 
 /// A response stitch writes itself. For gRPC a trailers-only response with status 14
 /// (`UNAVAILABLE`) and the reason, so gRPC clients see a gRPC error, not an HTTP one.
+/// The answer to a request whose body ended early because the client closed its connection
+/// (or its socket failed): a `400`, neither counted as a refusal nor marked as an upstream
+/// failure. The HTTP/1 driver drops it unwritten, as the client is gone.
+fn body_ended_early(grpc: bool) -> Response<ProxyBody> {
+    local_error(
+        grpc,
+        StatusCode::BAD_REQUEST,
+        "stitch: the request body ended early (the client closed its connection)",
+    )
+}
+
 pub(crate) fn local_error(grpc: bool, status: StatusCode, message: &str) -> Response<ProxyBody> {
     if grpc {
         let mut resp = Response::new(ProxyBody::empty());
