@@ -481,6 +481,20 @@ where
         }
     }
 
+    /// Takes what a request body hands back while its response is awaited: the client's close
+    /// before the body's end is [`Error::ClientClosed`] (the exchange is abandoned);
+    /// otherwise the read side goes back ([`Self::take_back`]) and `true` says it is worth
+    /// watching (an unfinished body closes the connection after the response).
+    fn body_returned(
+        &mut self,
+        returned: Result<Returned, oneshot::error::RecvError>,
+    ) -> Result<bool, Error> {
+        if matches!(&returned, Ok(r) if r.closed) {
+            return Err(Error::ClientClosed);
+        }
+        Ok(self.take_back(returned))
+    }
+
     /// Waits for the service's response, writing `100 Continue` when the body is first read.
     /// Meanwhile it watches the connection (once the body, if any, has handed the read side
     /// back): a client that closes it abandons the exchange ([`Error::ClientClosed`]). So does
@@ -515,21 +529,13 @@ where
                     // that produced this answer to it.
                     if let Some(Ok(returned)) = body_done.as_mut().map(|rx| rx.try_recv()) {
                         *body_done = None;
-                        if returned.closed {
-                            return Err(Error::ClientClosed);
-                        }
-                        self.take_back(Ok(returned));
+                        self.body_returned(Ok(returned))?;
                     }
                     return response.map_err(|e| Error::Service(e.into()));
                 }
                 returned = recv_if_some(body_done), if body_done.is_some() => {
                     *body_done = None;
-                    if matches!(&returned, Ok(r) if r.closed) {
-                        return Err(Error::ClientClosed);
-                    }
-                    // An unfinished body closes the connection after the response; only a
-                    // finished one leaves a read side worth watching.
-                    watching = self.take_back(returned);
+                    watching = self.body_returned(returned)?;
                     false
                 }
                 gone = client_closed(self.read.as_mut(), limit), if watching => {

@@ -431,6 +431,15 @@ fn hanging_service(
     })
 }
 
+/// Asserts the driver's task ends (within [`GUARD`]) with [`Error::ClientClosed`].
+async fn ends_as_client_closed(task: JoinHandle<Result<(), Error>>) {
+    let ended = tokio::time::timeout(GUARD, task)
+        .await
+        .expect("the driver ends")
+        .expect("task");
+    assert!(matches!(ended, Err(Error::ClientClosed)), "{ended:?}");
+}
+
 /// As hyper did (no half-close support): a client that closes its connection while its
 /// request is served abandons the exchange, so the service's future (and the span it holds)
 /// ends as cancelled instead of waiting for an upstream nobody will read. Bodiless, and
@@ -452,11 +461,7 @@ async fn a_client_closing_while_its_request_is_served_abandons_the_exchange() {
         tokio::time::timeout(GUARD, dropped.notified())
             .await
             .expect("the service's future is dropped");
-        let ended = tokio::time::timeout(GUARD, task)
-            .await
-            .expect("the driver ends")
-            .expect("task");
-        assert!(matches!(ended, Err(Error::ClientClosed)), "{ended:?}");
+        ends_as_client_closed(task).await;
     }
 }
 
@@ -475,11 +480,7 @@ async fn pipelined_requests_then_a_half_close_are_answered_but_the_last() {
     c.io.shutdown().await.expect("half-close");
     assert_eq!(c.response(false).await.text(), "GET /a ");
     assert!(c.closed().await, "the last request is abandoned");
-    let ended = tokio::time::timeout(GUARD, task)
-        .await
-        .expect("the driver ends")
-        .expect("task");
-    assert!(matches!(ended, Err(Error::ClientClosed)), "{ended:?}");
+    ends_as_client_closed(task).await;
 }
 
 /// A request body the service dropped unread makes the connection unusable: the response
@@ -544,9 +545,5 @@ async fn a_client_closing_before_its_body_ends_abandons_the_exchange() {
         c.closed().await,
         "no answer is written to a client that left"
     );
-    let ended = tokio::time::timeout(GUARD, task)
-        .await
-        .expect("the driver ends")
-        .expect("task");
-    assert!(matches!(ended, Err(Error::ClientClosed)), "{ended:?}");
+    ends_as_client_closed(task).await;
 }

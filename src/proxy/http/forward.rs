@@ -396,8 +396,6 @@ fn to_origin_form<B>(req: &mut Request<B>) {
     }
 }
 
-/// A response stitch writes itself. For gRPC a trailers-only response with status 14
-/// (`UNAVAILABLE`) and the reason, so gRPC clients see a gRPC error, not an HTTP one.
 /// The answer to a request whose body ended early because the client closed its connection
 /// (or its socket failed): a `400`, neither counted as a refusal nor marked as an upstream
 /// failure. The HTTP/1 driver drops it unwritten, as the client is gone.
@@ -409,6 +407,8 @@ fn body_ended_early(grpc: bool) -> Response<ProxyBody> {
     )
 }
 
+/// A response stitch writes itself. For gRPC a trailers-only response with status 14
+/// (`UNAVAILABLE`) and the reason, so gRPC clients see a gRPC error, not an HTTP one.
 pub(crate) fn local_error(grpc: bool, status: StatusCode, message: &str) -> Response<ProxyBody> {
     if grpc {
         let mut resp = Response::new(ProxyBody::empty());
