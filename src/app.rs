@@ -44,6 +44,12 @@ use self::workers::{SharedListener, Workers};
 /// the JDK 20 min) always close an idle connection before stitch does (see ARCHITECTURE.md).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// How long an HTTP/1 keep-alive client connection is idle before it is parked out of the
+/// runtime (`proxy::park`): longer than the gaps between a busy client's requests (a
+/// connection at 40 requests a second never parks), short enough that a burst of new
+/// connections that go idle is parked before it adds up (see ARCHITECTURE.md).
+pub const DEFAULT_IDLE_PARK_AFTER: Duration = Duration::from_millis(50);
+
 /// Everything `stitch run` can be told, as plain data (CLI flags and env vars map onto it).
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -76,6 +82,9 @@ pub struct Settings {
     /// An idle HTTP/1 keep-alive client connection (waiting for its next request, no byte of
     /// it yet) is closed after this long.
     pub idle_timeout: Duration,
+    /// An idle HTTP/1 keep-alive client connection is parked (no task, ~0.3 KiB) after this
+    /// long; not parked when it is not shorter than `idle_timeout`.
+    pub idle_park_after: Duration,
     /// Idle pooled upstream connections are closed after this long.
     pub upstream_idle_timeout: Duration,
     /// Largest request head accepted, in bytes.
@@ -129,6 +138,7 @@ impl Default for Settings {
             connect_timeout: Duration::from_secs(3),
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            idle_park_after: DEFAULT_IDLE_PARK_AFTER,
             upstream_idle_timeout: Duration::from_secs(90),
             max_header_bytes: 64 * 1024,
             max_headers: 100,
@@ -158,6 +168,7 @@ impl Settings {
             opaque_ports: self.opaque_ports.clone(),
             detect_timeout: self.detect_timeout,
             max_connections: self.max_connections,
+            idle_park_after: self.idle_park_after,
             server: ServerLimits {
                 header_read_timeout: self.header_read_timeout,
                 idle_timeout: self.idle_timeout,

@@ -164,6 +164,7 @@ impl Worker {
                     shutdown.clone(),
                 ));
             }
+            shutdown.spawn(proxy.clone().serve_parked(shutdown.clone()));
             shutdown.spawn(proxy.serve_handoffs(queue, shutdown.clone()));
             let _ = started.send(Ok(()));
             stop.cancelled().await;

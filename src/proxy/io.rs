@@ -94,6 +94,13 @@ impl<I> ProxyIo<I> {
         self
     }
 
+    /// The stream and the lease it counts into (a client connection parked while idle:
+    /// nothing is left to replay then).
+    pub(crate) fn into_counted_parts(self) -> (I, Option<Arc<ConnectionLease>>) {
+        debug_assert!(self.replay.is_empty(), "bytes left to replay");
+        (self.inner, self.counts)
+    }
+
     /// Holds `registration` for as long as the stream lives.
     pub(crate) fn registered(mut self, registration: Registration) -> Self {
         self._registration = Some(registration);

@@ -9,6 +9,7 @@
 //! - `stitch_requests_total{direction,protocol,status_class}`
 //! - `stitch_request_duration_seconds{direction,protocol}` (histogram)
 //! - `stitch_open_connections{direction}`, `stitch_connections_total{direction}`
+//! - `stitch_idle_parked_connections{direction}` (idle HTTP/1 connections out of the runtime)
 //! - `stitch_request_bytes_total{direction}`, `stitch_response_bytes_total{direction}`
 //! - `stitch_opaque_connections_total{direction}`
 //! - `stitch_upstream_connects_total{result}` (`ok`, `error`)
@@ -188,6 +189,7 @@ struct Inner {
     requests: [[[Counter; 6]; 4]; 2],
     durations: [[Histogram; 4]; 2],
     open_connections: [Gauge; 2],
+    parked_connections: [Gauge; 2],
     connections: [Counter; 2],
     request_bytes: [Counter; 2],
     response_bytes: [Counter; 2],
@@ -295,6 +297,11 @@ impl Metrics {
             &mut registry,
             "stitch_open_connections",
             "Client connections currently open",
+        );
+        let parked_connections = per_direction_gauge(
+            &mut registry,
+            "stitch_idle_parked_connections",
+            "Idle HTTP/1 keep-alive client connections parked out of the runtime (also open)",
         );
         let connections = per_direction_counter(
             &mut registry,
@@ -467,6 +474,7 @@ impl Metrics {
                 requests,
                 durations,
                 open_connections,
+                parked_connections,
                 connections,
                 request_bytes,
                 response_bytes,
@@ -527,6 +535,13 @@ impl Metrics {
         let d = dir_index(direction);
         self.inner.connections[d].inc();
         let gauge = self.inner.open_connections[d].clone();
+        gauge.inc();
+        ConnectionGuard { gauge }
+    }
+
+    /// Counts a parked idle connection until the returned guard is dropped.
+    pub fn connection_parked(&self, direction: Direction) -> ConnectionGuard {
+        let gauge = self.inner.parked_connections[dir_index(direction)].clone();
         gauge.inc();
         ConnectionGuard { gauge }
     }
@@ -721,7 +736,8 @@ impl Metrics {
     }
 }
 
-/// Keeps a connection counted in `stitch_open_connections` until dropped.
+/// Keeps a connection counted in `stitch_open_connections` (or
+/// `stitch_idle_parked_connections`) until dropped.
 #[derive(Debug)]
 pub struct ConnectionGuard {
     gauge: Gauge,

@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 
+use crate::support::metrics::{metric, scrape};
 use crate::support::process::spawn_stitch;
 use crate::support::upstream::{FIXED_BODY, HttpUpstream};
 use crate::support::wire::Wire;
-use crate::support::{DEADLINE, Loopback};
+use crate::support::{DEADLINE, Loopback, eventually};
 
 /// One request on `wire` and its `200`.
 async fn request_ok(wire: &mut Wire, up: &HttpUpstream, path: &str) {
@@ -226,4 +227,81 @@ async fn connections_in_use_are_not_closed_for_room_and_the_waiting_client_is_se
         .await
         .expect("the third client is served once a connection left");
     assert_eq!(resp.status, 200);
+}
+
+/// How many inbound connections stitch has parked (`proxy::park`).
+async fn parked(admin: std::net::SocketAddr) -> f64 {
+    metric(
+        &scrape(admin).await,
+        "stitch_idle_parked_connections",
+        &[("direction", "inbound")],
+    )
+}
+
+/// An idle keep-alive connection leaves its task for the worker's lot after
+/// `--idle-park-after`; a client that then sends — here two pipelined requests at once — is
+/// served as before, the connection parks again, and every byte it sent is counted once.
+#[tokio::test]
+async fn an_idle_connection_is_parked_then_served_again_with_every_byte_counted() {
+    let up = HttpUpstream::start().await;
+    let stitch = Loopback::to(up.addr).start().await;
+    let mut wire = Wire::connect(stitch.inbound).await;
+    let first = format!("GET /first HTTP/1.1\r\nHost: {}\r\n\r\n", up.addr);
+    wire.send(first.as_bytes()).await;
+    assert_eq!(wire.read_response(false).await.status, 200);
+    eventually("the idle connection parked", async || {
+        parked(stitch.admin).await == 1.0
+    })
+    .await;
+    let pipelined = format!(
+        "GET /second HTTP/1.1\r\nHost: {0}\r\n\r\nGET /third HTTP/1.1\r\nHost: {0}\r\n\r\n",
+        up.addr
+    );
+    wire.send(pipelined.as_bytes()).await;
+    for _ in 0..2 {
+        let resp = wire.read_response(false).await;
+        assert_eq!((resp.status, resp.text().as_str()), (200, FIXED_BODY));
+    }
+    let targets: Vec<_> = up.recorded().into_iter().map(|r| r.target).collect();
+    assert_eq!(targets, ["/first", "/second", "/third"]);
+    eventually("the connection parked again", async || {
+        parked(stitch.admin).await == 1.0
+    })
+    .await;
+    drop(wire);
+    let sent = (first.len() + pipelined.len()) as f64;
+    eventually(
+        "the connection closed, its bytes counted once",
+        async || {
+            let text = scrape(stitch.admin).await;
+            let inbound = [("direction", "inbound")];
+            metric(&text, "stitch_idle_parked_connections", &inbound) == 0.0
+                && metric(&text, "stitch_open_connections", &inbound) == 0.0
+                && metric(&text, "stitch_request_bytes_total", &inbound) == sent
+        },
+    )
+    .await;
+}
+
+/// `--idle-park-after` not shorter than `--idle-timeout` turns parking off: the idle
+/// connection keeps its task, and serves again all the same.
+#[tokio::test]
+async fn parking_is_off_when_it_would_come_after_the_idle_timeout() {
+    let up = HttpUpstream::start().await;
+    let stitch = Loopback::to(up.addr)
+        .with(|s| {
+            s.idle_timeout = Duration::from_secs(60);
+            s.idle_park_after = Duration::from_secs(60);
+        })
+        .start()
+        .await;
+    let mut wire = Wire::connect(stitch.inbound).await;
+    request_ok(&mut wire, &up, "/first").await;
+    // Ten times the default `--idle-park-after`, watched throughout.
+    let until = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < until {
+        assert_eq!(parked(stitch.admin).await, 0.0, "parked with parking off");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    request_ok(&mut wire, &up, "/second").await;
 }

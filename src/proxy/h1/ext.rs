@@ -2,6 +2,7 @@
 //! `http`'s types cannot carry themselves (a reason phrase as received, how field names were
 //! spelled), and the hand-over of the socket after a protocol switch or a `CONNECT`.
 
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -23,7 +24,13 @@ pub(crate) struct ReasonPhrase(pub Bytes);
 
 /// The read half of a client connection, type-erased so that [`super::incoming::Incoming`]
 /// and [`Upgraded`] need no type parameter (the service is written once for any stream).
-pub(crate) type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+pub(crate) type BoxRead = Box<dyn ReadHalfDyn>;
+
+/// What a [`BoxRead`] is: a read half that can also be had back as its own type (`Any`), so
+/// that a driver parking an idle connection can reunite it with its write half.
+pub(crate) trait ReadHalfDyn: AsyncRead + Send + Unpin + Any {}
+
+impl<T: AsyncRead + Send + Unpin + Any> ReadHalfDyn for T {}
 
 /// The write half of a client connection, type-erased as [`BoxRead`] (boxed only when a
 /// connection is handed over, so once per tunnel).

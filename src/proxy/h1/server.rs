@@ -12,6 +12,10 @@
 //! shutdown, and — when idle for at least [`IDLE_ENOUGH`] — when a client waits at the
 //! connection cap ([`crate::proxy::cap`]). A busy one finishes its exchange and closes
 //! (`Connection: close` on the response), or is closed at the drain's deadline.
+//!
+//! A connection idle for [`ServerSettings::park_after`] is given back to the caller whole
+//! ([`Parking`]): the caller parks it outside the runtime ([`crate::proxy::park`]) so that an
+//! idle connection costs no task at all, and serves it again when its client sends.
 
 use std::future::{Future, poll_fn};
 use std::pin::pin;
@@ -23,7 +27,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap};
 use http::{Method, Request, Response};
 use http_body::Body;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tower::Service;
@@ -51,6 +55,9 @@ pub(crate) struct ServerSettings {
     pub(crate) header_read_timeout: Duration,
     /// How long a keep-alive connection waits for the first byte of its next request.
     pub(crate) idle_timeout: Duration,
+    /// A keep-alive connection idle this long (and shorter than `idle_timeout`) is handed
+    /// back to the caller to park ([`Parking`]); `None`: never.
+    pub(crate) park_after: Option<Duration>,
     /// Where the framing refusals stitch counts (`stitch_requests_rejected_total`) go.
     pub(crate) refusals: Option<Metrics>,
     /// Tests: told each time a connection starts waiting idle, with its read buffer's size.
@@ -59,6 +66,12 @@ pub(crate) struct ServerSettings {
 }
 
 impl ServerSettings {
+    /// These settings, handing idle connections back to be parked after `after` idle.
+    pub(crate) fn parking_after(mut self, after: Duration) -> Self {
+        self.park_after = Some(after);
+        self
+    }
+
     /// These settings, counting framing refusals in `metrics`.
     pub(crate) fn counting_refusals(mut self, metrics: Metrics) -> Self {
         self.refusals = Some(metrics);
@@ -74,6 +87,7 @@ impl ServerSettings {
             },
             header_read_timeout: limits.header_read_timeout.min(MAX_IDLE_TIMEOUT),
             idle_timeout: limits.idle_timeout.min(MAX_IDLE_TIMEOUT),
+            park_after: None,
             refusals: None,
             #[cfg(test)]
             idle_probe: None,
@@ -91,9 +105,22 @@ pub(crate) struct IdleProbe {
     pub(crate) parked: tokio::sync::Notify,
 }
 
+/// An idle keep-alive connection handed back by [`serve`] to be parked: its stream whole again
+/// (nothing of the next request has arrived: nothing is buffered), and its idle clock.
+#[derive(Debug)]
+pub(crate) struct Parking<I> {
+    /// The client connection.
+    pub(crate) io: I,
+    /// When it started waiting for its next request.
+    pub(crate) idle_since: Instant,
+    /// When `--idle-timeout` closes it if no byte of a request arrives.
+    pub(crate) idle_deadline: Instant,
+}
+
 /// Serves HTTP/1 on `io` until the client leaves, a timeout or shutdown ends the connection,
-/// or a request is refused (`Err`, after the refusal was written: [`Error::rejection`] names
-/// what to count). `prefix` is what protocol detection already read (the wiring counts it in
+/// it is handed back to be parked (`Some`, see [`ServerSettings::park_after`]), or a request
+/// is refused (`Err`, after the refusal was written: [`Error::rejection`] names what to
+/// count). `prefix` is what protocol detection already read (the wiring counts it in
 /// the lease: it bypassed the counting stream); `first_head_deadline` is when the first head
 /// must be complete (from accept). `lease` lets a client waiting at the cap close the
 /// connection while idle. After a `101` (or a 2xx to `CONNECT`) the connection goes to the
@@ -111,9 +138,9 @@ pub(crate) fn serve<'a, I, S, B>(
     shutdown: &'a ShutdownHandle,
     lease: Option<&'a Arc<ConnectionLease>>,
     first_head_deadline: Instant,
-) -> impl Future<Output = Result<(), Error>> + 'a
+) -> impl Future<Output = Result<Option<Parking<I>>, Error>> + 'a
 where
-    I: AsyncRead + AsyncWrite + Send + 'static,
+    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     S: Service<Request<Incoming>, Response = Response<B>> + 'a,
     S::Error: Into<BoxError>,
     B: Body<Data = Bytes>,
@@ -128,19 +155,56 @@ where
         lease,
     };
     async move {
-        let handed = tokio::select! {
+        let ended = tokio::select! {
             result = conn.run(&mut service, first_head_deadline) => result?,
             () = shutdown.deadline_passed() => {
                 tracing::debug!("closing a busy HTTP/1 client connection at the drain deadline");
-                return Ok(());
+                return Ok(None);
             }
         };
-        if let Some((tx, read)) = handed {
-            let ReadSide { io, buf } = read;
-            let _ = tx.send(Upgraded::new(io, Box::new(conn.write), buf.freeze()));
+        match ended {
+            Ended::Closed => Ok(None),
+            Ended::Upgrade((tx, read)) => {
+                let ReadSide { io, buf } = read;
+                let _ = tx.send(Upgraded::new(io, Box::new(conn.write), buf.freeze()));
+                Ok(None)
+            }
+            Ended::Park {
+                idle_since,
+                idle_deadline,
+            } => Ok(conn.reunite().map(|io| Parking {
+                io,
+                idle_since,
+                idle_deadline,
+            })),
         }
-        Ok(())
     }
+}
+
+/// How [`Conn::run`] left the connection.
+enum Ended {
+    /// Closed (or the client left).
+    Closed,
+    /// Handed over after a protocol switch.
+    Upgrade(HandOver),
+    /// Idle for [`ServerSettings::park_after`]: to be parked.
+    Park {
+        idle_since: Instant,
+        idle_deadline: Instant,
+    },
+}
+
+/// What the idle wait decided.
+enum Idle {
+    /// Bytes of the next request arrived.
+    Request,
+    /// Close the connection.
+    Close,
+    /// Hand it back to be parked.
+    Park {
+        idle_since: Instant,
+        idle_deadline: Instant,
+    },
 }
 
 /// The connection's new owner after a protocol switch, and the read side to give it.
@@ -190,14 +254,11 @@ enum Next {
 
 impl<I> Conn<'_, I>
 where
-    I: AsyncRead + AsyncWrite + Send + 'static,
+    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    /// Serves requests until the connection closes (`None`) or is handed over.
-    async fn run<S, B>(
-        &mut self,
-        service: &mut S,
-        first: Instant,
-    ) -> Result<Option<HandOver>, Error>
+    /// Serves requests until the connection closes, is handed over, or idles long enough to be
+    /// parked.
+    async fn run<S, B>(&mut self, service: &mut S, first: Instant) -> Result<Ended, Error>
     where
         S: Service<Request<Incoming>, Response = Response<B>>,
         S::Error: Into<BoxError>,
@@ -208,18 +269,27 @@ where
         loop {
             let deadline = match next_deadline.take() {
                 Some(at) => at,
-                None => {
-                    if !self.wait_idle().await? {
+                None => match self.wait_idle().await? {
+                    Idle::Request => Instant::now() + self.settings.header_read_timeout,
+                    Idle::Close => {
                         self.close().await;
-                        return Ok(None);
+                        return Ok(Ended::Closed);
                     }
-                    Instant::now() + self.settings.header_read_timeout
-                }
+                    Idle::Park {
+                        idle_since,
+                        idle_deadline,
+                    } => {
+                        return Ok(Ended::Park {
+                            idle_since,
+                            idle_deadline,
+                        });
+                    }
+                },
             };
             let head = match tokio::time::timeout_at(deadline, self.read_head()).await {
                 Err(_) => return Err(Error::HeaderTimeout),
                 Ok(Ok(Some(head))) => head,
-                Ok(Ok(None)) => return Ok(None),
+                Ok(Ok(None)) => return Ok(Ended::Closed),
                 Ok(Err(e)) => {
                     let _ = write_refusal(&mut self.write, e.status()).await;
                     return Err(Error::Head(e));
@@ -237,9 +307,9 @@ where
                 Next::Request(at) => next_deadline = at,
                 Next::Close => {
                     self.close().await;
-                    return Ok(None);
+                    return Ok(Ended::Closed);
                 }
-                Next::Upgrade(hand_over) => return Ok(Some(hand_over)),
+                Next::Upgrade(hand_over) => return Ok(Ended::Upgrade(hand_over)),
             }
         }
     }
@@ -249,14 +319,14 @@ where
         let _ = self.write.shutdown().await;
     }
 
-    /// Waits for the first byte of the next request: `true` when bytes arrived, `false` when
-    /// the connection should close (the client left, idle timeout, shutdown, a client at the
-    /// cap).
-    async fn wait_idle(&mut self) -> Result<bool, Error> {
+    /// Waits for the first byte of the next request, unless the connection should close (the
+    /// client left, idle timeout, shutdown, a client at the cap) or be parked.
+    async fn wait_idle(&mut self) -> Result<Idle, Error> {
         let read = self.read.as_mut().ok_or(Error::Gone)?;
+        let arrived = |n: usize| if n > 0 { Idle::Request } else { Idle::Close };
         // A next request that is already there is read without arming anything.
         match poll_fn(|cx| Poll::Ready(read.poll_fill(cx))).await {
-            Poll::Ready(Ok(n)) => return Ok(n > 0),
+            Poll::Ready(Ok(n)) => return Ok(arrived(n)),
             Poll::Ready(Err(e)) => return Err(Error::Io(e)),
             Poll::Pending => {}
         }
@@ -269,25 +339,46 @@ where
         }
         let now = Instant::now();
         let idle_deadline = now + self.settings.idle_timeout;
+        let park_at = (self.settings.park_after)
+            .filter(|after| *after < self.settings.idle_timeout)
+            .map(|after| now + after);
         let room = room_wanted(self.lease, now + IDLE_ENOUGH);
+        // One timer: the idle timeout, or parking before it.
         tokio::select! {
             biased;
-            () = self.shutdown.triggered() => Ok(false),
+            () = self.shutdown.triggered() => Ok(Idle::Close),
             filled = read.fill() => match filled {
-                Ok(n) => Ok(n > 0),
+                Ok(n) => Ok(arrived(n)),
                 Err(e) => Err(Error::Io(e)),
             },
-            () = tokio::time::sleep_until(idle_deadline) => {
+            () = tokio::time::sleep_until(park_at.unwrap_or(idle_deadline)) => {
+                if park_at.is_some() {
+                    return Ok(Idle::Park { idle_since: now, idle_deadline });
+                }
                 tracing::debug!("closing an idle HTTP/1 keep-alive client connection");
-                Ok(false)
+                Ok(Idle::Close)
             }
             () = room => {
                 tracing::debug!(
                     "closing an idle HTTP/1 keep-alive client connection: a client waits at the connection cap"
                 );
-                Ok(false)
+                Ok(Idle::Close)
             }
         }
+    }
+
+    /// The stream whole again, for parking: the read half (back from its box) rejoins the
+    /// write half. `None` (the connection is dropped, i.e. closed) only if the read side is
+    /// not the one [`serve`] split off, which never happens.
+    fn reunite(self) -> Option<I> {
+        let read = self.read?;
+        debug_assert!(
+            read.buf.is_empty(),
+            "parked with bytes of a request buffered"
+        );
+        let read: Box<dyn std::any::Any> = read.io;
+        let read = read.downcast::<ReadHalf<I>>().ok()?;
+        Some(read.unsplit(self.write))
     }
 
     /// Reads until a complete head is buffered and parses it (only after a read that brought a

@@ -118,7 +118,8 @@ where
 }
 
 /// Spawns the driver on the server end `io`, its first head due `header_read_timeout` from now
-/// (as from accept).
+/// (as from accept). A connection handed back to be parked (only with
+/// [`ServerSettings::park_after`] set) is dropped, i.e. closed.
 pub(super) fn spawn_serve<I, S, B>(
     io: I,
     service: S,
@@ -127,7 +128,7 @@ pub(super) fn spawn_serve<I, S, B>(
     lease: Option<Arc<ConnectionLease>>,
 ) -> JoinHandle<Result<(), Error>>
 where
-    I: AsyncRead + AsyncWrite + Send + 'static,
+    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     S: tower::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
     S::Future: Send,
     S::Error: Into<BoxError>,
@@ -146,6 +147,7 @@ where
             deadline,
         )
         .await
+        .map(drop)
     })
 }
 

@@ -325,3 +325,56 @@ async fn a_failing_service_closes_the_connection_unanswered() {
     let result = task.await.expect("task");
     assert!(matches!(result, Err(Error::Service(_))), "{result:?}");
 }
+
+/// With parking on, a keep-alive connection idle for `park_after` comes back from `serve`
+/// whole (its write half rejoined, nothing of a next request buffered), and serving it
+/// again goes on where it left off.
+#[tokio::test]
+async fn an_idle_connection_comes_back_whole_to_be_parked_and_serves_again() {
+    let settings = settings().parking_after(std::time::Duration::from_millis(20));
+    let shutdown = ShutdownHandle::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let mut c = Client::new(
+        TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect"),
+    );
+    let (server, _) = listener.accept().await.expect("accept");
+    let serve_once = |io: TcpStream| {
+        super::server::serve(
+            io,
+            Bytes::new(),
+            tower::service_fn(echo),
+            &settings,
+            &shutdown,
+            None,
+            tokio::time::Instant::now() + GUARD,
+        )
+    };
+    let serving = serve_once(server);
+    let client = async {
+        c.send(b"GET /before HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        c.response(false).await
+    };
+    let (parked, before) = tokio::time::timeout(GUARD, async { tokio::join!(serving, client) })
+        .await
+        .expect("the connection idles and comes back");
+    assert_eq!(before.text(), "GET /before ");
+    let parked = parked
+        .expect("a clean end")
+        .expect("handed back to be parked");
+    assert!(parked.idle_deadline > parked.idle_since);
+    // The client sends while the connection is out of the driver; the next driver reads it.
+    c.send(b"GET /after HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await;
+    let serving = serve_once(parked.io);
+    let (ended, after) =
+        tokio::time::timeout(GUARD, async { tokio::join!(serving, c.response(false)) })
+            .await
+            .expect("served again");
+    assert_eq!(after.text(), "GET /after ");
+    assert!(ended.expect("a clean end").is_none(), "closed, not parked");
+    assert!(c.closed().await);
+}

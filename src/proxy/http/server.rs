@@ -61,7 +61,8 @@ pub(crate) struct ServerLimits {
 /// or shutdown ends the connection. `prefix` is what protocol detection read (already counted
 /// in `lease`); the first head must be complete by `first_head_deadline` (accept plus
 /// `--header-read-timeout`). The engine counts the requests it refuses itself (in the
-/// settings' metrics); how the connection ended goes to [`log_http1_end`]. Not an
+/// settings' metrics); how the connection ended goes to [`log_http1_end`]; an idle
+/// connection may come back to be parked ([`h1::server::Parking`]). Not an
 /// `async fn`, so that the connection task holds the engine's future and nothing around it.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn serve_http1<'a, I>(
@@ -73,9 +74,9 @@ pub(crate) fn serve_http1<'a, I>(
     settings: &'a ServerSettings,
     shutdown: &'a ShutdownHandle,
     first_head_deadline: Instant,
-) -> impl Future<Output = Result<(), h1::error::Error>> + 'a
+) -> impl Future<Output = Result<Option<h1::server::Parking<I>>, h1::error::Error>> + 'a
 where
-    I: AsyncRead + AsyncWrite + Send + 'static,
+    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let service = MapRequest::new(
         trace.layer(forward),
@@ -93,7 +94,7 @@ where
 }
 
 /// Logs (debug) how an HTTP/1 connection served by [`serve_http1`] ended, when with an error.
-pub(crate) fn log_http1_end(served: Result<(), h1::error::Error>) {
+pub(crate) fn log_http1_end<T>(served: Result<T, h1::error::Error>) {
     if let Err(e) = served {
         let answered = e.refused_with().map(|s| s.as_u16());
         tracing::debug!(error = %e, ?answered, "HTTP/1 connection ended with an error");
