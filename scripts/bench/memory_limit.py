@@ -123,7 +123,10 @@ the bench backend; {CLIENTS:,} HTTP/1.1 clients connect at the same moment, each
 request, reads the answer and leaves (`scripts/bench/flood_clients.py`, {CLIENT_TIMEOUT_S} s per client).
 `failed` = the request was written and the connection then ended without a 200;
 `refused` = no connection; `waiting` = no answer within the timeout. The second row is the
-contrast: the same limit with the cap set by hand above what the memory holds.
+contrast: the same limit with the cap set by hand above what the memory holds. `stitch
+counted` misses about `cap` requests, the first served: those clients write more than `--detect-timeout`
+after connecting (the flood's own start-up), so stitch relays them opaque, answered but
+untraced (ARCHITECTURE.md, detection's known limit).
 
 {chr(10).join(table)}
 
