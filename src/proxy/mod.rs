@@ -170,22 +170,18 @@ impl Proxy {
             handles.own_connections.clone(),
             handles.trace.metrics.clone(),
         );
-        let mut h1 =
-            ServerSettings::new(&config.server).counting_refusals(handles.trace.metrics.clone());
-        let lot = if config.idle_park_after < h1.idle_timeout {
-            match Lot::new(handles.trace.metrics.clone()) {
-                Ok(lot) => {
-                    h1 = h1.parking_after(config.idle_park_after);
-                    Some(Arc::new(lot))
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot make the lot for idle connections; they keep their tasks");
-                    None
-                }
-            }
-        } else {
-            None
-        };
+        let mut h1 = ServerSettings::new(&config.server)
+            .counting_refusals(handles.trace.metrics.clone())
+            .parking_after(config.idle_park_after);
+        let lot = h1.park_after.and_then(|_| {
+            Lot::new(handles.trace.metrics.clone())
+                .map(Arc::new)
+                .inspect_err(|e| tracing::warn!(error = %e, "cannot make the lot for idle connections; they keep their tasks"))
+                .ok()
+        });
+        if lot.is_none() {
+            h1.park_after = None;
+        }
         Proxy {
             h1,
             lot,
@@ -375,6 +371,7 @@ impl Proxy {
         let served = self
             .http1(stream, Bytes::new(), &lease, trace, forward, deadline)
             .await;
+        // The last other holder of the lease: parked, it leaves its `Arc` (`ParkedLease`).
         drop(lease);
         let idle = idle_or_ended(served, client, direction, Some(destination));
         if let Some(idle) = idle {
@@ -432,8 +429,8 @@ impl Proxy {
         lot.park(ToPark {
             stream,
             direction,
-            idle_since: parking.idle_since,
-            idle_deadline: parking.idle_deadline,
+            idle_since: parking.idle.since,
+            idle_deadline: parking.idle.deadline,
             room_closable: lease.idle_close().is_some(),
             resume: Resume {
                 lease: ParkedLease::new(lease),

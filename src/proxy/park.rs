@@ -211,7 +211,8 @@ impl<T> Lot<T> {
         // returns that one from `as_raw_fd`: it is valid, open and the same for as long as
         // the `AsyncFd` holds the poll, which is what `register_with_interest` asks (tokio
         // deprecated the safe constructors because an arbitrary `AsRawFd` may not promise it).
-        // The crate's one `unsafe` block (ARCHITECTURE.md, "Parked idle connections").
+        // The crate's one `unsafe` block (ARCHITECTURE.md, Decisions, "Idle HTTP/1 connections are
+        // parked, not tasks").
         #[allow(unsafe_code)]
         let registered =
             unsafe { AsyncFd::register_with_interest(poll, tokio::io::Interest::READABLE) };

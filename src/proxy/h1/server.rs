@@ -55,8 +55,8 @@ pub(crate) struct ServerSettings {
     pub(crate) header_read_timeout: Duration,
     /// How long a keep-alive connection waits for the first byte of its next request.
     pub(crate) idle_timeout: Duration,
-    /// A keep-alive connection idle this long (and shorter than `idle_timeout`) is handed
-    /// back to the caller to park ([`Parking`]); `None`: never.
+    /// A keep-alive connection idle this long is handed back to the caller to park
+    /// ([`Parking`]); `None`: never (also when it would not come before `idle_timeout`).
     pub(crate) park_after: Option<Duration>,
     /// Where the framing refusals stitch counts (`stitch_requests_rejected_total`) go.
     pub(crate) refusals: Option<Metrics>,
@@ -66,9 +66,10 @@ pub(crate) struct ServerSettings {
 }
 
 impl ServerSettings {
-    /// These settings, handing idle connections back to be parked after `after` idle.
+    /// These settings, handing idle connections back to be parked after `after` idle — when
+    /// that comes before the idle timeout.
     pub(crate) fn parking_after(mut self, after: Duration) -> Self {
-        self.park_after = Some(after);
+        self.park_after = (after < self.idle_timeout).then_some(after);
         self
     }
 
@@ -111,10 +112,17 @@ pub(crate) struct IdleProbe {
 pub(crate) struct Parking<I> {
     /// The client connection.
     pub(crate) io: I,
-    /// When it started waiting for its next request.
-    pub(crate) idle_since: Instant,
-    /// When `--idle-timeout` closes it if no byte of a request arrives.
-    pub(crate) idle_deadline: Instant,
+    pub(crate) idle: IdleClock,
+}
+
+/// When a keep-alive connection began waiting for its next request, and when `--idle-timeout`
+/// closes it if no byte of one arrives.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IdleClock {
+    /// When it started waiting.
+    pub(crate) since: Instant,
+    /// When the idle timeout closes it.
+    pub(crate) deadline: Instant,
 }
 
 /// Serves HTTP/1 on `io` until the client leaves, a timeout or shutdown ends the connection,
@@ -169,14 +177,7 @@ where
                 let _ = tx.send(Upgraded::new(io, Box::new(conn.write), buf.freeze()));
                 Ok(None)
             }
-            Ended::Park {
-                idle_since,
-                idle_deadline,
-            } => Ok(conn.reunite().map(|io| Parking {
-                io,
-                idle_since,
-                idle_deadline,
-            })),
+            Ended::Park(idle) => Ok(conn.reunite().map(|io| Parking { io, idle })),
         }
     }
 }
@@ -188,10 +189,7 @@ enum Ended {
     /// Handed over after a protocol switch.
     Upgrade(HandOver),
     /// Idle for [`ServerSettings::park_after`]: to be parked.
-    Park {
-        idle_since: Instant,
-        idle_deadline: Instant,
-    },
+    Park(IdleClock),
 }
 
 /// What the idle wait decided.
@@ -201,10 +199,7 @@ enum Idle {
     /// Close the connection.
     Close,
     /// Hand it back to be parked.
-    Park {
-        idle_since: Instant,
-        idle_deadline: Instant,
-    },
+    Park(IdleClock),
 }
 
 /// The connection's new owner after a protocol switch, and the read side to give it.
@@ -275,15 +270,7 @@ where
                         self.close().await;
                         return Ok(Ended::Closed);
                     }
-                    Idle::Park {
-                        idle_since,
-                        idle_deadline,
-                    } => {
-                        return Ok(Ended::Park {
-                            idle_since,
-                            idle_deadline,
-                        });
-                    }
+                    Idle::Park(idle) => return Ok(Ended::Park(idle)),
                 },
             };
             let head = match tokio::time::timeout_at(deadline, self.read_head()).await {
@@ -339,9 +326,7 @@ where
         }
         let now = Instant::now();
         let idle_deadline = now + self.settings.idle_timeout;
-        let park_at = (self.settings.park_after)
-            .filter(|after| *after < self.settings.idle_timeout)
-            .map(|after| now + after);
+        let park_at = self.settings.park_after.map(|after| now + after);
         let room = room_wanted(self.lease, now + IDLE_ENOUGH);
         // One timer: the idle timeout, or parking before it.
         tokio::select! {
@@ -353,7 +338,7 @@ where
             },
             () = tokio::time::sleep_until(park_at.unwrap_or(idle_deadline)) => {
                 if park_at.is_some() {
-                    return Ok(Idle::Park { idle_since: now, idle_deadline });
+                    return Ok(Idle::Park(IdleClock { since: now, deadline: idle_deadline }));
                 }
                 tracing::debug!("closing an idle HTTP/1 keep-alive client connection");
                 Ok(Idle::Close)

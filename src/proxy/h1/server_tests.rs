@@ -365,7 +365,7 @@ async fn an_idle_connection_comes_back_whole_to_be_parked_and_serves_again() {
     let parked = parked
         .expect("a clean end")
         .expect("handed back to be parked");
-    assert!(parked.idle_deadline > parked.idle_since);
+    assert!(parked.idle.deadline > parked.idle.since);
     // The client sends while the connection is out of the driver; the next driver reads it.
     c.send(b"GET /after HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         .await;

@@ -56,12 +56,9 @@ impl Harness {
     ) -> tokio::net::TcpStream {
         let (client, server) = connected().await;
         self.lot.park(ToPark {
-            stream: server,
             direction,
             idle_since,
-            idle_deadline,
-            room_closable: true,
-            resume: payload,
+            ..to_park(server, payload, idle_deadline)
         });
         client
     }
@@ -116,6 +113,18 @@ async fn still_open(client: &mut tokio::net::TcpStream) -> bool {
     tokio::time::timeout(Duration::from_millis(100), client.read(&mut byte))
         .await
         .is_err()
+}
+
+/// An inbound connection idle since now, closable for room, due at `idle_deadline`.
+fn to_park(stream: TcpStream, payload: u32, idle_deadline: Instant) -> ToPark<u32> {
+    ToPark {
+        stream,
+        direction: Direction::Inbound,
+        idle_since: Instant::now(),
+        idle_deadline,
+        room_closable: true,
+        resume: payload,
+    }
 }
 
 fn far() -> Instant {
@@ -248,14 +257,7 @@ async fn shutdown_closes_every_parked_connection_and_any_parked_after() {
         .expect("run returns at shutdown")
         .expect("run did not panic");
     let (mut late, server) = connected().await;
-    h.lot.park(ToPark {
-        stream: server,
-        direction: Direction::Inbound,
-        idle_since: Instant::now(),
-        idle_deadline: far(),
-        room_closable: true,
-        resume: 2,
-    });
+    h.lot.park(to_park(server, 2, far()));
     assert!(
         closed_by_peer(&mut late).await,
         "parked after shutdown and kept"
@@ -272,14 +274,11 @@ async fn the_deadline_heap_stays_bounded_when_a_connection_parks_over_and_over()
     let mut stream = server;
     let mut key = 0;
     for round in 0..1_000 {
-        lot.park(ToPark {
+        lot.park(to_park(
             stream,
-            direction: Direction::Inbound,
-            idle_since: Instant::now(),
-            idle_deadline: far() + Duration::from_millis(round),
-            room_closable: true,
-            resume: round as u32,
-        });
+            round as u32,
+            far() + Duration::from_millis(round),
+        ));
         let taken = lot.take(key).expect("the client's byte is there");
         assert_eq!(taken.2, round as u32);
         stream = taken.0;
