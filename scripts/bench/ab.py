@@ -25,7 +25,8 @@ import run  # noqa: E402
 from procs import start  # noqa: E402
 
 WORKLOADS = {"h1": run.w_h1, "h2": run.w_h2, "grpc": run.grpc_workload("unary"),
-             "stream": run.grpc_workload("stream"), "many": run.w_many, "idle": run.w_idle}
+             "stream": run.grpc_workload("stream"), "many": run.w_many, "idle": run.w_idle,
+             "latency": run.w_latency}
 MODES = {"off": (["--config", os.path.join(run.HERE, "rules-trace-off.yaml")], {}),
          "ring": ([], {}), "otlp": ([], None)}
 
@@ -33,7 +34,9 @@ MODES = {"off": (["--config", os.path.join(run.HERE, "rules-trace-off.yaml")], {
 # What a workload may report, and how it is printed (rps/cpu/p99 for the request workloads;
 # the many-connections ones add timeouts, latency sd and memory per connection).
 KEYS = {"rps": "{:,.0f}", "cpu": "{:.4f}", "p99": "{:,.0f}", "timeouts": "{:,.0f}",
-        "lat_sd": "{:,.1f}", "lat_p99": "{:,.1f}", "kib_per_conn": "{:.2f}"}
+        "lat_sd": "{:,.1f}", "lat_p99": "{:,.1f}", "kib_per_conn": "{:.2f}",
+        "added_p99": "{:+,.0f}", "added_p999": "{:+,.0f}", "wire_added_p99": "{:+,.0f}",
+        "wire_added_p999": "{:+,.0f}"}
 
 
 def main():
@@ -56,10 +59,21 @@ def main():
     parser.add_argument("--gen-cpus", default="0")
     parser.add_argument("--sut-cpus", default="1")
     parser.add_argument("--shape", default="pinned", choices=("pinned", "limit1", "unlimited"))
+    parser.add_argument("--rate", type=int, default=2000, help="latency: open-loop rate, req/s")
+    parser.add_argument("--latency-seconds", type=int, default=10)
+    parser.add_argument("--latency-warmup", type=float, default=1.0)
+    parser.add_argument("--realtime", type=int, default=10,
+                        help="latency, pinned shape: SCHED_FIFO priority (0 = off; root only)")
+    parser.add_argument("--no-wire", dest="wire", action="store_false",
+                        help="latency: do not also time requests on the wire (tcpdump on lo)")
+    parser.add_argument("--keep-latency-db", metavar="DIR",
+                        help="latency: keep each window's per-request sqlite files in DIR")
     args = parser.parse_args()
     args.shapes = args.shape
     shape = run.shapes(args)[0]
     args.shape, args.gen = shape, shape.gen
+    procs.REALTIME_PRIORITY[0] = args.realtime if os.geteuid() == 0 else 0
+    run.KEEP_LATENCY_DB[0] = args.keep_latency_db
     args.bin_dir = os.path.abspath(args.bin_dir)
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, procs.on_signal)

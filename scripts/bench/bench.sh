@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: stitch against direct, nginx and haproxy on this machine, in one run.
 #
-# 1. installs what is missing: nginx, haproxy, wrk, h2load (apt) and oha (apt if it has it,
+# 1. installs what is missing: nginx, haproxy, wrk, h2load, tcpdump (apt) and oha (apt if it has it,
 #    else `cargo install oha --locked`);
 # 2. builds stitch and the benchmark helpers (examples/bench_backend.rs, bench_grpc_load.rs,
 #    bench_otlp_sink.rs, and bench_hyper_floor.rs for scripts/bench/ab.py);
@@ -23,6 +23,7 @@ command -v haproxy >/dev/null || need+=(haproxy)
 command -v wrk >/dev/null || need+=(wrk)
 command -v h2load >/dev/null || need+=(nghttp2-client)
 command -v curl >/dev/null || need+=(curl)
+command -v tcpdump >/dev/null || need+=(tcpdump)
 command -v taskset >/dev/null || need+=(util-linux)
 command -v python3 >/dev/null || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then

@@ -14,6 +14,13 @@ STITCHES = (OFF, RING, OTLP)
 ORDER = ["direct", NGINX, HAPROXY, OFF, RING, OTLP, DOWN, HOLE]
 
 
+WIRE_NOTE = ("`wire`: what the proxy added to each request, from a loopback capture: the "
+             "request's time on the client's connection (first request packet to first "
+             "response packet) less its time on the proxy's upstream connection, matched by a "
+             "random path per request, percentiles over the same requests; the generator's "
+             "and the backend's stalls cancel per request (`scripts/bench/wire.py`).")
+
+
 def latency_window(run):
     """How long each latency window is and what of it the percentiles cover."""
     seconds = run.get("latency_seconds", run["seconds"])
@@ -169,6 +176,10 @@ def issue13_checks(results, workers):
          c.versus(RING, "latency.added_p99", NGINX, 1.0)),
         ("added p99.9 at the fixed rate ≤ 2.0× nginx (ring)",
          c.versus(RING, "latency.added_p999", NGINX, 2.0)),
+        ("added p99 at the fixed rate, on the wire, ≤ 1.0× nginx (ring)",
+         c.versus(RING, "latency.wire_added_p99", NGINX, 1.0)),
+        ("added p99.9 at the fixed rate, on the wire, ≤ 2.0× nginx (ring)",
+         c.versus(RING, "latency.wire_added_p999", NGINX, 2.0)),
     ]
     for name in STITCHES:
         checks.append((f"peak RSS at the fixed rate ≤ {rss_limit} MiB ({name})",
@@ -185,6 +196,8 @@ def issue14_checks(results, limit1_results=None):
     checks = [
         ("added p99.9 at the fixed rate ≤ 2.0× nginx (ring)",
          c.versus(RING, "latency.added_p999", NGINX, 2.0)),
+        ("added p99.9 at the fixed rate, on the wire, ≤ 2.0× nginx (ring)",
+         c.versus(RING, "latency.wire_added_p999", NGINX, 2.0)),
         ("collector down: p99 within 10% of the ring's", c.within(DOWN, "latency.p99", RING, 0.10)),
         ("black-hole collector: p99 within 10% of the ring's",
          c.within(HOLE, "latency.p99", RING, 0.10)),
@@ -249,10 +262,13 @@ def shape_tables(run, shape):
                        "latency-corrected)",
                        "added = proxy percentile − percentile of a second oha driving the "
                        f"backend directly at {rate} req/s in the same window (µs){realtime}. "
-                       + latency_window(run),
+                       + latency_window(run) + " " + WIRE_NOTE,
                        [("added p50 µs", "latency.added_p50", f_signed, [NGINX]),
                         ("added p99 µs", "latency.added_p99", f_signed, [NGINX]),
                         ("added p99.9 µs", "latency.added_p999", f_signed, [NGINX]),
+                        ("wire p50 µs", "latency.wire_added_p50", f_signed, [NGINX]),
+                        ("wire p99 µs", "latency.wire_added_p99", f_signed, [NGINX]),
+                        ("wire p99.9 µs", "latency.wire_added_p999", f_signed, [NGINX]),
                         ("p99 µs", "latency.p99", f_int, []),
                         ("CPU s / 10k req", "latency.cpu", f_cpu, [NGINX]),
                         ("peak RSS MiB", "latency.rss_mib", f_mib, [NGINX])], proxies))

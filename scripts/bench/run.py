@@ -60,6 +60,7 @@ import urllib.request
 
 sys.dont_write_bytecode = True  # keep scripts/bench free of __pycache__
 import procs  # noqa: E402
+import wire  # noqa: E402
 from procs import Probe, run_generator, spawn_generator, start, wait_generators  # noqa: E402
 from report import describe_evidence, git_commit, write_conns_section, write_report  # noqa: E402,F401
 
@@ -363,10 +364,13 @@ def w_h1(args, target, _direct):
 
 def oha_cmd(args, port, seconds=None, db=None):
     """oha at the fixed rate; with `db`, every answered request is also written to that
-    sqlite file (its scheduled start and its end), for percentiles over a chosen window."""
+    sqlite file (its scheduled start and its end), for percentiles over a chosen window, and
+    has a random path of its own (wire.py tells requests apart by it)."""
+    url = (["--rand-regex-url", f"http://127.0.0.1:{port}/[a-z]{{16}}"] if db else
+           [f"http://127.0.0.1:{port}/"])
     return ["oha", "-z", f"{seconds or args.seconds}s", "-q", str(args.rate), "-c", "16",
             "--latency-correction", "--no-tui", "--output-format", "json",
-            *(["--db-url", db] if db else []), f"http://127.0.0.1:{port}/"]
+            *(["--db-url", db] if db else []), *url]
 
 
 def steady_latencies(db, warmup):
@@ -397,6 +401,11 @@ def parse_oha(out):
             "rps": data["summary"]["requestsPerSec"], "ok": data["summary"]["successRate"]}
 
 
+# A directory to keep each latency window's per-request sqlite files in (ab.py
+# --keep-latency-db), for looking at when the slow requests happened; None: removed.
+KEEP_LATENCY_DB = [None]
+
+
 def w_latency(args, target, direct):
     if target.proc is None:
         return None  # direct is the baseline of every pair, not a pair of its own
@@ -409,6 +418,11 @@ def w_latency(args, target, direct):
     for db in dbs:
         if os.path.exists(db):
             os.remove(db)
+    capture = None
+    if args.wire and wire.available():
+        capture = wire.Capture(os.path.join(tempfile.gettempdir(),
+                                            f"stitch-bench-wire-{os.getpid()}.pcap"),
+                               (target.h1, direct.h1), args.gen)
     if realtime:
         procs.set_realtime(sut_pids, True)
     try:
@@ -420,13 +434,19 @@ def w_latency(args, target, direct):
     finally:
         if realtime:
             procs.set_realtime(sut_pids, False)
+        dropped = capture.stop() if capture else None
     if rc_p != 0 or rc_d != 0:
         raise RuntimeError(f"oha failed: {out_p[-300:]} {out_d[-300:]}")
     proxied, baseline = parse_oha(out_p), parse_oha(out_d)
     warmup = args.latency_warmup
     steady = [steady_latencies(db, warmup) for db in dbs]
-    for db in dbs:
-        os.remove(db)
+    for db, side in zip(dbs, ("proxied", "direct")):
+        if KEEP_LATENCY_DB[0]:
+            os.makedirs(KEEP_LATENCY_DB[0], exist_ok=True)
+            shutil.move(db, os.path.join(KEEP_LATENCY_DB[0],
+                                         f"{target.name}-{int(time.time())}-{side}.db"))
+        else:
+            os.remove(db)
     (p50, p99, p999), (d50, d99, d999) = (
         [percentile(xs, q) for q in (0.5, 0.99, 0.999)] for xs in steady)
     result = {
@@ -441,6 +461,16 @@ def w_latency(args, target, direct):
         "errors": 1 - proxied["ok"],
         "gen_cpu_share": share_p + share_d,
     }
+    if capture:
+        added = wire.added_latencies(capture.path, target.h1, direct.h1, warmup)
+        os.remove(capture.path)
+        # A capture that lost packets, or matched too few requests, is no measurement.
+        if dropped == 0 and len(added) >= len(steady[0]) * 0.9:
+            result.update({f"wire_added_{name}": percentile(added, q)
+                           for name, q in (("p50", 0.5), ("p99", 0.99), ("p999", 0.999))})
+        else:
+            print(f"    {target.name}: wire capture unusable (dropped {dropped}, "
+                  f"{len(added)} of {len(steady[0])} requests matched)", flush=True)
     return probe.finish(result, proxied["rps"] * seconds)
 
 
@@ -720,6 +750,8 @@ def main():
     parser.add_argument("--latency-warmup", type=float, default=1.0,
                         help="seconds at the start of each latency measurement left out of "
                              "its percentiles (oha opening its connections)")
+    parser.add_argument("--no-wire", dest="wire", action="store_false",
+                        help="latency: do not also time requests on the wire (tcpdump on lo)")
     parser.add_argument("--budget", type=int, default=1800, help="seconds for all rounds")
     parser.add_argument("--shapes", default="limit1,unlimited,pinned,conns",
                         help="comma-separated: limit1, unlimited, pinned, conns (module doc)")
