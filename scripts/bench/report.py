@@ -201,6 +201,10 @@ def issue14_checks(results, limit1_results=None):
         ("collector down: p99 within 10% of the ring's", c.within(DOWN, "latency.p99", RING, 0.10)),
         ("black-hole collector: p99 within 10% of the ring's",
          c.within(HOLE, "latency.p99", RING, 0.10)),
+        ("collector down: added p99 on the wire within 10% of the ring's",
+         c.within(DOWN, "latency.wire_added_p99", RING, 0.10)),
+        ("black-hole collector: added p99 on the wire within 10% of the ring's",
+         c.within(HOLE, "latency.wire_added_p99", RING, 0.10)),
     ]
     if limit1_results is not None:
         ratio = Checks(limit1_results).m(RING, "slowloris.p99_ratio")
