@@ -268,8 +268,11 @@ pub(crate) static X_B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampl
 /// `X-B3-Flags`.
 pub(crate) static X_B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
 
+/// An id header's value, never indexed by HPACK ([`super::engine::unique_value`]).
 fn header_value(bytes: &[u8]) -> HeaderValue {
-    HeaderValue::from_bytes(bytes).expect("hex is a valid header value")
+    super::engine::unique_value(
+        HeaderValue::from_bytes(bytes).expect("hex is a valid header value"),
+    )
 }
 
 /// Writes the `X-B3-*` headers for `ctx`, removing stale parent/flags/sampled headers.

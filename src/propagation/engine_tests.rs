@@ -724,3 +724,34 @@ fn injected_names_the_rules_dialects_and_those_present() {
     let out = run(&untraced, Direction::Inbound, &inflight, &mut headers(&[]));
     assert!(out.injected.is_empty(), "trace: false writes nothing");
 }
+
+/// Every id header a hop writes is new on every request: it must reach HTTP/2's encoder
+/// marked never-indexed, or it churns the connection's HPACK table. Constant values
+/// (`x-b3-sampled`) stay indexable.
+#[test]
+fn written_id_headers_are_never_indexed_and_constant_ones_are() {
+    let rules = rules(&format!(
+        "{TRANSLATION_RULES}inject: [w3c, b3, b3multi, jaeger, jd, mq]\n"
+    ));
+    let inflight = Inflight::default();
+    let mut map = headers(&[("traceparent", TP)]);
+    let out = run(&rules, Direction::Outbound, &inflight, &mut map);
+    assert!(out.trace && out.span.sampled);
+    for name in [
+        "traceparent",
+        "b3",
+        "x-b3-traceid",
+        "x-b3-spanid",
+        "x-b3-parentspanid",
+        "uber-trace-id",
+        "jd-trace-id",
+        "trace_id",
+        "span_id",
+    ] {
+        let value = map
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing in {map:?}"));
+        assert!(value.is_sensitive(), "{name} is indexable");
+    }
+    assert!(!map.get("x-b3-sampled").expect("sampled").is_sensitive());
+}

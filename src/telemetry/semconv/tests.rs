@@ -234,3 +234,32 @@ fn client_addresses_render_like_display() {
         assert_eq!(ip_text(ip), AttrValue::from(ip.to_string()));
     }
 }
+
+/// A URI's authority (HTTP/2's `:authority`, an absolute-form HTTP/1 target) names the server
+/// as the http crate reads it, including the spellings the hand split refuses.
+#[test]
+fn uri_authorities_name_the_server_as_the_http_crate_reads_them() {
+    for uri in [
+        "http://orders.svc:8080/x",
+        "http://orders.svc/x",
+        "http://[::1]:9000/x",
+        "http://10.0.0.7:80/x",
+        "http://user@orders.svc:8080/x",
+        "http://user:pw@[fe80::1]/x",
+        "http://orders.svc:/x",
+    ] {
+        let p = parts(Request::get(uri).body(()).expect("valid request"));
+        let a = p.uri.authority().expect("authority");
+        let s = open(SpanKind::Client, &p);
+        assert_eq!(
+            s.attr(SERVER_ADDRESS),
+            Some(&AttrValue::text(a.host())),
+            "{uri}"
+        );
+        assert_eq!(
+            s.attr(SERVER_PORT),
+            a.port_u16().map(|p| AttrValue::Int(i64::from(p))).as_ref(),
+            "{uri}"
+        );
+    }
+}
