@@ -8,7 +8,10 @@ placed as one of `make bench`'s shapes (`--shape`, default pinned: generator on 
 and proxies on CPU 1; `limit1`: each proxy under a one-CPU quota; `unlimited`), then runs the
 workload against each in turn, rotating the order every round. Prints, per build, the median
 and spread of requests/s and of CPU seconds per 10k requests (the steadiest figure here) and
-the ratio to nginx from the same run.
+the ratio to nginx from the same run. `--workload latency` runs `make bench`'s paired
+fixed-rate latency measurement instead (oha's added percentiles and the per-request wire
+figures of wire.py); `--keep-latency-db DIR` keeps each window's per-request records, to see
+when the slow requests happened.
 """
 
 import argparse

@@ -191,13 +191,22 @@ def issue13_checks(results, workers):
     return checks
 
 
+ISSUE14_NOTE = ("The p99.9 target is judged on the wire row: oha's \"added\" p99.9 is the "
+                "difference of two tails measured on a shared core, and nginx's own swings from "
+                "below zero to over +1,000 µs between windows (haproxy's reads several × "
+                "nginx's); "
+                "the wire figure times the same requests on both of the proxy's connections "
+                "(ARCHITECTURE.md, \"Tail latency is also measured per request, on the "
+                "wire\"). oha's row stays, for comparison.")
+
+
 def issue14_checks(results, limit1_results=None):
     c = Checks(results)
     checks = [
-        ("added p99.9 at the fixed rate ≤ 2.0× nginx (ring)",
-         c.versus(RING, "latency.added_p999", NGINX, 2.0)),
         ("added p99.9 at the fixed rate, on the wire, ≤ 2.0× nginx (ring)",
          c.versus(RING, "latency.wire_added_p999", NGINX, 2.0)),
+        ("for comparison: oha's added p99.9 (difference of tails) ≤ 2.0× nginx (ring)",
+         c.versus(RING, "latency.added_p999", NGINX, 2.0)),
         ("collector down: p99 within 10% of the ring's", c.within(DOWN, "latency.p99", RING, 0.10)),
         ("black-hole collector: p99 within 10% of the ring's",
          c.within(HOLE, "latency.p99", RING, 0.10)),
@@ -417,7 +426,7 @@ the start of each workload.
     if "conns" in by_key:
         parts.append("### Issue 15: see [Many connections](#many-connections)\n")
     if "pinned" in by_key:
-        parts.append(f"### Issue 14, shape {by_key['pinned']['title']}\n")
+        parts.append(f"### Issue 14, shape {by_key['pinned']['title']}\n\n" + ISSUE14_NOTE + "\n")
         limit1 = run["results"].get("limit1") if "limit1" in by_key else None
         parts.append(verdict_table(issue14_checks(run["results"].get("pinned", {}), limit1)))
     for s in shapes:
