@@ -14,7 +14,7 @@ use super::context::{
     Invalid, Parsed, RepairKind, RepairMode, Repairs, SQUEEZE_CAPACITY, TraceContext,
     squeeze_whitespace, trim_ows,
 };
-use super::ids::{HexCase, SpanId, TraceId, decode_hex_exact, encode_hex};
+use super::ids::{HexCase, SpanId, TraceId, decode_hex_exact, encode_hex, id_header_value};
 
 /// Longest single `b3` value stitch writes.
 pub const SINGLE_MAX_LEN: usize = 32 + 1 + 16 + 1 + 1 + 1 + 16;
@@ -268,25 +268,18 @@ pub(crate) static X_B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampl
 /// `X-B3-Flags`.
 pub(crate) static X_B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
 
-/// An id header's value, never indexed by HPACK ([`super::engine::unique_value`]).
-fn header_value(bytes: &[u8]) -> HeaderValue {
-    super::engine::unique_value(
-        HeaderValue::from_bytes(bytes).expect("hex is a valid header value"),
-    )
-}
-
 /// Writes the `X-B3-*` headers for `ctx`, removing stale parent/flags/sampled headers.
 pub fn write_multi(next: &TraceContext, headers: &mut HeaderMap) {
     let mut trace = [0u8; 32];
     let trace = write_trace_id(next, &mut trace);
-    headers.insert(X_B3_TRACEID.clone(), header_value(trace));
+    headers.insert(X_B3_TRACEID.clone(), id_header_value(trace));
     let mut span = [0u8; 16];
     next.span_id.encode_hex(&mut span);
-    headers.insert(X_B3_SPANID.clone(), header_value(&span));
+    headers.insert(X_B3_SPANID.clone(), id_header_value(&span));
     match next.parent_span_id {
         Some(parent) => {
             parent.encode_hex(&mut span);
-            headers.insert(X_B3_PARENTSPANID.clone(), header_value(&span));
+            headers.insert(X_B3_PARENTSPANID.clone(), id_header_value(&span));
         }
         None => {
             headers.remove(&X_B3_PARENTSPANID);

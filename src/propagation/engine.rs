@@ -25,7 +25,7 @@ use super::b3::{self, B3Value, MultiHeaders};
 use super::context::{Dialect, Parsed, RepairKind, Repairs, TraceContext};
 use super::dialect_set::DialectSet;
 use super::formats::Formats;
-use super::ids::{SpanId, TraceId};
+use super::ids::{SpanId, TraceId, id_header_value};
 use super::inflight::{Inflight, InflightGuard, InflightSpan};
 use super::policy::{OrphanPolicy, Policy};
 use super::template::MAX_RENDERED_LEN;
@@ -599,23 +599,6 @@ fn joined_tracestate(headers: &HeaderMap) -> Option<HeaderValue> {
     HeaderValue::from_bytes(&joined).ok()
 }
 
-/// A written id header's value, marked as never to be indexed by HPACK (see
-/// [`unique_value`]).
-fn value(bytes: &[u8]) -> HeaderValue {
-    unique_value(HeaderValue::from_bytes(bytes).expect("writers emit only visible ASCII"))
-}
-
-/// Marks a header value that is new on every request (it carries this hop's span id) as
-/// "never indexed" for HPACK. Left indexable, h2's encoder would insert each one into the
-/// connection's 4 KiB dynamic table, evicting the entries that do repeat (`user-agent`,
-/// `content-type`, …) so those are Huffman-coded in full again — about 3,000 instructions per
-/// HTTP/2 request; a never-indexed literal is encoded once and evicts nothing. HTTP/1 ignores
-/// the mark.
-pub(crate) fn unique_value(mut value: HeaderValue) -> HeaderValue {
-    value.set_sensitive(true);
-    value
-}
-
 fn write_dialects(
     formats: &Formats,
     policy: &Policy,
@@ -636,12 +619,12 @@ fn write_dialects(
     if wants(present.w3c, Dialect::W3c) {
         let mut buf = [0u8; w3c::TRACEPARENT_LEN];
         w3c::write_traceparent(next, &mut buf);
-        headers.insert(TRACEPARENT.clone(), value(&buf));
+        headers.insert(TRACEPARENT.clone(), id_header_value(&buf));
     }
     if wants(present.b3, Dialect::B3) {
         let mut buf = [0u8; b3::SINGLE_MAX_LEN];
         let len = b3::write_single(&b3_ctx, &mut buf);
-        headers.insert(B3.clone(), value(&buf[..len]));
+        headers.insert(B3.clone(), id_header_value(&buf[..len]));
     }
     if wants(present.b3multi, Dialect::B3Multi) {
         b3::write_multi(&b3_ctx, headers);
@@ -649,7 +632,7 @@ fn write_dialects(
     if wants(present.jaeger, Dialect::Jaeger) {
         let mut buf = [0u8; jaeger::MAX_LEN];
         let len = jaeger::write(&Widths::apply(widths.jaeger, next), &mut buf);
-        headers.insert(UBER_TRACE_ID.clone(), value(&buf[..len]));
+        headers.insert(UBER_TRACE_ID.clone(), id_header_value(&buf[..len]));
     }
     for (i, format) in formats.as_slice().iter().enumerate() {
         let was_present = i < 64 && present.templates & (1 << i) != 0;
@@ -660,7 +643,7 @@ fn write_dialects(
         let mut buf = [0u8; MAX_RENDERED_LEN];
         for header in &format.headers {
             let len = header.write(next, &mut buf);
-            headers.insert(header.name.clone(), value(&buf[..len]));
+            headers.insert(header.name.clone(), id_header_value(&buf[..len]));
         }
     }
     written

@@ -18,6 +18,19 @@ thread_local! {
     static ID_RNG: RefCell<SmallRng> = RefCell::new(SmallRng::from_rng(&mut rand::rng()));
 }
 
+/// A header value carrying ids a writer just rendered (hex, dashes, colons: visible ASCII),
+/// marked "never indexed" for HPACK. Such a value is new on every request (it carries this
+/// hop's span id); left indexable, h2's encoder would insert each one into the connection's
+/// 4 KiB dynamic table, evicting the entries that do repeat (`user-agent`, `content-type`, …)
+/// so those are Huffman-coded in full again — about 3,000 instructions per HTTP/2 request. A
+/// never-indexed literal is encoded once and evicts nothing; HTTP/1 ignores the mark.
+pub(crate) fn id_header_value(rendered: &[u8]) -> http::HeaderValue {
+    let mut value =
+        http::HeaderValue::from_bytes(rendered).expect("id writers emit only visible ASCII");
+    value.set_sensitive(true);
+    value
+}
+
 /// `N` bytes from this thread's id generator.
 fn random_bytes<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
