@@ -435,6 +435,10 @@ def w_latency(args, target, direct):
         if realtime:
             procs.set_realtime(sut_pids, False)
         dropped = capture.stop() if capture else None
+    added = None
+    if capture:
+        added = wire.added_latencies(capture.path, target.h1, direct.h1, args.latency_warmup)
+        os.remove(capture.path)
     if rc_p != 0 or rc_d != 0:
         raise RuntimeError(f"oha failed: {out_p[-300:]} {out_d[-300:]}")
     proxied, baseline = parse_oha(out_p), parse_oha(out_d)
@@ -461,9 +465,7 @@ def w_latency(args, target, direct):
         "errors": 1 - proxied["ok"],
         "gen_cpu_share": share_p + share_d,
     }
-    if capture:
-        added = wire.added_latencies(capture.path, target.h1, direct.h1, warmup)
-        os.remove(capture.path)
+    if added is not None:
         # A capture that lost packets, or matched too few requests, is no measurement.
         if dropped == 0 and len(added) >= len(steady[0]) * 0.9:
             result.update({f"wire_added_{name}": percentile(added, q)
