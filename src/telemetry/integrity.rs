@@ -16,8 +16,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::semconv::STITCH_PARENT_INFERRED;
-use super::span::{AttrValue, SpanId, SpanRecord, to_hex};
+use super::span::{SpanId, SpanRecord, to_hex};
 
 /// One thing wrong (or notable) about a trace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -113,7 +112,7 @@ pub(crate) fn check<'a>(
                 }
             },
         }
-        if span.attr(STITCH_PARENT_INFERRED) == Some(&AttrValue::Bool(true)) {
+        if span.parent_inferred() {
             findings.push(Finding::InferredParent {
                 span_id: to_hex(&span.span_id),
             });
@@ -203,7 +202,7 @@ mod tests {
     #[test]
     fn inferred_parent_is_noted_but_clean() {
         let mut child = span(2, Some(1), 1);
-        child.set_attr(STITCH_PARENT_INFERRED, true);
+        child.set_attr(crate::telemetry::semconv::STITCH_PARENT_INFERRED, true);
         let v = check(&[span(1, None, 0), child], TOL);
         assert!(v.clean);
         assert_eq!(

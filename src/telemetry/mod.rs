@@ -45,6 +45,7 @@ pub mod config;
 pub(crate) mod degrade;
 pub(crate) mod export;
 mod export_retry;
+mod hop_facts;
 pub(crate) mod integrity;
 pub(crate) mod metrics;
 mod otlp_encode;
@@ -63,7 +64,7 @@ pub use config::{ExportConfig, Protocol, TelemetryConfig};
 pub use metrics::{ConnectionGuard, Metrics, StatusClass, WireProtocol};
 pub use ring::{SpanResource, TraceRing};
 pub use sink::SpanSink;
-pub use span::{AttrValue, Attribute, SpanKind, SpanRecord, SpanStatus};
+pub use span::{AttrRef, AttrValue, Attribute, SpanKind, SpanRecord, SpanStatus};
 
 /// The running telemetry pipeline and its shareable handles.
 #[derive(Debug)]

@@ -1,4 +1,5 @@
-//! OTLP protobuf encoding straight from [`SpanRecord`]s into one reused buffer.
+//! OTLP protobuf encoding straight from [`SpanRecord`]s (a hop's attributes straight from
+//! its facts) into one reused buffer.
 //!
 //! The export used to convert each record into the SDK's `SpanData` (a copy of every string),
 //! then into `opentelemetry-proto`'s generated structs (another copy), then encode those: about
@@ -17,7 +18,7 @@ use std::time::SystemTime;
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::encoding::encoded_len_varint;
 
-use super::span::{AttrValue, Attribute, SpanKind, SpanRecord, SpanStatus};
+use super::span::{AttrRef, SpanKind, SpanRecord, SpanStatus};
 
 // Wire types.
 const VARINT: u32 = 0;
@@ -165,11 +166,11 @@ fn put_span(buf: &mut Vec<u8>, span: &SpanRecord) {
             buf.extend_from_slice(&n.to_le_bytes());
         }
     }
-    for a in &span.attributes {
+    span.for_each_attribute(|key, value| {
         put_tag(buf, 9, LEN);
-        put_varint(key_value_len(a) as u64, buf);
-        put_key_value(buf, a);
-    }
+        put_varint(key_value_len(key, value) as u64, buf);
+        put_key_value(buf, key, value);
+    });
     put_tag(buf, 15, LEN);
     put_varint(status_len(span) as u64, buf);
     let (code, message) = status(span);
@@ -197,39 +198,39 @@ fn status_len(span: &SpanRecord) -> usize {
 }
 
 /// `AnyValue`'s body: one member of its `oneof`, always written (even a zero or `false`).
-fn any_value_len(value: &AttrValue) -> usize {
+fn any_value_len(value: AttrRef<'_>) -> usize {
     match value {
-        AttrValue::Str(s) => len_field_len(1, s.len()),
-        AttrValue::Bool(_) => 2,
-        AttrValue::Int(i) => 1 + encoded_len_varint(*i as u64),
-        AttrValue::F64(_) => 1 + 8,
+        AttrRef::Str(s) => len_field_len(1, s.len()),
+        AttrRef::Bool(_) => 2,
+        AttrRef::Int(i) => 1 + encoded_len_varint(i as u64),
+        AttrRef::F64(_) => 1 + 8,
     }
 }
 
-fn key_value_len(a: &Attribute) -> usize {
-    str_field_len(1, &a.key) + len_field_len(2, any_value_len(&a.value))
+fn key_value_len(key: &str, value: AttrRef<'_>) -> usize {
+    str_field_len(1, key) + len_field_len(2, any_value_len(value))
 }
 
-fn put_key_value(buf: &mut Vec<u8>, a: &Attribute) {
-    put_str_field(buf, 1, &a.key);
+fn put_key_value(buf: &mut Vec<u8>, key: &str, value: AttrRef<'_>) {
+    put_str_field(buf, 1, key);
     put_tag(buf, 2, LEN);
-    put_varint(any_value_len(&a.value) as u64, buf);
-    match &a.value {
-        AttrValue::Str(s) => {
+    put_varint(any_value_len(value) as u64, buf);
+    match value {
+        AttrRef::Str(s) => {
             // A oneof member is written even when empty.
             put_tag(buf, 1, LEN);
             put_varint(s.len() as u64, buf);
             buf.extend_from_slice(s.as_bytes());
         }
-        AttrValue::Bool(b) => {
+        AttrRef::Bool(b) => {
             put_tag(buf, 2, VARINT);
-            buf.push(u8::from(*b));
+            buf.push(u8::from(b));
         }
-        AttrValue::Int(i) => {
+        AttrRef::Int(i) => {
             put_tag(buf, 3, VARINT);
-            put_varint(*i as u64, buf);
+            put_varint(i as u64, buf);
         }
-        AttrValue::F64(f) => {
+        AttrRef::F64(f) => {
             put_tag(buf, 4, FIXED64);
             buf.extend_from_slice(&f.to_le_bytes());
         }
@@ -238,13 +239,10 @@ fn put_key_value(buf: &mut Vec<u8>, a: &Attribute) {
 
 /// A `KeyValue` with a string value, as field `field` of the enclosing message.
 fn put_key_value_str(buf: &mut Vec<u8>, field: u32, key: &str, value: &str) {
-    let attr = Attribute {
-        key: key.to_owned().into(),
-        value: AttrValue::text(value),
-    };
+    let value = AttrRef::Str(value);
     put_tag(buf, field, LEN);
-    put_varint(key_value_len(&attr) as u64, buf);
-    put_key_value(buf, &attr);
+    put_varint(key_value_len(key, value) as u64, buf);
+    put_key_value(buf, key, value);
 }
 
 fn tag_len(field: u32) -> usize {

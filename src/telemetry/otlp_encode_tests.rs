@@ -17,6 +17,7 @@ use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use prost::Message;
 
 use super::{OtlpEncoder, SCOPE_NAME, SCOPE_VERSION};
+use crate::telemetry::semconv::RequestFacts;
 use crate::telemetry::span::{AttrValue, SpanKind, SpanRecord, SpanStatus};
 
 /// The conversion stitch used before, kept here as the reference.
@@ -36,7 +37,7 @@ fn to_span_data(span: &SpanRecord, scope: &InstrumentationScope) -> SpanData {
         SpanKind::Consumer => OtelKind::Consumer,
     };
     let attributes = span
-        .attributes
+        .all_attributes()
         .iter()
         .map(|a| {
             let value = match &a.value {
@@ -133,7 +134,67 @@ fn spans() -> Vec<SpanRecord> {
     others[0].end = SystemTime::UNIX_EPOCH;
     let mut all = vec![server, client];
     all.append(&mut others);
+    all.append(&mut hop_spans(t0));
     all
+}
+
+/// Stitch's own spans, whose attributes are encoded from their hop facts: every kind of
+/// fact set (an extension method, a query, an IPv6 client, a URI authority with userinfo,
+/// gRPC names and status, a failure class, an HTTP status as error type, propagation facts).
+fn hop_spans(t0: SystemTime) -> Vec<SpanRecord> {
+    let open = |kind, req: http::Request<()>, client: Option<&str>| {
+        let (parts, ()) = req.into_parts();
+        let mut facts = RequestFacts::from_parts(&parts);
+        facts.client_address = client.map(|ip| ip.parse().expect("valid ip"));
+        facts.destination_port = Some(15001);
+        facts.record_query = true;
+        SpanRecord::for_request([0xef; 16], [7; 8], Some([8; 8]), kind, &facts, t0)
+    };
+    let mut http = open(
+        SpanKind::Server,
+        http::Request::builder()
+            .method("PURGE")
+            .uri("/cache/item?id=3")
+            .header("host", "cache.svc:8080")
+            .header(
+                "user-agent",
+                "a-rather-long-user-agent/1.0 (more than inline)",
+            )
+            .body(())
+            .expect("valid request"),
+        Some("fe80::1:2"),
+    );
+    if let Some(hop) = &mut http.hop {
+        hop.dialect = Some("b3".into());
+        hop.injected = Some("w3c,b3".into());
+        hop.tracestate_restored = true;
+        hop.parent_inferred = true;
+    }
+    http.record_response_head(http::StatusCode::BAD_GATEWAY, &http::HeaderMap::new());
+    let http = http.finish(t0 + Duration::from_millis(3));
+
+    let mut grpc = open(
+        SpanKind::Client,
+        http::Request::post("http://user@inventory.svc:9000/inventory.v1.Stock/Reserve")
+            .header("content-type", "application/grpc")
+            .body(())
+            .expect("valid request"),
+        None,
+    );
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("14"));
+    grpc.record_response_head(http::StatusCode::OK, &http::HeaderMap::new());
+    grpc.record_trailers(&trailers);
+    let grpc = grpc.finish(t0 + Duration::from_millis(4));
+
+    let mut failed = open(
+        SpanKind::Client,
+        http::Request::get("/x").body(()).expect("valid request"),
+        Some("10.1.2.3"),
+    );
+    failed.record_failure("connect_error");
+    let failed = failed.finish(t0 + Duration::from_millis(5));
+    vec![http, grpc, failed]
 }
 
 fn resource() -> Vec<(String, String)> {

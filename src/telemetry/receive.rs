@@ -167,6 +167,7 @@ fn convert(span: Span) -> Option<SpanRecord> {
         start,
         end: at(span.end_time_unix_nano).max(start),
         attributes: span.attributes.into_iter().filter_map(attribute).collect(),
+        hop: None,
         status,
     })
 }
@@ -217,7 +218,7 @@ mod tests {
         assert_eq!(s.duration(), Duration::from_millis(5));
         assert_eq!(
             s.attr("http.response.status_code"),
-            Some(&AttrValue::Int(200))
+            Some(AttrValue::Int(200))
         );
         assert!(s.status.is_error());
     }

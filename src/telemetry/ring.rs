@@ -16,7 +16,6 @@ use std::time::{Duration, SystemTime};
 use super::config::RingConfig;
 use super::integrity::{self, Finding, Verdict};
 use super::ring_shards::{Bucket, Shard, Shards};
-use super::semconv::{STITCH_PROPAGATION_REPAIRS, STITCH_TRACESTATE_RESTORED};
 use super::span::{Attribute, SpanRecord, TraceId};
 
 /// A span in the ring, with the resource that produced it.
@@ -236,6 +235,12 @@ impl TraceRing {
                 }
             }
         });
+        // Stitch's own spans keep their hop facts until read: the views get attributes.
+        for stored in &mut spans {
+            if stored.span.hop.is_some() {
+                stored.span = Arc::new(stored.span.materialized());
+            }
+        }
         if spans.is_empty() {
             return None;
         }
@@ -321,10 +326,7 @@ impl TraceRing {
             duration: end.duration_since(start).unwrap_or_default(),
             error: bucket.spans.iter().any(|s| s.span.status.is_error()),
             clean: verdict.clean,
-            repaired: bucket.spans.iter().any(|s| {
-                s.span.attr(STITCH_PROPAGATION_REPAIRS).is_some()
-                    || s.span.attr(STITCH_TRACESTATE_RESTORED).is_some()
-            }),
+            repaired: bucket.spans.iter().any(|s| s.span.repaired()),
             inferred_parent: verdict
                 .findings
                 .iter()
@@ -439,7 +441,10 @@ mod tests {
 
         // A repaired trace with an inferred parent, and one whose parent never arrived.
         let mut repaired = span(3, 2, Some(1), 1, 1);
-        repaired.set_attr(STITCH_PROPAGATION_REPAIRS, "b3:upper_case_hex");
+        repaired.set_attr(
+            crate::telemetry::semconv::STITCH_PROPAGATION_REPAIRS,
+            "b3:upper_case_hex",
+        );
         repaired.set_attr(crate::telemetry::semconv::STITCH_PARENT_INFERRED, true);
         r.insert(&a, [span(3, 1, None, 0, 5), repaired]);
         r.insert(&a, [span(4, 2, Some(9), 0, 5)]);

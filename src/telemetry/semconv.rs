@@ -167,22 +167,20 @@ pub(super) fn protocol_version(v: Version) -> Option<&'static str> {
     })
 }
 
-/// The authority a request names: the absolute-form URI, else `Host` (HTTP/1) — HTTP/2's
-/// `:authority` arrives in the URI. Split by hand: parsing a `Host` value into an
-/// `Authority` would copy it first, and `Authority::host` and `port_u16` search the text
-/// four times between them (about 400 instructions on every HTTP/2 span); they remain for an
-/// authority with userinfo, which the hand split refuses.
-pub(super) fn authority<'f>(facts: &RequestFacts<'f>) -> Option<(&'f str, Option<u16>)> {
+/// The authority text a request names, and whether it came from the URI: the absolute-form
+/// URI's, else `Host` (HTTP/1) — HTTP/2's `:authority` arrives in the URI. Only found here;
+/// the span splits it when read ([`split_host_port`]).
+pub(super) fn authority_text<'f>(facts: &RequestFacts<'f>) -> (Option<&'f str>, bool) {
     if let Some(a) = facts.uri.authority() {
-        return split_host_port(a.as_str()).or_else(|| Some((a.host(), a.port_u16())));
+        return (Some(a.as_str()), true);
     }
-    let host = facts.host?.to_str().ok()?;
-    split_host_port(host.trim())
+    let host = facts.host.and_then(|h| h.to_str().ok()).map(str::trim);
+    (host, false)
 }
 
 /// `host[:port]` or `[v6]:port` into the host (brackets kept, as `Authority::host` does)
 /// and the port; `None` if the port is not a number or the host is empty or has userinfo.
-fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
+pub(super) fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
     let (host, port) = match authority.rfind([':', ']']) {
         Some(i) if authority.as_bytes()[i] == b':' => (&authority[..i], Some(&authority[i + 1..])),
         _ => (authority, None),

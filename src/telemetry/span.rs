@@ -5,6 +5,9 @@
 //! `Cow<'static, str>` so the semantic-convention keys and static names cost no allocation,
 //! string values are [`CompactString`]s (static strings by reference, short ones inline), and
 //! nothing here holds a handle — a record can be built in a unit test without any runtime.
+//! Stitch's own spans keep their hop's facts instead of most attributes
+//! (`telemetry::hop_facts`): read a span's attributes with
+//! [`SpanRecord::for_each_attribute`] or [`SpanRecord::all_attributes`].
 //!
 //! The whole `impl SpanRecord` lives here: the plain accessors, and the methods that fill a
 //! hop's span by the semantic conventions whose names and rules are in
@@ -16,12 +19,12 @@ use std::time::{Duration, SystemTime};
 use compact_str::CompactString;
 use http::{HeaderMap, HeaderName, StatusCode};
 
+pub use super::hop_facts::AttrRef;
+use super::hop_facts::{ErrorType, HopFacts};
 use super::semconv::{
-    CLIENT_ADDRESS, ERROR_TYPE, HTTP_REQUEST_METHOD, HTTP_REQUEST_METHOD_ORIGINAL,
-    HTTP_RESPONSE_STATUS_CODE, NETWORK_PROTOCOL_VERSION, RPC_GRPC_STATUS_CODE, RPC_METHOD,
-    RPC_SERVICE, RPC_SYSTEM, RequestFacts, SERVER_ADDRESS, SERVER_PORT, URL_PATH, URL_QUERY,
-    URL_SCHEME, USER_AGENT_ORIGINAL, authority, grpc_code_name, grpc_service_method, ip_text,
-    known_method, protocol_version,
+    ERROR_TYPE, HTTP_RESPONSE_STATUS_CODE, RPC_GRPC_STATUS_CODE, RPC_SYSTEM, RequestFacts,
+    STITCH_PARENT_INFERRED, STITCH_PROPAGATION_REPAIRS, STITCH_TRACESTATE_RESTORED, URL_QUERY,
+    authority_text, grpc_code_name, grpc_service_method, known_method,
 };
 
 /// `grpc-status`, parsed once (a `&str` key is parsed and validated on every lookup).
@@ -185,10 +188,14 @@ pub struct SpanRecord {
     pub start: SystemTime,
     /// When the response stream ended, failed or was cancelled.
     pub end: SystemTime,
-    /// Semantic-convention and stitch attributes.
+    /// Attributes set one by one: all of a received span's; on stitch's own spans only the
+    /// rare ones (`url.query`, repairs, conflicts), the rest being in its hop facts. Read
+    /// them all with [`SpanRecord::for_each_attribute`] or [`SpanRecord::all_attributes`].
     pub attributes: Vec<Attribute>,
     /// Unset unless the error rule marked the hop failed.
     pub status: SpanStatus,
+    /// On stitch's own spans, the hop's facts, which become attributes when read.
+    pub(crate) hop: Option<HopFacts>,
 }
 
 impl SpanRecord {
@@ -209,10 +216,9 @@ impl SpanRecord {
             name: name.into(),
             start,
             end: start,
-            // An HTTP hop's span carries 9–12 attributes (gRPC a few more): one allocation
-            // sized for the common case, which the ring then holds for thousands of spans.
-            attributes: Vec::with_capacity(12),
+            attributes: Vec::new(),
             status: SpanStatus::Unset,
+            hop: None,
         }
     }
 
@@ -226,8 +232,7 @@ impl SpanRecord {
         }
     }
 
-    /// Appends an attribute whose key the caller knows is not set yet (no search): how
-    /// [`SpanRecord::for_request`] fills a fresh span.
+    /// Appends an attribute whose key the caller knows is not set yet (no search).
     pub(crate) fn push_attr(&mut self, key: &'static str, value: impl Into<AttrValue>) {
         self.attributes.push(Attribute {
             key: Cow::Borrowed(key),
@@ -235,12 +240,77 @@ impl SpanRecord {
         });
     }
 
-    /// The value of an attribute, if set.
-    pub fn attr(&self, key: &str) -> Option<&AttrValue> {
-        self.attributes
-            .iter()
-            .find(|a| a.key == key)
-            .map(|a| &a.value)
+    /// Calls `f` with every attribute: the hop facts' first (in the conventions' order),
+    /// then those set one by one. Allocates nothing for the common values.
+    pub fn for_each_attribute(&self, mut f: impl FnMut(&str, AttrRef<'_>)) {
+        if let Some(hop) = &self.hop {
+            hop.visit(&mut f);
+        }
+        for a in &self.attributes {
+            f(&a.key, AttrRef::from(&a.value));
+        }
+    }
+
+    /// Every attribute as a list: borrowed for a received span, built from the facts for
+    /// one of stitch's own (the admin views' read; the export encodes without it).
+    pub fn all_attributes(&self) -> Cow<'_, [Attribute]> {
+        if self.hop.is_none() {
+            return Cow::Borrowed(&self.attributes);
+        }
+        let mut all = Vec::with_capacity(16);
+        self.for_each_attribute(|key, value| {
+            all.push(Attribute {
+                key: Cow::Owned(key.to_owned()),
+                value: value.to_value(),
+            });
+        });
+        Cow::Owned(all)
+    }
+
+    /// The same span with its hop facts turned into attributes: what the admin views read.
+    pub fn materialized(&self) -> SpanRecord {
+        SpanRecord {
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            parent_span_id: self.parent_span_id,
+            kind: self.kind,
+            name: self.name.clone(),
+            start: self.start,
+            end: self.end,
+            attributes: self.all_attributes().into_owned(),
+            status: self.status.clone(),
+            hop: None,
+        }
+    }
+
+    /// The value of an attribute, if set (the first, when set twice).
+    pub fn attr(&self, key: &str) -> Option<AttrValue> {
+        let mut found = None;
+        self.for_each_attribute(|k, value| {
+            if found.is_none() && k == key {
+                found = Some(value.to_value());
+            }
+        });
+        found
+    }
+
+    /// Whether the orphan policy guessed the parent (`stitch.parent.inferred`), read without
+    /// rendering a hop's attributes: the trace list checks it on every span.
+    pub fn parent_inferred(&self) -> bool {
+        match &self.hop {
+            Some(hop) => hop.parent_inferred,
+            None => self.attr(STITCH_PARENT_INFERRED) == Some(AttrValue::Bool(true)),
+        }
+    }
+
+    /// Whether stitch repaired a header or restored a `tracestate` on this hop.
+    pub fn repaired(&self) -> bool {
+        let restored = self.hop.as_ref().is_some_and(|h| h.tracestate_restored);
+        restored
+            || self
+                .attributes
+                .iter()
+                .any(|a| a.key == STITCH_PROPAGATION_REPAIRS || a.key == STITCH_TRACESTATE_RESTORED)
     }
 
     /// How long the hop took (zero if the clock went backwards).
@@ -255,11 +325,12 @@ impl SpanRecord {
             .iter()
             .map(|a| a.key.len() + a.value.approx_bytes() + 32)
             .sum();
-        std::mem::size_of::<SpanRecord>() + self.name.len() + attrs
+        let facts = self.hop.as_ref().map_or(0, HopFacts::heap_bytes);
+        std::mem::size_of::<SpanRecord>() + self.name.len() + attrs + facts
     }
 
-    /// Opens a hop's span from the request head: name by the convention, request attributes
-    /// set, `end` equal to `start` until [`SpanRecord::finish`].
+    /// Opens a hop's span from the request head: name by the convention, the request's facts
+    /// copied, `end` equal to `start` until [`SpanRecord::finish`].
     pub fn for_request(
         trace_id: TraceId,
         span_id: SpanId,
@@ -268,76 +339,67 @@ impl SpanRecord {
         facts: &RequestFacts<'_>,
         start: SystemTime,
     ) -> SpanRecord {
+        let path = facts.uri.path();
         let grpc = if facts.grpc {
-            grpc_service_method(facts.uri.path())
+            grpc_service_method(path)
         } else {
             None
         };
-        let method_name = known_method(facts.method);
-        let name: Cow<'static, str> = match (grpc, method_name) {
+        let name: Cow<'static, str> = match (grpc, known_method(facts.method)) {
             (Some((service, method)), _) => Cow::Owned(format!("{service}/{method}")),
             (None, Some(m)) => Cow::Borrowed(m),
             (None, None) => Cow::Borrowed("HTTP"),
         };
         let mut span = SpanRecord::new(trace_id, span_id, parent_span_id, kind, name, start);
-        // Every key below is set once on a fresh span: push, no search.
-        match method_name {
-            Some(m) => span.push_attr(HTTP_REQUEST_METHOD, m),
-            None => {
-                span.push_attr(HTTP_REQUEST_METHOD, "_OTHER");
-                span.push_attr(
-                    HTTP_REQUEST_METHOD_ORIGINAL,
-                    AttrValue::text(facts.method.as_str()),
-                );
-            }
-        }
-        span.push_attr(URL_PATH, AttrValue::text(facts.uri.path()));
         if facts.record_query
             && let Some(q) = facts.uri.query()
         {
             span.push_attr(URL_QUERY, AttrValue::text(q));
         }
-        let scheme = facts.uri.scheme_str().unwrap_or("http");
-        span.push_attr(URL_SCHEME, if scheme == "https" { "https" } else { "http" });
-        if let Some((host, port)) = authority(facts) {
-            span.push_attr(SERVER_ADDRESS, AttrValue::text(host));
-            if let Some(port) = port.or(facts.destination_port) {
-                span.push_attr(SERVER_PORT, i64::from(port));
-            }
-        } else if let Some(port) = facts.destination_port {
-            span.push_attr(SERVER_PORT, i64::from(port));
-        }
-        if let Some(ip) = facts.client_address {
-            span.push_attr(CLIENT_ADDRESS, ip_text(ip));
-        }
-        if let Some(v) = protocol_version(facts.version) {
-            span.push_attr(NETWORK_PROTOCOL_VERSION, v);
-        }
-        if let Some(ua) = facts
-            .headers
-            .get(http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-        {
-            span.push_attr(USER_AGENT_ORIGINAL, AttrValue::text(ua));
-        }
-        if let Some((service, method)) = grpc {
-            span.push_attr(RPC_SYSTEM, "grpc");
-            span.push_attr(RPC_SERVICE, AttrValue::text(service));
-            span.push_attr(RPC_METHOD, AttrValue::text(method));
-        }
+        let (authority, authority_in_uri) = authority_text(facts);
+        span.hop = Some(HopFacts {
+            method: facts.method.clone(),
+            path: CompactString::new(path),
+            https: facts.uri.scheme_str() == Some("https"),
+            authority: authority.map(CompactString::new),
+            authority_in_uri,
+            destination_port: facts.destination_port,
+            client: facts.client_address,
+            version: facts.version,
+            user_agent: facts
+                .headers
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(CompactString::new),
+            rpc: grpc.is_some(),
+            dialect: None,
+            injected: None,
+            tracestate_restored: false,
+            parent_inferred: false,
+            status_code: None,
+            grpc_status: None,
+            error_type: None,
+        });
         span
     }
 
     /// Records the response head: status code, and `grpc-status` of a trailers-only
     /// gRPC response.
     pub fn record_response_head(&mut self, status: StatusCode, headers: &HeaderMap) {
-        self.set_attr(HTTP_RESPONSE_STATUS_CODE, i64::from(status.as_u16()));
+        match &mut self.hop {
+            Some(hop) => hop.status_code = Some(status.as_u16()),
+            None => self.set_attr(HTTP_RESPONSE_STATUS_CODE, i64::from(status.as_u16())),
+        }
         self.record_trailers(headers);
     }
 
     /// Records `grpc-status` from the trailers (or a trailers-only response head).
     pub fn record_trailers(&mut self, trailers: &HeaderMap) {
-        if self.attr(RPC_SYSTEM).is_none() {
+        let rpc = match &self.hop {
+            Some(hop) => hop.rpc,
+            None => self.attr(RPC_SYSTEM).is_some(),
+        };
+        if !rpc {
             return;
         }
         if let Some(code) = trailers
@@ -345,17 +407,41 @@ impl SpanRecord {
             .and_then(|v| v.to_str().ok())
             .and_then(|s| s.trim().parse::<i64>().ok())
         {
-            self.set_attr(RPC_GRPC_STATUS_CODE, code);
+            match &mut self.hop {
+                Some(hop) => hop.grpc_status = Some(code),
+                None => self.set_attr(RPC_GRPC_STATUS_CODE, code),
+            }
         }
     }
 
     /// Marks the hop failed because the upstream could not be reached or broke
     /// (`error_type` is a low-cardinality class such as `connect_error`, `timeout`).
     pub(crate) fn record_failure(&mut self, error_type: &'static str) {
-        self.set_attr(ERROR_TYPE, error_type);
+        self.set_error_type(ErrorType::Named(error_type));
         self.status = SpanStatus::Error {
             description: Cow::Borrowed(error_type),
         };
+    }
+
+    fn set_error_type(&mut self, error: ErrorType) {
+        match (&mut self.hop, error) {
+            (Some(hop), _) => hop.error_type = Some(error),
+            (None, ErrorType::Named(name)) => self.set_attr(ERROR_TYPE, name),
+            (None, ErrorType::Status(code)) => self.set_attr(ERROR_TYPE, code.to_string()),
+        }
+    }
+
+    /// The gRPC status and the HTTP status code recorded, read from the facts of stitch's
+    /// own spans without rendering every attribute.
+    fn status_codes(&self) -> (Option<i64>, Option<i64>) {
+        if let Some(hop) = &self.hop {
+            return (hop.grpc_status, hop.status_code.map(i64::from));
+        }
+        let int = |key| match self.attr(key) {
+            Some(AttrValue::Int(c)) => Some(c),
+            _ => None,
+        };
+        (int(RPC_GRPC_STATUS_CODE), int(HTTP_RESPONSE_STATUS_CODE))
     }
 
     /// Ends the span at `end` and applies the error rule.
@@ -374,30 +460,29 @@ impl SpanRecord {
         if self.status.is_error() {
             return;
         }
-        let grpc_code = match self.attr(RPC_GRPC_STATUS_CODE) {
-            Some(AttrValue::Int(c)) => Some(*c),
-            _ => None,
-        };
+        let (grpc_code, http_status) = self.status_codes();
         if let Some(code) = grpc_code {
             if code != 0 {
                 let name = grpc_code_name(code);
-                self.set_attr(ERROR_TYPE, name);
+                self.set_error_type(ErrorType::Named(name));
                 self.status = SpanStatus::Error {
                     description: Cow::Owned(format!("gRPC status {name}")),
                 };
             }
             return;
         }
-        let status = match self.attr(HTTP_RESPONSE_STATUS_CODE) {
-            Some(AttrValue::Int(c)) => *c,
-            _ => return,
+        let Some(status) = http_status else {
+            return;
         };
         let failed = match self.kind {
             SpanKind::Client => status >= 400,
             _ => status >= 500,
         };
         if failed {
-            self.set_attr(ERROR_TYPE, status.to_string());
+            match (&mut self.hop, u16::try_from(status)) {
+                (Some(hop), Ok(code)) => hop.error_type = Some(ErrorType::Status(code)),
+                _ => self.set_attr(ERROR_TYPE, status.to_string()),
+            }
             self.status = SpanStatus::Error {
                 description: Cow::Owned(format!("HTTP {status}")),
             };
@@ -446,6 +531,6 @@ mod tests {
         s.set_attr("a", 1i64);
         s.set_attr("a", 2i64);
         assert_eq!(s.attributes.len(), 1);
-        assert_eq!(s.attr("a"), Some(&AttrValue::Int(2)));
+        assert_eq!(s.attr("a"), Some(AttrValue::Int(2)));
     }
 }

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
+use compact_str::CompactString;
 use http::request::Parts;
 use http::{HeaderValue, Request, Response};
 use tower::{Layer, Service};
@@ -247,12 +248,6 @@ impl<S> Trace<S> {
             &facts,
             start,
         );
-        if let Some(d) = outcome.extracted_dialect {
-            span.set_attr(
-                semconv::STITCH_PROPAGATION_DIALECT,
-                rules.dialect_name(d).to_owned(),
-            );
-        }
         if !outcome.repairs.is_empty() {
             let mut list = String::new();
             for (dialect, kind) in &outcome.repairs {
@@ -263,22 +258,23 @@ impl<S> Trace<S> {
                 list.push(':');
                 list.push_str(kind.as_str());
             }
-            span.set_attr(semconv::STITCH_PROPAGATION_REPAIRS, list);
+            span.push_attr(semconv::STITCH_PROPAGATION_REPAIRS, list);
         }
         if let Some(&(winner, loser)) = outcome.conflicts.first() {
             let (winner, loser) = (rules.dialect_name(winner), rules.dialect_name(loser));
-            span.set_attr(
+            span.push_attr(
                 semconv::STITCH_PROPAGATION_CONFLICT,
                 format!("{winner}>{loser}"),
             );
         }
-        if outcome.tracestate_restored {
-            span.set_attr(semconv::STITCH_TRACESTATE_RESTORED, true);
+        if let Some(hop) = &mut span.hop {
+            hop.dialect = outcome
+                .extracted_dialect
+                .map(|d| CompactString::new(rules.dialect_name(d)));
+            hop.tracestate_restored = outcome.tracestate_restored;
+            hop.parent_inferred = id.inferred_parent;
+            hop.injected = injected_list(rules, outcome);
         }
-        if id.inferred_parent {
-            span.set_attr(semconv::STITCH_PARENT_INFERRED, true);
-        }
-        record_injected(&mut span, rules, outcome);
         Some(span)
     }
 }
@@ -286,13 +282,8 @@ impl<S> Trace<S> {
 /// `stitch.propagation.injected`: the dialects this hop wrote, so the trace view can show
 /// each seam as dialect in → dialects out. The names are copied, not formatted, in the common
 /// cases (see [`CompiledRules::dialect_list`]).
-fn record_injected(span: &mut SpanRecord, rules: &CompiledRules, outcome: &Outcome) {
-    if !outcome.injected.is_empty() {
-        span.push_attr(
-            semconv::STITCH_PROPAGATION_INJECTED,
-            rules.dialect_list(outcome.injected),
-        );
-    }
+fn injected_list(rules: &CompiledRules, outcome: &Outcome) -> Option<CompactString> {
+    (!outcome.injected.is_empty()).then(|| rules.dialect_list(outcome.injected))
 }
 
 #[cfg(test)]

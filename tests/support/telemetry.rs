@@ -307,7 +307,7 @@ pub fn otlp_request(service: &str, spans: &[&SpanRecord]) -> ExportTraceServiceR
             start_time_unix_nano: nanos(s.start),
             end_time_unix_nano: nanos(s.end),
             attributes: s
-                .attributes
+                .all_attributes()
                 .iter()
                 .map(|a| KeyValue {
                     key: a.key.to_string(),
