@@ -222,7 +222,8 @@ impl SpanRecord {
         }
     }
 
-    /// Sets (or replaces) an attribute.
+    /// Sets (or replaces) an attribute in [`SpanRecord::attributes`]. On stitch's own spans
+    /// use it only for keys the hop facts do not make (they would be listed twice).
     pub fn set_attr(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<AttrValue>) {
         let key = key.into();
         let value = value.into();
@@ -350,37 +351,51 @@ impl SpanRecord {
             (None, Some(m)) => Cow::Borrowed(m),
             (None, None) => Cow::Borrowed("HTTP"),
         };
-        let mut span = SpanRecord::new(trace_id, span_id, parent_span_id, kind, name, start);
+        let mut attributes = Vec::new();
         if facts.record_query
             && let Some(q) = facts.uri.query()
         {
-            span.push_attr(URL_QUERY, AttrValue::text(q));
+            attributes.push(Attribute {
+                key: Cow::Borrowed(URL_QUERY),
+                value: AttrValue::text(q),
+            });
         }
         let (authority, authority_in_uri) = authority_text(facts);
-        span.hop = Some(HopFacts {
-            method: facts.method.clone(),
-            path: CompactString::new(path),
-            https: facts.uri.scheme_str() == Some("https"),
-            authority: authority.map(CompactString::new),
-            authority_in_uri,
-            destination_port: facts.destination_port,
-            client: facts.client_address,
-            version: facts.version,
-            user_agent: facts
-                .headers
-                .get(http::header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .map(CompactString::new),
-            rpc: grpc.is_some(),
-            dialect: None,
-            injected: None,
-            tracestate_restored: false,
-            parent_inferred: false,
-            status_code: None,
-            grpc_status: None,
-            error_type: None,
-        });
-        span
+        // One literal, so the facts are written in place rather than built and moved in.
+        SpanRecord {
+            trace_id,
+            span_id,
+            parent_span_id,
+            kind,
+            name,
+            start,
+            end: start,
+            attributes,
+            status: SpanStatus::Unset,
+            hop: Some(HopFacts {
+                method: facts.method.clone(),
+                path: CompactString::new(path),
+                https: facts.uri.scheme_str() == Some("https"),
+                authority: authority.map(CompactString::new),
+                authority_in_uri,
+                destination_port: facts.destination_port,
+                client: facts.client_address,
+                version: facts.version,
+                user_agent: facts
+                    .headers
+                    .get(http::header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .map(CompactString::new),
+                rpc: grpc.is_some(),
+                dialect: None,
+                injected: None,
+                tracestate_restored: false,
+                parent_inferred: false,
+                status_code: None,
+                grpc_status: None,
+                error_type: None,
+            }),
+        }
     }
 
     /// Records the response head: status code, and `grpc-status` of a trailers-only

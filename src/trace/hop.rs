@@ -33,7 +33,7 @@ impl Hop {
         direction: Direction,
         protocol: WireProtocol,
         started: Instant,
-        span: Option<SpanRecord>,
+        span: Option<Arc<SpanRecord>>,
         inflight: Option<InflightGuard>,
         handles: Arc<TraceHandles>,
     ) -> Hop {
@@ -41,7 +41,7 @@ impl Hop {
             direction,
             protocol,
             started,
-            span: span.map(Arc::new),
+            span,
             status: None,
             failure: None,
             completed: None,
