@@ -1,12 +1,13 @@
 //! The in-memory trace ring: the embedded default that needs no collector.
 //!
-//! Spans (stitch's own, and those received on `POST /v1/traces`) are grouped by trace id
-//! and bounded by span count and approximate bytes; the oldest-arrived span is evicted
-//! first. The storage is sharded by writer thread ([`super::ring_shards`]): the request path
-//! inserts into its own thread's shard (when a hop ends: a map lookup, a push and at most a
-//! few evictions) without a lock every worker shares; the admin views lock one shard at a
-//! time, copy out the `Arc`s they need, merge the shards' pieces of each trace and do their
-//! sorting, grouping and integrity checks after releasing the locks.
+//! Spans (stitch's own, and those received on `POST /v1/traces`) are kept in arrival order,
+//! bounded by span count and approximate bytes; the oldest-arrived span is evicted first.
+//! The storage is sharded by writer thread ([`super::ring_shards`]): the request path
+//! appends to its own thread's shard (when a hop ends: a push and at most a few evictions
+//! from the front) without a lock every worker shares; the admin views lock one shard at a
+//! time, copy out the `Arc`s they need (grouped by trace id as they go), merge the shards'
+//! pieces of each trace and do their sorting, grouping and integrity checks after releasing
+//! the locks.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -181,9 +182,7 @@ impl TraceRing {
         I::Item: Into<Arc<SpanRecord>>,
     {
         let mut spans: Vec<Arc<SpanRecord>> = spans.into_iter().map(Into::into).collect();
-        if self.shards.count() > 1 {
-            self.shards.retain_unseen(&mut spans);
-        }
+        self.shards.retain_unseen(&mut spans);
         if !spans.is_empty() {
             self.shards
                 .insert(&self.config, false, service, resource, spans);
@@ -226,12 +225,10 @@ impl TraceRing {
     pub fn trace(&self, trace_id: &TraceId) -> Option<TraceDetail> {
         let mut spans: Vec<StoredSpan> = Vec::new();
         self.shards.each(|shard| {
-            if let Some(bucket) = shard.traces.get(trace_id) {
-                for span in &bucket.spans {
-                    // A copy received back over OTLP may sit in another shard.
-                    if !spans.iter().any(|s| s.span.span_id == span.span.span_id) {
-                        spans.push(span.clone());
-                    }
+            for span in shard.spans_of(trace_id) {
+                // A copy received back over OTLP may sit in another shard.
+                if !spans.iter().any(|s| s.span.span_id == span.span.span_id) {
+                    spans.push(span.clone());
                 }
             }
         });
@@ -259,13 +256,9 @@ impl TraceRing {
     /// Every trace's buckets merged over the shards: copied out one shard at a time
     /// (reference counts only), so the sorting, grouping and integrity checks run unlocked.
     fn merged_buckets(&self) -> Vec<(TraceId, Bucket)> {
-        let mut per_shard = self.shards.each(|shard| {
-            shard
-                .traces
-                .iter()
-                .map(|(id, b)| (*id, b.clone()))
-                .collect::<Vec<_>>()
-        });
+        let mut per_shard = self
+            .shards
+            .each(|shard| shard.buckets().into_iter().collect::<Vec<_>>());
         if per_shard.len() == 1 {
             return per_shard.pop().unwrap_or_default();
         }
@@ -410,6 +403,14 @@ mod tests {
         r.insert(&a, [span(1, 1, None, 0, 1)]);
         r.insert(&a, [span(1, 1, None, 0, 1)]);
         assert_eq!(r.span_count(), 1);
+        // Repeated within one received batch: the first copy is kept.
+        r.insert(&a, [span(2, 1, None, 0, 1), span(2, 1, None, 0, 2)]);
+        assert_eq!(r.span_count(), 2);
+        // One of stitch's own spans received back over OTLP.
+        r.record(&a, &Arc::default(), Arc::new(span(3, 1, None, 0, 1)));
+        r.insert(&a, [span(3, 1, None, 0, 1)]);
+        assert_eq!(r.span_count(), 3);
+        assert_eq!(r.trace(&[3; 16]).expect("held").spans.len(), 1);
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! longer uses. Under balanced load the shards' oldest spans are milliseconds apart and each
 //! worker evicts only its own, so no cross-shard lock is taken.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Instant;
@@ -38,8 +38,7 @@ const STALE_SLACK_NANOS: u64 = 1_000_000_000;
 /// Most spans evicted from another shard per visit (one `try_lock` buys room for many inserts).
 pub(crate) const STEAL_BATCH: usize = 64;
 
-/// The spans of one trace held by one shard. Most traces a sidecar sees have one or two hops
-/// here (the inbound span and the app's outbound call), so those need no allocation.
+/// The spans of one trace held by one shard, grouped when a reader asks.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Bucket {
     /// In arrival order.
@@ -49,14 +48,14 @@ pub(crate) struct Bucket {
     pub(crate) last_stamp: u64,
 }
 
-/// One shard: traces by id, and the arrival order for eviction.
+/// One shard: its spans in arrival order, nothing else. Grouping by trace is the readers'
+/// job: a map kept up to date on the request path (an entry per span, a lookup and a removal
+/// per eviction) cost about 500 instructions per request, while a reader scans at most the
+/// few thousand spans the byte bound allows.
 #[derive(Debug, Default)]
 pub(crate) struct Shard {
-    /// What the readers copy out. Keyed with the cheap id hasher: SipHash of a trace id on
-    /// insert and on eviction was about a third of the ring's cost per span.
-    pub(crate) traces: HashMap<TraceId, Bucket, IdHash>,
-    arrival: VecDeque<Arrival>,
-    spans: usize,
+    /// Oldest first.
+    held: VecDeque<Held>,
     bytes: usize,
     last_stamp: u64,
     /// This shard's own copies of the last producer's service name and resource. Every span
@@ -65,6 +64,16 @@ pub(crate) struct Shard {
     /// reference counts per request — cache lines bouncing between cores. Copies local to
     /// the shard are touched only under its lock; the views read the same text.
     local: Option<LocalProducer>,
+}
+
+/// A span in a shard, with what eviction needs.
+#[derive(Debug)]
+struct Held {
+    span: StoredSpan,
+    /// What the span was charged against the byte bound.
+    bytes: usize,
+    /// Arrival stamp (see [`Bucket::last_stamp`]).
+    stamp: u64,
 }
 
 /// A producer's `service.name` and resource as the caller passed them (compared by
@@ -91,22 +100,31 @@ impl LocalProducer {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Arrival {
-    trace_id: TraceId,
-    span_id: SpanId,
-    bytes: usize,
-    stamp: u64,
-}
-
 impl Shard {
-    /// Whether this shard holds the span already.
-    pub(crate) fn contains(&self, trace_id: &TraceId, span_id: &SpanId) -> bool {
-        self.traces
-            .get(trace_id)
-            .is_some_and(|b| b.spans.iter().any(|s| &s.span.span_id == span_id))
+    /// The spans of one trace this shard holds, in arrival order.
+    pub(crate) fn spans_of<'a>(
+        &'a self,
+        trace_id: &'a TraceId,
+    ) -> impl Iterator<Item = &'a StoredSpan> + 'a {
+        self.held
+            .iter()
+            .filter(move |h| &h.span.span.trace_id == trace_id)
+            .map(|h| &h.span)
     }
 
+    /// Every trace this shard holds spans of, with those spans (reference counts copied).
+    pub(crate) fn buckets(&self) -> HashMap<TraceId, Bucket, IdHash> {
+        let mut buckets: HashMap<TraceId, Bucket, IdHash> = HashMap::default();
+        for h in &self.held {
+            let bucket = buckets.entry(h.span.span.trace_id).or_default();
+            bucket.spans.push(h.span.clone());
+            bucket.last_stamp = h.stamp;
+        }
+        buckets
+    }
+
+    /// Appends a span. Duplicates are the caller's to drop: stitch's own spans have fresh
+    /// ids, received ones go through [`Shards::retain_unseen`] first.
     fn push(
         &mut self,
         now: u64,
@@ -115,15 +133,9 @@ impl Shard {
         resource: &Arc<SpanResource>,
         span: Arc<SpanRecord>,
     ) {
-        let (trace_id, span_id) = (span.trace_id, span.span_id);
-        let bucket = self.traces.entry(trace_id).or_default();
-        if bucket.spans.iter().any(|s| s.span.span_id == span_id) {
-            return;
-        }
         // Strictly increasing within the shard, so arrival order survives a coarse clock.
         let stamp = now.max(self.last_stamp + 1);
         self.last_stamp = stamp;
-        bucket.last_stamp = stamp;
         let bytes = span.approx_bytes() + service.len() + resource.approx_bytes();
         // Stitch's own spans (`own`) are stored with the shard's copies of the sink's
         // producer; received spans keep the caller's.
@@ -136,50 +148,34 @@ impl Shard {
             }
             _ => (Arc::clone(service), Arc::clone(resource)),
         };
-        bucket.spans.push(StoredSpan {
-            service,
-            resource,
-            span,
-        });
-        self.arrival.push_back(Arrival {
-            trace_id,
-            span_id,
+        self.held.push_back(Held {
+            span: StoredSpan {
+                service,
+                resource,
+                span,
+            },
             bytes,
             stamp,
         });
-        self.spans += 1;
         self.bytes += bytes;
     }
 
     fn oldest_stamp(&self) -> u64 {
-        self.arrival.front().map_or(u64::MAX, |a| a.stamp)
+        self.held.front().map_or(u64::MAX, |h| h.stamp)
     }
 
     /// Drops the oldest-arrived span; false when empty.
     fn evict_oldest(&mut self) -> bool {
-        let Some(a) = self.arrival.pop_front() else {
+        let Some(h) = self.held.pop_front() else {
             return false;
         };
-        self.spans -= 1;
-        self.bytes -= a.bytes;
-        if let Some(bucket) = self.traces.get_mut(&a.trace_id) {
-            if let Some(pos) = bucket
-                .spans
-                .iter()
-                .position(|s| s.span.span_id == a.span_id)
-            {
-                bucket.spans.remove(pos);
-            }
-            if bucket.spans.is_empty() {
-                self.traces.remove(&a.trace_id);
-            }
-        }
+        self.bytes -= h.bytes;
         true
     }
 
     /// How many spans the shard holds.
     pub(crate) fn span_count(&self) -> usize {
-        self.spans
+        self.held.len()
     }
 }
 
@@ -200,7 +196,7 @@ impl Slot {
     }
 
     fn publish(&self, shard: &Shard) {
-        self.spans.store(shard.spans, Ordering::Relaxed);
+        self.spans.store(shard.span_count(), Ordering::Relaxed);
         self.bytes.store(shard.bytes, Ordering::Relaxed);
         self.oldest.store(shard.oldest_stamp(), Ordering::Relaxed);
     }
@@ -255,26 +251,27 @@ impl Shards {
         self
     }
 
-    /// How many shards there are.
-    pub(crate) fn count(&self) -> usize {
-        self.slots.len()
-    }
-
     /// Locks each shard in turn, for the readers (never more than one lock held at a time).
     pub(crate) fn each<T>(&self, mut f: impl FnMut(&Shard) -> T) -> Vec<T> {
         self.slots.iter().map(|s| f(&s.lock())).collect()
     }
 
-    /// Drops from `spans` those another shard than `except` already holds (spans received
-    /// over OTLP may be copies of stitch's own, recorded by any thread).
+    /// Drops from `spans` those the ring already holds, and repeats within `spans` (spans
+    /// received over OTLP may be copies of stitch's own, recorded by any thread): one scan of
+    /// each shard, one lock at a time.
     pub(crate) fn retain_unseen(&self, spans: &mut Vec<Arc<SpanRecord>>) {
+        let mut unseen: HashSet<(TraceId, SpanId)> = HashSet::with_capacity(spans.len());
+        spans.retain(|s| unseen.insert((s.trace_id, s.span_id)));
         for slot in self.slots.iter() {
-            if spans.is_empty() {
-                return;
+            if unseen.is_empty() {
+                break;
             }
             let shard = slot.lock();
-            spans.retain(|s| !shard.contains(&s.trace_id, &s.span_id));
+            for h in &shard.held {
+                unseen.remove(&(h.span.span.trace_id, h.span.span.span_id));
+            }
         }
+        spans.retain(|s| unseen.contains(&(s.trace_id, s.span_id)));
     }
 
     /// Inserts spans of one producer into the calling thread's shard (or the first free one),
@@ -316,7 +313,7 @@ impl Shards {
 
     fn evict(&self, own: usize, shard: &mut Shard, config: &RingConfig) {
         loop {
-            let (mut spans, mut bytes) = (shard.spans, shard.bytes);
+            let (mut spans, mut bytes) = (shard.span_count(), shard.bytes);
             // The oldest span elsewhere, if it is stale next to this shard's oldest.
             let mut stale: Option<(usize, u64)> = None;
             let own_oldest = shard.oldest_stamp();
