@@ -41,6 +41,7 @@ use super::framing::{
 use super::head::{HeadError, HeadLimits, HeaderCase, ResponseHead, parse_response};
 use super::incoming::{Delimited, HeadRead, Incoming, ReadSide, Returned};
 use super::response::{Outgoing, WriteBody};
+use super::spare;
 
 /// Room reserved for a request head (most fit; a larger one grows the `Vec` once or twice).
 const HEAD_CAPACITY: usize = 512;
@@ -566,20 +567,20 @@ impl Reuse {
             },
             ReadBack::Gone => return None,
         };
-        if !read.buf.is_empty() {
+        let ReadSide { io, buf } = read;
+        if !buf.is_empty() {
             // Bytes the upstream sent past the response: it is broken.
             return None;
         }
+        // The idle connection holds no buffer; the next read on this thread reuses it.
+        spare::give_back(buf);
         let write = match std::mem::replace(&mut self.write, WriteBack::Gone) {
             WriteBack::Here(out) => out,
             // A writer task means the answer came before the request was written, which is
             // never kept (`keep` is false, so this is not reached); `Drop` stops the task.
             WriteBack::Task(_) | WriteBack::Gone => return None,
         };
-        Some(Connection {
-            read: read.io,
-            write,
-        })
+        Some(Connection { read: io, write })
     }
 }
 

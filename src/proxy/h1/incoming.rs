@@ -23,6 +23,7 @@ use super::chunked::{ChunkedDecoder, Decoded};
 use super::error::Error;
 use super::ext::BoxRead;
 use super::head::{HeadError, HeadLimits};
+use super::spare;
 
 /// How much is read from the socket at once (and the read buffer's size when it is
 /// (re)allocated): hyper's initial read size, and a page pair.
@@ -59,22 +60,23 @@ impl ReadSide {
         }
         let polled = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf);
         if polled.is_pending() && self.buf.is_empty() {
-            self.buf = BytesMut::new();
+            spare::give_back(std::mem::take(&mut self.buf));
         }
         polled
     }
 
     /// [`Self::poll_fill`] with no buffer (released while idle): reads onto the stack and
-    /// allocates only when bytes arrived, so a read that finds nothing — the idle wait's
+    /// takes a buffer only when bytes arrived, so a read that finds nothing — the idle wait's
     /// probe, the watch for a client leaving mid-exchange — allocates nothing (an 8 KiB
-    /// allocation and free per probe were ~300 instructions each).
+    /// allocation and free per probe were ~300 instructions each). The buffer is one this
+    /// thread gave up before, when it has one ([`super::spare`]).
     fn poll_fill_released(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let mut stack = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
         let mut read = ReadBuf::uninit(&mut stack);
         ready!(Pin::new(&mut self.io).poll_read(cx, &mut read))?;
         let filled = read.filled();
         if !filled.is_empty() {
-            self.buf = BytesMut::with_capacity(READ_CHUNK.max(filled.len()));
+            self.buf = spare::take(filled.len());
             self.buf.extend_from_slice(filled);
         }
         Poll::Ready(Ok(filled.len()))

@@ -22,7 +22,8 @@
 //!   socket and the bytes read past the head go to it as an [`ext::Upgraded`].
 //! - Refusals (`400`/`414`/`431`, then close) come back as [`error::Error`], whose
 //!   [`error::Error::rejection`] is the `stitch_requests_rejected_total` reason, if any.
-//! - Between requests a connection holds no read or write buffer; timeouts, shutdown and the
+//! - Between requests a connection holds no read or write buffer (the read buffer goes to a
+//!   per-thread spare list for the next read, `spare`); timeouts, shutdown and the
 //!   connection cap's idle close are described in [`server`].
 //!
 //! While the service answers, the driver keeps reading (up to `--max-header-bytes` of
@@ -170,6 +171,7 @@ pub(crate) mod head;
 pub(crate) mod incoming;
 pub(crate) mod response;
 pub(crate) mod server;
+mod spare;
 
 #[cfg(test)]
 mod chunked_tests;
