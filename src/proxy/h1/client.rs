@@ -246,6 +246,7 @@ impl Connection {
                     Ok(()) => {
                         // Nothing of the request is kept while the response is awaited (a
                         // body at its end, or one hyper would not send either, is dropped).
+                        spare::give_back_header_map(std::mem::take(&mut parts.headers));
                         drop((pending, parts, body));
                         WriteSide::Done(write)
                     }
@@ -256,6 +257,7 @@ impl Connection {
                     Err((error, true)) => return Err(SendError::Io(error)),
                 }
             } else {
+                spare::give_back_header_map(std::mem::take(&mut parts.headers));
                 drop(parts);
                 WriteSide::Writing(Box::pin(async move {
                     let written = WriteBody::new(&mut write, pending, body, outgoing).await;

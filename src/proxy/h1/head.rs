@@ -406,7 +406,7 @@ fn fields(
     parsed: &[httparse::Header<'_>],
     capacity: usize,
 ) -> Result<(HeaderMap, HeaderCase), HeadError> {
-    let mut headers = HeaderMap::with_capacity(capacity);
+    let mut headers = super::spare::header_map(capacity);
     let mut case = HeaderCase {
         head: head.clone(),
         names: Vec::with_capacity(parsed.len()),

@@ -187,6 +187,7 @@ impl<'a, W: AsyncWrite + Unpin> ResponseWriter<'a, W> {
             &parts.headers,
             case,
         );
+        super::spare::give_back_header_map(parts.headers);
         (WriteBody::new(self.out, pending, body, outgoing), keep)
     }
 }

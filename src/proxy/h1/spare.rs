@@ -1,4 +1,4 @@
-//! Read buffers kept per thread between requests.
+//! Read buffers and header maps kept per thread between requests.
 //!
 //! A keep-alive connection gives its read buffer up when it has nothing to read (so an idle
 //! connection holds none: issue 15), and its next request needs one again — as does every
@@ -6,11 +6,15 @@
 //! 8 KiB `malloc` and `free` per side per request (about 700 instructions an exchange, glibc's
 //! slow path for a chunk that size). Buffers given up are kept here instead, a few per thread
 //! (each worker is one thread, so no lock), and handed to the next read on that thread; the
-//! rest are freed as before.
+//! rest are freed as before. Header maps go the same way: each message's map is two
+//! allocations (its index and its entries) made when the head is parsed and freed once the
+//! head has been written on the other side; a written head's map, cleared, serves the next
+//! head parsed on that thread.
 
 use std::cell::RefCell;
 
 use bytes::BytesMut;
+use http::HeaderMap;
 
 use super::incoming::READ_CHUNK;
 
@@ -21,8 +25,38 @@ const KEPT_PER_THREAD: usize = 8;
 /// Largest buffer kept: one that grew for a large head or body is freed, not kept.
 const MAX_KEPT_CAPACITY: usize = 2 * READ_CHUNK;
 
+/// Most fields a kept header map may have room for: a map grown for a huge head is freed.
+const MAX_KEPT_FIELDS: usize = 96;
+
 thread_local! {
     static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    static MAPS: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty header map with room for `fields`: a kept one when this thread has one.
+pub(crate) fn header_map(fields: usize) -> HeaderMap {
+    match MAPS.with(|maps| maps.borrow_mut().pop()) {
+        Some(mut map) => {
+            map.reserve(fields);
+            map
+        }
+        None => HeaderMap::with_capacity(fields),
+    }
+}
+
+/// Gives up a head's header map once the head is written: cleared (its allocations kept)
+/// for this thread's next parse, unless the thread keeps enough or the map is oversized.
+pub(crate) fn give_back_header_map(mut map: HeaderMap) {
+    if map.capacity() > MAX_KEPT_FIELDS {
+        return;
+    }
+    map.clear();
+    MAPS.with(|maps| {
+        let mut maps = maps.borrow_mut();
+        if maps.len() < KEPT_PER_THREAD {
+            maps.push(map);
+        }
+    });
 }
 
 /// An empty buffer with room for at least `len` bytes (and [`READ_CHUNK`]): a kept one when
@@ -98,6 +132,30 @@ mod tests {
         let again = take(10);
         assert_eq!(again.as_ptr(), address);
         assert!(again.capacity() >= READ_CHUNK);
+    }
+
+    #[test]
+    fn a_written_heads_map_comes_back_empty_with_its_room() {
+        MAPS.with(|maps| maps.borrow_mut().clear());
+        let mut map = header_map(8);
+        map.insert(http::header::HOST, http::HeaderValue::from_static("a"));
+        map.append("x-a", http::HeaderValue::from_static("1"));
+        map.append("x-a", http::HeaderValue::from_static("2"));
+        let room = map.capacity();
+        give_back_header_map(map);
+        let again = header_map(8);
+        assert!(again.is_empty(), "{again:?}");
+        assert_eq!(again.capacity(), room, "the kept allocation, not a new one");
+        assert!(again.get("x-a").is_none() && again.get(http::header::HOST).is_none());
+
+        let mut huge = HeaderMap::with_capacity(4 * MAX_KEPT_FIELDS);
+        huge.insert(http::header::HOST, http::HeaderValue::from_static("a"));
+        give_back_header_map(huge);
+        assert_eq!(
+            MAPS.with(|maps| maps.borrow().len()),
+            0,
+            "an oversized map is freed"
+        );
     }
 
     #[test]
