@@ -9,7 +9,8 @@
 //! 1. **route and propagate** — the rules' policy for the request, then
 //!    [`crate::propagation::propagate`] extracts, decides and injects on the request head;
 //! 2. **count** — what propagation found, as metrics (and debug logs for what it ignored);
-//! 3. **open span** — when sampled, a [`SpanRecord`] with the request's attributes;
+//! 3. **open span** — when sampled, a [`SpanRecord`] holding the request's facts (attributes
+//!    are made from them when the span is read or exported);
 //! 4. **response head** — status, `grpc-status` of a trailers-only answer, upstream failure;
 //! 5. **end** — at end of stream (trailers included), on a body error, or when the client
 //!    goes away: the span is recorded, the request counted, the in-flight entry released.
@@ -208,8 +209,8 @@ impl<S> Trace<S> {
         }
     }
 
-    /// Open the span, when the hop is traced and sampled: request attributes by the semantic
-    /// conventions, plus what propagation did.
+    /// Open the span, when the hop is traced and sampled: the request's facts (attributes by
+    /// the semantic conventions once read), plus what propagation did.
     fn open_span(
         &self,
         rules: &CompiledRules,
