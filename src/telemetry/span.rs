@@ -494,9 +494,9 @@ impl SpanRecord {
             _ => status >= 500,
         };
         if failed {
-            match (&mut self.hop, u16::try_from(status)) {
-                (Some(hop), Ok(code)) => hop.error_type = Some(ErrorType::Status(code)),
-                _ => self.set_attr(ERROR_TYPE, status.to_string()),
+            match u16::try_from(status) {
+                Ok(code) => self.set_error_type(ErrorType::Status(code)),
+                Err(_) => self.set_attr(ERROR_TYPE, status.to_string()),
             }
             self.status = SpanStatus::Error {
                 description: Cow::Owned(format!("HTTP {status}")),

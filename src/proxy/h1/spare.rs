@@ -12,6 +12,7 @@
 //! head parsed on that thread.
 
 use std::cell::RefCell;
+use std::thread::LocalKey;
 
 use bytes::BytesMut;
 use http::HeaderMap;
@@ -51,12 +52,7 @@ pub(crate) fn give_back_header_map(mut map: HeaderMap) {
         return;
     }
     map.clear();
-    MAPS.with(|maps| {
-        let mut maps = maps.borrow_mut();
-        if maps.len() < KEPT_PER_THREAD {
-            maps.push(map);
-        }
-    });
+    keep(&MAPS, map);
 }
 
 /// An empty buffer with room for at least `len` bytes (and [`READ_CHUNK`]): a kept one when
@@ -80,10 +76,15 @@ pub(crate) fn give_back(buf: BytesMut) {
     if !buf.is_empty() {
         return;
     }
-    SPARE.with(|spare| {
-        let mut spare = spare.borrow_mut();
-        if spare.len() < KEPT_PER_THREAD {
-            spare.push(buf);
+    keep(&SPARE, buf);
+}
+
+/// Adds `item` to this thread's list unless it holds [`KEPT_PER_THREAD`] already.
+fn keep<T>(list: &'static LocalKey<RefCell<Vec<T>>>, item: T) {
+    list.with(|list| {
+        let mut list = list.borrow_mut();
+        if list.len() < KEPT_PER_THREAD {
+            list.push(item);
         }
     });
 }
